@@ -1,0 +1,165 @@
+//! What a user asks to run.
+//!
+//! A job has a type, task groups with a count, and tasks with a driver and that driver's
+//! config. `windflow job create NAME --cmd CMD` is shorthand for a batch job with one group
+//! of one exec task: [`JobSpec::exec`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::HumanDuration;
+
+/// How the scheduler treats a job's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    /// Runs to completion when asked.
+    #[default]
+    Batch,
+    /// Kept running at its count.
+    Service,
+}
+
+/// A job as its owner wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Unique in the cluster; accepted wherever a job ID is.
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub job_type: JobType,
+    pub groups: Vec<TaskGroup>,
+}
+
+/// Tasks that are placed together, `count` times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskGroup {
+    pub name: String,
+    pub count: u32,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// One unit of work for one driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub name: String,
+    pub driver: DriverConfig,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The whole attempt is killed after this long.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// A task's driver and that driver's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverConfig {
+    Exec(ExecConfig),
+}
+
+/// A shell command (`sh -c`), run in its own process group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecConfig {
+    pub command: String,
+    /// The directory the command starts in; it must exist on the node.
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+/// How often a failed attempt is tried again, and how long to wait in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    /// Wait before the first retry; doubles for each further one, capped at
+    /// [`RetryPolicy::MAX_DELAY`].
+    pub delay: HumanDuration,
+}
+
+impl RetryPolicy {
+    pub const MAX_DELAY: HumanDuration = HumanDuration(std::time::Duration::from_secs(60));
+
+    /// The wait before attempt `attempt` (1-based; the first attempt never waits).
+    pub fn delay_before(&self, attempt: u32) -> std::time::Duration {
+        if attempt <= 1 {
+            return std::time::Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(attempt - 2).unwrap_or(u32::MAX);
+        self.delay
+            .0
+            .checked_mul(factor)
+            .unwrap_or(Self::MAX_DELAY.0)
+            .min(Self::MAX_DELAY.0)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            delay: HumanDuration::from_secs(1),
+        }
+    }
+}
+
+impl JobSpec {
+    /// The shorthand form: a batch job of one group with one exec task.
+    pub fn exec(name: impl Into<String>, task: TaskSpec) -> Self {
+        let name = name.into();
+        JobSpec {
+            groups: vec![TaskGroup {
+                name: name.clone(),
+                count: 1,
+                tasks: vec![task],
+            }],
+            name,
+            job_type: JobType::Batch,
+        }
+    }
+
+    /// The tasks of every group, in order.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskSpec> {
+        self.groups.iter().flat_map(|g| g.tasks.iter())
+    }
+
+    /// The exec task of a shorthand job, if this is one.
+    pub fn single_exec(&self) -> Option<(&TaskSpec, &ExecConfig)> {
+        let mut tasks = self.tasks();
+        let task = tasks.next()?;
+        if tasks.next().is_some() {
+            return None;
+        }
+        match &task.driver {
+            DriverConfig::Exec(cfg) => Some((task, cfg)),
+        }
+    }
+}
+
+/// A registered job: its spec and what the cluster assigned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: crate::ids::JobId,
+    pub spec: JobSpec,
+    pub created_at: crate::time::Timestamp,
+    pub updated_at: crate::time::Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let p = RetryPolicy {
+            max_retries: 10,
+            delay: HumanDuration::from_secs(2),
+        };
+        assert_eq!(p.delay_before(1), Duration::ZERO);
+        assert_eq!(p.delay_before(2), Duration::from_secs(2));
+        assert_eq!(p.delay_before(3), Duration::from_secs(4));
+        assert_eq!(p.delay_before(40), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,28 @@
+//! Windflow's shared language.
+//!
+//! Everything that crosses a crate or a process boundary is defined here: typed IDs,
+//! the domain objects the servers replicate (jobs, runs, contexts, nodes), the messages
+//! agents and servers exchange, and the frame codec that carries them. This crate depends
+//! on serde and bincode only, so both the agent and the servers can link it.
+
+pub mod codec;
+pub mod ids;
+pub mod job;
+pub mod messages;
+pub mod node;
+pub mod run;
+pub mod time;
+
+pub use codec::CodecError;
+pub use ids::{ContextId, IdParseError, JobId, NodeId, RunId};
+pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
+pub use node::{DriverKind, Node};
+pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use time::{HumanDuration, Timestamp};
+
+/// The most stdout a run keeps as its context. Longer output is cut to this many bytes
+/// (at a UTF-8 boundary) and the context is marked `truncated`.
+pub const CONTEXT_MAX_BYTES: usize = 1024 * 1024;
+
+/// The most stderr a run keeps, from the end of the stream, for its error report.
+pub const STDERR_TAIL_BYTES: usize = 16 * 1024;

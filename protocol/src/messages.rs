@@ -1,0 +1,162 @@
+//! What agents and servers say to each other on the `windflow/1` control stream.
+//!
+//! A session opens with [`AgentMessage::Hello`]; the server answers [`ServerMessage::Welcome`]
+//! or [`ServerMessage::Refused`]. After that the agent sends heartbeats, output and results;
+//! the server sends work and acknowledgements. Every message is one frame (see [`crate::codec`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, NodeId, RunId};
+use crate::job::TaskSpec;
+use crate::node::DriverKind;
+use crate::run::RunOutcome;
+use crate::time::{HumanDuration, Timestamp};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The ALPN of agent sessions.
+pub const ALPN_AGENT: &[u8] = b"windflow/1";
+/// The ALPN of server-to-server raft traffic.
+pub const ALPN_RAFT: &[u8] = b"windflow-raft/1";
+
+/// An inclusive range of protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl VersionRange {
+    /// What this build supports.
+    pub const SUPPORTED: VersionRange = VersionRange {
+        min: PROTOCOL_VERSION,
+        max: PROTOCOL_VERSION,
+    };
+
+    /// The highest version both sides speak, if any.
+    pub fn negotiate(&self, other: &VersionRange) -> Option<u32> {
+        let hi = self.max.min(other.max);
+        let lo = self.min.max(other.min);
+        (lo <= hi).then_some(hi)
+    }
+}
+
+impl std::fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..={}", self.min, self.max)
+    }
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    Hello(Hello),
+    Heartbeat(Heartbeat),
+    /// An attempt of a run has started on the node.
+    AttemptStarted {
+        run: RunId,
+        attempt: u32,
+        at: Timestamp,
+    },
+    Output(OutputChunk),
+    Finished(TaskFinished),
+}
+
+/// The first message of every session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub versions: VersionRange,
+    pub hostname: String,
+    pub agent_version: String,
+    pub drivers: Vec<DriverKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub seq: u64,
+    /// Runs the agent is executing right now.
+    pub running: Vec<RunId>,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Live output of a running attempt, in the order it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    pub run: RunId,
+    pub attempt: u32,
+    pub stream: OutputStream,
+    pub data: Vec<u8>,
+}
+
+/// The end of a run, after its last attempt. The agent sends it again after a reconnect
+/// until the server acknowledges it with [`ServerMessage::FinishedAck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFinished {
+    pub run: RunId,
+    pub outcome: RunOutcome,
+    /// The last attempt's exit code; `None` when it was killed or never started.
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    pub started_at: Timestamp,
+    pub duration: HumanDuration,
+    /// The last attempt's stdout, at most [`crate::CONTEXT_MAX_BYTES`] (see `stdout_truncated`).
+    pub stdout: Vec<u8>,
+    pub stdout_truncated: bool,
+    /// The end of the last attempt's stderr, at most [`crate::STDERR_TAIL_BYTES`].
+    pub stderr_tail: Vec<u8>,
+    /// Why the run failed when it is not just an exit code (missing workdir, timeout…).
+    pub error: Option<String>,
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    Welcome(Welcome),
+    /// The session is refused; the server closes the connection after sending this.
+    Refused {
+        reason: String,
+    },
+    RunTask(RunTask),
+    HeartbeatAck {
+        seq: u64,
+    },
+    FinishedAck {
+        run: RunId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The negotiated protocol version.
+    pub version: u32,
+    /// Who the server knows this agent as (from its certificate).
+    pub node: NodeId,
+    pub heartbeat_interval: HumanDuration,
+}
+
+/// Run one task of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTask {
+    pub run: RunId,
+    pub job: JobId,
+    pub task: TaskSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_negotiate_to_the_highest_shared() {
+        let a = VersionRange { min: 1, max: 3 };
+        assert_eq!(a.negotiate(&VersionRange { min: 2, max: 5 }), Some(3));
+        assert_eq!(a.negotiate(&VersionRange { min: 4, max: 5 }), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! Agent hosts as the servers know them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NodeId;
+use crate::time::Timestamp;
+
+/// A kind of driver an agent can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    Exec,
+    Docker,
+    Libvirt,
+    Proxmox,
+    Kubernetes,
+}
+
+impl DriverKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DriverKind::Exec => "exec",
+            DriverKind::Docker => "docker",
+            DriverKind::Libvirt => "libvirt",
+            DriverKind::Proxmox => "proxmox",
+            DriverKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A registered node: what it told the servers when it last said Hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub drivers: Vec<DriverKind>,
+    pub registered_at: Timestamp,
+    /// When the node last opened a session (replicated; heartbeats are not).
+    pub last_seen_at: Option<Timestamp>,
+    pub agent_version: Option<String>,
+}
