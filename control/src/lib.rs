@@ -1,1 +1,17 @@
+//! The Windflow server and the `windflow` CLI.
+//!
+//! A server is four things around one replicated store ([`windflow_raft::RaftNode`]):
+//! the HTTP API ([`api`]), the QUIC gateway that agents and peer servers dial ([`gateway`]),
+//! the leader's loops ([`leader`], [`dispatch`]) and its observability ([`metrics`], [`logging`]).
+//! [`server::start`] wires them together; [`dev`] adds an in-process agent; [`cli`] is the client.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod dev;
+pub mod dispatch;
+pub mod gateway;
+pub mod leader;
+pub mod logging;
+pub mod metrics;
+pub mod server;

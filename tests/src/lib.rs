@@ -1,1 +1,252 @@
+//! The harness of Windflow's end-to-end suites: starts the real `windflow` binary as a
+//! process on 127.0.0.1 ports it picks, with its own `HOME` and data dir, and waits on
+//! conditions with deadlines.
 
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tempfile::TempDir;
+
+/// How long a test waits for a server to come up.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The `windflow` binary of this build, built on first use if `cargo test` has not.
+pub fn windflow_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> -> target/<profile>/windflow
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("windflow");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "windflow-control", "--bin", "windflow"])
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building the windflow binary failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the OS may reuse it later).
+pub fn free_tcp_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a TCP port")
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("binding a UDP port")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// `windflow dev` running as a child process.
+pub struct DevServer {
+    child: Option<Child>,
+    /// The `HOME` of the server and of every CLI call made through [`DevServer::cli`].
+    pub home: TempDir,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    pub token: String,
+}
+
+impl DevServer {
+    /// Starts `windflow dev` with a data dir of its own.
+    pub fn start() -> anyhow::Result<Self> {
+        let home = tempfile::tempdir()?;
+        let data_dir = home.path().join("data");
+        Self::start_in(home, data_dir)
+    }
+
+    /// Starts `windflow dev` on `data_dir` (kept between starts), with `home` as `HOME`.
+    pub fn start_in(home: TempDir, data_dir: PathBuf) -> anyhow::Result<Self> {
+        let http_addr = free_tcp_addr();
+        let quic_addr = free_udp_addr();
+        let log = std::fs::File::create(home.path().join(format!("dev-{}.log", http_addr.port())))?;
+        let child = Command::new(windflow_bin())
+            .args(["dev", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--http-addr", &http_addr.to_string(), "--quic-addr", &quic_addr.to_string()])
+            .env("HOME", home.path())
+            .env_remove("WINDFLOW_ADDR")
+            .env_remove("WINDFLOW_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting windflow dev")?;
+        let mut server = DevServer {
+            child: Some(child),
+            home,
+            data_dir,
+            http_addr,
+            quic_addr,
+            token: String::new(),
+        };
+        server.token = server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<String> {
+        let token_file = self.data_dir.join("bootstrap-token");
+        let addr = self.http_addr;
+        let child = self.child.as_mut().expect("started");
+        wait_for("windflow dev to be ready", START_DEADLINE, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(anyhow::anyhow!("windflow dev exited early with {status}")));
+            }
+            let ready = http_status(addr, "/readyz").ok()? == 200;
+            let token = std::fs::read_to_string(&token_file).ok()?;
+            ready.then(|| Ok(token.trim().to_owned()))
+        })
+        .and_then(|r| r)
+        .with_context(|| format!("log:\n{}", self.log()))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        let path = self.home.path().join(format!("dev-{}.log", self.http_addr.port()));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Runs the `windflow` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(windflow_bin())
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("WINDFLOW_ADDR", self.url())
+            .env("WINDFLOW_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the windflow CLI")
+    }
+
+    /// Kills the server with SIGKILL: nothing is flushed on the way out.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            let status = wait_for("windflow dev to exit", Duration::from_secs(30), || child.try_wait().ok().flatten());
+            if status.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            status?;
+        }
+        Ok(())
+    }
+
+    /// Stops the process but keeps `HOME` and the data dir, to start again on them.
+    pub fn into_parts(mut self) -> (TempDir, PathBuf) {
+        self.kill();
+        let data_dir = std::mem::take(&mut self.data_dir);
+        let home = std::mem::replace(&mut self.home, tempfile::tempdir().expect("tempdir"));
+        (home, data_dir)
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status code of a plain `GET` on the server, without any client library.
+pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let code = std::str::from_utf8(&head[9..12])?.parse()?;
+    Ok(code)
+}
+
+/// A CLI call's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A CLI call's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An HTTP/1.1 request with a JSON body, answered with the status and the JSON body
+/// (or `Value::String` of the body when it is not JSON).
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, payload) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head.get(9..12).context("no status line")?.parse()?;
+    let json = serde_json::from_str(payload).unwrap_or_else(|_| serde_json::Value::String(payload.to_owned()));
+    Ok((status, json))
+}
+
+/// Whether a process is gone for good: no such pid, or a zombie waiting to be reaped.
+pub fn process_is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}

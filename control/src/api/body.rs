@@ -1,0 +1,91 @@
+//! Request bodies read field by field, so every error names the field and the problem,
+//! and fields the endpoint does not know are refused rather than silently dropped.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use serde_json::{Map, Value};
+
+use super::ApiError;
+
+/// A JSON object body, consumed one field at a time.
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    pub fn parse(bytes: &Bytes) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(Fields { map }),
+            _ => Err(ApiError::bad_request("invalid_json", "the body must be a JSON object")),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    pub fn required_str(&mut self, name: &str) -> Result<String, ApiError> {
+        self.optional_str(name)?
+            .ok_or_else(|| ApiError::invalid_field(name, "is required"))
+    }
+
+    pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ApiError::invalid_field(name, format!("must be a string, not {}", kind(&other)))),
+        }
+    }
+
+    pub fn optional_u32(&mut self, name: &str) -> Result<Option<u32>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid_field(name, format!("must be a whole number from 0 to {}, not {n}", u32::MAX))),
+            Some(other) => Err(ApiError::invalid_field(name, format!("must be a number, not {}", kind(&other)))),
+        }
+    }
+
+    pub fn optional_string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        match self.take(name) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Object(map)) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    other => Err(ApiError::invalid_field(&format!("{name}.{k}"), format!("must be a string, not {}", kind(&other)))),
+                })
+                .collect(),
+            Some(other) => Err(ApiError::invalid_field(name, format!("must be an object of strings, not {}", kind(&other)))),
+        }
+    }
+
+    /// Refuses what is left: fields this endpoint does not take.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.map.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.map.keys().map(|k| format!("`{k}`")).collect();
+        Err(ApiError::bad_request(
+            "unknown_field",
+            format!("unknown field(s) {}", names.join(", ")),
+        ))
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,71 @@
+//! `/v1/runs`: a run's state (optionally waiting for it to end) and its live output.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use windflow_protocol::{HumanDuration, Run, RunId};
+
+use super::{ApiError, AppState, read_barrier, resolve_job};
+
+/// The longest `?wait=` a request may hold.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
+    id.parse().map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))
+}
+
+/// `GET /v1/runs/{id}[?wait=30s]`: with `wait`, holds the request until the run has ended
+/// or the wait is over, then answers with the run as it is.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Run>, ApiError> {
+    let id = parse_run_id(&id)?;
+    read_barrier(&state, &q).await?;
+    let wait = match q.get("wait") {
+        None => Duration::ZERO,
+        Some(w) => w
+            .parse::<HumanDuration>()
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("`wait`: {e}")))?
+            .0
+            .min(MAX_WAIT),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let reader = state.raft.reader();
+    let mut applied = reader.subscribe();
+    loop {
+        let run = reader.run(id)?.ok_or_else(|| ApiError::not_found("run", &id.to_string()))?;
+        if run.status.is_finished() {
+            return Ok(Json(run));
+        }
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => continue,
+            // Deadline reached, or the store is shutting down: answer with what we have.
+            _ => return Ok(Json(run)),
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}/runs`
+pub async fn list_for_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Run>>, ApiError> {
+    read_barrier(&state, &q).await?;
+    let job = resolve_job(state.raft.reader(), &id)?;
+    Ok(Json(state.raft.reader().runs_of_job(job.id)?))
+}
+
+/// `GET /v1/runs/{id}/output`: what the run has printed so far, as this server received it
+/// from the agent (kept in memory, bounded; the context keeps the final stdout).
+pub async fn output(State(state): State<AppState>, Path(id): Path<String>) -> Result<String, ApiError> {
+    let id = parse_run_id(&id)?;
+    if state.raft.reader().run(id)?.is_none() {
+        return Err(ApiError::not_found("run", &id.to_string()));
+    }
+    Ok(state.outputs.text(id))
+}

@@ -1,0 +1,76 @@
+//! The CLI's HTTP client: bearer token, JSON, the API's error shape, and failover across
+//! the configured servers.
+
+use anyhow::{Context as _, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub struct Client {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(urls: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            bail!("no server address: set WINDFLOW_ADDR, --addr, or `address` in ~/.windflow/config");
+        }
+        windflow_certs::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client { http, urls, token })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: Option<&Value>) -> anyhow::Result<T> {
+        self.call(Method::POST, path, body).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<T> {
+        let mut last_err = None;
+        for url in &self.urls {
+            let mut req = self.http.request(method.clone(), format!("{url}{path}"));
+            if let Some(token) = &self.token {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            match req.send().await {
+                Ok(res) => return decode(res).await,
+                // Only a server we could not reach is worth trying the next one for.
+                Err(e) if e.is_connect() => last_err = Some(anyhow!(e).context(format!("cannot reach {url}"))),
+                Err(e) => return Err(anyhow!(e).context(format!("request to {url} failed"))),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("no server to ask")))
+    }
+}
+
+async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> anyhow::Result<T> {
+    let status = res.status();
+    let bytes = res.bytes().await.context("reading the response")?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON");
+    }
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    if status == StatusCode::UNAUTHORIZED {
+        bail!("{message} (set WINDFLOW_TOKEN, --token, or `token` in ~/.windflow/config)");
+    }
+    bail!("{message} (HTTP {})", status.as_u16())
+}

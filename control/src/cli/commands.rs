@@ -1,0 +1,232 @@
+//! The client commands: each asks the API and prints a table or JSON.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use windflow_protocol::{Context, DriverConfig, Job, Run, RunStatus};
+
+use super::client::Client;
+use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
+use super::table::{Table, or_dash};
+use super::{Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat, RunCommand};
+
+/// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
+pub const EXIT_TIMED_OUT: u8 = 124;
+
+pub async fn run(command: Command, addr: Option<String>, token: Option<String>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let file = CliConfig::load_default()?;
+    let address = addr.or(file.address).unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
+    let client = Client::new(server_urls(&address), token.or(file.token))?;
+    let out = Printer(output);
+    match command {
+        Command::Job(cmd) => job(&client, out, cmd).await,
+        Command::Run(RunCommand::Show { run }) => {
+            let run: Run = client.get(&format!("/v1/runs/{}", seg(&run))).await?;
+            out.run(&run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Context(ContextCommand::Show { context }) => {
+            let ctx: Context = client.get(&format!("/v1/contexts/{}", seg(&context))).await?;
+            match output {
+                OutputFormat::Json => out.json(&ctx)?,
+                OutputFormat::Table => print!("{}", ctx.value),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Node(NodeCommand::List) => {
+            let nodes: Vec<Value> = client.get("/v1/nodes").await?;
+            if output == OutputFormat::Json {
+                out.json(&nodes)?;
+            } else {
+                let mut t = Table::new(vec!["ID", "NAME", "STATUS", "DRIVERS", "LAST SEEN"]);
+                for n in &nodes {
+                    let drivers: Vec<&str> = n["drivers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    t.row(vec![text(&n["id"]), text(&n["name"]), text(&n["status"]), drivers.join(","), text(&n["last_seen_at"])]);
+                }
+                print!("{}", t.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server(_) | Command::Dev(_) => bail!("not a client command"),
+    }
+}
+
+async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobCommand::Create(args) => {
+            let job: Job = client.post("/v1/jobs", Some(&create_body(args)?)).await?;
+            out.job(&job)?;
+        }
+        JobCommand::List => {
+            let jobs: Vec<Job> = client.get("/v1/jobs").await?;
+            out.jobs(&jobs)?;
+        }
+        JobCommand::Show { job } => {
+            let job: Job = client.get(&format!("/v1/jobs/{}", seg(&job))).await?;
+            out.job(&job)?;
+        }
+        JobCommand::Runs { job } => {
+            let runs: Vec<Run> = client.get(&format!("/v1/jobs/{}/runs", seg(&job))).await?;
+            out.runs(&runs)?;
+        }
+        JobCommand::Delete { job } => {
+            let job: Job = client.delete(&format!("/v1/jobs/{}", seg(&job))).await?;
+            match out.0 {
+                OutputFormat::Json => out.json(&job)?,
+                OutputFormat::Table => println!("Deleted {} ({})", job.id, job.spec.name),
+            }
+        }
+        JobCommand::Run { job, wait } => {
+            let run: Run = client.post(&format!("/v1/jobs/{}/run", seg(&job)), None).await?;
+            if !wait {
+                out.run(&run)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            return wait_for_run(client, out, run).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the run to end, prints its output and exits like the command did.
+async fn wait_for_run(client: &Client, out: Printer, mut run: Run) -> anyhow::Result<ExitCode> {
+    while !run.status.is_finished() {
+        run = client.get(&format!("/v1/runs/{}?wait=30s", run.id)).await?;
+    }
+    let ctx: Context = client.get(&format!("/v1/contexts/{}", run.job)).await?;
+    match out.0 {
+        OutputFormat::Json => out.json(&json!({ "run": run, "context": ctx }))?,
+        OutputFormat::Table => {
+            // The context belongs to the job: show it only if this run wrote it.
+            if ctx.run == Some(run.id) {
+                print!("{}", ctx.value);
+            }
+            if run.status != RunStatus::Succeeded {
+                eprint!("{}", run.stderr_tail);
+                let why = run.error.clone().unwrap_or_else(|| format!("exit code {}", or_dash(run.exit_code)));
+                eprintln!("run {} {} after {} attempt(s): {why}", run.id, run.status.as_str(), run.attempts);
+            }
+        }
+    }
+    Ok(ExitCode::from(match (run.status, run.exit_code) {
+        (RunStatus::Succeeded, _) => 0,
+        (RunStatus::TimedOut, _) => EXIT_TIMED_OUT,
+        (_, Some(code)) => u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1),
+        _ => 1,
+    }))
+}
+
+fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
+    let mut body = Map::new();
+    body.insert("name".into(), args.name.into());
+    body.insert("command".into(), args.cmd.into());
+    let optional = [("workdir", args.workdir), ("timeout", args.timeout), ("retry_delay", args.retry_delay)];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            body.insert(key.into(), v.into());
+        }
+    }
+    if let Some(n) = args.retries {
+        body.insert("max_retries".into(), n.into());
+    }
+    let mut env = Map::new();
+    for pair in args.env {
+        let (k, v) = pair.split_once('=').with_context(|| format!("--env `{pair}` must be KEY=VALUE"))?;
+        env.insert(k.to_owned(), v.into());
+    }
+    if !env.is_empty() {
+        body.insert("env".into(), env.into());
+    }
+    Ok(body.into())
+}
+
+/// A path segment: IDs and names are plain, but keep what a user types from breaking the URL.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Printer(OutputFormat);
+
+impl Printer {
+    fn json<T: Serialize + ?Sized>(&self, v: &T) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    }
+
+    /// One job: an object in JSON.
+    fn job(&self, job: &Job) -> anyhow::Result<()> {
+        match self.0 {
+            OutputFormat::Json => self.json(job),
+            OutputFormat::Table => self.jobs(std::slice::from_ref(job)),
+        }
+    }
+
+    /// A list of jobs: always an array in JSON.
+    fn jobs(&self, jobs: &[Job]) -> anyhow::Result<()> {
+        if self.0 == OutputFormat::Json {
+            return self.json(jobs);
+        }
+        let mut t = Table::new(vec!["ID", "NAME", "TYPE", "COMMAND", "TIMEOUT", "RETRIES", "CREATED"]);
+        for job in jobs {
+            let task = job.spec.tasks().next();
+            let command = task.map(|t| match &t.driver {
+                DriverConfig::Exec(e) => e.command.clone(),
+            });
+            t.row(vec![
+                job.id.to_string(),
+                job.spec.name.clone(),
+                format!("{:?}", job.spec.job_type).to_lowercase(),
+                or_dash(command),
+                or_dash(task.and_then(|t| t.timeout)),
+                or_dash(task.map(|t| t.retry.max_retries)),
+                job.created_at.to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+        Ok(())
+    }
+
+    fn run(&self, run: &Run) -> anyhow::Result<()> {
+        match self.0 {
+            OutputFormat::Json => self.json(run),
+            OutputFormat::Table => self.runs(std::slice::from_ref(run)),
+        }
+    }
+
+    fn runs(&self, runs: &[Run]) -> anyhow::Result<()> {
+        if self.0 == OutputFormat::Json {
+            return self.json(runs);
+        }
+        let mut t = Table::new(vec!["ID", "JOB", "STATUS", "NODE", "ATTEMPTS", "EXIT", "DURATION", "REQUESTED"]);
+        for r in runs {
+            t.row(vec![
+                r.id.to_string(),
+                r.job.to_string(),
+                r.status.as_str().into(),
+                or_dash(r.node),
+                r.attempts.to_string(),
+                or_dash(r.exit_code),
+                or_dash(r.duration),
+                r.requested_at.to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! The `windflow` command line: `windflow <noun> <verb>`, plus `server` and `dev`.
+
+mod client;
+mod commands;
+pub mod config;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::{self, Verbosity};
+use crate::server::ServerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "windflow", version, about = "Windflow: run jobs, services and apps on your own machines")]
+pub struct Cli {
+    /// Server URL(s), comma-separated [default: from ~/.windflow/config, else http://127.0.0.1:7480]
+    #[arg(long, global = true, env = "WINDFLOW_ADDR")]
+    pub addr: Option<String>,
+    /// API token [default: from ~/.windflow/config]
+    #[arg(long, global = true, env = "WINDFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How to print results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Windflow server.
+    Server(ServerArgs),
+    /// Run one server and one agent in this process, for trying Windflow out.
+    Dev(DevArgs),
+    /// Create, list, run and delete jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Look at runs.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Read what runs captured.
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Look at the agent hosts.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log debug detail to the console.
+    #[arg(long, conflicts_with = "silent")]
+    pub debug: bool,
+    /// Log only errors to the console.
+    #[arg(long)]
+    pub silent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// This server's name in the cluster.
+    #[arg(long, default_value = "s1", env = "WINDFLOW_NAME")]
+    pub name: String,
+    #[arg(long, env = "WINDFLOW_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7480", env = "WINDFLOW_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7481", env = "WINDFLOW_QUIC_ADDR")]
+    pub quic_addr: SocketAddr,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep state here [default: a fresh temporary directory, removed on exit]
+    #[arg(long, env = "WINDFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7481")]
+    pub quic_addr: SocketAddr,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create a job that runs a shell command.
+    Create(JobCreateArgs),
+    /// List jobs.
+    List,
+    /// Show one job.
+    Show { job: String },
+    /// Run a job now.
+    Run {
+        job: String,
+        /// Wait for the run to end, print its output, and exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The runs of a job.
+    Runs { job: String },
+    /// Delete a job.
+    Delete { job: String },
+}
+
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    /// A unique name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The command, run with `sh -c`.
+    #[arg(long)]
+    pub cmd: String,
+    /// The directory the command starts in.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Kill the command after this long, e.g. 30s, 10m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// How many times to retry a failed attempt.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Wait before the first retry (doubling after), e.g. 5s.
+    #[arg(long)]
+    pub retry_delay: Option<String>,
+    /// An environment variable, KEY=VALUE; repeat for more.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Show one run.
+    Show { run: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Print a context's value (by context ID, job ID or job name).
+    Show { context: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    List,
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Server(args) => {
+            std::fs::create_dir_all(&args.data_dir)?;
+            let _guard = logging::init(
+                Verbosity::from_flags(args.log.debug, args.log.silent),
+                Some(&args.data_dir.join("logs")),
+            );
+            let mut config = ServerConfig::new(args.data_dir);
+            config.name = args.name;
+            config.http_addr = args.http_addr;
+            config.quic_addr = args.quic_addr;
+            let server = crate::server::start(config).await?;
+            if let Some(token) = &server.new_admin_token {
+                println!("Cluster initialised. Bootstrap admin token (shown once, also in the data dir's bootstrap-token):\n  {token}");
+            }
+            println!("Windflow server listening: API http://{} QUIC {}", server.http_addr, server.quic_addr);
+            wait_for_signal().await;
+            server.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => {
+            let verbosity = Verbosity::from_flags(args.log.debug, args.log.silent);
+            let mut config = ServerConfig::new(PathBuf::new());
+            config.http_addr = args.http_addr;
+            config.quic_addr = args.quic_addr;
+            // Logs go to files only once the data dir exists; dev's console gets the rest.
+            let log_dir = args.data_dir.as_ref().map(|d| d.join("logs"));
+            if let Some(dir) = &log_dir {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _guard = logging::init(verbosity, log_dir.as_deref());
+            crate::dev::run(args.data_dir, config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => commands::run(other, cli.addr, cli.token, cli.output).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

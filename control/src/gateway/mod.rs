@@ -1,0 +1,78 @@
+//! The QUIC endpoint every server runs: agents arrive with ALPN `windflow/1`, peer servers
+//! with `windflow-raft/1`. Mutual TLS is enforced by the endpoint's config, so a peer
+//! without a certificate from the cluster CA never gets here.
+
+mod frames;
+mod output;
+mod session;
+mod sessions;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_raft::RaftNode;
+
+pub use output::RunOutputs;
+pub use sessions::Sessions;
+
+/// What the gateway needs to serve agents.
+#[derive(Clone)]
+pub struct Gateway {
+    pub raft: RaftNode,
+    pub sessions: Sessions,
+    pub outputs: RunOutputs,
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+impl Gateway {
+    /// Accepts connections until `shutdown`, each served on its own task.
+    pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                incoming = endpoint.accept() => match incoming {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let gateway = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                // A failed handshake (no certificate, another CA, expired) ends here,
+                // before a single frame is read.
+                let conn = match incoming.await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::info!(%remote, error = %e, "refused connection at the TLS handshake");
+                        return;
+                    }
+                };
+                let alpn = conn
+                    .handshake_data()
+                    .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                    .and_then(|d| d.protocol);
+                match alpn.as_deref() {
+                    Some(a) if a == ALPN_AGENT => {
+                        let span = tracing::info_span!("agent_session", %remote);
+                        tokio::select! {
+                            _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
+                            _ = gateway.serve_agent(conn.clone()).instrument(span) => {}
+                        }
+                    }
+                    Some(a) if a == ALPN_RAFT => {
+                        tokio::select! {
+                            _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
+                            _ = windflow_raft::serve_peer_connection(gateway.raft.raft().clone(), conn.clone()) => {}
+                        }
+                    }
+                    _ => conn.close(1u32.into(), b"unsupported ALPN"),
+                }
+            });
+        }
+        endpoint.close(0u32.into(), b"server shutting down");
+    }
+}

@@ -1,0 +1,107 @@
+//! The agents with a live session on this server, and a way to send them messages.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use windflow_protocol::messages::ServerMessage;
+use windflow_protocol::{DriverKind, NodeId};
+
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<NodeId, Entry>>>,
+    /// Bumped whenever an agent joins or leaves, to wake the dispatcher.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+struct Entry {
+    session: u64,
+    tx: mpsc::Sender<ServerMessage>,
+    drivers: Vec<DriverKind>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            inner: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Entry>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        self.lock().contains_key(&node)
+    }
+
+    /// Registers a session; a newer session of the same node replaces the older one.
+    pub(super) fn insert(&self, node: NodeId, session: u64, tx: mpsc::Sender<ServerMessage>, drivers: Vec<DriverKind>) {
+        self.lock().insert(node, Entry { session, tx, drivers });
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Forgets a session, unless the node has opened a newer one since.
+    pub(super) fn remove(&self, node: NodeId, session: u64) {
+        let mut map = self.lock();
+        if map.get(&node).is_some_and(|e| e.session == session) {
+            map.remove(&node);
+            drop(map);
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The connected node offering `driver` with the fewest runs in `load`.
+    pub fn pick(&self, driver: DriverKind, load: &HashMap<NodeId, usize>) -> Option<NodeId> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.drivers.contains(&driver))
+            .min_by_key(|(node, _)| (load.get(node).copied().unwrap_or(0), **node))
+            .map(|(node, _)| *node)
+    }
+
+    /// Queues `msg` for the node's agent; false when it has no session.
+    pub async fn send(&self, node: NodeId, msg: ServerMessage) -> bool {
+        let tx = self.lock().get(&node).map(|e| e.tx.clone());
+        match tx {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_least_loaded_node_with_the_driver() {
+        let s = Sessions::default();
+        let (tx, _rx) = mpsc::channel(1);
+        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx.clone(), vec![DriverKind::Exec]);
+        s.insert(NodeId(3), 3, tx.clone(), vec![DriverKind::Docker]);
+        let load = HashMap::from([(NodeId(1), 2)]);
+        assert_eq!(s.pick(DriverKind::Exec, &load), Some(NodeId(2)));
+        assert_eq!(s.pick(DriverKind::Libvirt, &load), None);
+        s.remove(NodeId(2), 99); // stale session: ignored
+        assert!(s.is_connected(NodeId(2)));
+        s.remove(NodeId(2), 2);
+        assert_eq!(s.pick(DriverKind::Exec, &load), Some(NodeId(1)));
+    }
+}

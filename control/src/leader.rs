@@ -1,0 +1,42 @@
+//! The one place that runs the leader's loops: started when this server becomes raft leader,
+//! stopped when it stops being leader, so no two servers act as leader at once.
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use windflow_raft::RaftNode;
+
+use crate::dispatch::Dispatcher;
+use crate::gateway::Sessions;
+
+/// Watches raft and runs [`Dispatcher`] (and later cron and webhooks) while leader.
+pub fn spawn(raft: RaftNode, sessions: Sessions, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let mut term: Option<CancellationToken> = None;
+        loop {
+            let leading = metrics.borrow().current_leader == Some(raft.id());
+            match (leading, &term) {
+                (true, None) => {
+                    tracing::info!("became leader: starting leader loops");
+                    let token = shutdown.child_token();
+                    let dispatcher = Dispatcher::new(raft.clone(), sessions.clone());
+                    tokio::spawn(dispatcher.run(token.clone()));
+                    term = Some(token);
+                }
+                (false, Some(token)) => {
+                    tracing::info!("no longer leader: stopping leader loops");
+                    token.cancel();
+                    term = None;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = metrics.changed() => if changed.is_err() { break },
+            }
+        }
+        if let Some(token) = term {
+            token.cancel();
+        }
+    })
+}

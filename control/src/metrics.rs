@@ -1,0 +1,106 @@
+//! `/metrics` in the Prometheus text format. Figures that live in the replicated state
+//! (jobs, runs) are read from it at scrape time, so every server reports the same totals.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use windflow_protocol::RunStatus;
+use windflow_raft::RaftNode;
+
+use crate::gateway::Sessions;
+
+/// The server's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(raft: RaftNode, sessions: Sessions) -> Arc<Self> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(StateCollector { raft, sessions }));
+        Arc::new(Metrics { registry })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+struct StateCollector {
+    raft: RaftNode,
+    sessions: Sessions,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reader = self.raft.reader();
+        // A failed read is reported as an absent metric, not a failed scrape.
+        if let Ok(jobs) = reader.job_count() {
+            gauge(&mut encoder, "windflow_jobs", "Jobs registered in the cluster.", jobs as i64)?;
+        }
+        if let Ok(counts) = reader.run_counts() {
+            let mut metric = encoder.encode_descriptor(
+                "windflow_runs",
+                "Runs that ended, by final status.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (status, n) in counts.iter().filter(|(s, _)| s.is_finished()) {
+                let family = metric.encode_family(&[("status", status.as_str())])?;
+                ConstCounter::new(*n).encode(family)?;
+            }
+            let mut metric = encoder.encode_descriptor(
+                "windflow_runs_active",
+                "Runs waiting for a node or running, by status.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for status in [RunStatus::Pending, RunStatus::Running] {
+                let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+                let family = metric.encode_family(&[("status", status.as_str())])?;
+                ConstGauge::new(n as i64).encode(family)?;
+            }
+        }
+        let m = self.raft.metrics().borrow().clone();
+        gauge(&mut encoder, "windflow_raft_term", "This server's current raft term.", m.current_term as i64)?;
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        gauge(
+            &mut encoder,
+            "windflow_raft_last_applied_index",
+            "The last log index applied to this server's state machine.",
+            applied as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "windflow_raft_is_leader",
+            "1 when this server is the raft leader.",
+            i64::from(m.current_leader == Some(self.raft.id())),
+        )?;
+        gauge(
+            &mut encoder,
+            "windflow_agents_connected",
+            "Agents with a live session on this server.",
+            self.sessions.len() as i64,
+        )?;
+        Ok(())
+    }
+}

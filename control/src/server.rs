@@ -1,0 +1,221 @@
+//! Starting a server: CA and certificates, the QUIC endpoint, raft, the bootstrap token,
+//! the gateway, the leader's loops and the HTTP API, in that order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
+use windflow_protocol::Timestamp;
+use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_raft::{Command, QuicNetwork, RaftConfig, RaftNode};
+
+use crate::api::{self, AppState};
+use crate::auth;
+use crate::gateway::{Gateway, RunOutputs, Sessions};
+use crate::metrics::Metrics;
+
+/// The name of the token created on a cluster's first start.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+/// Where the first start writes the bootstrap admin token (mode 0600).
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
+
+/// How a server is started.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This server's name in the cluster (and in its certificate).
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    pub heartbeat_interval: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            name: "s1".into(),
+            data_dir: data_dir.into(),
+            http_addr: ([127, 0, 0, 1], 7480).into(),
+            quic_addr: ([127, 0, 0, 1], 7481).into(),
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.data_dir.join("ca")
+    }
+}
+
+/// A server that is up. Drop it or call [`RunningServer::stop`] to shut it down.
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    /// The bootstrap admin token, when this start initialised the cluster.
+    pub new_admin_token: Option<String>,
+    pub raft: RaftNode,
+    pub ca: ClusterCa,
+    pub sessions: Sessions,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops serving, waits for the server's tasks, and closes raft.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Loads this server's TLS identity from `DATA_DIR/tls`, issuing it from the CA on first start.
+fn server_identity(config: &ServerConfig, ca: &ClusterCa) -> anyhow::Result<TlsIdentity> {
+    let dir = config.data_dir.join("tls");
+    let cert = if IssuedCert::exists(&dir, "server") {
+        IssuedCert::read(&dir, "server")?
+    } else {
+        let ips = [config.quic_addr.ip(), config.http_addr.ip()];
+        let cert = ca.issue_server(&config.name, &[], &ips)?;
+        cert.write(&dir, "server")?;
+        cert
+    };
+    Ok(TlsIdentity {
+        ca_pem: ca.cert_pem().to_owned(),
+        cert,
+    })
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    windflow_certs::install_crypto_provider();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let ca = ClusterCa::load_or_create(&config.ca_dir()).context("loading the cluster CA")?;
+    let identity = server_identity(&config, &ca)?;
+
+    let server_tls = windflow_certs::quinn_server_config(&identity, &[ALPN_AGENT, ALPN_RAFT])?;
+    let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
+    let mut endpoint = quinn::Endpoint::server(server_tls, config.quic_addr)
+        .with_context(|| format!("binding QUIC on {}", config.quic_addr))?;
+    endpoint.set_default_client_config(peer_tls.clone());
+    let quic_addr = endpoint.local_addr()?;
+
+    let raft = RaftNode::open(
+        RaftConfig {
+            id: 1,
+            data_dir: config.data_dir.clone(),
+            advertise_addr: quic_addr.to_string(),
+            snapshot_after_logs: 10_000,
+        },
+        QuicNetwork::new(endpoint.clone(), peer_tls),
+    )
+    .await
+    .context("opening the raft store")?;
+    let members = BTreeMap::from([(1, openraft::BasicNode::new(quic_addr.to_string()))]);
+    let initialized = raft.initialize_if_new(members).await?;
+    raft.wait_for_leader(Duration::from_secs(30))
+        .await
+        .context("waiting for a raft leader")?;
+    let new_admin_token = if initialized {
+        Some(create_bootstrap_token(&raft, &config.data_dir).await?)
+    } else {
+        None
+    };
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let sessions = Sessions::default();
+    let outputs = RunOutputs::default();
+    let gateway = Gateway {
+        raft: raft.clone(),
+        sessions: sessions.clone(),
+        outputs: outputs.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+    };
+    tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
+    let leader = crate::leader::spawn(raft.clone(), sessions.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let _ = leader.await;
+    });
+
+    let state = AppState {
+        raft: raft.clone(),
+        sessions: sessions.clone(),
+        outputs,
+        metrics: Metrics::new(raft.clone(), sessions.clone()),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, api::app(state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%http_addr, %quic_addr, name = %config.name, "server started");
+    Ok(RunningServer {
+        http_addr,
+        quic_addr,
+        new_admin_token,
+        raft,
+        ca,
+        sessions,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn create_bootstrap_token(raft: &RaftNode, data_dir: &Path) -> anyhow::Result<String> {
+    let token = auth::generate_token().map_err(|_| anyhow::anyhow!("no system randomness for the admin token"))?;
+    raft.write(Command::CreateToken {
+        name: BOOTSTRAP_TOKEN_NAME.into(),
+        hash: auth::token_hash(&token),
+        at: Timestamp::now(),
+    })
+    .await
+    .context("storing the bootstrap admin token")?;
+    write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), &token)?;
+    Ok(token)
+}
+
+/// Writes `content` to a new file readable by its owner only.
+pub fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The bootstrap admin token written by the first start, if this data dir has one.
+pub fn read_bootstrap_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(token.to_owned())
+}
