@@ -12,7 +12,9 @@ fn codec_benches(c: &mut Criterion) {
     let frame = codec::encode(&task).unwrap();
     let mut g = c.benchmark_group("codec/run_task");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("encode", |b| b.iter(|| codec::encode(black_box(&task)).unwrap()));
+    g.bench_function("encode", |b| {
+        b.iter(|| codec::encode(black_box(&task)).unwrap())
+    });
     g.bench_function("decode", |b| {
         b.iter(|| codec::decode_frame::<ServerMessage>(black_box(&frame)).unwrap())
     });
@@ -23,7 +25,9 @@ fn codec_benches(c: &mut Criterion) {
         let frame = codec::encode(&out).unwrap();
         let mut g = c.benchmark_group(format!("codec/output_{}k", len / 1024));
         g.throughput(Throughput::Bytes(len as u64));
-        g.bench_function("encode", |b| b.iter(|| codec::encode(black_box(&out)).unwrap()));
+        g.bench_function("encode", |b| {
+            b.iter(|| codec::encode(black_box(&out)).unwrap())
+        });
         g.bench_function("decode", |b| {
             b.iter(|| codec::decode_frame::<AgentMessage>(black_box(&frame)).unwrap())
         });

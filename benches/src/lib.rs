@@ -2,8 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use windflow_protocol::messages::{AgentMessage, OutputChunk, OutputStream, RunTask, ServerMessage};
-use windflow_protocol::{DriverConfig, ExecConfig, HumanDuration, JobId, RetryPolicy, RunId, TaskSpec};
+use windflow_protocol::messages::{
+    AgentMessage, OutputChunk, OutputStream, RunTask, ServerMessage,
+};
+use windflow_protocol::{
+    DriverConfig, ExecConfig, HumanDuration, JobId, RetryPolicy, RunId, TaskSpec,
+};
 
 /// A run-task message as the dispatcher sends it.
 pub fn sample_run_task() -> ServerMessage {
@@ -16,9 +20,15 @@ pub fn sample_run_task() -> ServerMessage {
                 command: "pg_dump --format=custom shop > /srv/backup/shop.dump".into(),
                 workdir: Some("/srv".into()),
             }),
-            env: BTreeMap::from([("PGHOST".into(), "db.internal".into()), ("PGUSER".into(), "backup".into())]),
+            env: BTreeMap::from([
+                ("PGHOST".into(), "db.internal".into()),
+                ("PGUSER".into(), "backup".into()),
+            ]),
             timeout: Some(HumanDuration::from_secs(600)),
-            retry: RetryPolicy { max_retries: 3, delay: HumanDuration::from_secs(5) },
+            retry: RetryPolicy {
+                max_retries: 3,
+                delay: HumanDuration::from_secs(5),
+            },
         },
     })
 }

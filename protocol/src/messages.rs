@@ -92,6 +92,7 @@ pub struct OutputChunk {
     pub run: RunId,
     pub attempt: u32,
     pub stream: OutputStream,
+    #[serde(with = "crate::codec::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -107,9 +108,11 @@ pub struct TaskFinished {
     pub started_at: Timestamp,
     pub duration: HumanDuration,
     /// The last attempt's stdout, at most [`crate::CONTEXT_MAX_BYTES`] (see `stdout_truncated`).
+    #[serde(with = "crate::codec::bytes")]
     pub stdout: Vec<u8>,
     pub stdout_truncated: bool,
     /// The end of the last attempt's stderr, at most [`crate::STDERR_TAIL_BYTES`].
+    #[serde(with = "crate::codec::bytes")]
     pub stderr_tail: Vec<u8>,
     /// Why the run failed when it is not just an exit code (missing workdir, timeout…).
     pub error: Option<String>,
