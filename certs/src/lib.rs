@@ -1,1 +1,20 @@
+//! Windflow's cluster CA and mutual TLS.
+//!
+//! Every server and agent holds a certificate from the cluster CA; every QUIC connection
+//! between them is mutual TLS under that CA. Servers present `server.windflow`; agents are
+//! named `node-N<n>` in their certificate, and that name, not anything they say, is who
+//! they are ([`peer_identity`]).
 
+mod ca;
+mod error;
+mod files;
+mod identity;
+mod tls;
+
+pub use ca::{ClusterCa, IssuedCert, TlsIdentity};
+pub use error::CertError;
+pub use identity::{PeerIdentity, peer_identity};
+pub use tls::{install_crypto_provider, quinn_client_config, quinn_server_config};
+
+/// The DNS name every server certificate carries; clients connect with this name.
+pub const SERVER_NAME: &str = "server.windflow";
