@@ -1,1 +1,65 @@
-fn main() {}
+//! `windflow-agent`: the node agent as its own process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "windflow-agent", version, about = "The Windflow node agent")]
+struct Args {
+    /// Servers' QUIC addresses, comma-separated.
+    #[arg(long, env = "WINDFLOW_SERVERS", value_delimiter = ',', required = true)]
+    servers: Vec<SocketAddr>,
+    /// Holds ca.crt, node.crt and node.key.
+    #[arg(long, env = "WINDFLOW_AGENT_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The name this host reports [default: the system's hostname]
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long, conflicts_with = "silent")]
+    debug: bool,
+    #[arg(long)]
+    silent: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let level = match (args.debug, args.silent) {
+        (true, _) => "debug,quinn=info",
+        (false, true) => "error",
+        _ => "info,quinn=warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
+        .with_writer(std::io::stderr)
+        .init();
+    let identity = windflow_certs::TlsIdentity::read(&args.data_dir, "node")
+        .with_context(|| format!("reading the agent's certificates from {}", args.data_dir.display()))?;
+    let hostname = args.hostname.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+    });
+    let config = windflow_agent::AgentConfig {
+        servers: args.servers,
+        identity,
+        hostname,
+        reconnect_max_backoff: Duration::from_secs(10),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        stop.cancel();
+    });
+    windflow_agent::run(config, shutdown).await?;
+    Ok(())
+}

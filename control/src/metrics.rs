@@ -65,8 +65,8 @@ impl Collector for StateCollector {
                 MetricType::Counter,
             )?;
             for (status, n) in counts.iter().filter(|(s, _)| s.is_finished()) {
-                let family = metric.encode_family(&[("status", status.as_str())])?;
-                ConstCounter::new(*n).encode(family)?;
+                let labels = [("status", status.as_str())];
+                ConstCounter::new(*n).encode(metric.encode_family(&labels)?)?;
             }
             let mut metric = encoder.encode_descriptor(
                 "windflow_runs_active",
@@ -76,8 +76,8 @@ impl Collector for StateCollector {
             )?;
             for status in [RunStatus::Pending, RunStatus::Running] {
                 let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
-                let family = metric.encode_family(&[("status", status.as_str())])?;
-                ConstGauge::new(n as i64).encode(family)?;
+                let labels = [("status", status.as_str())];
+                ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
             }
         }
         let m = self.raft.metrics().borrow().clone();

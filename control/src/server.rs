@@ -60,11 +60,17 @@ pub struct RunningServer {
     pub raft: RaftNode,
     pub ca: ClusterCa,
     pub sessions: Sessions,
+    state: AppState,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
 
 impl RunningServer {
+    /// The server's HTTP router, to drive without a socket (tests).
+    pub fn app(&self) -> axum::Router {
+        api::app(self.state.clone())
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -121,7 +127,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )
     .await
     .context("opening the raft store")?;
-    let members = BTreeMap::from([(1, openraft::BasicNode::new(quic_addr.to_string()))]);
+    let members = BTreeMap::from([(1, windflow_raft::BasicNode::new(quic_addr.to_string()))]);
     let initialized = raft.initialize_if_new(members).await?;
     raft.wait_for_leader(Duration::from_secs(30))
         .await
@@ -159,8 +165,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
     let stop = shutdown.clone();
+    let router = api::app(state.clone());
     tasks.spawn(async move {
-        let served = axum::serve(listener, api::app(state))
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(e) = served {
@@ -175,6 +182,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         raft,
         ca,
         sessions,
+        state,
         shutdown,
         tasks,
     })

@@ -1,1 +1,50 @@
+//! Windflow's replicated store.
+//!
+//! Every change to cluster state is a [`Command`] proposed through openraft, appended to a
+//! sled-backed log, and applied by one deterministic function ([`state::apply`]) to typed
+//! tables in a sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle the
+//! server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
+mod command;
+mod error;
+mod log_store;
+mod network;
+mod node;
+mod state;
+mod state_machine;
+
+pub use command::{Applied, ApplyError, Command, Response, TokenRecord};
+pub use error::{RaftNodeError, StoreError, WriteError};
+pub use network::{QuicNetwork, serve_peer_connection};
+pub use node::{RaftConfig, RaftNode};
+pub use openraft::BasicNode;
+pub use state::StateReader;
+
+/// A server's ID in the raft group.
+pub type ServerId = u64;
+
+openraft::declare_raft_types!(
+    /// The raft types of a Windflow cluster.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = ServerId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft handle of a Windflow server.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// bincode as the store uses it (no limit: it reads only what it wrote).
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| StoreError::Decode { what, why: e.to_string() })
+}

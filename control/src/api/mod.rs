@@ -107,3 +107,6 @@ pub(crate) fn resolve_job(reader: &StateReader, key: &str) -> Result<Job, ApiErr
     };
     found.ok_or_else(|| ApiError::not_found("job", key))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! Drivers turn a task into something running on this host and back into a result.
+
+pub mod exec;

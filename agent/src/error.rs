@@ -1,0 +1,26 @@
+use windflow_protocol::CodecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The server refused the session (wrong version, unknown node): retrying won't help.
+    #[error("the server refused this agent: {reason}")]
+    Refused { reason: String },
+    #[error("no server addresses configured")]
+    NoServers,
+    #[error(transparent)]
+    Tls(#[from] windflow_certs::CertError),
+    #[error("local endpoint: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connecting: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("sending: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("receiving: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}

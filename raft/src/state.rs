@@ -1,0 +1,400 @@
+//! The state machine's tables: one sled tree, a key prefix per table, and [`apply`], the
+//! only code that writes them. Each command's writes (and the new last-applied log id) go
+//! into one `sled::Batch`, so a crash leaves either all of a command or none of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use windflow_protocol::{Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus};
+
+use crate::command::{Applied, ApplyError, Command, Response, TokenRecord};
+use crate::{StoreError, decode, encode};
+
+/// Table prefixes. IDs are big-endian so sled's order is numeric order.
+mod key {
+    pub const JOB: &[u8] = b"job/";
+    pub const JOB_NAME: &[u8] = b"jobname/";
+    pub const RUN: &[u8] = b"run/";
+    pub const RUN_BY_STATUS: &[u8] = b"runstatus/";
+    pub const RUN_COUNT: &[u8] = b"runcount/";
+    pub const RUN_BY_JOB: &[u8] = b"jobrun/";
+    pub const CONTEXT: &[u8] = b"ctx/";
+    pub const NODE: &[u8] = b"node/";
+    pub const TOKEN: &[u8] = b"token/";
+    pub const TOKEN_NAME: &[u8] = b"tokenname/";
+    pub const NEXT_JOB: &[u8] = b"counter/job";
+    pub const NEXT_RUN: &[u8] = b"counter/run";
+    pub const NEXT_NODE: &[u8] = b"counter/node";
+    pub const JOB_COUNT: &[u8] = b"count/jobs";
+    pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
+    pub const MEMBERSHIP: &[u8] = b"meta/membership";
+
+    pub fn id(prefix: &[u8], id: u64) -> Vec<u8> {
+        [prefix, &id.to_be_bytes()].concat()
+    }
+
+    pub fn pair(prefix: &[u8], a: u64, b: u64) -> Vec<u8> {
+        [prefix, &a.to_be_bytes(), &b.to_be_bytes()].concat()
+    }
+
+    pub fn named(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+        [prefix, name].concat()
+    }
+
+    pub fn status(s: super::RunStatus) -> u8 {
+        super::RunStatus::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+    }
+
+    pub fn context(id: super::ContextId) -> Vec<u8> {
+        match id {
+            super::ContextId::Job(j) => [CONTEXT, b"J", &j.0.to_be_bytes()].concat(),
+            super::ContextId::Pipeline(p) => [CONTEXT, b"P", &p.to_be_bytes()].concat(),
+        }
+    }
+}
+
+fn u64_of(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Writes of one command, readable before they are committed to the tree.
+pub(crate) struct Pending<'a> {
+    tree: &'a sled::Tree,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: sled::Batch,
+}
+
+impl<'a> Pending<'a> {
+    pub(crate) fn new(tree: &'a sled::Tree) -> Self {
+        Pending { tree, writes: HashMap::new(), batch: sled::Batch::default() }
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        match self.writes.get(k) {
+            Some(v) => Ok(v.as_ref().map(|v| sled::IVec::from(v.as_slice()))),
+            None => Ok(self.tree.get(k)?),
+        }
+    }
+
+    fn get_as<T: serde::de::DeserializeOwned>(&self, k: &[u8], what: &'static str) -> Result<Option<T>, StoreError> {
+        self.get(k)?.map(|v| decode(&v, what)).transpose()
+    }
+
+    pub(crate) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.batch.insert(k.clone(), v.clone());
+        self.writes.insert(k, Some(v));
+    }
+
+    fn put_as<T: serde::Serialize>(&mut self, k: Vec<u8>, v: &T) -> Result<(), StoreError> {
+        self.put(k, encode(v)?);
+        Ok(())
+    }
+
+    fn del(&mut self, k: Vec<u8>) {
+        self.batch.remove(k.clone());
+        self.writes.insert(k, None);
+    }
+
+    /// Advances a counter and returns the new value (IDs start at 1).
+    fn next(&mut self, counter: &[u8]) -> Result<u64, StoreError> {
+        let n = u64_of(self.get(counter)?) + 1;
+        self.put(counter.to_vec(), n.to_be_bytes().to_vec());
+        Ok(n)
+    }
+
+    fn add(&mut self, counter: Vec<u8>, delta: i64) -> Result<(), StoreError> {
+        let n = u64_of(self.get(&counter)?).saturating_add_signed(delta);
+        self.put(counter, n.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    pub(crate) fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tree.apply_batch(self.batch)?)
+    }
+
+    /// Stores a run, keeping the status index and the per-status counts in step.
+    fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
+        if before != Some(run.status) {
+            if let Some(old) = before {
+                self.del(key::pair(key::RUN_BY_STATUS, key::status(old).into(), run.id.0));
+                self.add(key::named(key::RUN_COUNT, &[key::status(old)]), -1)?;
+            }
+            self.put(key::pair(key::RUN_BY_STATUS, key::status(run.status).into(), run.id.0), Vec::new());
+            self.add(key::named(key::RUN_COUNT, &[key::status(run.status)]), 1)?;
+        }
+        self.put_as(key::id(key::RUN, run.id.0), run)
+    }
+}
+
+/// Applies one command. Deterministic: it reads nothing but the tree and the command.
+pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, StoreError> {
+    Ok(match cmd {
+        Command::CreateToken { name, hash, at } => {
+            let name_key = key::named(key::TOKEN_NAME, name.as_bytes());
+            if p.get(&name_key)?.is_some() {
+                return Ok(Err(ApplyError::NameTaken { kind: "token".into(), name }));
+            }
+            p.put(name_key, hash.clone());
+            p.put_as(key::named(key::TOKEN, &hash), &TokenRecord { name: name.clone(), created_at: at })?;
+            Ok(Applied::Token { name })
+        }
+        Command::RegisterNode { name, drivers, at } => {
+            let node = Node {
+                id: NodeId(p.next(key::NEXT_NODE)?),
+                name,
+                drivers,
+                registered_at: at,
+                last_seen_at: None,
+                agent_version: None,
+            };
+            p.put_as(key::id(key::NODE, node.id.0), &node)?;
+            Ok(Applied::Node(node))
+        }
+        Command::NodeHello { node, hostname, drivers, agent_version, at } => {
+            let Some(mut n) = p.get_as::<Node>(&key::id(key::NODE, node.0), "node")? else {
+                return Ok(Err(ApplyError::not_found("node", node)));
+            };
+            n.name = hostname;
+            n.drivers = drivers;
+            n.agent_version = Some(agent_version);
+            n.last_seen_at = Some(at);
+            p.put_as(key::id(key::NODE, node.0), &n)?;
+            Ok(Applied::Node(n))
+        }
+        Command::CreateJob { spec, at } => {
+            let name_key = key::named(key::JOB_NAME, spec.name.as_bytes());
+            if p.get(&name_key)?.is_some() {
+                return Ok(Err(ApplyError::NameTaken { kind: "job".into(), name: spec.name }));
+            }
+            let id = JobId(p.next(key::NEXT_JOB)?);
+            let job = Job { id, spec, created_at: at, updated_at: at };
+            p.put(name_key, id.0.to_be_bytes().to_vec());
+            p.put_as(key::id(key::JOB, id.0), &job)?;
+            p.put_as(key::context(ContextId::of_job(id)), &Context::empty_for_job(id, at))?;
+            p.add(key::JOB_COUNT.to_vec(), 1)?;
+            Ok(Applied::Job(job))
+        }
+        Command::DeleteJob { job, at } => {
+            let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
+                return Ok(Err(ApplyError::not_found("job", job)));
+            };
+            p.del(key::id(key::JOB, job.0));
+            p.del(key::named(key::JOB_NAME, j.spec.name.as_bytes()));
+            p.del(key::context(ContextId::of_job(job)));
+            p.add(key::JOB_COUNT.to_vec(), -1)?;
+            for entry in p.tree.scan_prefix(key::id(key::RUN_BY_JOB, job.0)) {
+                let (k, _) = entry?;
+                let Some(run_id) = k.get(k.len() - 8..).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
+                let run_key = key::id(key::RUN, u64::from_be_bytes(run_id));
+                let Some(mut run) = p.get_as::<Run>(&run_key, "run")? else { continue };
+                if run.status == RunStatus::Pending {
+                    run.status = RunStatus::Failed;
+                    run.finished_at = Some(at);
+                    run.error = Some("job deleted before the run started".into());
+                    p.put_run(&run, Some(RunStatus::Pending))?;
+                }
+            }
+            Ok(Applied::Job(j))
+        }
+        Command::CreateRun { job, at } => {
+            if p.get(&key::id(key::JOB, job.0))?.is_none() {
+                return Ok(Err(ApplyError::not_found("job", job)));
+            }
+            let run = Run {
+                id: RunId(p.next(key::NEXT_RUN)?),
+                job,
+                status: RunStatus::Pending,
+                node: None,
+                requested_at: at,
+                started_at: None,
+                finished_at: None,
+                attempts: 0,
+                exit_code: None,
+                duration: None,
+                error: None,
+                stderr_tail: String::new(),
+            };
+            p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
+            p.put_run(&run, None)?;
+            Ok(Applied::Run(run))
+        }
+        Command::RunDispatched { run, node, at } => {
+            let Some(mut r) = p.get_as::<Run>(&key::id(key::RUN, run.0), "run")? else {
+                return Ok(Err(ApplyError::not_found("run", run)));
+            };
+            if r.status != RunStatus::Pending {
+                return Ok(Err(ApplyError::InvalidTransition { run, from: r.status.as_str().into(), to: "running".into() }));
+            }
+            r.status = RunStatus::Running;
+            r.node = Some(node);
+            r.started_at = Some(at);
+            p.put_run(&r, Some(RunStatus::Pending))?;
+            Ok(Applied::Run(r))
+        }
+        Command::RunFinished {
+            run,
+            node,
+            outcome,
+            exit_code,
+            attempts,
+            started_at,
+            duration,
+            stdout,
+            stdout_truncated,
+            stderr_tail,
+            error,
+            at,
+        } => {
+            let Some(mut r) = p.get_as::<Run>(&key::id(key::RUN, run.0), "run")? else {
+                return Ok(Err(ApplyError::not_found("run", run)));
+            };
+            if r.status.is_finished() {
+                return Ok(Ok(Applied::Run(r)));
+            }
+            let before = r.status;
+            r.status = outcome.into();
+            r.node = Some(node);
+            r.exit_code = exit_code;
+            r.attempts = attempts;
+            r.started_at = Some(started_at);
+            r.duration = Some(duration);
+            r.finished_at = Some(at);
+            r.error = error;
+            r.stderr_tail = stderr_tail;
+            p.put_run(&r, Some(before))?;
+            let ctx_key = key::context(ContextId::of_job(r.job));
+            if p.get(&key::id(key::JOB, r.job.0))?.is_some() {
+                let mut ctx = Context::empty_for_job(r.job, at);
+                ctx.value = stdout;
+                ctx.truncated = stdout_truncated;
+                ctx.run = Some(run);
+                ctx.node = Some(node);
+                ctx.started_at = Some(started_at);
+                ctx.duration = Some(duration);
+                ctx.exit_code = exit_code;
+                ctx.attempts = attempts;
+                p.put_as(ctx_key, &ctx)?;
+            }
+            Ok(Applied::Run(r))
+        }
+    })
+}
+
+/// Typed reads of the local state. Cheap to clone; reads never wait on raft.
+#[derive(Clone)]
+pub struct StateReader {
+    tree: sled::Tree,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+impl StateReader {
+    pub(crate) fn new(tree: sled::Tree) -> Self {
+        StateReader { tree, applied: Arc::new(watch::channel(0).0) }
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn notify_applied(&self, index: u64) {
+        self.applied.send_replace(index);
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, k: &[u8], what: &'static str) -> Result<Option<T>, StoreError> {
+        self.tree.get(k)?.map(|v| decode(&v, what)).transpose()
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<T>, StoreError> {
+        self.tree.scan_prefix(prefix).map(|e| decode(&e?.1, what)).collect()
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.get(&key::id(key::JOB, id.0), "job")
+    }
+
+    pub fn job_by_name(&self, name: &str) -> Result<Option<Job>, StoreError> {
+        match self.tree.get(key::named(key::JOB_NAME, name.as_bytes()))? {
+            Some(id) => self.job(JobId(u64_of(Some(id)))),
+            None => Ok(None),
+        }
+    }
+
+    /// All jobs, by ascending ID.
+    pub fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(key::JOB, "job")
+    }
+
+    pub fn job_count(&self) -> Result<u64, StoreError> {
+        Ok(u64_of(self.tree.get(key::JOB_COUNT)?))
+    }
+
+    pub fn run(&self, id: RunId) -> Result<Option<Run>, StoreError> {
+        self.get(&key::id(key::RUN, id.0), "run")
+    }
+
+    fn runs_by_index(&self, prefix: Vec<u8>) -> Result<Vec<Run>, StoreError> {
+        let mut runs = Vec::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (k, _) = entry?;
+            let Some(id) = k.get(k.len() - 8..).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
+            if let Some(run) = self.run(RunId(u64::from_be_bytes(id)))? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// A job's runs, oldest first.
+    pub fn runs_of_job(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        self.runs_by_index(key::id(key::RUN_BY_JOB, job.0))
+    }
+
+    /// The runs in one status, oldest first (from an index, not a scan of every run).
+    pub fn runs_with_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
+        self.runs_by_index(key::named(key::RUN_BY_STATUS, &[key::status(status)]))
+    }
+
+    /// How many runs are in each status now.
+    pub fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        RunStatus::ALL
+            .iter()
+            .map(|s| Ok((*s, u64_of(self.tree.get(key::named(key::RUN_COUNT, &[key::status(*s)]))?))))
+            .collect()
+    }
+
+    pub fn context(&self, id: ContextId) -> Result<Option<Context>, StoreError> {
+        self.get(&key::context(id), "context")
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
+        self.get(&key::id(key::NODE, id.0), "node")
+    }
+
+    pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.scan(key::NODE, "node")
+    }
+
+    pub fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(&key::named(key::TOKEN, hash), "token")
+    }
+
+    /// The index of the last log entry applied here.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.get::<Option<openraft::LogId<u64>>>(key::LAST_APPLIED, "last applied")
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|l| l.index)
+    }
+
+    /// Changes to the last-applied index; wakes after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
+
+pub(crate) use key::{LAST_APPLIED, MEMBERSHIP};
+
