@@ -7,7 +7,9 @@ use windflow_protocol::codec::{self, HEADER_LEN};
 use crate::AgentError;
 
 /// Reads one frame; `Ok(None)` when the server finished the stream between frames.
-pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<Option<T>, AgentError> {
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<T>, AgentError> {
     let mut header = [0u8; HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -19,7 +21,10 @@ pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Re
     Ok(Some(codec::decode_payload(&payload)?))
 }
 
-pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> Result<(), AgentError> {
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &T,
+) -> Result<(), AgentError> {
     send.write_all(&codec::encode(msg)?).await?;
     Ok(())
 }

@@ -36,13 +36,22 @@ async fn main() -> anyhow::Result<()> {
         _ => "info,quinn=warn",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let identity = windflow_certs::TlsIdentity::read(&args.data_dir, "node")
-        .with_context(|| format!("reading the agent's certificates from {}", args.data_dir.display()))?;
+    let identity =
+        windflow_certs::TlsIdentity::read(&args.data_dir, "node").with_context(|| {
+            format!(
+                "reading the agent's certificates from {}",
+                args.data_dir.display()
+            )
+        })?;
     let hostname = args.hostname.unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
     });
     let config = windflow_agent::AgentConfig {
         servers: args.servers,
@@ -53,7 +62,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}

@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use windflow_protocol::messages::{AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, TaskFinished, VersionRange};
+use windflow_protocol::messages::{
+    AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, TaskFinished, VersionRange,
+};
 use windflow_protocol::{DriverKind, RunId};
 
 use crate::frames::{read_frame, write_frame};
@@ -73,10 +75,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         return Err(AgentError::NoServers);
     }
     windflow_certs::install_crypto_provider();
-    let client = windflow_certs::quinn_client_config(&config.identity, windflow_protocol::messages::ALPN_AGENT)?;
-    let bind: SocketAddr = if config.servers[0].is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-        .parse()
-        .map_err(|_| AgentError::Protocol("bad bind address".into()))?;
+    let client = windflow_certs::quinn_client_config(
+        &config.identity,
+        windflow_protocol::messages::ALPN_AGENT,
+    )?;
+    let bind: SocketAddr = if config.servers[0].is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| AgentError::Protocol("bad bind address".into()))?;
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(client);
 
@@ -92,7 +101,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let result = loop {
         let server = config.servers[next % config.servers.len()];
         let span = tracing::info_span!("session", %server);
-        match session(&endpoint, server, &config, &work, &mut events, &shutdown).instrument(span).await {
+        match session(&endpoint, server, &config, &work, &mut events, &shutdown)
+            .instrument(span)
+            .await
+        {
             Ok(SessionEnd::Shutdown) => break Ok(()),
             Ok(SessionEnd::Lost) => {
                 tracing::warn!(%server, "lost the server; reconnecting");
@@ -137,14 +149,25 @@ async fn session(
         drivers: vec![DriverKind::Exec],
     };
     write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
-    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, read_frame::<ServerMessage>(&mut recv)).await {
-        Ok(Ok(Some(ServerMessage::Welcome(w)))) => w,
-        Ok(Ok(Some(ServerMessage::Refused { reason }))) => return Err(AgentError::Refused { reason }),
-        Ok(Ok(Some(other))) => return Err(AgentError::Protocol(format!("expected Welcome, got {other:?}"))),
-        Ok(Ok(None)) => return Err(AgentError::Protocol("the server closed the stream before Welcome".into())),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(AgentError::Protocol("no Welcome within 10s".into())),
-    };
+    let welcome =
+        match tokio::time::timeout(WELCOME_TIMEOUT, read_frame::<ServerMessage>(&mut recv)).await {
+            Ok(Ok(Some(ServerMessage::Welcome(w)))) => w,
+            Ok(Ok(Some(ServerMessage::Refused { reason }))) => {
+                return Err(AgentError::Refused { reason });
+            }
+            Ok(Ok(Some(other))) => {
+                return Err(AgentError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )));
+            }
+            Ok(Ok(None)) => {
+                return Err(AgentError::Protocol(
+                    "the server closed the stream before Welcome".into(),
+                ));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(AgentError::Protocol("no Welcome within 10s".into())),
+        };
     tracing::info!(node = %welcome.node, version = welcome.version, "connected");
 
     // Reading a frame is not cancel-safe, so one task reads and hands over whole messages.
@@ -165,7 +188,16 @@ async fn session(
             }
         }
     });
-    let result = session_loop(&conn, &mut send, &mut incoming, welcome.heartbeat_interval.0, work, events, shutdown).await;
+    let result = session_loop(
+        &conn,
+        &mut send,
+        &mut incoming,
+        welcome.heartbeat_interval.0,
+        work,
+        events,
+        shutdown,
+    )
+    .await;
     reader.abort();
     if matches!(result, Ok(SessionEnd::Shutdown)) {
         conn.close(0u32.into(), b"agent stopping");
@@ -212,8 +244,16 @@ async fn session_loop(
     }
 }
 
-async fn send_unsent(send: &mut quinn::SendStream, work: &Work, sent: &mut HashSet<RunId>) -> Result<(), AgentError> {
-    let pending: Vec<TaskFinished> = lock(&work.outbox).values().filter(|f| !sent.contains(&f.run)).cloned().collect();
+async fn send_unsent(
+    send: &mut quinn::SendStream,
+    work: &Work,
+    sent: &mut HashSet<RunId>,
+) -> Result<(), AgentError> {
+    let pending: Vec<TaskFinished> = lock(&work.outbox)
+        .values()
+        .filter(|f| !sent.contains(&f.run))
+        .cloned()
+        .collect();
     for finished in pending {
         let run = finished.run;
         write_frame(send, &AgentMessage::Finished(finished)).await?;

@@ -51,7 +51,9 @@ pub async fn require_token(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`")
+        })?;
     let record = state
         .raft
         .reader()

@@ -119,9 +119,20 @@ pub async fn run(data_dir: Option<PathBuf>, mut config: ServerConfig) -> anyhow:
     println!("Windflow dev is running.");
     println!("  API and UI:  {url}/");
     println!("  admin token: {}", cluster.admin_token);
-    println!("  data dir:    {}{}", config.data_dir.display(), if temp.is_some() { " (removed on exit)" } else { "" });
+    println!(
+        "  data dir:    {}{}",
+        config.data_dir.display(),
+        if temp.is_some() {
+            " (removed on exit)"
+        } else {
+            ""
+        }
+    );
     match written {
-        Ok(path) => println!("  CLI config:  {} (the `windflow` CLI now talks to this server)", path.display()),
+        Ok(path) => println!(
+            "  CLI config:  {} (the `windflow` CLI now talks to this server)",
+            path.display()
+        ),
         Err(e) => println!("  CLI config:  not written ({e:#})"),
     }
     println!("Try: windflow job create hello --cmd 'echo hello' && windflow job run hello --wait");

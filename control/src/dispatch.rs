@@ -77,24 +77,47 @@ impl Dispatcher {
             }
         }
         for run in pending {
-            let Some(job) = reader.job(run.job)? else { continue };
-            let Some(task) = job.spec.tasks().next().cloned() else { continue };
+            let Some(job) = reader.job(run.job)? else {
+                continue;
+            };
+            let Some(task) = job.spec.tasks().next().cloned() else {
+                continue;
+            };
             let driver = match task.driver {
                 DriverConfig::Exec(_) => DriverKind::Exec,
             };
             // No agent can take it now; a joining agent wakes us.
-            let Some(node) = self.sessions.pick(driver, &load) else { continue };
-            match self.raft.write(Command::RunDispatched { run: run.id, node, at: Timestamp::now() }).await {
+            let Some(node) = self.sessions.pick(driver, &load) else {
+                continue;
+            };
+            match self
+                .raft
+                .write(Command::RunDispatched {
+                    run: run.id,
+                    node,
+                    at: Timestamp::now(),
+                })
+                .await
+            {
                 Ok(_) => {}
                 // Already placed (an earlier leader, or a run finished meanwhile).
-                Err(WriteError::Rejected(ApplyError::InvalidTransition { .. } | ApplyError::NotFound { .. })) => continue,
+                Err(WriteError::Rejected(
+                    ApplyError::InvalidTransition { .. } | ApplyError::NotFound { .. },
+                )) => continue,
                 Err(e) => return Err(e.into()),
             }
             *load.entry(node).or_default() += 1;
             tracing::info!(run = %run.id, job = %job.id, %node, "dispatched");
             let sent = self
                 .sessions
-                .send(node, ServerMessage::RunTask(RunTask { run: run.id, job: job.id, task }))
+                .send(
+                    node,
+                    ServerMessage::RunTask(RunTask {
+                        run: run.id,
+                        job: job.id,
+                        task,
+                    }),
+                )
                 .await;
             if !sent {
                 tracing::warn!(run = %run.id, %node, "agent left before the run reached it; it gets the run when it reconnects");

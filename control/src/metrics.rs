@@ -55,7 +55,12 @@ impl Collector for StateCollector {
         let reader = self.raft.reader();
         // A failed read is reported as an absent metric, not a failed scrape.
         if let Ok(jobs) = reader.job_count() {
-            gauge(&mut encoder, "windflow_jobs", "Jobs registered in the cluster.", jobs as i64)?;
+            gauge(
+                &mut encoder,
+                "windflow_jobs",
+                "Jobs registered in the cluster.",
+                jobs as i64,
+            )?;
         }
         if let Ok(counts) = reader.run_counts() {
             let mut metric = encoder.encode_descriptor(
@@ -75,13 +80,21 @@ impl Collector for StateCollector {
                 MetricType::Gauge,
             )?;
             for status in [RunStatus::Pending, RunStatus::Running] {
-                let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
                 let labels = [("status", status.as_str())];
                 ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
             }
         }
         let m = self.raft.metrics().borrow().clone();
-        gauge(&mut encoder, "windflow_raft_term", "This server's current raft term.", m.current_term as i64)?;
+        gauge(
+            &mut encoder,
+            "windflow_raft_term",
+            "This server's current raft term.",
+            m.current_term as i64,
+        )?;
         let applied = m.last_applied.map_or(0, |l| l.index);
         gauge(
             &mut encoder,

@@ -189,7 +189,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 }
 
 async fn create_bootstrap_token(raft: &RaftNode, data_dir: &Path) -> anyhow::Result<String> {
-    let token = auth::generate_token().map_err(|_| anyhow::anyhow!("no system randomness for the admin token"))?;
+    let token = auth::generate_token()
+        .map_err(|_| anyhow::anyhow!("no system randomness for the admin token"))?;
     raft.write(Command::CreateToken {
         name: BOOTSTRAP_TOKEN_NAME.into(),
         hash: auth::token_hash(&token),
@@ -220,7 +221,8 @@ pub fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
 /// The bootstrap admin token written by the first start, if this data dir has one.
 pub fn read_bootstrap_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
-    let token = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let token =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let token = token.trim();
     if token.is_empty() {
         bail!("{} is empty", path.display());

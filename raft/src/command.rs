@@ -1,17 +1,33 @@
 //! What can change in the cluster, and what `apply` answers.
 
 use serde::{Deserialize, Serialize};
-use windflow_protocol::{DriverKind, HumanDuration, Job, JobId, JobSpec, Node, NodeId, Run, RunId, RunOutcome, Timestamp};
+use windflow_protocol::{
+    DriverKind, HumanDuration, Job, JobId, JobSpec, Node, NodeId, Run, RunId, RunOutcome, Timestamp,
+};
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// An API token; `hash` is the SHA-256 of its secret. Names are unique.
-    CreateToken { name: String, hash: Vec<u8>, at: Timestamp },
+    CreateToken {
+        name: String,
+        hash: Vec<u8>,
+        at: Timestamp,
+    },
     /// A new agent host; assigns the next [`NodeId`].
-    RegisterNode { name: String, drivers: Vec<DriverKind>, at: Timestamp },
+    RegisterNode {
+        name: String,
+        drivers: Vec<DriverKind>,
+        at: Timestamp,
+    },
     /// An agent opened a session.
-    NodeHello { node: NodeId, hostname: String, drivers: Vec<DriverKind>, agent_version: String, at: Timestamp },
+    NodeHello {
+        node: NodeId,
+        hostname: String,
+        drivers: Vec<DriverKind>,
+        agent_version: String,
+        at: Timestamp,
+    },
     /// Assigns the next [`JobId`] and creates the job's empty context.
     CreateJob { spec: JobSpec, at: Timestamp },
     /// Removes a job, its name and its context; its runs stay as history, and those still
@@ -20,7 +36,11 @@ pub enum Command {
     /// Queues a run of a job: `pending`.
     CreateRun { job: JobId, at: Timestamp },
     /// The leader placed a pending run on a node: `running`.
-    RunDispatched { run: RunId, node: NodeId, at: Timestamp },
+    RunDispatched {
+        run: RunId,
+        node: NodeId,
+        at: Timestamp,
+    },
     /// A run ended on its node. Applying it twice changes nothing more.
     RunFinished {
         run: RunId,
@@ -57,7 +77,9 @@ impl Command {
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
-    Token { name: String },
+    Token {
+        name: String,
+    },
     Node(Node),
     Job(Job),
     Run(Run),
@@ -73,12 +95,19 @@ pub enum ApplyError {
     #[error("a {kind} named `{name}` already exists")]
     NameTaken { kind: String, name: String },
     #[error("run {run} cannot go from {from} to {to}")]
-    InvalidTransition { run: RunId, from: String, to: String },
+    InvalidTransition {
+        run: RunId,
+        from: String,
+        to: String,
+    },
 }
 
 impl ApplyError {
     pub(crate) fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
-        ApplyError::NotFound { kind: kind.into(), id: id.to_string() }
+        ApplyError::NotFound {
+            kind: kind.into(),
+            id: id.to_string(),
+        }
     }
 }
 

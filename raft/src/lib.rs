@@ -40,11 +40,18 @@ pub type Raft = openraft::Raft<TypeConfig>;
 
 /// bincode as the store uses it (no limit: it reads only what it wrote).
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| StoreError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
-        .map_err(|e| StoreError::Decode { what, why: e.to_string() })
+        .map_err(|e| StoreError::Decode {
+            what,
+            why: e.to_string(),
+        })
 }

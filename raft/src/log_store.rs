@@ -32,10 +32,18 @@ fn write_err(e: StoreError) -> StorageError<ServerId> {
 
 impl LogStore {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(LogStore { db: db.clone(), log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")? })
+        Ok(LogStore {
+            db: db.clone(),
+            log: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+        })
     }
 
-    fn meta_get<T: serde::de::DeserializeOwned>(&self, k: &[u8], what: &'static str) -> Result<Option<T>, StoreError> {
+    fn meta_get<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
         self.meta.get(k)?.map(|v| decode(&v, what)).transpose()
     }
 
@@ -80,9 +88,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<ServerId>> {
-        let last_purged: Option<LogId<ServerId>> = self.meta_get(LAST_PURGED, "last purged").map_err(read_err)?;
+        let last_purged: Option<LogId<ServerId>> = self
+            .meta_get(LAST_PURGED, "last purged")
+            .map_err(read_err)?;
         let last = self.last_entry_id().map_err(read_err)?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -90,35 +103,60 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<ServerId>) -> Result<(), StorageError<ServerId>> {
-        self.meta_put(VOTE, vote).await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.meta_put(VOTE, vote)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<ServerId>>, StorageError<ServerId>> {
-        self.meta_get(VOTE, "vote").map_err(|e| StorageIOError::read_vote(&e).into())
+        self.meta_get(VOTE, "vote")
+            .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<ServerId>>) -> Result<(), StorageError<ServerId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<ServerId>>,
+    ) -> Result<(), StorageError<ServerId>> {
         // Not flushed: losing it only means re-learning the commit index from the leader.
         let bytes = encode(&committed).map_err(write_err)?;
-        self.meta.insert(COMMITTED, bytes).map_err(|e| write_err(e.into()))?;
+        self.meta
+            .insert(COMMITTED, bytes)
+            .map_err(|e| write_err(e.into()))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<ServerId>>, StorageError<ServerId>> {
-        Ok(self.meta_get::<Option<LogId<ServerId>>>(COMMITTED, "committed").map_err(read_err)?.flatten())
+        Ok(self
+            .meta_get::<Option<LogId<ServerId>>>(COMMITTED, "committed")
+            .map_err(read_err)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<ServerId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<ServerId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(&entry.log_id.index.to_be_bytes(), encode(&entry).map_err(write_err)?);
+            batch.insert(
+                &entry.log_id.index.to_be_bytes(),
+                encode(&entry).map_err(write_err)?,
+            );
         }
-        self.log.apply_batch(batch).map_err(|e| write_err(e.into()))?;
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| write_err(e.into()))?;
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other);
         callback.log_io_completed(flushed);
         Ok(())
     }
@@ -128,20 +166,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for item in self.log.range(log_id.index.to_be_bytes()..) {
             batch.remove(item.map_err(|e| write_err(e.into()))?.0);
         }
-        self.log.apply_batch(batch).map_err(|e| write_err(e.into()))?;
-        self.db.flush_async().await.map_err(|e| write_err(e.into()))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| write_err(e.into()))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| write_err(e.into()))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<ServerId>) -> Result<(), StorageError<ServerId>> {
         // Record the purge point first: a crash between the two steps leaves extra
         // entries, never a hole.
-        self.meta_put(LAST_PURGED, &Some(log_id)).await.map_err(write_err)?;
+        self.meta_put(LAST_PURGED, &Some(log_id))
+            .await
+            .map_err(write_err)?;
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
             batch.remove(item.map_err(|e| write_err(e.into()))?.0);
         }
-        self.log.apply_batch(batch).map_err(|e| write_err(e.into()))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| write_err(e.into()))?;
         Ok(())
     }
 }

@@ -2,10 +2,13 @@
 //! caller's endpoint): one bidirectional stream per RPC, a request frame and a response
 //! frame in the protocol crate's codec.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use windflow_protocol::codec::{self, CodecError, HEADER_LEN};
@@ -46,7 +49,9 @@ enum LinkError {
     Mismatch,
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, LinkError> {
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+) -> Result<T, LinkError> {
     let mut header = [0u8; HEADER_LEN];
     recv.read_exact(&mut header).await?;
     let mut payload = vec![0u8; codec::decode_len(header)?];
@@ -64,7 +69,10 @@ pub struct QuicNetwork {
 impl QuicNetwork {
     /// `client_config` must present this server's certificate and offer ALPN `windflow-raft/1`.
     pub fn new(endpoint: quinn::Endpoint, client_config: quinn::ClientConfig) -> Self {
-        QuicNetwork { endpoint, client_config }
+        QuicNetwork {
+            endpoint,
+            client_config,
+        }
     }
 }
 
@@ -80,22 +88,34 @@ impl RaftNetworkFactory<TypeConfig> for QuicNetwork {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: ServerId, node: &BasicNode) -> PeerLink {
-        PeerLink { target, addr: node.addr.clone(), network: self.clone(), conn: None }
+        PeerLink {
+            target,
+            addr: node.addr.clone(),
+            network: self.clone(),
+            conn: None,
+        }
     }
 }
 
 impl PeerLink {
     async fn connection(&mut self) -> Result<quinn::Connection, LinkError> {
-        if let Some(conn) = &self.conn {
-            if conn.close_reason().is_none() {
-                return Ok(conn.clone());
-            }
+        if let Some(conn) = &self.conn
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
         }
-        let addr = self.addr.parse().map_err(|_| LinkError::Address(self.addr.clone()))?;
+        let addr = self
+            .addr
+            .parse()
+            .map_err(|_| LinkError::Address(self.addr.clone()))?;
         let conn = self
             .network
             .endpoint
-            .connect_with(self.network.client_config.clone(), addr, windflow_certs::SERVER_NAME)?
+            .connect_with(
+                self.network.client_config.clone(),
+                addr,
+                windflow_certs::SERVER_NAME,
+            )?
             .await?;
         self.conn = Some(conn.clone());
         Ok(conn)
@@ -118,7 +138,9 @@ impl PeerLink {
 
     fn failure<E: std::error::Error>(&self, e: LinkError) -> RPCError<ServerId, BasicNode, E> {
         match e {
-            LinkError::Connect(_) | LinkError::Connection(_) | LinkError::Address(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            LinkError::Connect(_) | LinkError::Connection(_) | LinkError::Address(_) => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
             other => RPCError::Network(NetworkError::new(&other)),
         }
     }
@@ -127,9 +149,15 @@ impl PeerLink {
 type RpcResult<T, E = RaftError<ServerId>> = Result<T, RPCError<ServerId, BasicNode, E>>;
 
 impl RaftNetwork<TypeConfig> for PeerLink {
-    async fn append_entries(&mut self, rpc: AppendEntriesRequest<TypeConfig>, _: RPCOption) -> RpcResult<AppendEntriesResponse<ServerId>> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<ServerId>> {
         match self.call(&PeerRequest::Append(rpc)).await {
-            Ok(PeerResponse::Append(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(PeerResponse::Append(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.failure(LinkError::Mismatch)),
             Err(e) => Err(self.failure(e)),
         }
@@ -139,17 +167,26 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         _: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<ServerId>, RaftError<ServerId, InstallSnapshotError>> {
+    ) -> RpcResult<InstallSnapshotResponse<ServerId>, RaftError<ServerId, InstallSnapshotError>>
+    {
         match self.call(&PeerRequest::Snapshot(rpc)).await {
-            Ok(PeerResponse::Snapshot(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(PeerResponse::Snapshot(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.failure(LinkError::Mismatch)),
             Err(e) => Err(self.failure(e)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<ServerId>, _: RPCOption) -> RpcResult<VoteResponse<ServerId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ServerId>,
+        _: RPCOption,
+    ) -> RpcResult<VoteResponse<ServerId>> {
         match self.call(&PeerRequest::Vote(rpc)).await {
-            Ok(PeerResponse::Vote(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(PeerResponse::Vote(r)) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             Ok(_) => Err(self.failure(LinkError::Mismatch)),
             Err(e) => Err(self.failure(e)),
         }

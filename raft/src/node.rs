@@ -60,16 +60,38 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| RaftNodeError::Config(e.to_string()))?;
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, state_machine)
-            .await
-            .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        Ok(RaftNode { inner: Arc::new(Inner { id: config.id, raft, reader, db }) })
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        Ok(RaftNode {
+            inner: Arc::new(Inner {
+                id: config.id,
+                raft,
+                reader,
+                db,
+            }),
+        })
     }
 
     /// Initialises a new cluster with `members`. On a server that was already initialised
     /// (a restart) it does nothing and returns false.
-    pub async fn initialize_if_new(&self, members: BTreeMap<ServerId, BasicNode>) -> Result<bool, RaftNodeError> {
-        if self.inner.raft.is_initialized().await.map_err(|e| RaftNodeError::Raft(e.to_string()))? {
+    pub async fn initialize_if_new(
+        &self,
+        members: BTreeMap<ServerId, BasicNode>,
+    ) -> Result<bool, RaftNodeError> {
+        if self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftNodeError::Raft(e.to_string()))?
+        {
             return Ok(false);
         }
         match self.inner.raft.initialize(members).await {
@@ -84,9 +106,11 @@ impl RaftNode {
     pub async fn write(&self, cmd: Command) -> Result<Applied, WriteError> {
         match self.inner.raft.client_write(cmd).await {
             Ok(response) => Ok(response.data?),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
             Err(e) => Err(WriteError::Raft(e.to_string())),
         }
     }
@@ -95,9 +119,11 @@ impl RaftNode {
     pub async fn linearizable(&self) -> Result<(), WriteError> {
         match self.inner.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(WriteError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            }),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
             Err(e) => Err(WriteError::Raft(e.to_string())),
         }
     }
@@ -111,7 +137,9 @@ impl RaftNode {
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
             .map_err(|_| RaftNodeError::NoLeader(timeout))?;
-        metrics.current_leader.ok_or(RaftNodeError::NoLeader(timeout))
+        metrics
+            .current_leader
+            .ok_or(RaftNodeError::NoLeader(timeout))
     }
 
     pub fn reader(&self) -> &StateReader {
@@ -136,8 +164,16 @@ impl RaftNode {
 
     /// Stops openraft and flushes the store.
     pub async fn shutdown(&self) -> Result<(), RaftNodeError> {
-        self.inner.raft.shutdown().await.map_err(|e| RaftNodeError::Raft(e.to_string()))?;
-        self.inner.db.flush_async().await.map_err(StoreError::from)?;
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -43,7 +43,10 @@ mod key {
     }
 
     pub fn status(s: super::RunStatus) -> u8 {
-        super::RunStatus::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+        super::RunStatus::ALL
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or(0) as u8
     }
 
     pub fn context(id: super::ContextId) -> Vec<u8> {
@@ -69,7 +72,11 @@ pub(crate) struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     pub(crate) fn new(tree: &'a sled::Tree) -> Self {
-        Pending { tree, writes: HashMap::new(), batch: sled::Batch::default() }
+        Pending {
+            tree,
+            writes: HashMap::new(),
+            batch: sled::Batch::default(),
+        }
     }
 
     fn get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
@@ -79,7 +86,11 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn get_as<T: serde::de::DeserializeOwned>(&self, k: &[u8], what: &'static str) -> Result<Option<T>, StoreError> {
+    fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
         self.get(k)?.map(|v| decode(&v, what)).transpose()
     }
 
@@ -119,10 +130,17 @@ impl<'a> Pending<'a> {
     fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
         if before != Some(run.status) {
             if let Some(old) = before {
-                self.del(key::pair(key::RUN_BY_STATUS, key::status(old).into(), run.id.0));
+                self.del(key::pair(
+                    key::RUN_BY_STATUS,
+                    key::status(old).into(),
+                    run.id.0,
+                ));
                 self.add(key::named(key::RUN_COUNT, &[key::status(old)]), -1)?;
             }
-            self.put(key::pair(key::RUN_BY_STATUS, key::status(run.status).into(), run.id.0), Vec::new());
+            self.put(
+                key::pair(key::RUN_BY_STATUS, key::status(run.status).into(), run.id.0),
+                Vec::new(),
+            );
             self.add(key::named(key::RUN_COUNT, &[key::status(run.status)]), 1)?;
         }
         self.put_as(key::id(key::RUN, run.id.0), run)
@@ -135,10 +153,19 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::CreateToken { name, hash, at } => {
             let name_key = key::named(key::TOKEN_NAME, name.as_bytes());
             if p.get(&name_key)?.is_some() {
-                return Ok(Err(ApplyError::NameTaken { kind: "token".into(), name }));
+                return Ok(Err(ApplyError::NameTaken {
+                    kind: "token".into(),
+                    name,
+                }));
             }
             p.put(name_key, hash.clone());
-            p.put_as(key::named(key::TOKEN, &hash), &TokenRecord { name: name.clone(), created_at: at })?;
+            p.put_as(
+                key::named(key::TOKEN, &hash),
+                &TokenRecord {
+                    name: name.clone(),
+                    created_at: at,
+                },
+            )?;
             Ok(Applied::Token { name })
         }
         Command::RegisterNode { name, drivers, at } => {
@@ -153,7 +180,13 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.put_as(key::id(key::NODE, node.id.0), &node)?;
             Ok(Applied::Node(node))
         }
-        Command::NodeHello { node, hostname, drivers, agent_version, at } => {
+        Command::NodeHello {
+            node,
+            hostname,
+            drivers,
+            agent_version,
+            at,
+        } => {
             let Some(mut n) = p.get_as::<Node>(&key::id(key::NODE, node.0), "node")? else {
                 return Ok(Err(ApplyError::not_found("node", node)));
             };
@@ -167,13 +200,24 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::CreateJob { spec, at } => {
             let name_key = key::named(key::JOB_NAME, spec.name.as_bytes());
             if p.get(&name_key)?.is_some() {
-                return Ok(Err(ApplyError::NameTaken { kind: "job".into(), name: spec.name }));
+                return Ok(Err(ApplyError::NameTaken {
+                    kind: "job".into(),
+                    name: spec.name,
+                }));
             }
             let id = JobId(p.next(key::NEXT_JOB)?);
-            let job = Job { id, spec, created_at: at, updated_at: at };
+            let job = Job {
+                id,
+                spec,
+                created_at: at,
+                updated_at: at,
+            };
             p.put(name_key, id.0.to_be_bytes().to_vec());
             p.put_as(key::id(key::JOB, id.0), &job)?;
-            p.put_as(key::context(ContextId::of_job(id)), &Context::empty_for_job(id, at))?;
+            p.put_as(
+                key::context(ContextId::of_job(id)),
+                &Context::empty_for_job(id, at),
+            )?;
             p.add(key::JOB_COUNT.to_vec(), 1)?;
             Ok(Applied::Job(job))
         }
@@ -187,9 +231,16 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.add(key::JOB_COUNT.to_vec(), -1)?;
             for entry in p.tree.scan_prefix(key::id(key::RUN_BY_JOB, job.0)) {
                 let (k, _) = entry?;
-                let Some(run_id) = k.get(k.len() - 8..).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
+                let Some(run_id) = k
+                    .get(k.len() - 8..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                else {
+                    continue;
+                };
                 let run_key = key::id(key::RUN, u64::from_be_bytes(run_id));
-                let Some(mut run) = p.get_as::<Run>(&run_key, "run")? else { continue };
+                let Some(mut run) = p.get_as::<Run>(&run_key, "run")? else {
+                    continue;
+                };
                 if run.status == RunStatus::Pending {
                     run.status = RunStatus::Failed;
                     run.finished_at = Some(at);
@@ -226,7 +277,11 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 return Ok(Err(ApplyError::not_found("run", run)));
             };
             if r.status != RunStatus::Pending {
-                return Ok(Err(ApplyError::InvalidTransition { run, from: r.status.as_str().into(), to: "running".into() }));
+                return Ok(Err(ApplyError::InvalidTransition {
+                    run,
+                    from: r.status.as_str().into(),
+                    to: "running".into(),
+                }));
             }
             r.status = RunStatus::Running;
             r.node = Some(node);
@@ -292,7 +347,10 @@ pub struct StateReader {
 
 impl StateReader {
     pub(crate) fn new(tree: sled::Tree) -> Self {
-        StateReader { tree, applied: Arc::new(watch::channel(0).0) }
+        StateReader {
+            tree,
+            applied: Arc::new(watch::channel(0).0),
+        }
     }
 
     pub(crate) fn tree(&self) -> &sled::Tree {
@@ -303,12 +361,23 @@ impl StateReader {
         self.applied.send_replace(index);
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, k: &[u8], what: &'static str) -> Result<Option<T>, StoreError> {
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
         self.tree.get(k)?.map(|v| decode(&v, what)).transpose()
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<T>, StoreError> {
-        self.tree.scan_prefix(prefix).map(|e| decode(&e?.1, what)).collect()
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|e| decode(&e?.1, what))
+            .collect()
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -339,7 +408,12 @@ impl StateReader {
         let mut runs = Vec::new();
         for entry in self.tree.scan_prefix(&prefix) {
             let (k, _) = entry?;
-            let Some(id) = k.get(k.len() - 8..).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { continue };
+            let Some(id) = k
+                .get(k.len() - 8..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            else {
+                continue;
+            };
             if let Some(run) = self.run(RunId(u64::from_be_bytes(id)))? {
                 runs.push(run);
             }
@@ -361,7 +435,15 @@ impl StateReader {
     pub fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
         RunStatus::ALL
             .iter()
-            .map(|s| Ok((*s, u64_of(self.tree.get(key::named(key::RUN_COUNT, &[key::status(*s)]))?))))
+            .map(|s| {
+                Ok((
+                    *s,
+                    u64_of(
+                        self.tree
+                            .get(key::named(key::RUN_COUNT, &[key::status(*s)]))?,
+                    ),
+                ))
+            })
             .collect()
     }
 
@@ -397,4 +479,3 @@ impl StateReader {
 }
 
 pub(crate) use key::{LAST_APPLIED, MEMBERSHIP};
-

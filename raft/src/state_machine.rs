@@ -4,7 +4,9 @@
 use std::io::Cursor;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Applied, Response};
@@ -24,8 +26,10 @@ pub struct StateMachine {
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotContents {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Vec<KeyValue>,
 }
+
+type KeyValue = (Vec<u8>, Vec<u8>);
 
 fn sm_read(e: StoreError) -> StorageError<ServerId> {
     StorageIOError::read_state_machine(&e).into()
@@ -38,7 +42,11 @@ fn sm_write(e: StoreError) -> StorageError<ServerId> {
 impl StateMachine {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let reader = StateReader::new(db.open_tree("state")?);
-        Ok(StateMachine { db: db.clone(), reader, snapshots: db.open_tree("raft_snapshot")? })
+        Ok(StateMachine {
+            db: db.clone(),
+            reader,
+            snapshots: db.open_tree("raft_snapshot")?,
+        })
     }
 
     pub fn reader(&self) -> &StateReader {
@@ -49,8 +57,17 @@ impl StateMachine {
         self.reader.tree()
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned + Default>(&self, k: &[u8], what: &'static str) -> Result<T, StoreError> {
-        Ok(self.tree().get(k)?.map(|v| decode(&v, what)).transpose()?.unwrap_or_default())
+    fn read_meta<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        k: &[u8],
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        Ok(self
+            .tree()
+            .get(k)?
+            .map(|v| decode(&v, what))
+            .transpose()?
+            .unwrap_or_default())
     }
 }
 
@@ -58,34 +75,49 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     #[tracing::instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<ServerId>> {
         // The log is purged behind a snapshot, so the state it covers must be on disk first.
-        self.db.flush_async().await.map_err(|e| sm_write(e.into()))?;
-        let snap = self.tree().snapshot_pairs().map_err(sm_read)?;
-        let last_applied: Option<LogId<ServerId>> = self.read_meta(LAST_APPLIED, "last applied").map_err(sm_read)?;
-        let membership: StoredMembership<ServerId, BasicNode> = self.read_meta(MEMBERSHIP, "membership").map_err(sm_read)?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| sm_write(e.into()))?;
+        let snap = tree_pairs(self.tree()).map_err(sm_read)?;
+        let last_applied: Option<LogId<ServerId>> = self
+            .read_meta(LAST_APPLIED, "last applied")
+            .map_err(sm_read)?;
+        let membership: StoredMembership<ServerId, BasicNode> =
+            self.read_meta(MEMBERSHIP, "membership").map_err(sm_read)?;
         let data = encode(&SnapshotContents { pairs: snap }).map_err(sm_read)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("empty-{}", data.len()),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode(&meta).map_err(sm_write)?);
         batch.insert(SNAPSHOT_DATA, data.clone());
-        self.snapshots.apply_batch(batch).map_err(|e| sm_write(e.into()))?;
-        self.db.flush_async().await.map_err(|e| sm_write(e.into()))?;
+        self.snapshots
+            .apply_batch(batch)
+            .map_err(|e| sm_write(e.into()))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| sm_write(e.into()))?;
         tracing::info!(bytes = data.len(), "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
-trait SnapshotPairs {
-    fn snapshot_pairs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
-}
-
-impl SnapshotPairs for sled::Tree {
-    fn snapshot_pairs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into)).collect()
-    }
+/// Every key and value of a tree, in order.
+fn tree_pairs(tree: &sled::Tree) -> Result<Vec<KeyValue>, StoreError> {
+    tree.iter()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+        .collect()
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -93,8 +125,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<ServerId>>, StoredMembership<ServerId, BasicNode>), StorageError<ServerId>> {
-        let last: Option<LogId<ServerId>> = self.read_meta(LAST_APPLIED, "last applied").map_err(sm_read)?;
+    ) -> Result<
+        (
+            Option<LogId<ServerId>>,
+            StoredMembership<ServerId, BasicNode>,
+        ),
+        StorageError<ServerId>,
+    > {
+        let last: Option<LogId<ServerId>> = self
+            .read_meta(LAST_APPLIED, "last applied")
+            .map_err(sm_read)?;
         let membership = self.read_meta(MEMBERSHIP, "membership").map_err(sm_read)?;
         Ok((last, membership))
     }
@@ -126,7 +166,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Ok(Applied::Nothing)
                 }
             };
-            pending.put(LAST_APPLIED.to_vec(), encode(&Some(entry.log_id)).map_err(sm_write)?);
+            pending.put(
+                LAST_APPLIED.to_vec(),
+                encode(&Some(entry.log_id)).map_err(sm_write)?,
+            );
             pending.commit().map_err(sm_write)?;
             last_index = Some(entry.log_id.index);
             responses.push(response);
@@ -141,7 +184,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<ServerId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<ServerId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -165,17 +210,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut saved = sled::Batch::default();
         saved.insert(SNAPSHOT_META, encode(meta).map_err(sm_write)?);
         saved.insert(SNAPSHOT_DATA, data);
-        self.snapshots.apply_batch(saved).map_err(|e| sm_write(e.into()))?;
-        self.db.flush_async().await.map_err(|e| sm_write(e.into()))?;
+        self.snapshots
+            .apply_batch(saved)
+            .map_err(|e| sm_write(e.into()))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| sm_write(e.into()))?;
         if let Some(l) = meta.last_log_id {
             self.reader.notify_applied(l.index);
         }
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<ServerId>> {
-        let meta = self.snapshots.get(SNAPSHOT_META).map_err(|e| sm_read(e.into()))?;
-        let data = self.snapshots.get(SNAPSHOT_DATA).map_err(|e| sm_read(e.into()))?;
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<ServerId>> {
+        let meta = self
+            .snapshots
+            .get(SNAPSHOT_META)
+            .map_err(|e| sm_read(e.into()))?;
+        let data = self
+            .snapshots
+            .get(SNAPSHOT_DATA)
+            .map_err(|e| sm_read(e.into()))?;
         match (meta, data) {
             (Some(meta), Some(data)) => Ok(Some(Snapshot {
                 meta: decode(&meta, "snapshot meta").map_err(sm_read)?,

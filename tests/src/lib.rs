@@ -53,7 +53,11 @@ pub fn free_udp_addr() -> SocketAddr {
 }
 
 /// Polls `check` until it returns `Some`, or fails after `deadline`.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
@@ -95,7 +99,12 @@ impl DevServer {
         let child = Command::new(windflow_bin())
             .args(["dev", "--data-dir"])
             .arg(&data_dir)
-            .args(["--http-addr", &http_addr.to_string(), "--quic-addr", &quic_addr.to_string()])
+            .args([
+                "--http-addr",
+                &http_addr.to_string(),
+                "--quic-addr",
+                &quic_addr.to_string(),
+            ])
             .env("HOME", home.path())
             .env_remove("WINDFLOW_ADDR")
             .env_remove("WINDFLOW_TOKEN")
@@ -122,7 +131,9 @@ impl DevServer {
         let child = self.child.as_mut().expect("started");
         wait_for("windflow dev to be ready", START_DEADLINE, || {
             if let Ok(Some(status)) = child.try_wait() {
-                return Some(Err(anyhow::anyhow!("windflow dev exited early with {status}")));
+                return Some(Err(anyhow::anyhow!(
+                    "windflow dev exited early with {status}"
+                )));
             }
             let ready = http_status(addr, "/readyz").ok()? == 200;
             let token = std::fs::read_to_string(&token_file).ok()?;
@@ -138,7 +149,10 @@ impl DevServer {
 
     /// What the server has logged so far.
     pub fn log(&self) -> String {
-        let path = self.home.path().join(format!("dev-{}.log", self.http_addr.port()));
+        let path = self
+            .home
+            .path()
+            .join(format!("dev-{}.log", self.http_addr.port()));
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
@@ -167,7 +181,9 @@ impl DevServer {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-            let status = wait_for("windflow dev to exit", Duration::from_secs(30), || child.try_wait().ok().flatten());
+            let status = wait_for("windflow dev to exit", Duration::from_secs(30), || {
+                child.try_wait().ok().flatten()
+            });
             if status.is_err() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -197,7 +213,10 @@ pub fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     let code = std::str::from_utf8(&head[9..12])?.parse()?;
@@ -227,7 +246,9 @@ pub fn http_json(
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -238,7 +259,8 @@ pub fn http_json(
     let text = String::from_utf8_lossy(&raw);
     let (head, payload) = text.split_once("\r\n\r\n").context("no end of headers")?;
     let status = head.get(9..12).context("no status line")?.parse()?;
-    let json = serde_json::from_str(payload).unwrap_or_else(|_| serde_json::Value::String(payload.to_owned()));
+    let json = serde_json::from_str(payload)
+        .unwrap_or_else(|_| serde_json::Value::String(payload.to_owned()));
     Ok((status, json))
 }
 
@@ -247,6 +269,8 @@ pub fn process_is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // The state is the field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }

@@ -7,22 +7,41 @@ use serde_json::Value;
 use windflow_tests::{DevServer, http_json, process_is_dead, stderr, stdout, wait_for};
 
 fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
 }
 
 #[test]
 fn echo_hello_runs_and_its_output_becomes_the_context() {
     let dev = DevServer::start().unwrap();
-    let created = dev.cli(&["job", "create", "hello", "--cmd", "echo hello", "--output", "json"]);
+    let created = dev.cli(&[
+        "job",
+        "create",
+        "hello",
+        "--cmd",
+        "echo hello",
+        "--output",
+        "json",
+    ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let job = json(&created);
     assert_eq!(job["id"], "J1");
 
     let before = dev.cli(&["context", "show", "hello"]);
-    assert_eq!(stdout(&before), "", "a context is empty before the first run");
+    assert_eq!(
+        stdout(&before),
+        "",
+        "a context is empty before the first run"
+    );
 
     let run = dev.cli(&["job", "run", "hello", "--wait"]);
-    assert_eq!(run.status.code(), Some(0), "{}\n{}", stderr(&run), dev.log());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&run),
+        dev.log()
+    );
     assert_eq!(stdout(&run), "hello\n");
 
     for key in ["hello", "J1", "CJ1"] {
@@ -38,13 +57,26 @@ fn echo_hello_runs_and_its_output_becomes_the_context() {
     let nodes = json(&dev.cli(&["node", "list", "--output", "json"]));
     assert_eq!(nodes[0]["status"], "ready");
     let list = stdout(&dev.cli(&["job", "list"]));
-    assert!(list.contains("hello") && list.contains("echo hello"), "{list}");
+    assert!(
+        list.contains("hello") && list.contains("echo hello"),
+        "{list}"
+    );
 }
 
 #[test]
 fn a_failing_command_is_retried_then_fails_with_its_exit_code() {
     let dev = DevServer::start().unwrap();
-    let created = dev.cli(&["job", "create", "flaky", "--cmd", "echo nope >&2; exit 7", "--retries", "2", "--retry-delay", "10ms"]);
+    let created = dev.cli(&[
+        "job",
+        "create",
+        "flaky",
+        "--cmd",
+        "echo nope >&2; exit 7",
+        "--retries",
+        "2",
+        "--retry-delay",
+        "10ms",
+    ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = dev.cli(&["job", "run", "flaky", "--wait"]);
     assert_eq!(run.status.code(), Some(7), "{}", stderr(&run));
@@ -67,28 +99,60 @@ fn a_timeout_kills_the_whole_process_group() {
     assert_eq!(run.status.code(), Some(124), "{}", stderr(&run));
     assert!(stderr(&run).contains("timed_out"), "{}", stderr(&run));
 
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    wait_for("the background sleep to die", Duration::from_secs(10), || process_is_dead(pid).then_some(())).unwrap();
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(
+        "the background sleep to die",
+        Duration::from_secs(10),
+        || process_is_dead(pid).then_some(()),
+    )
+    .unwrap();
 }
 
 #[test]
 fn a_missing_workdir_fails_naming_it() {
     let dev = DevServer::start().unwrap();
-    let created = dev.cli(&["job", "create", "lost", "--cmd", "true", "--workdir", "/no/such/dir-42"]);
+    let created = dev.cli(&[
+        "job",
+        "create",
+        "lost",
+        "--cmd",
+        "true",
+        "--workdir",
+        "/no/such/dir-42",
+    ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = dev.cli(&["job", "run", "lost", "--wait"]);
     assert_eq!(run.status.code(), Some(1));
     assert!(stderr(&run).contains("/no/such/dir-42"), "{}", stderr(&run));
     let runs = json(&dev.cli(&["job", "runs", "lost", "--output", "json"]));
     assert_eq!(runs[0]["status"], "failed");
-    assert!(runs[0]["error"].as_str().unwrap().contains("/no/such/dir-42"));
+    assert!(
+        runs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/dir-42")
+    );
 }
 
 #[test]
 fn env_and_workdir_reach_the_command() {
     let dev = DevServer::start().unwrap();
     let dir = dev.home.path().display().to_string();
-    let created = dev.cli(&["job", "create", "where", "--cmd", "echo \"$GREETING from $(pwd)\"", "--workdir", &dir, "--env", "GREETING=hi"]);
+    let created = dev.cli(&[
+        "job",
+        "create",
+        "where",
+        "--cmd",
+        "echo \"$GREETING from $(pwd)\"",
+        "--workdir",
+        &dir,
+        "--env",
+        "GREETING=hi",
+    ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = dev.cli(&["job", "run", "where", "--wait"]);
     assert_eq!(stdout(&run), format!("hi from {dir}\n"), "{}", stderr(&run));
@@ -101,19 +165,36 @@ fn bad_bodies_get_400_naming_the_field() {
         (r#"{"name":"x"}"#, "command"),
         (r#"{"command":"true"}"#, "name"),
         (r#"{"name":5,"command":"true"}"#, "name"),
-        (r#"{"name":"x","command":"true","max_retries":"two"}"#, "max_retries"),
+        (
+            r#"{"name":"x","command":"true","max_retries":"two"}"#,
+            "max_retries",
+        ),
         (r#"{"name":"x","command":"true","timeout":30}"#, "timeout"),
         (r#"{"name":"x","command":"true","env":["A"]}"#, "env"),
         (r#"{"name":"x","command":"true","retries":1}"#, "retries"),
     ];
     for (body, field) in cases {
-        let (status, answer) = http_json(dev.http_addr, "POST", "/v1/jobs", Some(&dev.token), Some(body)).unwrap();
+        let (status, answer) = http_json(
+            dev.http_addr,
+            "POST",
+            "/v1/jobs",
+            Some(&dev.token),
+            Some(body),
+        )
+        .unwrap();
         assert_eq!(status, 400, "{body}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("`{field}`")), "{body}: {message}");
         assert!(answer["error"]["code"].is_string());
     }
-    let (status, _) = http_json(dev.http_addr, "POST", "/v1/jobs", Some(&dev.token), Some("{not json")).unwrap();
+    let (status, _) = http_json(
+        dev.http_addr,
+        "POST",
+        "/v1/jobs",
+        Some(&dev.token),
+        Some("{not json"),
+    )
+    .unwrap();
     assert_eq!(status, 400);
     // Nothing was created by the refused bodies.
     let (_, jobs) = http_json(dev.http_addr, "GET", "/v1/jobs", Some(&dev.token), None).unwrap();
@@ -137,22 +218,52 @@ fn the_api_wants_a_valid_token() {
 #[test]
 fn names_are_unique_and_unknown_jobs_are_404() {
     let dev = DevServer::start().unwrap();
-    assert!(dev.cli(&["job", "create", "once", "--cmd", "true"]).status.success());
+    assert!(
+        dev.cli(&["job", "create", "once", "--cmd", "true"])
+            .status
+            .success()
+    );
     let again = dev.cli(&["job", "create", "once", "--cmd", "true"]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
-    let (status, answer) = http_json(dev.http_addr, "GET", "/v1/jobs/J99", Some(&dev.token), None).unwrap();
-    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, _) = http_json(dev.http_addr, "DELETE", "/v1/jobs/once", Some(&dev.token), None).unwrap();
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let (status, answer) =
+        http_json(dev.http_addr, "GET", "/v1/jobs/J99", Some(&dev.token), None).unwrap();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = http_json(
+        dev.http_addr,
+        "DELETE",
+        "/v1/jobs/once",
+        Some(&dev.token),
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 200);
-    let (status, _) = http_json(dev.http_addr, "GET", "/v1/jobs/once", Some(&dev.token), None).unwrap();
+    let (status, _) = http_json(
+        dev.http_addr,
+        "GET",
+        "/v1/jobs/once",
+        Some(&dev.token),
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 404);
 }
 
 #[test]
 fn metrics_report_jobs_runs_raft_and_agents() {
     let dev = DevServer::start().unwrap();
-    assert!(dev.cli(&["job", "create", "m", "--cmd", "true"]).status.success());
+    assert!(
+        dev.cli(&["job", "create", "m", "--cmd", "true"])
+            .status
+            .success()
+    );
     assert!(dev.cli(&["job", "run", "m", "--wait"]).status.success());
     let (status, body) = http_json(dev.http_addr, "GET", "/metrics", None, None).unwrap();
     assert_eq!(status, 200);

@@ -5,7 +5,8 @@ use serde_json::Value;
 use windflow_tests::{DevServer, stderr, stdout};
 
 fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
 }
 
 #[test]
@@ -24,11 +25,24 @@ fn jobs_and_contexts_survive_a_kill_and_ids_are_not_reused() {
     let dev = DevServer::start_in(home, data_dir).unwrap();
 
     let jobs = json(&dev.cli(&["job", "list", "--output", "json"]));
-    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["spec"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["spec"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(stdout(&dev.cli(&["context", "show", "a"])), "a-out\n");
 
-    let d = json(&dev.cli(&["job", "create", "d", "--cmd", "echo d-out", "--output", "json"]));
+    let d = json(&dev.cli(&[
+        "job",
+        "create",
+        "d",
+        "--cmd",
+        "echo d-out",
+        "--output",
+        "json",
+    ]));
     assert_eq!(d["id"], "J4", "the deleted J3 is not reused");
     let runs = json(&dev.cli(&["job", "runs", "a", "--output", "json"]));
     assert_eq!(runs[0]["id"], "R1");

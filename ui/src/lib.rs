@@ -9,14 +9,35 @@ pub struct Asset {
 }
 
 const ASSETS: &[(&str, Asset)] = &[
-    ("index.html", Asset { bytes: include_bytes!("../assets/index.html"), content_type: "text/html; charset=utf-8" }),
-    ("app.js", Asset { bytes: include_bytes!("../assets/app.js"), content_type: "text/javascript; charset=utf-8" }),
-    ("style.css", Asset { bytes: include_bytes!("../assets/style.css"), content_type: "text/css; charset=utf-8" }),
+    (
+        "index.html",
+        Asset {
+            bytes: include_bytes!("../assets/index.html"),
+            content_type: "text/html; charset=utf-8",
+        },
+    ),
+    (
+        "app.js",
+        Asset {
+            bytes: include_bytes!("../assets/app.js"),
+            content_type: "text/javascript; charset=utf-8",
+        },
+    ),
+    (
+        "style.css",
+        Asset {
+            bytes: include_bytes!("../assets/style.css"),
+            content_type: "text/css; charset=utf-8",
+        },
+    ),
 ];
 
 /// The file at `path` (relative to the UI root), if the UI has one.
 pub fn asset(path: &str) -> Option<Asset> {
-    ASSETS.iter().find(|(name, _)| *name == path).map(|(_, a)| *a)
+    ASSETS
+        .iter()
+        .find(|(name, _)| *name == path)
+        .map(|(_, a)| *a)
 }
 
 #[cfg(test)]

@@ -13,18 +13,30 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use windflow_protocol::messages::{AgentMessage, OutputChunk, OutputStream, TaskFinished};
-use windflow_protocol::{CONTEXT_MAX_BYTES, DriverConfig, ExecConfig, HumanDuration, RunId, RunOutcome, STDERR_TAIL_BYTES, TaskSpec, Timestamp};
+use windflow_protocol::{
+    CONTEXT_MAX_BYTES, DriverConfig, ExecConfig, HumanDuration, RunId, RunOutcome,
+    STDERR_TAIL_BYTES, TaskSpec, Timestamp,
+};
 
 /// The most bytes read from a pipe at once (and so the largest output chunk).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Runs an exec task with its retries. Live output goes to `output` as it is read (dropped,
 /// not waited for, when the channel is full); the result of the last attempt is returned.
-pub async fn run_exec(run: RunId, task: &TaskSpec, output: mpsc::Sender<AgentMessage>) -> TaskFinished {
+pub async fn run_exec(
+    run: RunId,
+    task: &TaskSpec,
+    output: mpsc::Sender<AgentMessage>,
+) -> TaskFinished {
     run_exec_capped(run, task, output, CONTEXT_MAX_BYTES).await
 }
 
-pub(crate) async fn run_exec_capped(run: RunId, task: &TaskSpec, output: mpsc::Sender<AgentMessage>, stdout_cap: usize) -> TaskFinished {
+pub(crate) async fn run_exec_capped(
+    run: RunId,
+    task: &TaskSpec,
+    output: mpsc::Sender<AgentMessage>,
+    stdout_cap: usize,
+) -> TaskFinished {
     let DriverConfig::Exec(cfg) = &task.driver;
     let started_at = Timestamp::now();
     let clock = Instant::now();
@@ -58,9 +70,23 @@ pub(crate) async fn run_exec_capped(run: RunId, task: &TaskSpec, output: mpsc::S
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let _ = output.try_send(AgentMessage::AttemptStarted { run, attempt, at: Timestamp::now() });
+        let _ = output.try_send(AgentMessage::AttemptStarted {
+            run,
+            attempt,
+            at: Timestamp::now(),
+        });
         let span = tracing::info_span!("exec", %run, attempt);
-        last = run_attempt(run, attempt, cfg, &task.env, task.timeout, &output, stdout_cap).instrument(span).await;
+        last = run_attempt(
+            run,
+            attempt,
+            cfg,
+            &task.env,
+            task.timeout,
+            &output,
+            stdout_cap,
+        )
+        .instrument(span)
+        .await;
         tracing::info!(%run, attempt, outcome = ?last.outcome, exit_code = ?last.exit_code, "attempt ended");
         if last.outcome == RunOutcome::Succeeded {
             return finish(attempt, last);
@@ -81,7 +107,14 @@ struct Attempt {
 
 impl Attempt {
     fn failed(why: String) -> Self {
-        Attempt { outcome: RunOutcome::Failed, exit_code: None, stdout: Vec::new(), stdout_truncated: false, stderr_tail: Vec::new(), error: Some(why) }
+        Attempt {
+            outcome: RunOutcome::Failed,
+            exit_code: None,
+            stdout: Vec::new(),
+            stdout_truncated: false,
+            stderr_tail: Vec::new(),
+            error: Some(why),
+        }
     }
 }
 
@@ -118,8 +151,22 @@ async fn run_attempt(
         Err(e) => return Attempt::failed(format!("cannot start `sh -c`: {e}")),
     };
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let stdout = tokio::spawn(pump(child.stdout.take(), run, attempt, OutputStream::Stdout, output.clone(), Keep::Head(stdout_cap)));
-    let stderr = tokio::spawn(pump(child.stderr.take(), run, attempt, OutputStream::Stderr, output.clone(), Keep::Tail(STDERR_TAIL_BYTES)));
+    let stdout = tokio::spawn(pump(
+        child.stdout.take(),
+        run,
+        attempt,
+        OutputStream::Stdout,
+        output.clone(),
+        Keep::Head(stdout_cap),
+    ));
+    let stderr = tokio::spawn(pump(
+        child.stderr.take(),
+        run,
+        attempt,
+        OutputStream::Stderr,
+        output.clone(),
+        Keep::Tail(STDERR_TAIL_BYTES),
+    ));
 
     let waited = match timeout {
         Some(t) => tokio::time::timeout(t.0, child.wait()).await.ok(),
@@ -131,19 +178,42 @@ async fn run_attempt(
         None => {
             let _ = child.wait().await;
             let t = timeout.unwrap_or_default();
-            (RunOutcome::TimedOut, None, Some(format!("timed out after {t}")))
+            (
+                RunOutcome::TimedOut,
+                None,
+                Some(format!("timed out after {t}")),
+            )
         }
-        Some(Err(e)) => (RunOutcome::Failed, None, Some(format!("waiting for the command failed: {e}"))),
+        Some(Err(e)) => (
+            RunOutcome::Failed,
+            None,
+            Some(format!("waiting for the command failed: {e}")),
+        ),
         Some(Ok(status)) => match (status.code(), status.signal()) {
             (Some(0), _) => (RunOutcome::Succeeded, Some(0), None),
             (Some(code), _) => (RunOutcome::Failed, Some(code), None),
-            (None, Some(sig)) => (RunOutcome::Failed, None, Some(format!("killed by signal {sig}"))),
-            (None, None) => (RunOutcome::Failed, None, Some("ended without an exit code".into())),
+            (None, Some(sig)) => (
+                RunOutcome::Failed,
+                None,
+                Some(format!("killed by signal {sig}")),
+            ),
+            (None, None) => (
+                RunOutcome::Failed,
+                None,
+                Some("ended without an exit code".into()),
+            ),
         },
     };
     let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
     let (stderr_tail, _) = stderr.await.unwrap_or_default();
-    Attempt { outcome, exit_code, stdout, stdout_truncated, stderr_tail, error }
+    Attempt {
+        outcome,
+        exit_code,
+        stdout,
+        stdout_truncated,
+        stderr_tail,
+        error,
+    }
 }
 
 /// What to keep of a stream.
@@ -165,7 +235,9 @@ async fn pump(
     output: mpsc::Sender<AgentMessage>,
     keep: Keep,
 ) -> (Vec<u8>, bool) {
-    let Some(mut pipe) = pipe else { return (Vec::new(), false) };
+    let Some(mut pipe) = pipe else {
+        return (Vec::new(), false);
+    };
     let mut kept = Vec::new();
     let mut dropped = false;
     let mut buf = vec![0u8; READ_CHUNK];
@@ -175,7 +247,12 @@ async fn pump(
             Ok(n) => n,
         };
         let data = &buf[..n];
-        let _ = output.try_send(AgentMessage::Output(OutputChunk { run, attempt, stream, data: data.to_vec() }));
+        let _ = output.try_send(AgentMessage::Output(OutputChunk {
+            run,
+            attempt,
+            stream,
+            data: data.to_vec(),
+        }));
         match keep {
             Keep::Head(cap) => {
                 let room = cap.saturating_sub(kept.len());

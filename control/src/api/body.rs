@@ -15,11 +15,15 @@ pub struct Fields {
 
 impl Fields {
     pub fn parse(bytes: &Bytes) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?;
         match value {
             Value::Object(map) => Ok(Fields { map }),
-            _ => Err(ApiError::bad_request("invalid_json", "the body must be a JSON object")),
+            _ => Err(ApiError::bad_request(
+                "invalid_json",
+                "the body must be a JSON object",
+            )),
         }
     }
 
@@ -36,7 +40,10 @@ impl Fields {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(ApiError::invalid_field(name, format!("must be a string, not {}", kind(&other)))),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("must be a string, not {}", kind(&other)),
+            )),
         }
     }
 
@@ -47,22 +54,39 @@ impl Fields {
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| ApiError::invalid_field(name, format!("must be a whole number from 0 to {}, not {n}", u32::MAX))),
-            Some(other) => Err(ApiError::invalid_field(name, format!("must be a number, not {}", kind(&other)))),
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        name,
+                        format!("must be a whole number from 0 to {}, not {n}", u32::MAX),
+                    )
+                }),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("must be a number, not {}", kind(&other)),
+            )),
         }
     }
 
-    pub fn optional_string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    pub fn optional_string_map(
+        &mut self,
+        name: &str,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
         match self.take(name) {
             None => Ok(BTreeMap::new()),
             Some(Value::Object(map)) => map
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
-                    other => Err(ApiError::invalid_field(&format!("{name}.{k}"), format!("must be a string, not {}", kind(&other)))),
+                    other => Err(ApiError::invalid_field(
+                        &format!("{name}.{k}"),
+                        format!("must be a string, not {}", kind(&other)),
+                    )),
                 })
                 .collect(),
-            Some(other) => Err(ApiError::invalid_field(name, format!("must be an object of strings, not {}", kind(&other)))),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("must be an object of strings, not {}", kind(&other)),
+            )),
         }
     }
 

@@ -35,7 +35,11 @@ impl ApiError {
     }
 
     pub fn not_found(kind: &str, id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{kind} `{id}` not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{kind} `{id}` not found"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

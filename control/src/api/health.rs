@@ -27,7 +27,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         .render()
         .map_err(|_| ApiError::internal("encoding metrics failed"))?;
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     ))
 }

@@ -7,7 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::{
-    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, RetryPolicy, Run, TaskSpec, Timestamp,
+    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, RetryPolicy, Run, TaskSpec,
+    Timestamp,
 };
 use windflow_raft::{Applied, Command};
 
@@ -20,11 +21,17 @@ const MAX_NAME_LEN: usize = 128;
 
 /// `POST /v1/jobs` with the shorthand form:
 /// `{"name", "command", "workdir"?, "env"?, "timeout"?, "max_retries"?, "retry_delay"?}`.
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Job>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
     let spec = parse_job_spec(&body)?;
     let applied = state
         .raft
-        .write(Command::CreateJob { spec, at: Timestamp::now() })
+        .write(Command::CreateJob {
+            spec,
+            at: Timestamp::now(),
+        })
         .await?;
     match applied {
         Applied::Job(job) => Ok((StatusCode::CREATED, Json(job))),
@@ -41,22 +48,34 @@ pub(crate) fn parse_job_spec(body: &Bytes) -> Result<JobSpec, ApiError> {
         return Err(ApiError::invalid_field("command", "must not be empty"));
     }
     let workdir = f.optional_str("workdir")?;
-    if let Some(dir) = &workdir {
-        if !dir.starts_with('/') {
-            return Err(ApiError::invalid_field("workdir", format!("must be an absolute path, not `{dir}`")));
-        }
+    if let Some(dir) = &workdir
+        && !dir.starts_with('/')
+    {
+        return Err(ApiError::invalid_field(
+            "workdir",
+            format!("must be an absolute path, not `{dir}`"),
+        ));
     }
     let env = f.optional_string_map("env")?;
     if let Some(key) = env.keys().find(|k| !valid_env_key(k)) {
-        return Err(ApiError::invalid_field(&format!("env.{key}"), "is not a valid variable name (letters, digits and _, not starting with a digit)"));
+        return Err(ApiError::invalid_field(
+            &format!("env.{key}"),
+            "is not a valid variable name (letters, digits and _, not starting with a digit)",
+        ));
     }
     let timeout = duration_field(&mut f, "timeout")?;
     if timeout.is_some_and(|t| t.0.is_zero()) {
-        return Err(ApiError::invalid_field("timeout", "must be longer than zero"));
+        return Err(ApiError::invalid_field(
+            "timeout",
+            "must be longer than zero",
+        ));
     }
     let max_retries = f.optional_u32("max_retries")?.unwrap_or(0);
     if max_retries > MAX_RETRIES {
-        return Err(ApiError::invalid_field("max_retries", format!("must be at most {MAX_RETRIES}")));
+        return Err(ApiError::invalid_field(
+            "max_retries",
+            format!("must be at most {MAX_RETRIES}"),
+        ));
     }
     let delay = duration_field(&mut f, "retry_delay")?.unwrap_or(RetryPolicy::default().delay);
     f.finish()?;
@@ -72,19 +91,34 @@ pub(crate) fn parse_job_spec(body: &Bytes) -> Result<JobSpec, ApiError> {
 
 fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, ApiError> {
     f.optional_str(name)?
-        .map(|s| s.parse::<HumanDuration>().map_err(|e| ApiError::invalid_field(name, e)))
+        .map(|s| {
+            s.parse::<HumanDuration>()
+                .map_err(|e| ApiError::invalid_field(name, e))
+        })
         .transpose()
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(ApiError::invalid_field("name", format!("must be 1 to {MAX_NAME_LEN} characters")));
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(ApiError::invalid_field("name", "may hold only letters, digits, `-`, `_` and `.`"));
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ApiError::invalid_field(
+            "name",
+            "may hold only letters, digits, `-`, `_` and `.`",
+        ));
     }
     if name.parse::<JobId>().is_ok() {
-        return Err(ApiError::invalid_field("name", format!("`{name}` looks like a job ID; pick another name")));
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("`{name}` looks like a job ID; pick another name"),
+        ));
     }
     Ok(())
 }
@@ -100,7 +134,10 @@ pub(super) fn unexpected(applied: Applied) -> ApiError {
 }
 
 /// `GET /v1/jobs`
-pub async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<Job>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Job>>, ApiError> {
     read_barrier(&state, &q).await?;
     Ok(Json(state.raft.reader().jobs()?))
 }
@@ -116,18 +153,38 @@ pub async fn show(
 }
 
 /// `DELETE /v1/jobs/{id}` answers with the job as it was.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     let job = resolve_job(state.raft.reader(), &id)?;
-    match state.raft.write(Command::DeleteJob { job: job.id, at: Timestamp::now() }).await? {
+    match state
+        .raft
+        .write(Command::DeleteJob {
+            job: job.id,
+            at: Timestamp::now(),
+        })
+        .await?
+    {
         Applied::Job(job) => Ok(Json(job)),
         other => Err(unexpected(other)),
     }
 }
 
 /// `POST /v1/jobs/{id}/run` queues a run; the leader dispatches it to a node.
-pub async fn run(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Run>), ApiError> {
+pub async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
     let job = resolve_job(state.raft.reader(), &id)?;
-    match state.raft.write(Command::CreateRun { job: job.id, at: Timestamp::now() }).await? {
+    match state
+        .raft
+        .write(Command::CreateRun {
+            job: job.id,
+            at: Timestamp::now(),
+        })
+        .await?
+    {
         Applied::Run(run) => Ok((StatusCode::ACCEPTED, Json(run))),
         other => Err(unexpected(other)),
     }
@@ -160,7 +217,10 @@ mod tests {
     fn errors_name_the_field() {
         assert!(message(r#"{"name":"a"}"#).contains("`command`: is required"));
         assert!(message(r#"{"command":"x"}"#).contains("`name`: is required"));
-        assert!(message(r#"{"name":"a","command":"x","max_retries":"3"}"#).contains("`max_retries`: must be a number"));
+        assert!(
+            message(r#"{"name":"a","command":"x","max_retries":"3"}"#)
+                .contains("`max_retries`: must be a number")
+        );
         assert!(message(r#"{"name":"a","command":"x","timeout":"soon"}"#).contains("`timeout`"));
         assert!(message(r#"{"name":"a","command":"x","env":{"K":1}}"#).contains("`env.K`"));
         assert!(message(r#"{"name":"a","command":"x","cmd":"y"}"#).contains("`cmd`"));

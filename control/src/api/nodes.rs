@@ -18,14 +18,21 @@ pub struct NodeView {
     pub status: &'static str,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Vec<NodeView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<NodeView>>, ApiError> {
     read_barrier(&state, &q).await?;
     let nodes = state.raft.reader().nodes()?;
     Ok(Json(
         nodes
             .into_iter()
             .map(|node| {
-                let status = if state.sessions.is_connected(node.id) { "ready" } else { "down" };
+                let status = if state.sessions.is_connected(node.id) {
+                    "ready"
+                } else {
+                    "down"
+                };
                 NodeView { node, status }
             })
             .collect(),

@@ -13,7 +13,8 @@ use super::{ApiError, AppState, read_barrier, resolve_job};
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
-    id.parse().map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))
+    id.parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))
 }
 
 /// `GET /v1/runs/{id}[?wait=30s]`: with `wait`, holds the request until the run has ended
@@ -37,7 +38,9 @@ pub async fn show(
     let reader = state.raft.reader();
     let mut applied = reader.subscribe();
     loop {
-        let run = reader.run(id)?.ok_or_else(|| ApiError::not_found("run", &id.to_string()))?;
+        let run = reader
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found("run", &id.to_string()))?;
         if run.status.is_finished() {
             return Ok(Json(run));
         }
@@ -62,7 +65,10 @@ pub async fn list_for_job(
 
 /// `GET /v1/runs/{id}/output`: what the run has printed so far, as this server received it
 /// from the agent (kept in memory, bounded; the context keeps the final stdout).
-pub async fn output(State(state): State<AppState>, Path(id): Path<String>) -> Result<String, ApiError> {
+pub async fn output(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<String, ApiError> {
     let id = parse_run_id(&id)?;
     if state.raft.reader().run(id)?.is_none() {
         return Err(ApiError::not_found("run", &id.to_string()));

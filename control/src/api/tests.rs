@@ -21,8 +21,15 @@ impl Harness {
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.quic_addr = "127.0.0.1:0".parse().unwrap();
         let server = server::start(config).await.unwrap();
-        let token = server.new_admin_token.clone().expect("first start creates the admin token");
-        Harness { server, token, _dir: dir }
+        let token = server
+            .new_admin_token
+            .clone()
+            .expect("first start creates the admin token");
+        Harness {
+            server,
+            token,
+            _dir: dir,
+        }
     }
 
     fn app(&self) -> Router {
@@ -33,7 +40,13 @@ impl Harness {
         self.call_as(Some(&self.token), method, path, body).await
     }
 
-    async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -41,8 +54,11 @@ impl Harness {
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
         let res = self.app().oneshot(req.body(body).unwrap()).await.unwrap();
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
-        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, value)
     }
 }
@@ -50,12 +66,24 @@ impl Harness {
 #[tokio::test]
 async fn jobs_are_created_listed_found_by_name_and_deleted() {
     let h = Harness::start().await;
-    let (status, job) = h.call("POST", "/v1/jobs", Some(json!({"name": "backup", "command": "true", "timeout": "30s"}))).await;
+    let (status, job) = h
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"name": "backup", "command": "true", "timeout": "30s"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     assert_eq!(job["id"], "J1");
     assert_eq!(job["spec"]["groups"][0]["tasks"][0]["timeout"], "30s");
 
-    let (status, again) = h.call("POST", "/v1/jobs", Some(json!({"name": "backup", "command": "true"}))).await;
+    let (status, again) = h
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"name": "backup", "command": "true"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(again["error"]["code"], "name_taken");
 
@@ -70,21 +98,39 @@ async fn jobs_are_created_listed_found_by_name_and_deleted() {
     let (status, _) = h.call("DELETE", "/v1/jobs/J1", None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, gone) = h.call("GET", "/v1/jobs/J1", None).await;
-    assert_eq!((status, &gone["error"]["code"]), (StatusCode::NOT_FOUND, &json!("not_found")));
+    assert_eq!(
+        (status, &gone["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
     let (status, _) = h.call("GET", "/v1/contexts/CJ1", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a deleted job's context goes with it");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a deleted job's context goes with it"
+    );
     h.server.stop().await;
 }
 
 #[tokio::test]
 async fn a_run_waits_pending_while_no_agent_is_connected() {
     let h = Harness::start().await;
-    h.call("POST", "/v1/jobs", Some(json!({"name": "x", "command": "true"}))).await;
+    h.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "x", "command": "true"})),
+    )
+    .await;
     let (status, run) = h.call("POST", "/v1/jobs/x/run", None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    assert_eq!((run["id"].as_str(), run["status"].as_str()), (Some("R1"), Some("pending")));
+    assert_eq!(
+        (run["id"].as_str(), run["status"].as_str()),
+        (Some("R1"), Some("pending"))
+    );
     let (status, run) = h.call("GET", "/v1/runs/R1?wait=200ms", None).await;
-    assert_eq!((status, run["status"].as_str()), (StatusCode::OK, Some("pending")));
+    assert_eq!(
+        (status, run["status"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
     let (_, runs) = h.call("GET", "/v1/jobs/x/runs", None).await;
     assert_eq!(runs[0]["id"], "R1");
     let (status, err) = h.call("GET", "/v1/runs/R1?wait=soon", None).await;
@@ -99,7 +145,14 @@ async fn a_run_waits_pending_while_no_agent_is_connected() {
 #[tokio::test]
 async fn every_v1_route_wants_a_token() {
     let h = Harness::start().await;
-    for (method, path) in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/nodes"), ("GET", "/v1/runs/R1"), ("GET", "/v1/contexts/CJ1"), ("DELETE", "/v1/jobs/J1")] {
+    for (method, path) in [
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/nodes"),
+        ("GET", "/v1/runs/R1"),
+        ("GET", "/v1/contexts/CJ1"),
+        ("DELETE", "/v1/jobs/J1"),
+    ] {
         for token in [None, Some("wf_wrong")] {
             let (status, body) = h.call_as(token, method, path, None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
@@ -118,9 +171,15 @@ async fn probes_metrics_and_unknown_routes() {
     assert_eq!(status, StatusCode::OK);
     let (status, metrics) = h.call_as(None, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(metrics.as_str().unwrap().contains("windflow_jobs 0"), "{metrics}");
+    assert!(
+        metrics.as_str().unwrap().contains("windflow_jobs 0"),
+        "{metrics}"
+    );
     let (status, body) = h.call("GET", "/v1/nope", None).await;
-    assert_eq!((status, &body["error"]["code"]), (StatusCode::NOT_FOUND, &json!("no_route")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("no_route"))
+    );
     let (status, body) = h.call("GET", "/v1/jobs?consistent=maybe", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, page) = h.call_as(None, "GET", "/", None).await;

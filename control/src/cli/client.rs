@@ -15,7 +15,9 @@ pub struct Client {
 impl Client {
     pub fn new(urls: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
         if urls.is_empty() {
-            bail!("no server address: set WINDFLOW_ADDR, --addr, or `address` in ~/.windflow/config");
+            bail!(
+                "no server address: set WINDFLOW_ADDR, --addr, or `address` in ~/.windflow/config"
+            );
         }
         windflow_certs::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -30,7 +32,11 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: Option<&Value>) -> anyhow::Result<T> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
         self.call(Method::POST, path, body).await
     }
 
@@ -38,7 +44,12 @@ impl Client {
         self.call(Method::DELETE, path, None).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
         let mut last_err = None;
         for url in &self.urls {
             let mut req = self.http.request(method.clone(), format!("{url}{path}"));
@@ -51,7 +62,9 @@ impl Client {
             match req.send().await {
                 Ok(res) => return decode(res).await,
                 // Only a server we could not reach is worth trying the next one for.
-                Err(e) if e.is_connect() => last_err = Some(anyhow!(e).context(format!("cannot reach {url}"))),
+                Err(e) if e.is_connect() => {
+                    last_err = Some(anyhow!(e).context(format!("cannot reach {url}")))
+                }
                 Err(e) => return Err(anyhow!(e).context(format!("request to {url} failed"))),
             }
         }
@@ -63,7 +76,8 @@ async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> anyhow::Result<T
     let status = res.status();
     let bytes = res.bytes().await.context("reading the response")?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes).context("the server's answer is not the expected JSON");
+        return serde_json::from_slice(&bytes)
+            .context("the server's answer is not the expected JSON");
     }
     let message = serde_json::from_slice::<Value>(&bytes)
         .ok()

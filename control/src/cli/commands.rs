@@ -10,14 +10,23 @@ use windflow_protocol::{Context, DriverConfig, Job, Run, RunStatus};
 use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
-use super::{Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat, RunCommand};
+use super::{
+    Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat, RunCommand,
+};
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
 pub const EXIT_TIMED_OUT: u8 = 124;
 
-pub async fn run(command: Command, addr: Option<String>, token: Option<String>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    command: Command,
+    addr: Option<String>,
+    token: Option<String>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
     let file = CliConfig::load_default()?;
-    let address = addr.or(file.address).unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
+    let address = addr
+        .or(file.address)
+        .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
     let client = Client::new(server_urls(&address), token.or(file.token))?;
     let out = Printer(output);
     match command {
@@ -28,7 +37,9 @@ pub async fn run(command: Command, addr: Option<String>, token: Option<String>, 
             Ok(ExitCode::SUCCESS)
         }
         Command::Context(ContextCommand::Show { context }) => {
-            let ctx: Context = client.get(&format!("/v1/contexts/{}", seg(&context))).await?;
+            let ctx: Context = client
+                .get(&format!("/v1/contexts/{}", seg(&context)))
+                .await?;
             match output {
                 OutputFormat::Json => out.json(&ctx)?,
                 OutputFormat::Table => print!("{}", ctx.value),
@@ -42,8 +53,19 @@ pub async fn run(command: Command, addr: Option<String>, token: Option<String>, 
             } else {
                 let mut t = Table::new(vec!["ID", "NAME", "STATUS", "DRIVERS", "LAST SEEN"]);
                 for n in &nodes {
-                    let drivers: Vec<&str> = n["drivers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                    t.row(vec![text(&n["id"]), text(&n["name"]), text(&n["status"]), drivers.join(","), text(&n["last_seen_at"])]);
+                    let drivers: Vec<&str> = n["drivers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    t.row(vec![
+                        text(&n["id"]),
+                        text(&n["name"]),
+                        text(&n["status"]),
+                        drivers.join(","),
+                        text(&n["last_seen_at"]),
+                    ]);
                 }
                 print!("{}", t.render());
             }
@@ -79,7 +101,9 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
             }
         }
         JobCommand::Run { job, wait } => {
-            let run: Run = client.post(&format!("/v1/jobs/{}/run", seg(&job)), None).await?;
+            let run: Run = client
+                .post(&format!("/v1/jobs/{}/run", seg(&job)), None)
+                .await?;
             if !wait {
                 out.run(&run)?;
                 return Ok(ExitCode::SUCCESS);
@@ -105,8 +129,16 @@ async fn wait_for_run(client: &Client, out: Printer, mut run: Run) -> anyhow::Re
             }
             if run.status != RunStatus::Succeeded {
                 eprint!("{}", run.stderr_tail);
-                let why = run.error.clone().unwrap_or_else(|| format!("exit code {}", or_dash(run.exit_code)));
-                eprintln!("run {} {} after {} attempt(s): {why}", run.id, run.status.as_str(), run.attempts);
+                let why = run
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("exit code {}", or_dash(run.exit_code)));
+                eprintln!(
+                    "run {} {} after {} attempt(s): {why}",
+                    run.id,
+                    run.status.as_str(),
+                    run.attempts
+                );
             }
         }
     }
@@ -122,7 +154,11 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     let mut body = Map::new();
     body.insert("name".into(), args.name.into());
     body.insert("command".into(), args.cmd.into());
-    let optional = [("workdir", args.workdir), ("timeout", args.timeout), ("retry_delay", args.retry_delay)];
+    let optional = [
+        ("workdir", args.workdir),
+        ("timeout", args.timeout),
+        ("retry_delay", args.retry_delay),
+    ];
     for (key, value) in optional {
         if let Some(v) = value {
             body.insert(key.into(), v.into());
@@ -133,7 +169,9 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     }
     let mut env = Map::new();
     for pair in args.env {
-        let (k, v) = pair.split_once('=').with_context(|| format!("--env `{pair}` must be KEY=VALUE"))?;
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env `{pair}` must be KEY=VALUE"))?;
         env.insert(k.to_owned(), v.into());
     }
     if !env.is_empty() {
@@ -182,7 +220,9 @@ impl Printer {
         if self.0 == OutputFormat::Json {
             return self.json(jobs);
         }
-        let mut t = Table::new(vec!["ID", "NAME", "TYPE", "COMMAND", "TIMEOUT", "RETRIES", "CREATED"]);
+        let mut t = Table::new(vec![
+            "ID", "NAME", "TYPE", "COMMAND", "TIMEOUT", "RETRIES", "CREATED",
+        ]);
         for job in jobs {
             let task = job.spec.tasks().next();
             let command = task.map(|t| match &t.driver {
@@ -213,7 +253,16 @@ impl Printer {
         if self.0 == OutputFormat::Json {
             return self.json(runs);
         }
-        let mut t = Table::new(vec!["ID", "JOB", "STATUS", "NODE", "ATTEMPTS", "EXIT", "DURATION", "REQUESTED"]);
+        let mut t = Table::new(vec![
+            "ID",
+            "JOB",
+            "STATUS",
+            "NODE",
+            "ATTEMPTS",
+            "EXIT",
+            "DURATION",
+            "REQUESTED",
+        ]);
         for r in runs {
             t.row(vec![
                 r.id.to_string(),

@@ -22,7 +22,8 @@ pub struct CliConfig {
 impl CliConfig {
     /// `$HOME/.windflow/config`.
     pub fn default_path() -> anyhow::Result<PathBuf> {
-        let home = std::env::var_os("HOME").context("HOME is not set, so there is no ~/.windflow/config")?;
+        let home = std::env::var_os("HOME")
+            .context("HOME is not set, so there is no ~/.windflow/config")?;
         Ok(PathBuf::from(home).join(".windflow").join("config"))
     }
 
@@ -30,7 +31,8 @@ impl CliConfig {
     pub fn load_default() -> anyhow::Result<Self> {
         let path = Self::default_path()?;
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a valid Windflow CLI config", path.display())),
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid Windflow CLI config", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -55,7 +57,11 @@ pub fn server_urls(address: &str) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .map(|a| {
             let a = a.trim_end_matches('/');
-            if a.contains("://") { a.to_owned() } else { format!("http://{a}") }
+            if a.contains("://") {
+                a.to_owned()
+            } else {
+                format!("http://{a}")
+            }
         })
         .collect()
 }

@@ -15,7 +15,11 @@ use crate::logging::{self, Verbosity};
 use crate::server::ServerConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "windflow", version, about = "Windflow: run jobs, services and apps on your own machines")]
+#[command(
+    name = "windflow",
+    version,
+    about = "Windflow: run jobs, services and apps on your own machines"
+)]
 pub struct Cli {
     /// Server URL(s), comma-separated [default: from ~/.windflow/config, else http://127.0.0.1:7480]
     #[arg(long, global = true, env = "WINDFLOW_ADDR")]
@@ -160,7 +164,10 @@ pub enum NodeCommand {
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -190,9 +197,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.quic_addr = args.quic_addr;
             let server = crate::server::start(config).await?;
             if let Some(token) = &server.new_admin_token {
-                println!("Cluster initialised. Bootstrap admin token (shown once, also in the data dir's bootstrap-token):\n  {token}");
+                println!(
+                    "Cluster initialised. Bootstrap admin token (shown once, also in the data dir's bootstrap-token):\n  {token}"
+                );
             }
-            println!("Windflow server listening: API http://{} QUIC {}", server.http_addr, server.quic_addr);
+            println!(
+                "Windflow server listening: API http://{} QUIC {}",
+                server.http_addr, server.quic_addr
+            );
             wait_for_signal().await;
             server.stop().await;
             Ok(ExitCode::SUCCESS)

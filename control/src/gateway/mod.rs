@@ -57,7 +57,7 @@ impl Gateway {
                     .and_then(|d| d.protocol);
                 match alpn.as_deref() {
                     Some(a) if a == ALPN_AGENT => {
-                        let span = tracing::info_span!("agent_session", %remote);
+                        let span = tracing::info_span!("agent_session", %remote, node = tracing::field::Empty);
                         tokio::select! {
                             _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
                             _ = gateway.serve_agent(conn.clone()).instrument(span) => {}

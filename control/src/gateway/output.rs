@@ -26,10 +26,10 @@ impl RunOutputs {
     pub fn append(&self, run: RunId, data: &[u8]) {
         let mut b = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !b.by_run.contains_key(&run) {
-            if b.order.len() == OUTPUT_RUNS_KEPT {
-                if let Some(old) = b.order.pop_front() {
-                    b.by_run.remove(&old);
-                }
+            if b.order.len() == OUTPUT_RUNS_KEPT
+                && let Some(old) = b.order.pop_front()
+            {
+                b.by_run.remove(&old);
             }
             b.order.push_back(run);
         }

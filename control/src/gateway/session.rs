@@ -55,11 +55,21 @@ impl Gateway {
         }
     }
 
-    async fn agent_session(&self, conn: &quinn::Connection, node: NodeId) -> Result<(), SessionError> {
+    async fn agent_session(
+        &self,
+        conn: &quinn::Connection,
+        node: NodeId,
+    ) -> Result<(), SessionError> {
         let (mut send, mut recv) = conn.accept_bi().await?;
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<AgentMessage>(&mut recv)).await {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<AgentMessage>(&mut recv))
+            .await
+        {
             Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
-            Ok(Ok(Some(_))) => return self.refuse(&mut send, "the first message must be Hello").await,
+            Ok(Ok(Some(_))) => {
+                return self
+                    .refuse(&mut send, "the first message must be Hello")
+                    .await;
+            }
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return self.refuse(&mut send, "no Hello within 10s").await,
@@ -92,7 +102,8 @@ impl Gateway {
 
         let (tx, mut rx) = mpsc::channel::<ServerMessage>(256);
         let session = SESSION_SEQ.fetch_add(1, Ordering::Relaxed);
-        self.sessions.insert(node, session, tx.clone(), hello.drivers.clone());
+        self.sessions
+            .insert(node, session, tx.clone(), hello.drivers.clone());
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if write_frame(&mut send, &msg).await.is_err() {
@@ -109,7 +120,13 @@ impl Gateway {
 
     async fn refuse(&self, send: &mut quinn::SendStream, reason: &str) -> Result<(), SessionError> {
         tracing::warn!(reason, "refusing agent session");
-        write_frame(send, &ServerMessage::Refused { reason: reason.to_owned() }).await?;
+        write_frame(
+            send,
+            &ServerMessage::Refused {
+                reason: reason.to_owned(),
+            },
+        )
+        .await?;
         let _ = send.finish();
         let _ = send.stopped().await;
         Err(SessionError::Refused(reason.to_owned()))
@@ -140,9 +157,17 @@ impl Gateway {
             }
         };
         for run in running.into_iter().filter(|r| r.node == Some(node)) {
-            let Ok(Some(job)) = reader.job(run.job) else { continue };
+            let Ok(Some(job)) = reader.job(run.job) else {
+                continue;
+            };
             if let Some(task) = job.spec.tasks().next() {
-                let _ = tx.send(ServerMessage::RunTask(RunTask { run: run.id, job: job.id, task: task.clone() })).await;
+                let _ = tx
+                    .send(ServerMessage::RunTask(RunTask {
+                        run: run.id,
+                        job: job.id,
+                        task: task.clone(),
+                    }))
+                    .await;
             }
         }
     }
@@ -168,7 +193,9 @@ impl Gateway {
                 }
                 AgentMessage::Finished(finished) => {
                     if self.record_finished(node, finished.clone()).await {
-                        let _ = tx.send(ServerMessage::FinishedAck { run: finished.run }).await;
+                        let _ = tx
+                            .send(ServerMessage::FinishedAck { run: finished.run })
+                            .await;
                     }
                 }
                 AgentMessage::Hello(_) => {

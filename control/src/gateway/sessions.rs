@@ -47,8 +47,21 @@ impl Sessions {
     }
 
     /// Registers a session; a newer session of the same node replaces the older one.
-    pub(super) fn insert(&self, node: NodeId, session: u64, tx: mpsc::Sender<ServerMessage>, drivers: Vec<DriverKind>) {
-        self.lock().insert(node, Entry { session, tx, drivers });
+    pub(super) fn insert(
+        &self,
+        node: NodeId,
+        session: u64,
+        tx: mpsc::Sender<ServerMessage>,
+        drivers: Vec<DriverKind>,
+    ) {
+        self.lock().insert(
+            node,
+            Entry {
+                session,
+                tx,
+                drivers,
+            },
+        );
         self.changed.send_modify(|n| *n += 1);
     }
 

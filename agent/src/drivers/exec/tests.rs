@@ -10,10 +10,16 @@ use super::*;
 fn task(command: &str) -> TaskSpec {
     TaskSpec {
         name: "t".into(),
-        driver: DriverConfig::Exec(ExecConfig { command: command.into(), workdir: None }),
+        driver: DriverConfig::Exec(ExecConfig {
+            command: command.into(),
+            workdir: None,
+        }),
         env: BTreeMap::new(),
         timeout: None,
-        retry: RetryPolicy { max_retries: 0, delay: HumanDuration::from_millis(10) },
+        retry: RetryPolicy {
+            max_retries: 0,
+            delay: HumanDuration::from_millis(10),
+        },
     }
 }
 
@@ -44,7 +50,10 @@ async fn a_failing_command_is_retried_and_reports_its_exit_code() {
     let (f, events) = run_task(&t).await;
     assert_eq!(f.outcome, RunOutcome::Failed);
     assert_eq!((f.exit_code, f.attempts), (Some(3), 3));
-    let starts = events.iter().filter(|e| matches!(e, AgentMessage::AttemptStarted { .. })).count();
+    let starts = events
+        .iter()
+        .filter(|e| matches!(e, AgentMessage::AttemptStarted { .. }))
+        .count();
     assert_eq!(starts, 3);
 }
 
@@ -52,7 +61,10 @@ async fn a_failing_command_is_retried_and_reports_its_exit_code() {
 async fn a_retry_that_succeeds_stops_retrying() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("tried");
-    let mut t = task(&format!("if [ -e {m} ]; then echo ok; else touch {m}; exit 1; fi", m = marker.display()));
+    let mut t = task(&format!(
+        "if [ -e {m} ]; then echo ok; else touch {m}; exit 1; fi",
+        m = marker.display()
+    ));
     t.retry.max_retries = 5;
     let (f, _) = run_task(&t).await;
     assert_eq!((f.outcome, f.attempts), (RunOutcome::Succeeded, 2));
@@ -62,7 +74,9 @@ async fn a_retry_that_succeeds_stops_retrying() {
 fn process_is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }
 
@@ -70,18 +84,31 @@ fn process_is_dead(pid: u32) -> bool {
 async fn a_timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let mut t = task(&format!("sleep 300 & echo $! > {}; wait", pidfile.display()));
+    let mut t = task(&format!(
+        "sleep 300 & echo $! > {}; wait",
+        pidfile.display()
+    ));
     t.timeout = Some(HumanDuration::from_secs(1));
     let started = Instant::now();
     let (f, _) = run_task(&t).await;
     assert_eq!(f.outcome, RunOutcome::TimedOut);
     assert_eq!(f.exit_code, None);
     assert!(f.error.as_deref().unwrap().contains("timed out after 1s"));
-    assert!(started.elapsed() < Duration::from_secs(60), "the attempt did not end at its timeout");
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the attempt did not end at its timeout"
+    );
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !process_is_dead(pid) {
-        assert!(Instant::now() < deadline, "the child sleep {pid} outlived its timed-out parent");
+        assert!(
+            Instant::now() < deadline,
+            "the child sleep {pid} outlived its timed-out parent"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -114,14 +141,23 @@ async fn workdir_and_env_reach_the_command() {
     let DriverConfig::Exec(cfg) = &mut t.driver;
     cfg.workdir = Some(dir.path().display().to_string());
     let (f, _) = run_task(&t).await;
-    let expected = format!("hi there\n{}\n", dir.path().canonicalize().unwrap().display());
+    let expected = format!(
+        "hi there\n{}\n",
+        dir.path().canonicalize().unwrap().display()
+    );
     assert_eq!(String::from_utf8(f.stdout).unwrap(), expected);
 }
 
 #[tokio::test]
 async fn stdout_over_the_cap_is_cut_and_flagged() {
     let (tx, _rx) = mpsc::channel(4096);
-    let f = run_exec_capped(RunId(1), &task("head -c 200000 /dev/zero | tr '\\0' 'a'"), tx, 1000).await;
+    let f = run_exec_capped(
+        RunId(1),
+        &task("head -c 200000 /dev/zero | tr '\\0' 'a'"),
+        tx,
+        1000,
+    )
+    .await;
     assert_eq!(f.outcome, RunOutcome::Succeeded);
     assert_eq!(f.stdout.len(), 1000);
     assert!(f.stdout_truncated);
@@ -129,7 +165,10 @@ async fn stdout_over_the_cap_is_cut_and_flagged() {
 
 #[tokio::test]
 async fn stderr_keeps_its_tail() {
-    let (f, _) = run_task(&task("head -c 100000 /dev/zero | tr '\\0' 'e' >&2; echo END >&2; exit 1")).await;
+    let (f, _) = run_task(&task(
+        "head -c 100000 /dev/zero | tr '\\0' 'e' >&2; echo END >&2; exit 1",
+    ))
+    .await;
     assert_eq!(f.stderr_tail.len(), STDERR_TAIL_BYTES);
     assert!(f.stderr_tail.ends_with(b"END\n"));
 }
