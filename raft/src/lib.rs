@@ -55,3 +55,6 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
             why: e.to_string(),
         })
 }
+
+#[cfg(test)]
+mod apply_tests;

@@ -54,7 +54,8 @@ impl RaftNode {
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
-            max_in_snapshot_log_to_keep: 1000,
+            // Enough for a lagging follower to catch up without a snapshot, no more.
+            max_in_snapshot_log_to_keep: config.snapshot_after_logs.min(1000),
             max_payload_entries: 64,
             ..Default::default()
         }

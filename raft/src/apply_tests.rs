@@ -1,0 +1,325 @@
+//! `apply`'s rules, on a real sled tree.
+
+use windflow_protocol::{
+    ContextId, DriverConfig, ExecConfig, HumanDuration, JobId, JobSpec, NodeId, RetryPolicy, RunId,
+    RunOutcome, RunStatus, TaskSpec, Timestamp,
+};
+
+use crate::command::{Applied, ApplyError, Command, Response};
+use crate::state::{self, Pending, StateReader};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    reader: StateReader,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        Fixture {
+            reader: StateReader::new(db.open_tree("state").unwrap()),
+            _dir: dir,
+        }
+    }
+
+    fn apply(&self, cmd: Command) -> Response {
+        let mut p = Pending::new(self.reader.tree());
+        let response = state::apply(&mut p, cmd).unwrap();
+        p.commit().unwrap();
+        response
+    }
+
+    fn job(&self, name: &str) -> JobId {
+        match self.apply(Command::CreateJob {
+            spec: spec(name),
+            at: Timestamp(1),
+        }) {
+            Ok(Applied::Job(j)) => j.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn run(&self, job: JobId) -> RunId {
+        match self.apply(Command::CreateRun {
+            job,
+            at: Timestamp(2),
+        }) {
+            Ok(Applied::Run(r)) => r.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn finish(&self, run: RunId, stdout: &str) -> Response {
+        self.apply(Command::RunFinished {
+            run,
+            node: NodeId(1),
+            outcome: RunOutcome::Succeeded,
+            exit_code: Some(0),
+            attempts: 1,
+            started_at: Timestamp(3),
+            duration: HumanDuration::from_millis(5),
+            stdout: stdout.into(),
+            stdout_truncated: false,
+            stderr_tail: String::new(),
+            error: None,
+            at: Timestamp(4),
+        })
+    }
+
+    fn count(&self, status: RunStatus) -> u64 {
+        self.reader
+            .run_counts()
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == status)
+            .unwrap()
+            .1
+    }
+}
+
+fn spec(name: &str) -> JobSpec {
+    JobSpec::exec(
+        name,
+        TaskSpec {
+            name: name.into(),
+            driver: DriverConfig::Exec(ExecConfig {
+                command: "true".into(),
+                workdir: None,
+            }),
+            env: Default::default(),
+            timeout: None,
+            retry: RetryPolicy::default(),
+        },
+    )
+}
+
+#[test]
+fn job_ids_count_up_from_one_and_are_never_reused() {
+    let f = Fixture::new();
+    assert_eq!(f.job("a"), JobId(1));
+    assert_eq!(f.job("b"), JobId(2));
+    assert!(
+        f.apply(Command::DeleteJob {
+            job: JobId(2),
+            at: Timestamp(5)
+        })
+        .is_ok()
+    );
+    assert_eq!(
+        f.job("b"),
+        JobId(3),
+        "a deleted job's ID is not handed out again"
+    );
+    assert_eq!(f.reader.job_count().unwrap(), 2);
+    let names: Vec<String> = f
+        .reader
+        .jobs()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.spec.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn job_names_are_unique_and_lookups_follow_deletes() {
+    let f = Fixture::new();
+    f.job("backup");
+    assert_eq!(
+        f.apply(Command::CreateJob {
+            spec: spec("backup"),
+            at: Timestamp(1)
+        }),
+        Err(ApplyError::NameTaken {
+            kind: "job".into(),
+            name: "backup".into()
+        })
+    );
+    assert_eq!(
+        f.reader.job_by_name("backup").unwrap().unwrap().id,
+        JobId(1)
+    );
+    assert_eq!(
+        f.reader
+            .context(ContextId::Job(JobId(1)))
+            .unwrap()
+            .unwrap()
+            .value,
+        ""
+    );
+    f.apply(Command::DeleteJob {
+        job: JobId(1),
+        at: Timestamp(2),
+    })
+    .unwrap();
+    assert!(f.reader.job_by_name("backup").unwrap().is_none());
+    assert!(
+        f.reader
+            .context(ContextId::Job(JobId(1)))
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        f.apply(Command::DeleteJob {
+            job: JobId(1),
+            at: Timestamp(3)
+        }),
+        Err(ApplyError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_run_goes_pending_running_finished_and_writes_the_context() {
+    let f = Fixture::new();
+    let job = f.job("a");
+    assert!(matches!(
+        f.apply(Command::CreateRun {
+            job: JobId(9),
+            at: Timestamp(1)
+        }),
+        Err(ApplyError::NotFound { .. })
+    ));
+    let run = f.run(job);
+    assert_eq!(f.count(RunStatus::Pending), 1);
+    assert_eq!(
+        f.reader.runs_with_status(RunStatus::Pending).unwrap()[0].id,
+        run
+    );
+
+    f.apply(Command::RunDispatched {
+        run,
+        node: NodeId(1),
+        at: Timestamp(3),
+    })
+    .unwrap();
+    assert!(matches!(
+        f.apply(Command::RunDispatched {
+            run,
+            node: NodeId(2),
+            at: Timestamp(3)
+        }),
+        Err(ApplyError::InvalidTransition { .. })
+    ));
+    assert_eq!(
+        (f.count(RunStatus::Pending), f.count(RunStatus::Running)),
+        (0, 1)
+    );
+
+    let Ok(Applied::Run(done)) = f.finish(run, "out\n") else {
+        panic!()
+    };
+    assert_eq!(
+        (done.status, done.exit_code),
+        (RunStatus::Succeeded, Some(0))
+    );
+    let ctx = f.reader.context(ContextId::Job(job)).unwrap().unwrap();
+    assert_eq!(
+        (ctx.value.as_str(), ctx.run, ctx.node),
+        ("out\n", Some(run), Some(NodeId(1)))
+    );
+
+    // A result sent again after a reconnect changes nothing.
+    let Ok(Applied::Run(again)) = f.finish(run, "different") else {
+        panic!()
+    };
+    assert_eq!(again, done);
+    assert_eq!(
+        f.reader
+            .context(ContextId::Job(job))
+            .unwrap()
+            .unwrap()
+            .value,
+        "out\n"
+    );
+    assert_eq!(
+        (f.count(RunStatus::Running), f.count(RunStatus::Succeeded)),
+        (0, 1)
+    );
+    assert!(
+        f.reader
+            .runs_with_status(RunStatus::Running)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn deleting_a_job_fails_its_pending_runs_and_keeps_history() {
+    let f = Fixture::new();
+    let job = f.job("a");
+    let pending = f.run(job);
+    let done = f.run(job);
+    f.apply(Command::RunDispatched {
+        run: done,
+        node: NodeId(1),
+        at: Timestamp(3),
+    })
+    .unwrap();
+    f.finish(done, "x").unwrap();
+    f.apply(Command::DeleteJob {
+        job,
+        at: Timestamp(9),
+    })
+    .unwrap();
+    let failed = f.reader.run(pending).unwrap().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(failed.error.unwrap().contains("deleted"));
+    assert_eq!(
+        f.reader.run(done).unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(f.reader.runs_of_job(job).unwrap().len(), 2);
+    assert_eq!(f.count(RunStatus::Pending), 0);
+}
+
+#[test]
+fn nodes_register_and_say_hello() {
+    let f = Fixture::new();
+    let Ok(Applied::Node(n)) = f.apply(Command::RegisterNode {
+        name: "h".into(),
+        drivers: vec![],
+        at: Timestamp(1),
+    }) else {
+        panic!()
+    };
+    assert_eq!(n.id, NodeId(1));
+    let hello = |node| Command::NodeHello {
+        node,
+        hostname: "host-a".into(),
+        drivers: vec![windflow_protocol::DriverKind::Exec],
+        agent_version: "0.1.0".into(),
+        at: Timestamp(7),
+    };
+    let Ok(Applied::Node(n)) = f.apply(hello(NodeId(1))) else {
+        panic!()
+    };
+    assert_eq!(
+        (n.name.as_str(), n.last_seen_at),
+        ("host-a", Some(Timestamp(7)))
+    );
+    assert!(matches!(
+        f.apply(hello(NodeId(5))),
+        Err(ApplyError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn tokens_are_found_by_hash_and_names_are_unique() {
+    let f = Fixture::new();
+    let create = |name: &str, hash: &[u8]| Command::CreateToken {
+        name: name.into(),
+        hash: hash.to_vec(),
+        at: Timestamp(1),
+    };
+    assert!(f.apply(create("admin", b"h1")).is_ok());
+    assert!(matches!(
+        f.apply(create("admin", b"h2")),
+        Err(ApplyError::NameTaken { .. })
+    ));
+    assert_eq!(
+        f.reader.token_by_hash(b"h1").unwrap().unwrap().name,
+        "admin"
+    );
+    assert!(f.reader.token_by_hash(b"h2").unwrap().is_none());
+}
