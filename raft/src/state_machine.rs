@@ -2,6 +2,7 @@
 //! snapshots (the whole state tree, bincode-encoded).
 
 use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -22,6 +23,10 @@ pub struct StateMachine {
     db: sled::Db,
     reader: StateReader,
     snapshots: sled::Tree,
+    /// Held while a command's writes are committed and while a snapshot copies the tree:
+    /// openraft builds snapshots in a task of their own, concurrently with `apply`, and a
+    /// sled iterator is not a point-in-time view.
+    commit_lock: Arc<Mutex<()>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +51,7 @@ impl StateMachine {
             db: db.clone(),
             reader,
             snapshots: db.open_tree("raft_snapshot")?,
+            commit_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -55,6 +61,26 @@ impl StateMachine {
 
     fn tree(&self) -> &sled::Tree {
         self.reader.tree()
+    }
+
+    fn commits_paused(&self) -> MutexGuard<'_, ()> {
+        self.commit_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps `meta` and `data` as the current snapshot, flushed to disk.
+    async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<ServerId, BasicNode>,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, encode(meta)?);
+        batch.insert(SNAPSHOT_DATA, data);
+        self.snapshots.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned + Default>(
@@ -74,18 +100,34 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     #[tracing::instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<ServerId>> {
+        // A consistent copy: no command commits while the tree is read. Last-applied and
+        // membership come from the copy itself, so they describe exactly its contents.
+        let pairs = {
+            let _paused = self.commits_paused();
+            tree_pairs(self.tree()).map_err(sm_read)?
+        };
+        let find = |k: &[u8]| {
+            pairs
+                .binary_search_by(|(pk, _)| pk.as_slice().cmp(k))
+                .ok()
+                .map(|i| pairs[i].1.as_slice())
+        };
+        let last_applied: Option<LogId<ServerId>> = find(LAST_APPLIED)
+            .map(|v| decode::<Option<LogId<ServerId>>>(v, "last applied"))
+            .transpose()
+            .map_err(sm_read)?
+            .flatten();
+        let membership: StoredMembership<ServerId, BasicNode> = find(MEMBERSHIP)
+            .map(|v| decode(v, "membership"))
+            .transpose()
+            .map_err(sm_read)?
+            .unwrap_or_default();
         // The log is purged behind a snapshot, so the state it covers must be on disk first.
         self.db
             .flush_async()
             .await
             .map_err(|e| sm_write(e.into()))?;
-        let snap = tree_pairs(self.tree()).map_err(sm_read)?;
-        let last_applied: Option<LogId<ServerId>> = self
-            .read_meta(LAST_APPLIED, "last applied")
-            .map_err(sm_read)?;
-        let membership: StoredMembership<ServerId, BasicNode> =
-            self.read_meta(MEMBERSHIP, "membership").map_err(sm_read)?;
-        let data = encode(&SnapshotContents { pairs: snap }).map_err(sm_read)?;
+        let data = encode(&SnapshotContents { pairs }).map_err(sm_read)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("empty-{}", data.len()),
@@ -95,16 +137,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, encode(&meta).map_err(sm_write)?);
-        batch.insert(SNAPSHOT_DATA, data.clone());
-        self.snapshots
-            .apply_batch(batch)
-            .map_err(|e| sm_write(e.into()))?;
-        self.db
-            .flush_async()
+        self.save_snapshot(&meta, data.clone())
             .await
-            .map_err(|e| sm_write(e.into()))?;
+            .map_err(sm_write)?;
         tracing::info!(bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -170,7 +205,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 LAST_APPLIED.to_vec(),
                 encode(&Some(entry.log_id)).map_err(sm_write)?,
             );
-            pending.commit().map_err(sm_write)?;
+            {
+                let _paused = self.commits_paused();
+                pending.commit().map_err(sm_write)?;
+            }
             last_index = Some(entry.log_id.index);
             responses.push(response);
         }
@@ -198,21 +236,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<ServerId>> {
         let data = snapshot.into_inner();
         let contents: SnapshotContents = decode(&data, "snapshot").map_err(sm_read)?;
+        // Keep the snapshot first: after a crash before the tree is replaced, openraft
+        // still finds it, and the tree's own last-applied says the tree is older.
+        self.save_snapshot(meta, data).await.map_err(sm_write)?;
+        // One atomic batch replaces the tree: every key removed, the snapshot's written.
         let tree = self.tree();
-        tree.clear().map_err(|e| sm_write(e.into()))?;
         let mut batch = sled::Batch::default();
+        for key in tree.iter().keys() {
+            batch.remove(key.map_err(|e| sm_read(e.into()))?);
+        }
         for (k, v) in contents.pairs {
             batch.insert(k, v);
         }
         batch.insert(LAST_APPLIED, encode(&meta.last_log_id).map_err(sm_write)?);
         batch.insert(MEMBERSHIP, encode(&meta.last_membership).map_err(sm_write)?);
-        tree.apply_batch(batch).map_err(|e| sm_write(e.into()))?;
-        let mut saved = sled::Batch::default();
-        saved.insert(SNAPSHOT_META, encode(meta).map_err(sm_write)?);
-        saved.insert(SNAPSHOT_DATA, data);
-        self.snapshots
-            .apply_batch(saved)
-            .map_err(|e| sm_write(e.into()))?;
+        {
+            let _paused = self.commits_paused();
+            tree.apply_batch(batch).map_err(|e| sm_write(e.into()))?;
+        }
         self.db
             .flush_async()
             .await

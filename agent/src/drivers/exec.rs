@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -20,6 +20,9 @@ use windflow_protocol::{
 
 /// The most bytes read from a pipe at once (and so the largest output chunk).
 const READ_CHUNK: usize = 64 * 1024;
+/// After the process group is killed, how long its pipes may stay open (held by something
+/// that left the group) before the output readers are abandoned.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs an exec task with its retries. Live output goes to `output` as it is read (dropped,
 /// not waited for, when the channel is full); the result of the last attempt is returned.
@@ -125,6 +128,35 @@ fn kill_group(pgid: Option<Pid>) {
     }
 }
 
+/// Kills an attempt's process group when dropped, so an attempt abandoned midway (the agent
+/// stopping, the run aborted) leaves nothing behind. Disarmed once the group has been
+/// killed and its leader reaped.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
+}
+
+/// How a signal is called, for error messages: `SIGKILL`, or its number when unknown.
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_owned())
+}
+
+/// Waits for a pipe reader, giving up after [`DRAIN_GRACE`].
+async fn drained(pump: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
+    let abort = pump.abort_handle();
+    match tokio::time::timeout(DRAIN_GRACE, pump).await {
+        Ok(kept) => kept.unwrap_or_default(),
+        Err(_) => {
+            tracing::warn!("output pipe still open after the process group was killed");
+            abort.abort();
+            (Vec::new(), true)
+        }
+    }
+}
+
 async fn run_attempt(
     run: RunId,
     attempt: u32,
@@ -151,6 +183,7 @@ async fn run_attempt(
         Err(e) => return Attempt::failed(format!("cannot start `sh -c`: {e}")),
     };
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let mut group = GroupGuard(pgid);
     let stdout = tokio::spawn(pump(
         child.stdout.take(),
         run,
@@ -195,7 +228,7 @@ async fn run_attempt(
             (None, Some(sig)) => (
                 RunOutcome::Failed,
                 None,
-                Some(format!("killed by signal {sig}")),
+                Some(format!("killed by {}", signal_name(sig))),
             ),
             (None, None) => (
                 RunOutcome::Failed,
@@ -204,8 +237,10 @@ async fn run_attempt(
             ),
         },
     };
-    let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
-    let (stderr_tail, _) = stderr.await.unwrap_or_default();
+    // The group was killed above and its leader reaped: nothing left for the guard.
+    group.0 = None;
+    let (stdout, stdout_truncated) = drained(stdout).await;
+    let (stderr_tail, _) = drained(stderr).await;
     Attempt {
         outcome,
         exit_code,

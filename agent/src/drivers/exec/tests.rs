@@ -172,3 +172,45 @@ async fn stderr_keeps_its_tail() {
     assert_eq!(f.stderr_tail.len(), STDERR_TAIL_BYTES);
     assert!(f.stderr_tail.ends_with(b"END\n"));
 }
+
+#[tokio::test]
+async fn a_command_killed_by_a_signal_names_it() {
+    let (f, _) = run_task(&task("kill -9 $$")).await;
+    assert_eq!((f.outcome, f.exit_code), (RunOutcome::Failed, None));
+    assert!(
+        f.error.as_deref().unwrap().contains("SIGKILL"),
+        "{:?}",
+        f.error
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_run_kills_its_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let t = task(&format!(
+        "sleep 300 & echo $! > {}.tmp; mv {0}.tmp {0}; wait",
+        pidfile.display()
+    ));
+    let (tx, _rx) = mpsc::channel(64);
+    let handle = tokio::spawn(async move { run_exec(RunId(1), &t, tx).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: u32 = loop {
+        if let Ok(s) = std::fs::read_to_string(&pidfile) {
+            break s.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!process_is_dead(pid));
+    handle.abort();
+    let _ = handle.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process_is_dead(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the child sleep {pid} outlived its abandoned run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
