@@ -1,6 +1,6 @@
 //! `windflow dev`: one server and one agent in one process, for a laptop.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -94,20 +94,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// `windflow dev`: runs until Ctrl-C or SIGTERM.
-pub async fn run(data_dir: Option<PathBuf>, mut config: ServerConfig) -> anyhow::Result<()> {
-    // Without --data-dir, a fresh directory that is removed on exit.
-    let temp = match data_dir {
-        Some(dir) => {
-            config.data_dir = dir;
-            None
-        }
-        None => {
-            let t = tempfile::Builder::new().prefix("windflow-dev-").tempdir()?;
-            config.data_dir = t.path().to_path_buf();
-            Some(t)
-        }
-    };
+/// `windflow dev`: runs until Ctrl-C or SIGTERM. `temporary` says the data dir goes away
+/// on exit.
+pub async fn run(mut config: ServerConfig, temporary: bool) -> anyhow::Result<()> {
     config.name = "dev".into();
     let cluster = start(config.clone()).await?;
     let url = format!("http://{}", cluster.server.http_addr);
@@ -119,26 +108,15 @@ pub async fn run(data_dir: Option<PathBuf>, mut config: ServerConfig) -> anyhow:
     println!("Windflow dev is running.");
     println!("  API and UI:  {url}/");
     println!("  admin token: {}", cluster.admin_token);
-    println!(
-        "  data dir:    {}{}",
-        config.data_dir.display(),
-        if temp.is_some() {
-            " (removed on exit)"
-        } else {
-            ""
-        }
-    );
+    let note = if temporary { " (removed on exit)" } else { "" };
+    println!("  data dir:    {}{note}", config.data_dir.display());
     match written {
-        Ok(path) => println!(
-            "  CLI config:  {} (the `windflow` CLI now talks to this server)",
-            path.display()
-        ),
+        Ok(path) => println!("  CLI config:  {} (the `windflow` CLI now talks to this server)", path.display()),
         Err(e) => println!("  CLI config:  not written ({e:#})"),
     }
     println!("Try: windflow job create hello --cmd 'echo hello' && windflow job run hello --wait");
     crate::cli::wait_for_signal().await;
     println!("Stopping.");
     cluster.stop().await;
-    drop(temp);
     Ok(())
 }

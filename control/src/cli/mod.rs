@@ -210,17 +210,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
-            let verbosity = Verbosity::from_flags(args.log.debug, args.log.silent);
-            let mut config = ServerConfig::new(PathBuf::new());
+            // Without --data-dir, a fresh directory that is removed on exit.
+            let temp = match &args.data_dir {
+                Some(_) => None,
+                None => Some(tempfile::Builder::new().prefix("windflow-dev-").tempdir()?),
+            };
+            let data_dir = match (&args.data_dir, &temp) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(t)) => t.path().to_path_buf(),
+                (None, None) => unreachable!("a temporary dir is made when no data dir is given"),
+            };
+            let log_dir = data_dir.join("logs");
+            std::fs::create_dir_all(&log_dir)?;
+            let _guard = logging::init(Verbosity::from_flags(args.log.debug, args.log.silent), Some(&log_dir));
+            let mut config = ServerConfig::new(data_dir);
             config.http_addr = args.http_addr;
             config.quic_addr = args.quic_addr;
-            // Logs go to files only once the data dir exists; dev's console gets the rest.
-            let log_dir = args.data_dir.as_ref().map(|d| d.join("logs"));
-            if let Some(dir) = &log_dir {
-                std::fs::create_dir_all(dir)?;
-            }
-            let _guard = logging::init(verbosity, log_dir.as_deref());
-            crate::dev::run(args.data_dir, config).await?;
+            crate::dev::run(config, temp.is_some()).await?;
+            drop(temp);
             Ok(ExitCode::SUCCESS)
         }
         other => commands::run(other, cli.addr, cli.token, cli.output).await,
