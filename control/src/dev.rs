@@ -111,7 +111,10 @@ pub async fn run(mut config: ServerConfig, temporary: bool) -> anyhow::Result<()
     let note = if temporary { " (removed on exit)" } else { "" };
     println!("  data dir:    {}{note}", config.data_dir.display());
     match written {
-        Ok(path) => println!("  CLI config:  {} (the `windflow` CLI now talks to this server)", path.display()),
+        Ok(path) => println!(
+            "  CLI config:  {} (the `windflow` CLI now talks to this server)",
+            path.display()
+        ),
         Err(e) => println!("  CLI config:  not written ({e:#})"),
     }
     println!("Try: windflow job create hello --cmd 'echo hello' && windflow job run hello --wait");

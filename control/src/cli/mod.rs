@@ -222,7 +222,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let log_dir = data_dir.join("logs");
             std::fs::create_dir_all(&log_dir)?;
-            let _guard = logging::init(Verbosity::from_flags(args.log.debug, args.log.silent), Some(&log_dir));
+            let _guard = logging::init(
+                Verbosity::from_flags(args.log.debug, args.log.silent),
+                Some(&log_dir),
+            );
             let mut config = ServerConfig::new(data_dir);
             config.http_addr = args.http_addr;
             config.quic_addr = args.quic_addr;
