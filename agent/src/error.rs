@@ -21,6 +21,8 @@ pub enum AgentError {
     Read(#[from] quinn::ReadExactError),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error("no Welcome from the server within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
     #[error("protocol: {0}")]
     Protocol(String),
 }

@@ -4,24 +4,13 @@
 //! tasks it is given with its drivers, streams their output, and reports each result until
 //! the server acknowledges it, across reconnects.
 
+mod config;
 pub mod drivers;
 mod error;
 mod frames;
+mod outbox;
 mod session;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
+pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};
 pub use error::AgentError;
 pub use session::run;
-
-/// How an agent runs.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Servers' QUIC addresses, tried in order; the agent moves to the next on failure.
-    pub servers: Vec<SocketAddr>,
-    pub identity: windflow_certs::TlsIdentity,
-    pub hostname: String,
-    /// The longest wait between reconnection attempts (starting at 200ms, doubling).
-    pub reconnect_max_backoff: Duration,
-}

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -41,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    windflow_certs::install_crypto_provider();
     let identity =
         windflow_certs::TlsIdentity::read(&args.data_dir, "node").with_context(|| {
             format!(
@@ -48,17 +48,8 @@ async fn main() -> anyhow::Result<()> {
                 args.data_dir.display()
             )
         })?;
-    let hostname = args.hostname.unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into())
-    });
-    let config = windflow_agent::AgentConfig {
-        servers: args.servers,
-        identity,
-        hostname,
-        reconnect_max_backoff: Duration::from_secs(10),
-    };
+    let hostname = args.hostname.unwrap_or_else(system_hostname);
+    let config = windflow_agent::AgentConfig::new(args.servers, identity, hostname);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -72,4 +63,14 @@ async fn main() -> anyhow::Result<()> {
     });
     windflow_agent::run(config, shutdown).await?;
     Ok(())
+}
+
+/// The kernel's idea of this host's name, else `/etc/hostname`, else `localhost`.
+fn system_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .find(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

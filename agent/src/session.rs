@@ -1,134 +1,262 @@
 //! The agent's link to the servers: connect, Hello, then heartbeats and results up and work
-//! down on one control stream; reconnect with capped backoff when it drops. Tasks run
-//! independently of the link, and their results wait in the outbox until acknowledged.
+//! down on one control stream; reconnect with capped backoff when it drops.
+//!
+//! Per session, one writer task owns the `SendStream` and drains an mpsc of messages, one
+//! reader task owns the `RecvStream` and hands whole messages over (reading a frame is not
+//! cancel-safe), and the session loop in between sends heartbeats, forwards live output,
+//! starts tasks and sends results. Tasks run independently of the link: their live output
+//! is dropped while there is none, and their results wait in the outbox until acknowledged.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use windflow_protocol::RunId;
 use windflow_protocol::messages::{
-    AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, TaskFinished, VersionRange,
+    ALPN_AGENT, AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, VersionRange, Welcome,
 };
-use windflow_protocol::{DriverKind, RunId};
 
+use crate::config::FIRST_RECONNECT_BACKOFF;
 use crate::frames::{read_frame, write_frame};
+use crate::outbox::Outbox;
 use crate::{AgentConfig, AgentError, drivers};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
-/// Live output and attempt events waiting for the link; beyond this they are dropped.
-const EVENT_BUFFER: usize = 1024;
-
-/// What the agent is doing, shared by the session and the running tasks.
-struct Work {
-    running: Mutex<HashSet<RunId>>,
-    /// Results not yet acknowledged by a server.
-    outbox: Mutex<BTreeMap<RunId, TaskFinished>>,
-    finished: Notify,
-    events: mpsc::Sender<AgentMessage>,
-}
+/// Connecting, Hello and Welcome together must take no longer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Live output and attempt events waiting for the session loop; beyond this they are dropped.
+const EVENT_BUFFER: usize = 256;
+/// Messages waiting for the writer.
+const WRITE_BUFFER: usize = 64;
+/// A result unacknowledged this long within one session is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// Heartbeats are never sent more often than this, whatever a server asks.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// On shutdown, how long the last messages get to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the agent is doing, shared by the sessions and the running tasks.
+struct Work {
+    running: Mutex<HashMap<RunId, AbortHandle>>,
+    /// Results not yet acknowledged by a server.
+    outbox: Outbox,
+    /// A run has finished and its result is in the outbox.
+    finished: Notify,
+    /// Live output and attempt events from the drivers.
+    events: mpsc::Sender<AgentMessage>,
+}
+
 impl Work {
     /// Starts a task unless it is already running or finished and unacknowledged (a server
-    /// sends running work again when a session resumes).
+    /// sends its running work again when a session resumes).
     fn start(self: &Arc<Self>, task: RunTask) {
-        if lock(&self.outbox).contains_key(&task.run) || !lock(&self.running).insert(task.run) {
+        let mut running = lock(&self.running);
+        if running.contains_key(&task.run) || self.outbox.contains(task.run) {
             tracing::debug!(run = %task.run, "already have this run");
             return;
         }
+        let run = task.run;
         let work = self.clone();
-        let span = tracing::info_span!("run", run = %task.run, job = %task.job);
-        tokio::spawn(
+        let span = tracing::info_span!("run", %run, job = %task.job, task = %task.task.name);
+        let handle = tokio::spawn(
             async move {
                 tracing::info!("starting");
-                let finished = drivers::exec::run_exec(task.run, &task.task, work.events.clone()).await;
-                tracing::info!(outcome = ?finished.outcome, attempts = finished.attempts, "finished");
-                lock(&work.outbox).insert(task.run, finished);
-                lock(&work.running).remove(&task.run);
+                let finished = drivers::run_task(run, &task.task, work.events.clone()).await;
+                tracing::info!(
+                    outcome = ?finished.outcome,
+                    exit_code = ?finished.exit_code,
+                    attempts = finished.attempts,
+                    "finished"
+                );
+                // Into the outbox before leaving `running`, so a resent RunTask always
+                // finds the run in one or the other.
+                work.outbox.insert(finished);
+                lock(&work.running).remove(&run);
                 work.finished.notify_one();
             }
             .instrument(span),
         );
+        running.insert(run, handle.abort_handle());
     }
 
-    fn acknowledged(&self, run: RunId) {
-        lock(&self.outbox).remove(&run);
+    fn running(&self) -> Vec<RunId> {
+        let mut runs: Vec<RunId> = lock(&self.running).keys().copied().collect();
+        runs.sort();
+        runs
+    }
+
+    /// Stops every running task (each kills its process group as it is dropped).
+    fn stop_all(&self) {
+        for (run, handle) in lock(&self.running).drain() {
+            tracing::info!(%run, "stopping the run: the agent is shutting down");
+            handle.abort();
+        }
     }
 }
 
+/// Why a session that was established ended.
 enum SessionEnd {
     Shutdown,
-    Lost,
+    Lost(String),
 }
 
-/// Runs the agent until `shutdown`. Returns an error only when a server refuses the agent.
+/// Runs the agent until `shutdown` is cancelled: connect, Hello, heartbeats, run tasks,
+/// report; reconnects with capped exponential backoff when the link drops, moving to the
+/// next server when one cannot be reached. Returns an error only for fatal conditions:
+/// a server refusing the agent, no servers, or a TLS config that cannot be built.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     if config.servers.is_empty() {
         return Err(AgentError::NoServers);
     }
     windflow_certs::install_crypto_provider();
-    let client = windflow_certs::quinn_client_config(
-        &config.identity,
-        windflow_protocol::messages::ALPN_AGENT,
-    )?;
-    let bind: SocketAddr = if config.servers[0].is_ipv6() {
-        "[::]:0"
+    let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
+    let bind: SocketAddr = if config.servers.iter().any(SocketAddr::is_ipv6) {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .map_err(|_| AgentError::Protocol("bad bind address".into()))?;
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(client);
 
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
     let work = Arc::new(Work {
         running: Mutex::default(),
-        outbox: Mutex::default(),
+        outbox: Outbox::default(),
         finished: Notify::new(),
         events: events_tx,
     });
-    let mut backoff = FIRST_BACKOFF;
+    let max_backoff = config.reconnect_max_backoff.max(FIRST_RECONNECT_BACKOFF);
+    let mut backoff = FIRST_RECONNECT_BACKOFF;
     let mut next = 0usize;
+    let mut session_no = 0u64;
     let result = loop {
         let server = config.servers[next % config.servers.len()];
-        let span = tracing::info_span!("session", %server);
-        match session(&endpoint, server, &config, &work, &mut events, &shutdown)
-            .instrument(span)
-            .await
-        {
+        session_no += 1;
+        let span = tracing::info_span!("session", %server, session = session_no);
+        let ended = session(
+            &endpoint,
+            server,
+            &config,
+            &work,
+            &mut events,
+            &shutdown,
+            session_no,
+        )
+        .instrument(span)
+        .await;
+        match ended {
             Ok(SessionEnd::Shutdown) => break Ok(()),
-            Ok(SessionEnd::Lost) => {
-                tracing::warn!(%server, "lost the server; reconnecting");
-                backoff = FIRST_BACKOFF;
+            Ok(SessionEnd::Lost(reason)) => {
+                tracing::warn!(%server, %reason, "lost the server; reconnecting");
+                backoff = FIRST_RECONNECT_BACKOFF;
             }
             Err(AgentError::Refused { reason }) => {
-                tracing::error!(%server, %reason, "the server refused this agent");
+                tracing::error!(%server, %reason, "the server refused this agent; stopping");
                 break Err(AgentError::Refused { reason });
             }
             Err(e) => {
-                tracing::warn!(%server, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot hold a session");
                 next += 1;
+                tracing::warn!(
+                    %server,
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    next = %config.servers[next % config.servers.len()],
+                    "cannot open a session"
+                );
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+        let wait = backoff;
+        backoff = (backoff * 2).min(max_backoff);
+        if !pause(wait, &mut events, &shutdown).await {
+            break Ok(());
         }
-        backoff = (backoff * 2).min(config.reconnect_max_backoff.max(FIRST_BACKOFF));
     };
+    work.stop_all();
     endpoint.close(0u32.into(), b"agent stopping");
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    tracing::info!(unacknowledged = work.outbox.len(), "agent stopped");
     result
 }
 
+/// Waits between sessions, dropping live output (there is no one to send it to). False when
+/// the agent is shutting down.
+async fn pause(
+    wait: Duration,
+    events: &mut mpsc::Receiver<AgentMessage>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let sleep = tokio::time::sleep(wait);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut sleep => return true,
+            Some(_) = events.recv() => {}
+        }
+    }
+}
+
+/// Connects, says Hello and waits for the answer.
+async fn handshake(
+    endpoint: &quinn::Endpoint,
+    server: SocketAddr,
+    config: &AgentConfig,
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        Welcome,
+    ),
+    AgentError,
+> {
+    let conn = endpoint
+        .connect(server, windflow_certs::SERVER_NAME)?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Hello {
+        versions: VersionRange::SUPPORTED,
+        hostname: config.hostname.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        drivers: drivers::available(),
+    };
+    write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
+    let welcome = match read_frame::<ServerMessage>(&mut recv).await? {
+        Some(ServerMessage::Welcome(w)) => w,
+        Some(ServerMessage::Refused { reason }) => {
+            conn.close(0u32.into(), b"refused");
+            return Err(AgentError::Refused { reason });
+        }
+        Some(other) => {
+            return Err(AgentError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
+        None => {
+            return Err(AgentError::Protocol(
+                "the server closed the control stream before Welcome".into(),
+            ));
+        }
+    };
+    let supported = VersionRange::SUPPORTED;
+    if !(supported.min..=supported.max).contains(&welcome.version) {
+        return Err(AgentError::Protocol(format!(
+            "the server chose protocol version {}, this agent speaks {supported}",
+            welcome.version
+        )));
+    }
+    Ok((conn, send, recv, welcome))
+}
+
+/// One session with one server, from connecting until the link drops or the agent stops.
 async fn session(
     endpoint: &quinn::Endpoint,
     server: SocketAddr,
@@ -136,128 +264,172 @@ async fn session(
     work: &Arc<Work>,
     events: &mut mpsc::Receiver<AgentMessage>,
     shutdown: &CancellationToken,
+    session_no: u64,
 ) -> Result<SessionEnd, AgentError> {
-    let conn = tokio::select! {
+    let (conn, send, recv, welcome) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-        conn = endpoint.connect(server, windflow_certs::SERVER_NAME)? => conn?,
-    };
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let hello = Hello {
-        versions: VersionRange::SUPPORTED,
-        hostname: config.hostname.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        drivers: vec![DriverKind::Exec],
-    };
-    write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
-    let welcome =
-        match tokio::time::timeout(WELCOME_TIMEOUT, read_frame::<ServerMessage>(&mut recv)).await {
-            Ok(Ok(Some(ServerMessage::Welcome(w)))) => w,
-            Ok(Ok(Some(ServerMessage::Refused { reason }))) => {
-                return Err(AgentError::Refused { reason });
-            }
-            Ok(Ok(Some(other))) => {
-                return Err(AgentError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )));
-            }
-            Ok(Ok(None)) => {
-                return Err(AgentError::Protocol(
-                    "the server closed the stream before Welcome".into(),
-                ));
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(AgentError::Protocol("no Welcome within 10s".into())),
-        };
-    tracing::info!(node = %welcome.node, version = welcome.version, "connected");
-
-    // Reading a frame is not cancel-safe, so one task reads and hands over whole messages.
-    let (incoming_tx, mut incoming) = mpsc::channel(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            match read_frame::<ServerMessage>(&mut recv).await {
-                Ok(Some(msg)) => {
-                    if incoming_tx.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "control stream closed");
-                    break;
-                }
-            }
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, server, config)) => {
+            r.map_err(|_| AgentError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??
         }
-    });
-    let result = session_loop(
-        &conn,
-        &mut send,
-        &mut incoming,
-        welcome.heartbeat_interval.0,
-        work,
-        events,
-        shutdown,
-    )
-    .await;
+    };
+    tracing::info!(
+        node = %welcome.node,
+        version = welcome.version,
+        heartbeat_interval = %welcome.heartbeat_interval,
+        "connected"
+    );
+    // Output produced while there was no link is stale; the results are in the outbox.
+    while events.try_recv().is_ok() {}
+
+    let (out, out_rx) = mpsc::channel(WRITE_BUFFER);
+    let mut writer = tokio::spawn(write_loop(send, out_rx));
+    let (incoming_tx, incoming) = mpsc::channel(64);
+    let mut reader = tokio::spawn(read_loop(recv, incoming_tx));
+    let mut link = Link {
+        out,
+        writer: &mut writer,
+        reader: &mut reader,
+        incoming,
+        session: session_no,
+    };
+    let heartbeat_every = welcome.heartbeat_interval.0.max(MIN_HEARTBEAT);
+    let result = session_loop(&mut link, heartbeat_every, work, events, shutdown).await;
+    drop(link);
     reader.abort();
-    if matches!(result, Ok(SessionEnd::Shutdown)) {
-        conn.close(0u32.into(), b"agent stopping");
+    match &result {
+        Ok(SessionEnd::Shutdown) => {
+            // The writer ends once its queue is empty, finishing the stream.
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            writer.abort();
+            conn.close(0u32.into(), b"agent stopping");
+        }
+        _ => {
+            writer.abort();
+            conn.close(0u32.into(), b"session ended");
+        }
     }
     result
 }
 
+/// The session loop's side of the control stream.
+struct Link<'a> {
+    out: mpsc::Sender<AgentMessage>,
+    writer: &'a mut JoinHandle<Result<(), AgentError>>,
+    reader: &'a mut JoinHandle<Result<(), AgentError>>,
+    incoming: mpsc::Receiver<ServerMessage>,
+    session: u64,
+}
+
+impl Link<'_> {
+    /// Queues a message for the writer; the reason the link is gone when it cannot.
+    async fn send(&mut self, msg: AgentMessage) -> Result<(), String> {
+        if self.out.send(msg).await.is_ok() {
+            return Ok(());
+        }
+        Err(match (&mut *self.writer).await {
+            Ok(Err(e)) => format!("writing to the control stream: {e}"),
+            Ok(Ok(())) => "the control stream closed".into(),
+            Err(e) => format!("the writer failed: {e}"),
+        })
+    }
+
+    /// Sends the results this session has not sent yet, and those waiting too long for
+    /// their ack. Queued live output goes first, so a run's last output always comes
+    /// before its result.
+    async fn send_results(
+        &mut self,
+        work: &Work,
+        events: &mut mpsc::Receiver<AgentMessage>,
+    ) -> Result<(), String> {
+        while let Ok(event) = events.try_recv() {
+            self.send(event).await?;
+        }
+        for finished in work.outbox.due(self.session, Instant::now(), RESEND_AFTER) {
+            tracing::debug!(run = %finished.run, "sending a result");
+            self.send(AgentMessage::Finished(finished)).await?;
+        }
+        Ok(())
+    }
+
+    /// Why the server stopped talking, once the reader has ended.
+    async fn read_failure(&mut self) -> String {
+        match (&mut *self.reader).await {
+            Ok(Ok(())) => "the server ended the control stream".into(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the reader failed: {e}"),
+        }
+    }
+}
+
 async fn session_loop(
-    conn: &quinn::Connection,
-    send: &mut quinn::SendStream,
-    incoming: &mut mpsc::Receiver<ServerMessage>,
+    link: &mut Link<'_>,
     heartbeat_every: Duration,
     work: &Arc<Work>,
     events: &mut mpsc::Receiver<AgentMessage>,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, AgentError> {
+    macro_rules! lost_on_err {
+        ($e:expr) => {
+            if let Err(reason) = $e {
+                return Ok(SessionEnd::Lost(reason));
+            }
+        };
+    }
     // Results from before this session go first.
-    let mut sent: HashSet<RunId> = HashSet::new();
-    send_unsent(send, work, &mut sent).await?;
-    let mut heartbeat = tokio::time::interval(heartbeat_every.max(Duration::from_millis(100)));
+    lost_on_err!(link.send_results(work, events).await);
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+            msg = link.incoming.recv() => match msg {
+                None => return Ok(SessionEnd::Lost(link.read_failure().await)),
+                Some(ServerMessage::RunTask(task)) => work.start(task),
+                Some(ServerMessage::FinishedAck { run }) => {
+                    if work.outbox.ack(run) {
+                        tracing::debug!(%run, "result acknowledged");
+                    }
+                }
+                Some(ServerMessage::HeartbeatAck { seq }) => tracing::trace!(seq, "heartbeat acknowledged"),
+                Some(ServerMessage::Refused { reason }) => return Err(AgentError::Refused { reason }),
+                Some(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second Welcome"),
+            },
             _ = heartbeat.tick() => {
                 seq += 1;
-                let running = lock(&work.running).iter().copied().collect();
-                write_frame(send, &AgentMessage::Heartbeat(Heartbeat { seq, running })).await?;
+                let running = work.running();
+                lost_on_err!(link.send(AgentMessage::Heartbeat(Heartbeat { seq, running })).await);
+                lost_on_err!(link.send_results(work, events).await);
             }
-            Some(event) = events.recv() => write_frame(send, &event).await?,
-            _ = work.finished.notified() => send_unsent(send, work, &mut sent).await?,
-            msg = incoming.recv() => match msg {
-                None => {
-                    let reason = conn.close_reason().map_or_else(|| "stream ended".to_owned(), |r| r.to_string());
-                    tracing::info!(%reason, "session ended by the server");
-                    return Ok(SessionEnd::Lost);
-                }
-                Some(ServerMessage::RunTask(task)) => work.start(task),
-                Some(ServerMessage::FinishedAck { run }) => work.acknowledged(run),
-                Some(ServerMessage::HeartbeatAck { .. }) => {}
-                Some(other) => tracing::warn!(?other, "unexpected message in a running session"),
-            },
+            _ = work.finished.notified() => lost_on_err!(link.send_results(work, events).await),
+            Some(event) = events.recv() => lost_on_err!(link.send(event).await),
         }
     }
 }
 
-async fn send_unsent(
-    send: &mut quinn::SendStream,
-    work: &Work,
-    sent: &mut HashSet<RunId>,
+/// Owns the send side of the control stream: writes what it is given, in order, and
+/// finishes the stream when the queue closes.
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut queue: mpsc::Receiver<AgentMessage>,
 ) -> Result<(), AgentError> {
-    let pending: Vec<TaskFinished> = lock(&work.outbox)
-        .values()
-        .filter(|f| !sent.contains(&f.run))
-        .cloned()
-        .collect();
-    for finished in pending {
-        let run = finished.run;
-        write_frame(send, &AgentMessage::Finished(finished)).await?;
-        sent.insert(run);
+    while let Some(msg) = queue.recv().await {
+        write_frame(&mut send, &msg).await?;
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Owns the receive side of the control stream: hands whole messages to the session loop.
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    incoming: mpsc::Sender<ServerMessage>,
+) -> Result<(), AgentError> {
+    while let Some(msg) = read_frame::<ServerMessage>(&mut recv).await? {
+        if incoming.send(msg).await.is_err() {
+            break;
+        }
     }
     Ok(())
 }
