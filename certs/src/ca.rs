@@ -4,14 +4,17 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 use windflow_protocol::NodeId;
 
-use crate::{CertError, SERVER_NAME, files};
+use crate::{CertError, IssuedCert, SERVER_NAME, files};
 
 /// How long the CA is valid.
 pub const CA_VALIDITY: Duration = Duration::days(3650);
@@ -23,9 +26,12 @@ const BACKDATE: Duration = Duration::hours(1);
 /// The cluster's certificate authority: `ca.crt` and `ca.key` in its directory.
 pub struct ClusterCa {
     cert_pem: String,
-    key_pem: String,
+    cert_der: Vec<u8>,
+    /// Parsed once, so a bad key fails at load, naming the file, not at the first issuance.
+    issuer: Issuer<'static, KeyPair>,
 }
 
+/// Shows the fingerprint, never the key.
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterCa")
@@ -38,6 +44,7 @@ fn generated(what: &'static str) -> impl Fn(rcgen::Error) -> CertError {
     move |source| CertError::Generate { what, source }
 }
 
+/// 127 random bits: serials must be unique per CA and unpredictable.
 fn random_serial() -> Result<SerialNumber, CertError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
@@ -54,9 +61,18 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
+fn dns(name: &str) -> Result<SanType, CertError> {
+    let ia5 = name
+        .to_owned()
+        .try_into()
+        .map_err(generated("a DNS name"))?;
+    Ok(SanType::DnsName(ia5))
+}
+
 impl ClusterCa {
     /// Creates a new CA in `dir` (mode 0700): `ca.crt` (0644) and `ca.key` (0600).
-    /// Refuses when `dir` already holds a CA key.
+    /// Refuses when `dir` already holds a CA key: overwriting it would orphan every
+    /// certificate the cluster has issued.
     pub fn create(dir: &Path) -> Result<ClusterCa, CertError> {
         let key_path = dir.join("ca.key");
         if key_path.exists() {
@@ -65,7 +81,14 @@ impl ClusterCa {
         files::create_dir(dir)?;
         let key = KeyPair::generate().map_err(generated("the CA key"))?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = name("Windflow cluster CA");
+        let serial = random_serial()?;
+        // Each cluster's CA gets its own name, so a certificate from another cluster is
+        // reported as from an unknown issuer rather than as a bad signature.
+        let tag: String = serial.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        params.distinguished_name = name(&format!("Windflow cluster CA {tag}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -75,28 +98,41 @@ impl ClusterCa {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_VALIDITY;
-        params.serial_number = Some(random_serial()?);
+        params.serial_number = Some(serial);
         let cert = params
             .self_signed(&key)
             .map_err(generated("the CA certificate"))?;
-        let ca = ClusterCa {
+        let key_pem = key.serialize_pem();
+        // The key last: its presence is what marks the CA as created.
+        files::write(&dir.join("ca.crt"), &cert.pem(), files::CERT_MODE)?;
+        files::write(&key_path, &key_pem, files::KEY_MODE)?;
+        Ok(ClusterCa {
             cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
-        files::write(&key_path, &ca.key_pem, files::KEY_MODE)?;
-        files::write(&dir.join("ca.crt"), &ca.cert_pem, files::CERT_MODE)?;
-        Ok(ca)
+            cert_der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        })
     }
 
-    /// Loads the CA from `dir`.
+    /// Loads the CA from `dir` (`ca.crt` and `ca.key`).
     pub fn load(dir: &Path) -> Result<ClusterCa, CertError> {
-        let ca = ClusterCa {
-            cert_pem: files::read(&dir.join("ca.crt"))?,
-            key_pem: files::read(&dir.join("ca.key"))?,
-        };
-        // Fail now, naming the file, rather than at the first issuance.
-        ca.issuer()?;
-        Ok(ca)
+        let cert_path = dir.join("ca.crt");
+        let key_path = dir.join("ca.key");
+        let cert_pem = files::read(&cert_path)?;
+        let key_pem = files::read(&key_path)?;
+        let bad_cert =
+            |e: &dyn std::fmt::Display| CertError::parse(cert_path.display().to_string(), e);
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| bad_cert(&e))?
+            .to_vec();
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| CertError::parse(key_path.display().to_string(), e))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(|e| bad_cert(&e))?;
+        Ok(ClusterCa {
+            cert_pem,
+            cert_der,
+            issuer,
+        })
     }
 
     /// Loads the CA from `dir`, creating it on first start.
@@ -108,37 +144,25 @@ impl ClusterCa {
         }
     }
 
+    /// The CA certificate, for every party to trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
     /// The lowercase hex SHA-256 of the CA certificate (DER): what a joining party pins.
     pub fn fingerprint_sha256(&self) -> String {
-        let der = rustls_pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
-            .map(|c: rustls_pki_types::CertificateDer<'_>| c.to_vec())
-            .unwrap_or_default();
-        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.cert_der);
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CertError> {
-        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CertError::Pem {
-            what: "ca.key",
-            why: e.to_string(),
-        })?;
-        Issuer::from_ca_cert_pem(&self.cert_pem, key).map_err(|e| CertError::Pem {
-            what: "ca.crt",
-            why: e.to_string(),
-        })
-    }
-
-    fn issue(
+    /// Signs a leaf for `public_key`; every name and use in it comes from us.
+    fn sign(
         &self,
         cn: &str,
         sans: Vec<SanType>,
         usages: Vec<ExtendedKeyUsagePurpose>,
-    ) -> Result<IssuedCert, CertError> {
-        let key = KeyPair::generate().map_err(generated("a certificate key"))?;
+        public_key: &impl PublicKeyData,
+    ) -> Result<String, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(cn);
         params.subject_alt_names = sans;
@@ -150,10 +174,20 @@ impl ClusterCa {
         params.not_after = now + LEAF_VALIDITY;
         params.serial_number = Some(random_serial()?);
         let cert = params
-            .signed_by(&key, &self.issuer()?)
+            .signed_by(public_key, &self.issuer)
             .map_err(generated("a certificate"))?;
+        Ok(cert.pem())
+    }
+
+    fn issue(
+        &self,
+        cn: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<IssuedCert, CertError> {
+        let key = KeyPair::generate().map_err(generated("a certificate key"))?;
         Ok(IssuedCert {
-            cert_pem: cert.pem(),
+            cert_pem: self.sign(cn, sans, usages, &key)?,
             key_pem: key.serialize_pem(),
         })
     }
@@ -166,16 +200,9 @@ impl ClusterCa {
         extra_dns: &[String],
         ips: &[IpAddr],
     ) -> Result<IssuedCert, CertError> {
-        let mut sans = Vec::new();
-        for dns in [SERVER_NAME, "localhost"]
-            .into_iter()
-            .chain(extra_dns.iter().map(String::as_str))
-        {
-            let dns = dns
-                .to_owned()
-                .try_into()
-                .map_err(generated("a server DNS name"))?;
-            sans.push(SanType::DnsName(dns));
+        let mut sans = vec![dns(SERVER_NAME)?, dns("localhost")?];
+        for name in extra_dns {
+            sans.push(dns(name)?);
         }
         sans.extend(ips.iter().copied().map(SanType::IpAddress));
         self.issue(
@@ -190,80 +217,28 @@ impl ClusterCa {
 
     /// An agent certificate for `node`: CN and DNS SAN `node-N<n>`, client use only.
     pub fn issue_node(&self, node: NodeId) -> Result<IssuedCert, CertError> {
-        let cn = node.certificate_name();
-        let san = cn.clone().try_into().map_err(generated("a node name"))?;
-        self.issue(
-            &cn,
-            vec![SanType::DnsName(san)],
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        )
+        let (cn, sans, usages) = node_names(node)?;
+        self.issue(&cn, sans, usages)
+    }
+
+    /// Signs an agent's CSR (PEM) as `node`, so its key never leaves the agent. Only the
+    /// CSR's public key is used (after checking its signature): the names and uses it asks
+    /// for are ignored, since who a node is is decided here, not by the requester.
+    /// Returns the certificate PEM.
+    pub fn sign_node_csr(&self, node: NodeId, csr_pem: &str) -> Result<String, CertError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CertError::parse("the certificate signing request", e))?;
+        let (cn, sans, usages) = node_names(node)?;
+        self.sign(&cn, sans, usages, &csr.public_key)
     }
 }
 
-/// A certificate and its private key, both PEM.
-#[derive(Clone)]
-pub struct IssuedCert {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
+type LeafNames = (String, Vec<SanType>, Vec<ExtendedKeyUsagePurpose>);
 
-impl std::fmt::Debug for IssuedCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-impl IssuedCert {
-    /// Writes `<stem>.crt` (0644) and `<stem>.key` (0600) into `dir` (created 0700).
-    pub fn write(&self, dir: &Path, stem: &str) -> Result<(), CertError> {
-        files::create_dir(dir)?;
-        files::write(
-            &dir.join(format!("{stem}.key")),
-            &self.key_pem,
-            files::KEY_MODE,
-        )?;
-        files::write(
-            &dir.join(format!("{stem}.crt")),
-            &self.cert_pem,
-            files::CERT_MODE,
-        )
-    }
-
-    pub fn read(dir: &Path, stem: &str) -> Result<IssuedCert, CertError> {
-        Ok(IssuedCert {
-            cert_pem: files::read(&dir.join(format!("{stem}.crt")))?,
-            key_pem: files::read(&dir.join(format!("{stem}.key")))?,
-        })
-    }
-
-    pub fn exists(dir: &Path, stem: &str) -> bool {
-        dir.join(format!("{stem}.crt")).exists() && dir.join(format!("{stem}.key")).exists()
-    }
-}
-
-/// What one party needs for mutual TLS: the CA it trusts and its own certificate.
-#[derive(Debug, Clone)]
-pub struct TlsIdentity {
-    pub ca_pem: String,
-    pub cert: IssuedCert,
-}
-
-impl TlsIdentity {
-    /// Reads `ca.crt` and `<stem>.crt`/`<stem>.key` from `dir`.
-    pub fn read(dir: &Path, stem: &str) -> Result<TlsIdentity, CertError> {
-        Ok(TlsIdentity {
-            ca_pem: files::read(&dir.join("ca.crt"))?,
-            cert: IssuedCert::read(dir, stem)?,
-        })
-    }
-
-    pub fn write(&self, dir: &Path, stem: &str) -> Result<(), CertError> {
-        self.cert.write(dir, stem)?;
-        files::write(&dir.join("ca.crt"), &self.ca_pem, files::CERT_MODE)
-    }
+fn node_names(node: NodeId) -> Result<LeafNames, CertError> {
+    let cn = node.certificate_name();
+    let sans = vec![dns(&cn)?];
+    Ok((cn, sans, vec![ExtendedKeyUsagePurpose::ClientAuth]))
 }
 
 #[cfg(test)]
@@ -294,29 +269,45 @@ mod tests {
     }
 
     #[test]
-    fn issued_files_keep_keys_private_and_debug_hides_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = ClusterCa::create(&dir.path().join("ca")).unwrap();
-        let cert = ca.issue_node(NodeId(3)).unwrap();
-        assert!(!format!("{cert:?}").contains("PRIVATE KEY"));
-        let out = dir.path().join("agent");
-        TlsIdentity {
-            ca_pem: ca.cert_pem().into(),
-            cert,
-        }
-        .write(&out, "node")
-        .unwrap();
-        assert_eq!(mode(&out.join("node.key")), 0o600);
-        assert!(IssuedCert::exists(&out, "node"));
-        let back = TlsIdentity::read(&out, "node").unwrap();
-        assert_eq!(back.ca_pem, ca.cert_pem());
-    }
-
-    #[test]
-    fn loading_a_missing_ca_names_the_file() {
+    fn loading_a_missing_or_broken_ca_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let err = ClusterCa::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("ca.crt"), "{err}");
+        ClusterCa::create(dir.path()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), "not a key").unwrap();
+        let err = ClusterCa::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("ca.key"), "{err}");
+    }
+
+    #[test]
+    fn each_ca_has_its_own_fingerprint_of_its_der() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ClusterCa::create(&dir.path().join("a")).unwrap();
+        let b = ClusterCa::create(&dir.path().join("b")).unwrap();
+        assert_ne!(a.fingerprint_sha256(), b.fingerprint_sha256());
+        let der = CertificateDer::from_pem_slice(a.cert_pem().as_bytes()).unwrap();
+        let want = ring::digest::digest(&ring::digest::SHA256, &der);
+        let hex: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(a.fingerprint_sha256(), hex);
+        assert!(!format!("{a:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn a_loaded_ca_issues_certificates_it_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = ClusterCa::create(dir.path()).unwrap();
+        let loaded = ClusterCa::load(dir.path()).unwrap();
+        let cert = loaded.issue_node(NodeId(1)).unwrap();
+        let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_der = CertificateDer::from_pem_slice(created.cert_pem().as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(leaf.issuer(), ca.subject());
+        let other = ClusterCa::create(&dir.path().join("other")).unwrap();
+        let other_der = CertificateDer::from_pem_slice(other.cert_pem().as_bytes()).unwrap();
+        let (_, other) = x509_parser::parse_x509_certificate(&other_der).unwrap();
+        assert!(leaf.verify_signature(Some(ca.public_key())).is_ok());
+        assert!(leaf.verify_signature(Some(other.public_key())).is_err());
     }
 
     #[test]

@@ -38,7 +38,9 @@ fn identity_of(der: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {
     }
     match cn.strip_prefix("server-") {
         Some(name) if !name.is_empty() => Ok(PeerIdentity::Server(name.to_owned())),
-        _ => Err(CertError::UnknownPeer(cn.to_owned())),
+        _ => Err(CertError::UnknownPeer {
+            name: cn.to_owned(),
+        }),
     }
 }
 
@@ -68,7 +70,7 @@ mod tests {
         );
         assert!(matches!(
             identity_of(&der(ca.cert_pem())),
-            Err(CertError::UnknownPeer(_))
+            Err(CertError::UnknownPeer { .. })
         ));
     }
 }

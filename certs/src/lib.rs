@@ -6,15 +6,20 @@
 //! they are ([`peer_identity`]).
 
 mod ca;
+mod enroll;
 mod error;
 mod files;
 mod identity;
 mod tls;
 
-pub use ca::{ClusterCa, IssuedCert, TlsIdentity};
+pub use ca::{CA_VALIDITY, ClusterCa, LEAF_VALIDITY};
+pub use enroll::CertRequest;
 pub use error::CertError;
+pub use files::{IssuedCert, TlsIdentity};
 pub use identity::{PeerIdentity, peer_identity};
-pub use tls::{install_crypto_provider, quinn_client_config, quinn_server_config};
+pub use tls::{
+    IDLE_TIMEOUT, KEEP_ALIVE, install_crypto_provider, quinn_client_config, quinn_server_config,
+};
 
 /// The DNS name every server certificate carries; clients connect with this name.
 pub const SERVER_NAME: &str = "server.windflow";

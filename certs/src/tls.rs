@@ -17,8 +17,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A peer silent for this long is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Makes ring rustls's process-wide default provider. Idempotent; the configs built here
-/// name their provider explicitly, this is for other rustls users in the process.
+/// Installs rustls's ring provider as the process default. Idempotent: a provider already
+/// installed is kept. The configs built here name ring explicitly; this is for other rustls
+/// users in the process (reqwest, axum), which otherwise panic without a default.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -34,24 +35,16 @@ fn tls_err(e: impl std::fmt::Display) -> CertError {
 fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::Pem {
-            what,
-            why: e.to_string(),
-        })?;
+        .map_err(|e| CertError::parse(what, e))?;
     if certs.is_empty() {
-        return Err(CertError::Pem {
-            what,
-            why: "no certificate in it".into(),
-        });
+        return Err(CertError::parse(what, "no certificate in it"));
     }
     Ok(certs)
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, CertError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| CertError::Pem {
-        what: "the private key",
-        why: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| CertError::parse("the private key", e))
 }
 
 fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, CertError> {

@@ -1,15 +1,17 @@
 //! Mutual TLS between real quinn endpoints on loopback: the server learns who the client is
 //! from its certificate, and refuses clients from another CA before any byte is exchanged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use windflow_certs::{
-    ClusterCa, PeerIdentity, SERVER_NAME, TlsIdentity, peer_identity, quinn_client_config,
-    quinn_server_config,
+    ClusterCa, PeerIdentity, SERVER_NAME, TlsIdentity, install_crypto_provider, peer_identity,
+    quinn_client_config, quinn_server_config,
 };
 use windflow_protocol::NodeId;
-
-const ALPN: &[u8] = b"windflow/1";
+use windflow_protocol::messages::{ALPN_AGENT as ALPN, ALPN_RAFT};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -27,7 +29,7 @@ fn setup() -> Setup {
             .unwrap(),
     };
     let server = quinn::Endpoint::server(
-        quinn_server_config(&identity, &[ALPN]).unwrap(),
+        quinn_server_config(&identity, &[ALPN, ALPN_RAFT]).unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
@@ -38,23 +40,42 @@ fn setup() -> Setup {
     }
 }
 
-/// Echoes one stream per accepted connection; answers with what the server saw.
-async fn accept_one(server: &quinn::Endpoint) -> Result<PeerIdentity, String> {
-    let incoming = server.accept().await.ok_or("endpoint closed")?;
-    let conn = incoming.await.map_err(|e| e.to_string())?;
-    let who = peer_identity(&conn).map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-    let data = recv.read_to_end(1024).await.map_err(|e| e.to_string())?;
-    send.write_all(&data).await.map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
-    let _ = conn.closed().await;
-    Ok(who)
+/// What the server side saw of one connection attempt.
+#[derive(Debug)]
+enum ServerSaw {
+    /// The handshake failed: the incoming connection future returned this error.
+    Refused(quinn::ConnectionError),
+    /// The handshake completed; who the certificate says the client is.
+    Connected(Result<PeerIdentity, String>),
+    TimedOut,
 }
 
+/// Accepts one connection and echoes one bi stream on it, whoever the client turns out to
+/// be, so that a refusal can only come from the handshake itself.
+async fn accept_one(server: &quinn::Endpoint) -> ServerSaw {
+    let Some(incoming) = server.accept().await else {
+        panic!("the server endpoint closed");
+    };
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => return ServerSaw::Refused(e),
+    };
+    let who = peer_identity(&conn).map_err(|e| e.to_string());
+    if let Ok((mut send, mut recv)) = conn.accept_bi().await
+        && let Ok(data) = recv.read_to_end(1024).await
+        && send.write_all(&data).await.is_ok()
+        && send.finish().is_ok()
+    {
+        let _ = conn.closed().await;
+    }
+    ServerSaw::Connected(who)
+}
+
+/// Connects, sends `ping` on a bi stream and returns the answer and who the server is.
 async fn exchange(
     client: quinn::ClientConfig,
     server: std::net::SocketAddr,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, PeerIdentity), String> {
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(client);
@@ -63,18 +84,30 @@ async fn exchange(
         .map_err(|e| e.to_string())?
         .await
         .map_err(|e| e.to_string())?;
+    let server_is = peer_identity(&conn).map_err(|e| e.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     send.write_all(b"ping").await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
     let answer = recv.read_to_end(1024).await.map_err(|e| e.to_string())?;
     conn.close(0u32.into(), b"done");
-    Ok(answer)
+    // Lets the close reach the server, which waits for it.
+    endpoint.wait_idle().await;
+    Ok((answer, server_is))
+}
+
+/// The server's connection future must itself fail: the handshake, not a later check,
+/// is what keeps the client out.
+fn assert_refused(server: ServerSaw) {
+    match server {
+        ServerSaw::Refused(e) => eprintln!("refused as expected: {e}"),
+        other => panic!("the server did not refuse the handshake: {other:?}"),
+    }
 }
 
 async fn run(
     setup: &Setup,
     client: quinn::ClientConfig,
-) -> (Result<PeerIdentity, String>, Result<Vec<u8>, String>) {
+) -> (ServerSaw, Result<(Vec<u8>, PeerIdentity), String>) {
     let deadline = Duration::from_secs(10);
     let addr = setup.server.local_addr().unwrap();
     let (server, client) = tokio::join!(
@@ -82,7 +115,7 @@ async fn run(
         tokio::time::timeout(deadline, exchange(client, addr)),
     );
     (
-        server.unwrap_or(Err("server timed out".into())),
+        server.unwrap_or(ServerSaw::TimedOut),
         client.unwrap_or(Err("client timed out".into())),
     )
 }
@@ -95,8 +128,13 @@ async fn a_node_certificate_from_the_ca_is_accepted_and_identified() {
         cert: s.ca.issue_node(NodeId(7)).unwrap(),
     };
     let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
-    assert_eq!(server.unwrap(), PeerIdentity::Node(NodeId(7)));
-    assert_eq!(client.unwrap(), b"ping");
+    let ServerSaw::Connected(who) = server else {
+        panic!("the server refused a good client: {server:?}");
+    };
+    assert_eq!(who.unwrap(), PeerIdentity::Node(NodeId(7)));
+    let (answer, server_is) = client.unwrap();
+    assert_eq!(answer, b"ping");
+    assert_eq!(server_is, PeerIdentity::Server("s1".into()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,10 +147,7 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
         cert: other.issue_node(NodeId(7)).unwrap(),
     };
     let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
-    assert!(
-        server.is_err(),
-        "the server accepted a foreign certificate: {server:?}"
-    );
+    assert_refused(server);
     assert!(client.is_err(), "the exchange went through: {client:?}");
 }
 
@@ -126,5 +161,44 @@ async fn a_client_that_does_not_trust_the_ca_does_not_connect() {
         cert: s.ca.issue_node(NodeId(7)).unwrap(),
     };
     let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
-    assert!(server.is_err() && client.is_err(), "{server:?} {client:?}");
+    assert_refused(server);
+    assert!(client.is_err(), "the exchange went through: {client:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_certificate_dials_another_server() {
+    let s = setup();
+    let identity = TlsIdentity {
+        ca_pem: s.ca.cert_pem().into(),
+        cert: s.ca.issue_server("s2", &[], &[]).unwrap(),
+    };
+    let (server, client) = run(&s, quinn_client_config(&identity, ALPN_RAFT).unwrap()).await;
+    let ServerSaw::Connected(who) = server else {
+        panic!("the server refused another server: {server:?}");
+    };
+    assert_eq!(who.unwrap(), PeerIdentity::Server("s2".into()));
+    assert_eq!(client.unwrap().0, b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_a_certificate_is_refused() {
+    install_crypto_provider();
+    install_crypto_provider(); // idempotent
+    let s = setup();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(s.ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let (server, client) = run(&s, quinn::ClientConfig::new(Arc::new(quic))).await;
+    assert_refused(server);
+    assert!(client.is_err(), "the exchange went through: {client:?}");
 }
