@@ -1,5 +1,3 @@
-use windflow_protocol::CodecError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The server refused the session (wrong version, unknown node): retrying won't help.
@@ -15,12 +13,8 @@ pub enum AgentError {
     Connect(#[from] quinn::ConnectError),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("sending: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("receiving: {0}")]
-    Read(#[from] quinn::ReadExactError),
     #[error(transparent)]
-    Codec(#[from] CodecError),
+    Wire(#[from] windflow_certs::wire::WireError),
     #[error("no Welcome from the server within {0:?}")]
     HandshakeTimeout(std::time::Duration),
     #[error("protocol: {0}")]

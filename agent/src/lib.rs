@@ -7,7 +7,6 @@
 mod config;
 pub mod drivers;
 mod error;
-mod frames;
 mod outbox;
 mod session;
 

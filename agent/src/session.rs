@@ -22,9 +22,9 @@ use windflow_protocol::messages::{
 };
 
 use crate::config::FIRST_RECONNECT_BACKOFF;
-use crate::frames::{read_frame, write_frame};
 use crate::outbox::Outbox;
 use crate::{AgentConfig, AgentError, drivers};
+use windflow_certs::wire::{read_frame, write_frame};
 
 /// Connecting, Hello and Welcome together must take no longer.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

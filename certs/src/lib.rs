@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod identity;
 mod tls;
+pub mod wire;
 
 pub use ca::{CA_VALIDITY, ClusterCa, LEAF_VALIDITY};
 pub use enroll::CertRequest;

@@ -2,7 +2,6 @@
 //! with `windflow-raft/1`. Mutual TLS is enforced by the endpoint's config, so a peer
 //! without a certificate from the cluster CA never gets here.
 
-mod frames;
 mod output;
 mod session;
 mod sessions;

@@ -14,7 +14,7 @@ use windflow_protocol::{CONTEXT_MAX_BYTES, NodeId, RunStatus, STDERR_TAIL_BYTES,
 use windflow_raft::{Command, WriteError};
 
 use super::Gateway;
-use super::frames::{FrameError, read_frame, write_frame};
+use windflow_certs::wire::{WireError, read_frame, write_frame};
 
 /// How long an agent has to say Hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,7 +26,7 @@ static SESSION_SEQ: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error(transparent)]
-    Frame(#[from] FrameError),
+    Wire(#[from] WireError),
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("{0}")]

@@ -1,11 +1,13 @@
-//! Frames over QUIC streams, with the codec of `windflow_protocol`.
+//! Protocol frames over the QUIC streams these configs secure: one place that reads and
+//! writes `windflow_protocol`'s codec on quinn streams, for agents, the gateway and raft.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use windflow_protocol::codec::{self, CodecError, HEADER_LEN};
 
+/// A frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub enum WireError {
     #[error("stream read failed: {0}")]
     Read(#[from] quinn::ReadExactError),
     #[error("stream write failed: {0}")]
@@ -14,10 +16,11 @@ pub enum FrameError {
     Codec(#[from] CodecError),
 }
 
-/// Reads one frame; `Ok(None)` when the peer finished the stream between frames.
+/// Reads one frame; `Ok(None)` when the peer finished the stream between frames. The
+/// length is checked against the codec's limit before anything is allocated for it.
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
-) -> Result<Option<T>, FrameError> {
+) -> Result<Option<T>, WireError> {
     let mut header = [0u8; HEADER_LEN];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -29,10 +32,11 @@ pub async fn read_frame<T: DeserializeOwned>(
     Ok(Some(codec::decode_payload(&payload)?))
 }
 
+/// Writes one frame.
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
-) -> Result<(), FrameError> {
+) -> Result<(), WireError> {
     send.write_all(&codec::encode(msg)?).await?;
     Ok(())
 }
