@@ -6,7 +6,8 @@ use windflow_protocol::{
 };
 
 use crate::command::{Applied, ApplyError, Command, Response};
-use crate::state::{self, Pending, StateReader};
+use crate::reader::StateReader;
+use crate::state::{self, Pending};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -322,4 +323,33 @@ fn tokens_are_found_by_hash_and_names_are_unique() {
         "admin"
     );
     assert!(f.reader.token_by_hash(b"h2").unwrap().is_none());
+}
+
+#[test]
+fn apply_caps_oversized_output_itself() {
+    let f = Fixture::new();
+    let job = f.job("big");
+    let run = f.run(job);
+    let max = windflow_protocol::CONTEXT_MAX_BYTES;
+    let tail_max = windflow_protocol::STDERR_TAIL_BYTES;
+    let Ok(Applied::Run(done)) = f.apply(Command::RunFinished {
+        run,
+        node: NodeId(1),
+        outcome: RunOutcome::Failed,
+        exit_code: Some(1),
+        attempts: 1,
+        started_at: Timestamp(3),
+        duration: HumanDuration::from_millis(5),
+        stdout: "o".repeat(max + 10),
+        stdout_truncated: false,
+        stderr_tail: format!("{}end", "e".repeat(tail_max)),
+        error: None,
+        at: Timestamp(4),
+    }) else {
+        panic!()
+    };
+    assert_eq!(done.stderr_tail.len(), tail_max);
+    assert!(done.stderr_tail.ends_with("end"));
+    let ctx = f.reader.context(ContextId::Job(job)).unwrap().unwrap();
+    assert_eq!((ctx.value.len(), ctx.truncated), (max, true));
 }

@@ -1,15 +1,16 @@
 //! Windflow's replicated store.
 //!
 //! Every change to cluster state is a [`Command`] proposed through openraft, appended to a
-//! sled-backed log, and applied by one deterministic function ([`state::apply`]) to typed
-//! tables in a sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle the
-//! server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
+//! sled-backed log, and applied by one deterministic function (`state::apply`) to typed
+//! tables in one sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle
+//! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
 mod command;
 mod error;
 mod log_store;
 mod network;
 mod node;
+mod reader;
 mod state;
 mod state_machine;
 
@@ -18,7 +19,7 @@ pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{QuicNetwork, serve_peer_connection};
 pub use node::{RaftConfig, RaftNode};
 pub use openraft::BasicNode;
-pub use state::StateReader;
+pub use reader::StateReader;
 
 /// A server's ID in the raft group.
 pub type ServerId = u64;

@@ -15,6 +15,28 @@ use windflow_protocol::codec::{self, CodecError, HEADER_LEN};
 
 use crate::{BasicNode, Raft, ServerId, TypeConfig};
 
+/// The most an append-entries frame carries. A batch of large entries (a context is up to
+/// 1 MiB) could outgrow the codec's frame limit, so a longer batch is cut, sent as a
+/// prefix, and reported to openraft as a partial success.
+const APPEND_FRAME_BUDGET: usize = codec::MAX_FRAME_LEN / 2;
+
+/// Cuts `rpc.entries` to a prefix (at least one entry) of at most
+/// [`APPEND_FRAME_BUDGET`] encoded bytes; returns the last kept log id if it cut.
+fn fit_in_frame(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<openraft::LogId<ServerId>> {
+    let mut total = 0usize;
+    for (i, entry) in rpc.entries.iter().enumerate() {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        // An entry that cannot be measured will fail to encode below, with a real error.
+        let _ = bincode::serde::encode_into_writer(entry, &mut size, bincode::config::standard());
+        total = total.saturating_add(size.bytes_written);
+        if total > APPEND_FRAME_BUDGET && i > 0 {
+            rpc.entries.truncate(i);
+            return rpc.entries.last().map(|e| e.log_id);
+        }
+    }
+    None
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
@@ -154,7 +176,12 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         _: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<ServerId>> {
+        let mut rpc = rpc;
+        let cut_at = fit_in_frame(&mut rpc);
         match self.call(&PeerRequest::Append(rpc)).await {
+            Ok(PeerResponse::Append(Ok(AppendEntriesResponse::Success))) if cut_at.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(cut_at))
+            }
             Ok(PeerResponse::Append(r)) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
@@ -194,7 +221,19 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 }
 
 /// Serves raft RPCs arriving on one accepted peer connection until it closes.
+///
+/// Only servers take part in raft: an agent's certificate comes from the same CA, so a
+/// peer whose certificate is not a server's (`server-<name>`) is closed before any RPC
+/// is read.
 pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
+    match windflow_certs::peer_identity(&conn) {
+        Ok(windflow_certs::PeerIdentity::Server(_)) => {}
+        other => {
+            tracing::warn!(remote = %conn.remote_address(), identity = ?other, "refused a raft peer that is not a server");
+            conn.close(2u32.into(), b"raft peers must be servers");
+            return;
+        }
+    }
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -225,5 +264,66 @@ pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
                 tracing::debug!(error = %e, "raft RPC answer not delivered");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use windflow_protocol::{HumanDuration, NodeId, RunId, RunOutcome, Timestamp};
+
+    use super::*;
+    use crate::Command;
+
+    fn request(entries: usize, stdout_bytes: usize) -> AppendEntriesRequest<TypeConfig> {
+        let entries = (1..=entries as u64)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Command::RunFinished {
+                    run: RunId(index),
+                    node: NodeId(1),
+                    outcome: RunOutcome::Succeeded,
+                    exit_code: Some(0),
+                    attempts: 1,
+                    started_at: Timestamp(1),
+                    duration: HumanDuration::from_millis(1),
+                    stdout: "x".repeat(stdout_bytes),
+                    stdout_truncated: false,
+                    stderr_tail: String::new(),
+                    error: None,
+                    at: Timestamp(2),
+                }),
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[test]
+    fn small_batches_go_whole() {
+        let mut rpc = request(64, 1024);
+        assert_eq!(fit_in_frame(&mut rpc), None);
+        assert_eq!(rpc.entries.len(), 64);
+    }
+
+    #[test]
+    fn a_batch_of_large_entries_is_cut_to_fit_one_frame() {
+        // 20 contexts of 1 MiB would be a 20 MiB frame, over the codec's 16 MiB limit.
+        let mut whole = request(20, 1024 * 1024);
+        assert!(codec::encode(&PeerRequest::Append(whole)).is_err());
+        whole = request(20, 1024 * 1024);
+        let cut = fit_in_frame(&mut whole).expect("cut");
+        assert_eq!(whole.entries.len(), 7);
+        assert_eq!(cut.index, 7);
+        let frame = codec::encode(&PeerRequest::Append(whole)).unwrap();
+        assert!(frame.len() <= APPEND_FRAME_BUDGET + HEADER_LEN + 64);
+        // One entry is always sent, whatever its size.
+        let mut one = request(1, 9 * 1024 * 1024);
+        assert_eq!(fit_in_frame(&mut one), None);
+        assert_eq!(one.entries.len(), 1);
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::command::{Applied, Command};
 use crate::log_store::LogStore;
 use crate::network::QuicNetwork;
-use crate::state::StateReader;
+use crate::reader::StateReader;
 use crate::state_machine::StateMachine;
 use crate::{BasicNode, Raft, RaftNodeError, ServerId, StoreError, WriteError};
 

@@ -11,7 +11,8 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Applied, Response};
-use crate::state::{self, LAST_APPLIED, MEMBERSHIP, Pending, StateReader};
+use crate::reader::StateReader;
+use crate::state::{self, LAST_APPLIED, MEMBERSHIP, Pending};
 use crate::{BasicNode, ServerId, StoreError, TypeConfig, decode, encode};
 
 const SNAPSHOT_META: &[u8] = b"meta";

@@ -1,0 +1,154 @@
+//! [`StateReader`]: typed reads of the state machine's tables (see [`crate::state`] for
+//! the keys and for `apply`, the only writer).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use windflow_protocol::{Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus};
+
+use crate::command::TokenRecord;
+use crate::state::{key, u64_of};
+use crate::{StoreError, decode};
+
+/// Typed reads of the local state. Cheap to clone; reads never wait on raft.
+#[derive(Clone)]
+pub struct StateReader {
+    tree: sled::Tree,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+impl StateReader {
+    pub(crate) fn new(tree: sled::Tree) -> Self {
+        let reader = StateReader {
+            tree,
+            applied: Arc::new(watch::channel(0).0),
+        };
+        // Subscribers start from what is already applied, not from zero.
+        reader.notify_applied(reader.last_applied_index().unwrap_or(0));
+        reader
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn notify_applied(&self, index: u64) {
+        self.applied.send_replace(index);
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        self.tree.get(k)?.map(|v| decode(&v, what)).transpose()
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|e| decode(&e?.1, what))
+            .collect()
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.get(&key::id(key::JOB, id.0), "job")
+    }
+
+    pub fn job_by_name(&self, name: &str) -> Result<Option<Job>, StoreError> {
+        match self.tree.get(key::named(key::JOB_NAME, name.as_bytes()))? {
+            Some(id) => self.job(JobId(u64_of(Some(id)))),
+            None => Ok(None),
+        }
+    }
+
+    /// All jobs, by ascending ID.
+    pub fn jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.scan(key::JOB, "job")
+    }
+
+    pub fn job_count(&self) -> Result<u64, StoreError> {
+        Ok(u64_of(self.tree.get(key::JOB_COUNT)?))
+    }
+
+    pub fn run(&self, id: RunId) -> Result<Option<Run>, StoreError> {
+        self.get(&key::id(key::RUN, id.0), "run")
+    }
+
+    fn runs_by_index(&self, prefix: Vec<u8>) -> Result<Vec<Run>, StoreError> {
+        let mut runs = Vec::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (k, _) = entry?;
+            let Some(id) = k
+                .get(k.len() - 8..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            else {
+                continue;
+            };
+            if let Some(run) = self.run(RunId(u64::from_be_bytes(id)))? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// A job's runs, oldest first.
+    pub fn runs_of_job(&self, job: JobId) -> Result<Vec<Run>, StoreError> {
+        self.runs_by_index(key::id(key::RUN_BY_JOB, job.0))
+    }
+
+    /// The runs in one status, oldest first (from an index, not a scan of every run).
+    pub fn runs_with_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
+        self.runs_by_index(key::named(key::RUN_BY_STATUS, &[key::status(status)]))
+    }
+
+    /// How many runs are in each status now.
+    pub fn run_counts(&self) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        RunStatus::ALL
+            .iter()
+            .map(|s| {
+                Ok((
+                    *s,
+                    u64_of(
+                        self.tree
+                            .get(key::named(key::RUN_COUNT, &[key::status(*s)]))?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    pub fn context(&self, id: ContextId) -> Result<Option<Context>, StoreError> {
+        self.get(&key::context(id), "context")
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
+        self.get(&key::id(key::NODE, id.0), "node")
+    }
+
+    pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.scan(key::NODE, "node")
+    }
+
+    pub fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(&key::named(key::TOKEN, hash), "token")
+    }
+
+    /// The index of the last log entry applied here.
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.get::<Option<openraft::LogId<u64>>>(key::LAST_APPLIED, "last applied")
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|l| l.index)
+    }
+
+    /// Changes to the last-applied index; wakes after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}

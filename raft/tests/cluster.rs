@@ -1,0 +1,338 @@
+//! A three-server raft group in one process, over real QUIC with mutual TLS on loopback:
+//! election, replication to followers, a leader's loss, a lagging server brought back by a
+//! snapshot, and an agent certificate refused as a raft peer.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+use windflow_certs::{ClusterCa, TlsIdentity};
+use windflow_protocol::messages::ALPN_RAFT;
+use windflow_protocol::{
+    DriverConfig, ExecConfig, JobId, JobSpec, NodeId, RetryPolicy, TaskSpec, Timestamp,
+};
+use windflow_raft::{
+    Applied, BasicNode, Command, QuicNetwork, RaftConfig, RaftNode, ServerId, WriteError,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SNAPSHOT_AFTER: u64 = 40;
+
+struct Server {
+    id: ServerId,
+    dir: PathBuf,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    addr: SocketAddr,
+    node: Option<RaftNode>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn bind(id: ServerId, root: &Path, ca: &ClusterCa) -> Server {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let identity = TlsIdentity {
+            ca_pem: ca.cert_pem().into(),
+            cert: ca
+                .issue_server(&format!("s{id}"), &[], &[loopback])
+                .unwrap(),
+        };
+        let server = windflow_certs::quinn_server_config(&identity, &[ALPN_RAFT]).unwrap();
+        let client = windflow_certs::quinn_client_config(&identity, ALPN_RAFT).unwrap();
+        let mut endpoint = quinn::Endpoint::server(server, SocketAddr::new(loopback, 0)).unwrap();
+        endpoint.set_default_client_config(client.clone());
+        let addr = endpoint.local_addr().unwrap();
+        Server {
+            id,
+            dir: root.join(format!("s{id}")),
+            endpoint,
+            client,
+            addr,
+            node: None,
+            accept: None,
+        }
+    }
+
+    /// Opens the raft node on this server's data dir and serves peers with it.
+    async fn start(&mut self) {
+        let config = RaftConfig {
+            id: self.id,
+            data_dir: self.dir.clone(),
+            advertise_addr: self.addr.to_string(),
+            snapshot_after_logs: SNAPSHOT_AFTER,
+        };
+        let network = QuicNetwork::new(self.endpoint.clone(), self.client.clone());
+        let node = RaftNode::open(config, network).await.unwrap();
+        let raft = node.raft().clone();
+        let endpoint = self.endpoint.clone();
+        // Connections are served inside the accept task, so aborting it drops them all.
+        self.accept = Some(tokio::spawn(async move {
+            let mut peers = JoinSet::new();
+            while let Some(incoming) = endpoint.accept().await {
+                let raft = raft.clone();
+                peers.spawn(async move {
+                    if let Ok(conn) = incoming.await {
+                        windflow_raft::serve_peer_connection(raft, conn).await;
+                    }
+                });
+            }
+        }));
+        self.node = Some(node);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.unwrap();
+        }
+    }
+
+    fn node(&self) -> &RaftNode {
+        self.node.as_ref().expect("server is running")
+    }
+}
+
+fn create(name: &str) -> Command {
+    let task = TaskSpec {
+        name: name.into(),
+        driver: DriverConfig::Exec(ExecConfig {
+            command: "true".into(),
+            workdir: None,
+        }),
+        env: Default::default(),
+        timeout: None,
+        retry: RetryPolicy::default(),
+    };
+    Command::CreateJob {
+        spec: JobSpec::exec(name, task),
+        at: Timestamp(1_000),
+    }
+}
+
+async fn write_job(node: &RaftNode, name: &str) -> JobId {
+    match node.write(create(name)).await.unwrap() {
+        Applied::Job(j) => j.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until `node` has applied at least `index`.
+async fn applied(node: &RaftNode, index: u64) {
+    let mut rx = node.reader().subscribe();
+    tokio::time::timeout(WAIT, rx.wait_for(|i| *i >= index))
+        .await
+        .expect("applied in time")
+        .unwrap();
+}
+
+/// Waits until every server in `servers` names the same leader, and that leader is one of
+/// them. (openraft's default leader ids are (term, node), so a brief leader can still be
+/// superseded in the same term: agreement is what is waited for, not a first sighting.)
+async fn leader_among(servers: &[&Server]) -> ServerId {
+    let agreed = tokio::time::timeout(WAIT, async {
+        loop {
+            let leaders: Vec<Option<ServerId>> = servers
+                .iter()
+                .map(|s| s.node().metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(l)) = leaders.first() {
+                let leads = servers.iter().any(|s| s.id == *l && s.node().is_leader());
+                if leads && leaders.iter().all(|x| *x == Some(*l)) {
+                    return *l;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    match agreed {
+        Ok(leader) => leader,
+        Err(_) => {
+            for s in servers {
+                let m = s.node().metrics().borrow().clone();
+                eprintln!(
+                    "server {}: {:?} vote {} leader {:?} last log {:?}",
+                    s.id, m.state, m.vote, m.current_leader, m.last_log_index
+                );
+            }
+            panic!("the servers did not agree on a leader within {WAIT:?}");
+        }
+    }
+}
+
+async fn three_servers(root: &Path) -> Vec<Server> {
+    let ca = ClusterCa::create(&root.join("ca")).unwrap();
+    let mut servers: Vec<Server> = (1..=3).map(|id| Server::bind(id, root, &ca)).collect();
+    let members: BTreeMap<ServerId, BasicNode> = servers
+        .iter()
+        .map(|s| (s.id, BasicNode::new(s.addr.to_string())))
+        .collect();
+    for s in &mut servers {
+        s.start().await;
+    }
+    // Every server calls it on every start, as the real server does.
+    let mut initialized = 0;
+    for s in &servers {
+        if s.node().initialize_if_new(members.clone()).await.unwrap() {
+            initialized += 1;
+        }
+    }
+    assert!(initialized >= 1);
+    servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_elect_replicate_and_survive_the_loss_of_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let mut servers = three_servers(root.path()).await;
+    let refs: Vec<&Server> = servers.iter().collect();
+    let leader = leader_among(&refs).await;
+    let (lead, followers): (Vec<&Server>, Vec<&Server>) = refs.iter().partition(|s| s.id == leader);
+    let lead = lead[0];
+
+    for i in 1..=10u64 {
+        assert_eq!(write_job(lead.node(), &format!("job-{i}")).await, JobId(i));
+    }
+    let index = lead.node().reader().last_applied_index().unwrap();
+
+    // A follower refuses writes and names the leader and its address.
+    match followers[0].node().write(create("x")).await {
+        Err(WriteError::NotLeader {
+            leader: Some((id, addr)),
+        }) => assert_eq!((id, addr), (leader, lead.addr.to_string())),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // Followers apply what the leader committed, and read it locally.
+    for f in &followers {
+        applied(f.node(), index).await;
+        assert_eq!(f.node().reader().job_count().unwrap(), 10);
+        assert_eq!(
+            f.node().reader().job_by_name("job-7").unwrap().unwrap().id,
+            JobId(7)
+        );
+        assert!(!f.node().is_leader());
+    }
+    // A follower's linearizable read goes to the leader, so it is refused locally.
+    assert!(matches!(
+        followers[0].node().linearizable().await,
+        Err(WriteError::NotLeader { .. })
+    ));
+    lead.node().linearizable().await.unwrap();
+
+    // The leader goes away: the other two elect a new one and keep every write.
+    let lost = servers.iter().position(|s| s.id == leader).unwrap();
+    servers[lost].stop().await;
+    let rest: Vec<&Server> = servers.iter().filter(|s| s.id != leader).collect();
+    let new_leader = tokio::time::timeout(WAIT, async {
+        loop {
+            let l = leader_among(&rest).await;
+            if l != leader {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a new leader");
+    let new_lead = rest.iter().find(|s| s.id == new_leader).unwrap();
+    assert_eq!(
+        write_job(new_lead.node(), "after-failover").await,
+        JobId(11)
+    );
+    assert_eq!(new_lead.node().reader().job_count().unwrap(), 11);
+
+    for s in &mut servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_that_missed_compacted_entries_catches_up_from_a_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let mut servers = three_servers(root.path()).await;
+    let leader = {
+        let refs: Vec<&Server> = servers.iter().collect();
+        leader_among(&refs).await
+    };
+    let lag = servers.iter().position(|s| s.id != leader).unwrap();
+    servers[lag].stop().await;
+
+    let lead = servers.iter().find(|s| s.id == leader).unwrap();
+    for i in 0..(SNAPSHOT_AFTER * 5) {
+        write_job(lead.node(), &format!("j{i}")).await;
+    }
+    // The leader compacts its log past what the stopped server has.
+    lead.node()
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > SNAPSHOT_AFTER * 2),
+            "the leader purged its log",
+        )
+        .await
+        .unwrap();
+    let index = lead.node().reader().last_applied_index().unwrap();
+
+    servers[lag].start().await;
+    let back = servers[lag].node();
+    applied(back, index).await;
+    let snapshot = back
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot installed")
+        .await
+        .unwrap();
+    assert!(snapshot.snapshot.unwrap().index > SNAPSHOT_AFTER);
+    assert_eq!(back.reader().job_count().unwrap(), SNAPSHOT_AFTER * 5);
+    assert_eq!(
+        back.reader().job_by_name("j0").unwrap().unwrap().id,
+        JobId(1)
+    );
+    assert_eq!(
+        back.reader().last_applied_index(),
+        Some(index),
+        "the snapshot's last-applied index is kept"
+    );
+
+    for s in &mut servers {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_certificate_is_refused_as_a_raft_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::create(&root.path().join("ca")).unwrap();
+    let mut server = Server::bind(1, root.path(), &ca);
+    server.start().await;
+    let members = BTreeMap::from([(1, BasicNode::new(server.addr.to_string()))]);
+    server.node().initialize_if_new(members).await.unwrap();
+
+    let agent = TlsIdentity {
+        ca_pem: ca.cert_pem().into(),
+        cert: ca.issue_node(NodeId(7)).unwrap(),
+    };
+    let client = windflow_certs::quinn_client_config(&agent, ALPN_RAFT).unwrap();
+    let endpoint =
+        quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).unwrap();
+    let conn = endpoint
+        .connect_with(client, server.addr, windflow_certs::SERVER_NAME)
+        .unwrap()
+        .await
+        .expect("the TLS handshake itself succeeds: the CA is the same");
+    let reason = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the server closes the connection");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(2));
+        }
+        other => panic!("unexpected close: {other:?}"),
+    }
+    server.stop().await;
+}
