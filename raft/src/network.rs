@@ -11,7 +11,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use windflow_protocol::codec::{self, CodecError, HEADER_LEN};
+use windflow_certs::wire::{WireError, read_frame, write_frame};
+use windflow_protocol::codec;
 
 use crate::{BasicNode, Raft, ServerId, TypeConfig};
 
@@ -57,28 +58,22 @@ enum LinkError {
     Connect(#[from] quinn::ConnectError),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    #[error("writing: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("reading: {0}")]
-    Read(#[from] quinn::ReadExactError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the peer closed the stream without a frame")]
+    Ended,
     #[error("stream closed: {0}")]
     Closed(#[from] quinn::ClosedStream),
     #[error("bad address `{0}`")]
     Address(String),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
     #[error("the peer answered a different RPC")]
     Mismatch,
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(
+async fn read_one<T: serde::de::DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<T, LinkError> {
-    let mut header = [0u8; HEADER_LEN];
-    recv.read_exact(&mut header).await?;
-    let mut payload = vec![0u8; codec::decode_len(header)?];
-    recv.read_exact(&mut payload).await?;
-    Ok(codec::decode_payload(&payload)?)
+    read_frame(recv).await?.ok_or(LinkError::Ended)
 }
 
 /// Opens raft links to peers from this server's QUIC endpoint.
@@ -147,9 +142,9 @@ impl PeerLink {
         let conn = self.connection().await?;
         let result = async {
             let (mut send, mut recv) = conn.open_bi().await?;
-            send.write_all(&codec::encode(req)?).await?;
+            write_frame(&mut send, req).await?;
             send.finish()?;
-            read_frame(&mut recv).await
+            read_one(&mut recv).await
         }
         .await;
         if result.is_err() {
@@ -244,7 +239,7 @@ pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
         };
         let raft = raft.clone();
         tokio::spawn(async move {
-            let request = match read_frame::<PeerRequest>(&mut recv).await {
+            let request = match read_one::<PeerRequest>(&mut recv).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable raft RPC");
@@ -256,10 +251,9 @@ pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
                 PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
                 PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
             };
-            let sent = match codec::encode(&response) {
-                Ok(frame) => send.write_all(&frame).await.map_err(LinkError::from),
-                Err(e) => Err(e.into()),
-            };
+            let sent = write_frame(&mut send, &response)
+                .await
+                .map_err(LinkError::from);
             if let Err(e) = sent.and_then(|()| send.finish().map_err(LinkError::from)) {
                 tracing::debug!(error = %e, "raft RPC answer not delivered");
             }
@@ -320,7 +314,7 @@ mod tests {
         assert_eq!(whole.entries.len(), 7);
         assert_eq!(cut.index, 7);
         let frame = codec::encode(&PeerRequest::Append(whole)).unwrap();
-        assert!(frame.len() <= APPEND_FRAME_BUDGET + HEADER_LEN + 64);
+        assert!(frame.len() <= APPEND_FRAME_BUDGET + codec::HEADER_LEN + 64);
         // One entry is always sent, whatever its size.
         let mut one = request(1, 9 * 1024 * 1024);
         assert_eq!(fit_in_frame(&mut one), None);
