@@ -1,7 +1,6 @@
 //! The agent against a real QUIC server endpoint, made here with the cluster CA, that speaks
 //! the protocol the way the servers do.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,10 +16,7 @@ use windflow_protocol::messages::{
     ALPN_AGENT, AgentMessage, Hello, OutputStream, PROTOCOL_VERSION, RunTask, ServerMessage,
     TaskFinished, VersionRange, Welcome,
 };
-use windflow_protocol::{
-    DriverConfig, DriverKind, ExecConfig, HumanDuration, JobId, NodeId, RetryPolicy, RunId,
-    RunOutcome, TaskSpec,
-};
+use windflow_protocol::{DriverKind, HumanDuration, JobId, NodeId, RunId, RunOutcome, TaskSpec};
 
 /// How long any one expected thing may take.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -182,16 +178,7 @@ impl Session {
 }
 
 fn exec(command: &str) -> TaskSpec {
-    TaskSpec {
-        name: "t".into(),
-        driver: DriverConfig::Exec(ExecConfig {
-            command: command.into(),
-            workdir: None,
-        }),
-        env: BTreeMap::new(),
-        timeout: None,
-        retry: RetryPolicy::default(),
-    }
+    TaskSpec::exec("t", command)
 }
 
 fn run_task(run: u64, command: &str) -> ServerMessage {

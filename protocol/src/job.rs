@@ -60,6 +60,22 @@ pub enum DriverConfig {
     Exec(ExecConfig),
 }
 
+impl TaskSpec {
+    /// An exec task that runs `command` as it is: no workdir, env, timeout or retries.
+    pub fn exec(name: impl Into<String>, command: impl Into<String>) -> Self {
+        TaskSpec {
+            name: name.into(),
+            driver: DriverConfig::Exec(ExecConfig {
+                command: command.into(),
+                workdir: None,
+            }),
+            env: BTreeMap::new(),
+            timeout: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// A shell command (`sh -c`), run in its own process group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecConfig {

@@ -1,8 +1,8 @@
 //! `apply`'s rules, on a real sled tree.
 
 use windflow_protocol::{
-    ContextId, DriverConfig, ExecConfig, HumanDuration, JobId, JobSpec, NodeId, RetryPolicy, RunId,
-    RunOutcome, RunStatus, TaskSpec, Timestamp,
+    ContextId, HumanDuration, JobId, JobSpec, NodeId, RunId, RunOutcome, RunStatus, TaskSpec,
+    Timestamp,
 };
 
 use crate::command::{Applied, ApplyError, Command, Response};
@@ -80,19 +80,7 @@ impl Fixture {
 }
 
 fn spec(name: &str) -> JobSpec {
-    JobSpec::exec(
-        name,
-        TaskSpec {
-            name: name.into(),
-            driver: DriverConfig::Exec(ExecConfig {
-                command: "true".into(),
-                workdir: None,
-            }),
-            env: Default::default(),
-            timeout: None,
-            retry: RetryPolicy::default(),
-        },
-    )
+    JobSpec::exec(name, TaskSpec::exec(name, "true"))
 }
 
 #[test]

@@ -10,12 +10,10 @@ use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 use windflow_certs::{ClusterCa, TlsIdentity};
 use windflow_protocol::messages::ALPN_RAFT;
-use windflow_protocol::{
-    DriverConfig, ExecConfig, JobId, JobSpec, NodeId, RetryPolicy, TaskSpec, Timestamp,
-};
-use windflow_raft::{
-    Applied, BasicNode, Command, QuicNetwork, RaftConfig, RaftNode, ServerId, WriteError,
-};
+use windflow_protocol::{JobId, NodeId};
+mod common;
+
+use windflow_raft::{BasicNode, QuicNetwork, RaftConfig, RaftNode, ServerId, WriteError};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SNAPSHOT_AFTER: u64 = 40;
@@ -97,30 +95,6 @@ impl Server {
     }
 }
 
-fn create(name: &str) -> Command {
-    let task = TaskSpec {
-        name: name.into(),
-        driver: DriverConfig::Exec(ExecConfig {
-            command: "true".into(),
-            workdir: None,
-        }),
-        env: Default::default(),
-        timeout: None,
-        retry: RetryPolicy::default(),
-    };
-    Command::CreateJob {
-        spec: JobSpec::exec(name, task),
-        at: Timestamp(1_000),
-    }
-}
-
-async fn write_job(node: &RaftNode, name: &str) -> JobId {
-    match node.write(create(name)).await.unwrap() {
-        Applied::Job(j) => j.id,
-        other => panic!("{other:?}"),
-    }
-}
-
 /// Waits until `node` has applied at least `index`.
 async fn applied(node: &RaftNode, index: u64) {
     let mut rx = node.reader().subscribe();
@@ -196,12 +170,15 @@ async fn three_servers_elect_replicate_and_survive_the_loss_of_the_leader() {
     let lead = lead[0];
 
     for i in 1..=10u64 {
-        assert_eq!(write_job(lead.node(), &format!("job-{i}")).await, JobId(i));
+        assert_eq!(
+            common::write_job(lead.node(), &format!("job-{i}")).await,
+            JobId(i)
+        );
     }
     let index = lead.node().reader().last_applied_index().unwrap();
 
     // A follower refuses writes and names the leader and its address.
-    match followers[0].node().write(create("x")).await {
+    match followers[0].node().write(common::create_job("x")).await {
         Err(WriteError::NotLeader {
             leader: Some((id, addr)),
         }) => assert_eq!((id, addr), (leader, lead.addr.to_string())),
@@ -241,7 +218,7 @@ async fn three_servers_elect_replicate_and_survive_the_loss_of_the_leader() {
     .expect("a new leader");
     let new_lead = rest.iter().find(|s| s.id == new_leader).unwrap();
     assert_eq!(
-        write_job(new_lead.node(), "after-failover").await,
+        common::write_job(new_lead.node(), "after-failover").await,
         JobId(11)
     );
     assert_eq!(new_lead.node().reader().job_count().unwrap(), 11);
@@ -264,7 +241,7 @@ async fn a_server_that_missed_compacted_entries_catches_up_from_a_snapshot() {
 
     let lead = servers.iter().find(|s| s.id == leader).unwrap();
     for i in 0..(SNAPSHOT_AFTER * 5) {
-        write_job(lead.node(), &format!("j{i}")).await;
+        common::write_job(lead.node(), &format!("j{i}")).await;
     }
     // The leader compacts its log past what the stopped server has.
     lead.node()

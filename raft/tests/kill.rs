@@ -2,64 +2,18 @@
 //! writer) writes jobs and reports each acknowledgement; the parent kills it with SIGKILL
 //! mid-stream, reopens its data dir and finds every acknowledged job.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
-use std::time::Duration;
 
-use windflow_certs::{ClusterCa, TlsIdentity};
-use windflow_protocol::messages::ALPN_RAFT;
-use windflow_protocol::{DriverConfig, ExecConfig, JobSpec, RetryPolicy, TaskSpec, Timestamp};
-use windflow_raft::{Applied, BasicNode, Command, QuicNetwork, RaftConfig, RaftNode};
+mod common;
+
+use windflow_raft::{Applied, RaftNode};
 
 const CHILD_DIR: &str = "WINDFLOW_RAFT_KILL_TEST_DIR";
 
 async fn open(dir: &Path) -> RaftNode {
-    let ca = ClusterCa::load_or_create(&dir.join("ca")).unwrap();
-    let identity = TlsIdentity {
-        ca_pem: ca.cert_pem().into(),
-        cert: ca.issue_server("s1", &[], &[]).unwrap(),
-    };
-    let server = windflow_certs::quinn_server_config(&identity, &[ALPN_RAFT]).unwrap();
-    let client = windflow_certs::quinn_client_config(&identity, ALPN_RAFT).unwrap();
-    let endpoint =
-        quinn::Endpoint::server(server, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
-            .unwrap();
-    // The member address is fixed (it is in the log), whatever port this run bound.
-    let addr = "127.0.0.1:1".to_string();
-    let config = RaftConfig {
-        id: 1,
-        data_dir: dir.to_path_buf(),
-        advertise_addr: addr.clone(),
-        snapshot_after_logs: 30,
-    };
-    let node = RaftNode::open(config, QuicNetwork::new(endpoint, client))
-        .await
-        .unwrap();
-    node.initialize_if_new(BTreeMap::from([(1, BasicNode::new(addr))]))
-        .await
-        .unwrap();
-    node.wait_for_leader(Duration::from_secs(30)).await.unwrap();
-    node
-}
-
-fn create(name: &str) -> Command {
-    let task = TaskSpec {
-        name: name.into(),
-        driver: DriverConfig::Exec(ExecConfig {
-            command: "true".into(),
-            workdir: None,
-        }),
-        env: Default::default(),
-        timeout: None,
-        retry: RetryPolicy::default(),
-    };
-    Command::CreateJob {
-        spec: JobSpec::exec(name, task),
-        at: Timestamp(1),
-    }
+    common::single_server(dir, 30).await.0
 }
 
 /// The writer half: runs only when the parent re-runs this binary with [`CHILD_DIR`] set.
@@ -70,7 +24,11 @@ async fn child_writer() {
     };
     let node = open(Path::new(&dir)).await;
     for i in 0.. {
-        match node.write(create(&format!("job-{i}"))).await.unwrap() {
+        match node
+            .write(common::create_job(&format!("job-{i}")))
+            .await
+            .unwrap()
+        {
             Applied::Job(j) => println!("ACK {} {}", j.id.0, j.spec.name),
             other => panic!("{other:?}"),
         }
@@ -110,7 +68,7 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(job.map(|j| j.id.0), Some(*id), "acknowledged {name} lost");
         }
         // IDs continue after the last one the killed process handed out.
-        let next = match node.write(create("after-kill")).await.unwrap() {
+        let next = match node.write(common::create_job("after-kill")).await.unwrap() {
             Applied::Job(j) => j.id.0,
             other => panic!("{other:?}"),
         };

@@ -1,26 +1,15 @@
 //! The exec driver against real processes.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use windflow_protocol::{RetryPolicy, TaskSpec};
+use windflow_protocol::TaskSpec;
 
 use super::*;
 
 fn task(command: &str) -> TaskSpec {
-    TaskSpec {
-        name: "t".into(),
-        driver: DriverConfig::Exec(ExecConfig {
-            command: command.into(),
-            workdir: None,
-        }),
-        env: BTreeMap::new(),
-        timeout: None,
-        retry: RetryPolicy {
-            max_retries: 0,
-            delay: HumanDuration::from_millis(10),
-        },
-    }
+    let mut task = TaskSpec::exec("t", command);
+    task.retry.delay = HumanDuration::from_millis(10);
+    task
 }
 
 async fn run_task(t: &TaskSpec) -> (TaskFinished, Vec<AgentMessage>) {
