@@ -22,6 +22,10 @@ pub enum RaftNodeError {
     Raft(String),
     #[error("no raft leader within {0:?}")]
     NoLeader(std::time::Duration),
+    /// No leader could be reached: none is known (an election is under way), or the
+    /// servers kept naming one another. The last leader named, if any.
+    #[error("{}", not_leader_message(leader))]
+    NotLeader { leader: Option<(ServerId, String)> },
 }
 
 /// A proposal did not become an applied command.
@@ -31,8 +35,18 @@ pub enum WriteError {
     #[error(transparent)]
     Rejected(#[from] ApplyError),
     /// This server is not the leader; the leader, if known, is named.
-    #[error("not the raft leader (leader: {})", leader.as_ref().map_or("unknown".to_owned(), |(id, addr)| format!("{id} at {addr}")))]
+    ///
+    /// A follower forwards to the leader, so this comes back only when no leader is known
+    /// (an election is under way; retry shortly) or it could not be found in a few hops.
+    #[error("{}", not_leader_message(leader))]
     NotLeader { leader: Option<(ServerId, String)> },
     #[error("raft: {0}")]
     Raft(String),
+}
+
+fn not_leader_message(leader: &Option<(ServerId, String)>) -> String {
+    match leader {
+        Some((id, addr)) => format!("not the raft leader; the leader is server {id} at {addr}"),
+        None => "no raft leader is known (an election may be under way); retry shortly".into(),
+    }
 }

@@ -7,6 +7,7 @@
 
 mod command;
 mod error;
+mod leader;
 mod log_store;
 mod network;
 mod node;
@@ -17,7 +18,7 @@ mod state_machine;
 pub use command::{Applied, ApplyError, Command, Response, TokenRecord};
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{QuicNetwork, serve_peer_connection};
-pub use node::{RaftConfig, RaftNode};
+pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
 pub use openraft::BasicNode;
 pub use reader::StateReader;
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use windflow_certs::wire::{WireError, read_frame, write_frame};
 use windflow_protocol::codec;
 
-use crate::{BasicNode, Raft, ServerId, TypeConfig};
+use crate::leader::{ForwardError, MembershipChange};
+use crate::{BasicNode, Command, Raft, Response, ServerId, TypeConfig};
 
 /// The most an append-entries frame carries. A batch of large entries (a context is up to
 /// 1 MiB) could outgrow the codec's frame limit, so a longer batch is cut, sent as a
@@ -39,21 +40,31 @@ fn fit_in_frame(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<openraft::
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum PeerRequest {
+pub(crate) enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<ServerId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A follower forwards a client write; the receiver proposes it if it leads.
+    ClientWrite(Command),
+    /// A follower asks the leader for the log index a linearizable read must wait for.
+    ReadIndex,
+    /// A follower forwards a membership change.
+    Membership(MembershipChange),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum PeerResponse {
+pub(crate) enum PeerResponse {
     Append(Result<AppendEntriesResponse<ServerId>, RaftError<ServerId>>),
     Vote(Result<VoteResponse<ServerId>, RaftError<ServerId>>),
     Snapshot(Result<InstallSnapshotResponse<ServerId>, RaftError<ServerId, InstallSnapshotError>>),
+    ClientWrite(Result<Response, ForwardError>),
+    /// The index to be applied up to (`None`: nothing committed yet).
+    ReadIndex(Result<Option<u64>, ForwardError>),
+    Membership(Result<(), ForwardError>),
 }
 
 #[derive(Debug, thiserror::Error)]
-enum LinkError {
+pub(crate) enum LinkError {
     #[error("connecting: {0}")]
     Connect(#[from] quinn::ConnectError),
     #[error("connection: {0}")]
@@ -70,7 +81,7 @@ enum LinkError {
     Mismatch,
 }
 
-async fn read_one<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_one<T: serde::de::DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<T, LinkError> {
     read_frame(recv).await?.ok_or(LinkError::Ended)
@@ -91,6 +102,32 @@ impl QuicNetwork {
             client_config,
         }
     }
+
+    /// Dials the peer at `addr` (`host:port`).
+    pub(crate) async fn connect(&self, addr: &str) -> Result<quinn::Connection, LinkError> {
+        let sock = addr
+            .parse()
+            .map_err(|_| LinkError::Address(addr.to_owned()))?;
+        Ok(self
+            .endpoint
+            .connect_with(
+                self.client_config.clone(),
+                sock,
+                windflow_certs::SERVER_NAME,
+            )?
+            .await?)
+    }
+}
+
+/// One RPC on `conn`: a request frame out, a response frame back, on a new stream.
+pub(crate) async fn rpc(
+    conn: &quinn::Connection,
+    req: &PeerRequest,
+) -> Result<PeerResponse, LinkError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, req).await?;
+    send.finish()?;
+    read_one(&mut recv).await
 }
 
 /// A link to one peer; reconnects on the next RPC after a failure.
@@ -121,32 +158,14 @@ impl PeerLink {
         {
             return Ok(conn.clone());
         }
-        let addr = self
-            .addr
-            .parse()
-            .map_err(|_| LinkError::Address(self.addr.clone()))?;
-        let conn = self
-            .network
-            .endpoint
-            .connect_with(
-                self.network.client_config.clone(),
-                addr,
-                windflow_certs::SERVER_NAME,
-            )?
-            .await?;
+        let conn = self.network.connect(&self.addr).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
 
     async fn call(&mut self, req: &PeerRequest) -> Result<PeerResponse, LinkError> {
         let conn = self.connection().await?;
-        let result = async {
-            let (mut send, mut recv) = conn.open_bi().await?;
-            write_frame(&mut send, req).await?;
-            send.finish()?;
-            read_one(&mut recv).await
-        }
-        .await;
+        let result = rpc(&conn, req).await;
         if result.is_err() {
             self.conn = None;
         }
@@ -215,7 +234,10 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     }
 }
 
-/// Serves raft RPCs arriving on one accepted peer connection until it closes.
+/// Serves raft RPCs arriving on one accepted peer connection until it closes: openraft's
+/// own (append, vote, snapshot) and what followers forward to the leader (client writes,
+/// read-index requests, membership changes). A forwarded request that reaches a server
+/// that does not lead is answered with that server's own "not the leader" and its hint.
 ///
 /// Only servers take part in raft: an agent's certificate comes from the same CA, so a
 /// peer whose certificate is not a server's (`server-<name>`) is closed before any RPC
@@ -250,6 +272,15 @@ pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
                 PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
                 PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
                 PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
+                PeerRequest::ClientWrite(cmd) => {
+                    PeerResponse::ClientWrite(crate::leader::write(&raft, cmd).await)
+                }
+                PeerRequest::ReadIndex => {
+                    PeerResponse::ReadIndex(crate::leader::read_index(&raft).await)
+                }
+                PeerRequest::Membership(change) => {
+                    PeerResponse::Membership(crate::leader::change_membership(&raft, change).await)
+                }
             };
             let sent = write_frame(&mut send, &response)
                 .await
@@ -294,6 +325,39 @@ mod tests {
             prev_log_id: None,
             leader_commit: None,
             entries,
+        }
+    }
+
+    fn roundtrip(r: &PeerResponse) -> PeerResponse {
+        let frame = codec::encode(r).unwrap();
+        bincode::serde::decode_from_slice(&frame[codec::HEADER_LEN..], bincode::config::standard())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn forwarded_answers_and_their_errors_cross_the_wire() {
+        let not_leader = ForwardError::NotLeader {
+            leader: Some((2, "127.0.0.1:7001".into())),
+        };
+        match roundtrip(&PeerResponse::ClientWrite(Err(not_leader.clone()))) {
+            PeerResponse::ClientWrite(Err(e)) => assert_eq!(e, not_leader),
+            other => panic!("{other:?}"),
+        }
+        let refused = Err(crate::ApplyError::not_found("job", "J9"));
+        match roundtrip(&PeerResponse::ClientWrite(Ok(refused.clone()))) {
+            PeerResponse::ClientWrite(Ok(r)) => assert_eq!(r, refused),
+            other => panic!("{other:?}"),
+        }
+        match roundtrip(&PeerResponse::ReadIndex(Ok(Some(42)))) {
+            PeerResponse::ReadIndex(Ok(Some(42))) => {}
+            other => panic!("{other:?}"),
+        }
+        match roundtrip(&PeerResponse::Membership(Err(ForwardError::Raft(
+            "x".into(),
+        )))) {
+            PeerResponse::Membership(Err(ForwardError::Raft(m))) => assert_eq!(m, "x"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,17 +1,20 @@
 //! [`RaftNode`]: the handle a server holds on its raft group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, RaftMetrics, SnapshotPolicy};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::command::{Applied, Command};
+use crate::leader::{self, ForwardError, MembershipChange};
 use crate::log_store::LogStore;
-use crate::network::QuicNetwork;
+use crate::network::{self, PeerRequest, PeerResponse, QuicNetwork};
 use crate::reader::StateReader;
 use crate::state_machine::StateMachine;
 use crate::{BasicNode, Raft, RaftNodeError, ServerId, StoreError, WriteError};
@@ -28,7 +31,38 @@ pub struct RaftConfig {
     pub snapshot_after_logs: u64,
 }
 
+/// How many servers one request visits looking for the leader (this one, the leader it
+/// names, the leader that one names) before it gives up: never a loop.
+const MAX_HOPS: usize = 3;
+/// How long a request waits for a leader to be known when none is.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+/// How long a linearizable read on a follower waits to apply up to the leader's read index.
+const READ_APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// A member of the raft group, as [`RaftNode::members`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: ServerId,
+    /// Its QUIC `host:port`.
+    pub addr: String,
+    pub role: MemberRole,
+    pub is_leader: bool,
+    /// The last log index the leader knows this member holds; `None` when the server asked
+    /// is not the leader (only the leader tracks replication), or nothing matched yet.
+    pub matched_index: Option<u64>,
+}
+
+/// Whether a member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
 /// A server's raft group member: openraft over the sled log and state machine.
+///
+/// Any server answers: on a follower, writes, linearizable reads and membership changes
+/// are forwarded to the leader over the peer link (`windflow-raft/1`).
 #[derive(Clone)]
 pub struct RaftNode {
     inner: Arc<Inner>,
@@ -39,6 +73,37 @@ struct Inner {
     raft: Raft,
     reader: StateReader,
     db: sled::Db,
+    network: QuicNetwork,
+    /// Connections to the leaders this server forwarded to, by address.
+    peers: Mutex<HashMap<String, quinn::Connection>>,
+}
+
+/// Where a request for the leader goes.
+enum Target {
+    Local,
+    Remote(ServerId, String),
+}
+
+impl From<ForwardError> for WriteError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NotLeader { leader } => WriteError::NotLeader { leader },
+            ForwardError::Raft(e) => WriteError::Raft(e),
+        }
+    }
+}
+
+impl From<ForwardError> for RaftNodeError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NotLeader { leader } => RaftNodeError::NotLeader { leader },
+            ForwardError::Raft(e) => RaftNodeError::Raft(e),
+        }
+    }
+}
+
+fn mismatch() -> ForwardError {
+    ForwardError::Raft("the leader answered a different request".into())
 }
 
 impl RaftNode {
@@ -64,7 +129,7 @@ impl RaftNode {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            network,
+            network.clone(),
             log_store,
             state_machine,
         )
@@ -76,6 +141,8 @@ impl RaftNode {
                 raft,
                 reader,
                 db,
+                network,
+                peers: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -103,30 +170,242 @@ impl RaftNode {
     }
 
     /// Proposes `cmd` and returns what `apply` made of it, once it is committed and applied.
+    ///
+    /// On a follower the command is forwarded to the leader, which proposes it and answers.
+    /// `NotLeader` comes back only when no leader became known within a short wait (an
+    /// election is under way), or the servers kept naming other leaders. A forwarded write
+    /// whose answer is lost (the leader died mid-request) fails with `Raft` and is not
+    /// retried: it may have been applied.
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<Applied, WriteError> {
-        match self.inner.raft.client_write(cmd).await {
-            Ok(response) => Ok(response.data?),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+        let response = self
+            .on_leader(
+                |raft| {
+                    let cmd = cmd.clone();
+                    async move { leader::write(&raft, cmd).await }
+                },
+                || PeerRequest::ClientWrite(cmd.clone()),
+                |r| match r {
+                    PeerResponse::ClientWrite(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        Ok(response?)
     }
 
     /// Returns once this server's state reflects every write committed before the call.
+    ///
+    /// The leader confirms it still leads and names the log index committed so far (on a
+    /// follower, over the peer link); this server then waits, up to 10 s, until it has
+    /// applied that index. Reads through [`RaftNode::reader`] after it see those writes.
     pub async fn linearizable(&self) -> Result<(), WriteError> {
-        match self.inner.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
+        let index = self
+            .on_leader(
+                |raft| async move { leader::read_index(&raft).await },
+                || PeerRequest::ReadIndex,
+                |r| match r {
+                    PeerResponse::ReadIndex(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let mut applied = self.inner.reader.subscribe();
+        match tokio::time::timeout(READ_APPLY_WAIT, applied.wait_for(|i| *i >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Raft("the state machine stopped".into())),
+            Err(_) => Err(WriteError::Raft(format!(
+                "this server did not apply up to the leader's read index {index} within \
+                 {READ_APPLY_WAIT:?}"
+            ))),
         }
+    }
+
+    /// Adds server `id`, reachable at `addr` (its QUIC `host:port`), as a learner, and
+    /// returns once the leader sees it caught up. Forwarded to the leader from a follower.
+    pub async fn add_learner(
+        &self,
+        id: ServerId,
+        addr: impl Into<String>,
+    ) -> Result<(), RaftNodeError> {
+        self.membership(MembershipChange::AddLearner {
+            id,
+            addr: addr.into(),
+        })
+        .await
+    }
+
+    /// Makes exactly `voters` the voting members (each must already be a member, e.g. a
+    /// learner added with [`RaftNode::add_learner`]). Voters left out stay on as learners;
+    /// [`RaftNode::remove_server`] drops them. Forwarded to the leader from a follower.
+    pub async fn change_voters(&self, voters: BTreeSet<ServerId>) -> Result<(), RaftNodeError> {
+        self.membership(MembershipChange::ChangeVoters(voters))
+            .await
+    }
+
+    /// Drops server `id` from the voters and the learners (nothing to do if it is neither).
+    /// Forwarded to the leader from a follower.
+    pub async fn remove_server(&self, id: ServerId) -> Result<(), RaftNodeError> {
+        self.membership(MembershipChange::RemoveServer(id)).await
+    }
+
+    async fn membership(&self, change: MembershipChange) -> Result<(), RaftNodeError> {
+        Ok(self
+            .on_leader(
+                |raft| {
+                    let change = change.clone();
+                    async move { leader::change_membership(&raft, change).await }
+                },
+                || PeerRequest::Membership(change.clone()),
+                |r| match r {
+                    PeerResponse::Membership(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?)
+    }
+
+    /// The group's members as this server knows them (its effective membership), with
+    /// replication progress when this server leads.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<ServerId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| MemberInfo {
+                id: *id,
+                addr: node.addr.clone(),
+                role: if voters.contains(id) {
+                    MemberRole::Voter
+                } else {
+                    MemberRole::Learner
+                },
+                is_leader: metrics.current_leader == Some(*id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|l| l.index),
+            })
+            .collect()
+    }
+
+    /// Runs an operation on the leader: `local` here when this server leads, else
+    /// `request` over the peer link to the leader. A server that turns out not to lead
+    /// names the leader it knows, which is tried next, at most [`MAX_HOPS`] servers in all.
+    async fn on_leader<T, L, F>(
+        &self,
+        local: L,
+        request: impl Fn() -> PeerRequest,
+        answer: impl Fn(PeerResponse) -> Option<Result<T, ForwardError>>,
+    ) -> Result<T, ForwardError>
+    where
+        L: Fn(Raft) -> F,
+        F: Future<Output = Result<T, ForwardError>>,
+    {
+        let mut hint = None;
+        for _ in 0..MAX_HOPS {
+            let Some(target) = self.target(hint.take()).await else {
+                break;
+            };
+            let result = match target {
+                Target::Local => local(self.inner.raft.clone()).await,
+                Target::Remote(id, addr) => {
+                    tracing::debug!(leader = id, %addr, "forwarding to the leader");
+                    self.forward(id, &addr, &request())
+                        .await
+                        .and_then(|r| answer(r).unwrap_or_else(|| Err(mismatch())))
+                }
+            };
+            match result {
+                Err(ForwardError::NotLeader { leader }) => hint = leader,
+                other => return other,
+            }
+        }
+        Err(ForwardError::NotLeader { leader: hint })
+    }
+
+    /// Where the leader is: the `hint` a server gave, else the leader this server knows,
+    /// waiting up to [`LEADER_WAIT`] for one; `None` if none became known.
+    async fn target(&self, hint: Option<(ServerId, String)>) -> Option<Target> {
+        if let Some((id, addr)) = hint {
+            return Some(if id == self.inner.id {
+                Target::Local
+            } else {
+                Target::Remote(id, addr)
+            });
+        }
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if let Some(leader) = m.current_leader {
+                    if leader == self.inner.id {
+                        return Some(Target::Local);
+                    }
+                    if let Some(node) = m.membership_config.membership().get_node(&leader) {
+                        return Some(Target::Remote(leader, node.addr.clone()));
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends `req` to server `id` at `addr` and returns its answer.
+    async fn forward(
+        &self,
+        id: ServerId,
+        addr: &str,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, ForwardError> {
+        let unreachable = |e: network::LinkError| {
+            ForwardError::Raft(format!(
+                "forwarding to the leader (server {id} at {addr}): {e}"
+            ))
+        };
+        let cached = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(addr)
+            .filter(|c| c.close_reason().is_none())
+            .cloned();
+        let conn = match cached {
+            Some(conn) => conn,
+            None => {
+                let conn = self
+                    .inner
+                    .network
+                    .connect(addr)
+                    .await
+                    .map_err(unreachable)?;
+                self.inner
+                    .peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(addr.to_owned(), conn.clone());
+                conn
+            }
+        };
+        let result = network::rpc(&conn, req).await;
+        if result.is_err() {
+            self.inner
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(addr);
+        }
+        result.map_err(unreachable)
     }
 
     /// Waits until this server knows a leader, and returns it.
