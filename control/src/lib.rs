@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod dev;
 pub mod dispatch;
 pub mod gateway;

@@ -105,7 +105,7 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             "windflow_raft_is_leader",
-            "1 when this server is the raft leader.",
+            "Whether this server is the raft leader (1) or not (0).",
             i64::from(m.current_leader == Some(self.raft.id())),
         )?;
         gauge(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -12,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
 use windflow_protocol::Timestamp;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
-use windflow_raft::{Command, QuicNetwork, RaftConfig, RaftNode};
+use windflow_raft::{ApplyError, Command, QuicNetwork, RaftConfig, RaftNode, WriteError};
 
 use crate::api::{self, AppState};
 use crate::auth;
+use crate::cluster::{Peer, initial_cluster, server_id};
 use crate::gateway::{Gateway, RunOutputs, Sessions};
 use crate::metrics::Metrics;
 
@@ -33,6 +35,11 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
     pub heartbeat_interval: Duration,
+    /// The initial member list; empty for a single server.
+    pub peers: Vec<Peer>,
+    /// A shared CA directory (`windflow ca init`); by default the CA lives in `DATA_DIR/ca`
+    /// and is created on first start.
+    pub shared_ca_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -43,11 +50,25 @@ impl ServerConfig {
             http_addr: ([127, 0, 0, 1], 7480).into(),
             quic_addr: ([127, 0, 0, 1], 7481).into(),
             heartbeat_interval: Duration::from_secs(5),
+            peers: Vec::new(),
+            shared_ca_dir: None,
         }
     }
 
     pub fn ca_dir(&self) -> PathBuf {
-        self.data_dir.join("ca")
+        self.shared_ca_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ca"))
+    }
+
+    /// The cluster CA: the shared one must exist, the private one is made on first start.
+    fn load_ca(&self) -> anyhow::Result<ClusterCa> {
+        match &self.shared_ca_dir {
+            Some(dir) => ClusterCa::load(dir).with_context(|| {
+                format!("loading the cluster CA from {} (create it once with `windflow ca init --dir DIR`)", dir.display())
+            }),
+            None => ClusterCa::load_or_create(&self.ca_dir()).context("loading the cluster CA"),
+        }
     }
 }
 
@@ -85,13 +106,25 @@ impl RunningServer {
     }
 }
 
+/// The names of the servers this one knows: itself and its initial peers.
+fn server_names(config: &ServerConfig) -> BTreeMap<windflow_raft::ServerId, String> {
+    std::iter::once(config.name.as_str())
+        .chain(config.peers.iter().map(|p| p.name.as_str()))
+        .map(|n| (server_id(n), n.to_owned()))
+        .collect()
+}
+
 /// Loads this server's TLS identity from `DATA_DIR/tls`, issuing it from the CA on first start.
-fn server_identity(config: &ServerConfig, ca: &ClusterCa) -> anyhow::Result<TlsIdentity> {
+fn server_identity(
+    config: &ServerConfig,
+    ca: &ClusterCa,
+    advertise: SocketAddr,
+) -> anyhow::Result<TlsIdentity> {
     let dir = config.data_dir.join("tls");
     let cert = if IssuedCert::exists(&dir, "server") {
         IssuedCert::read(&dir, "server")?
     } else {
-        let ips = [config.quic_addr.ip(), config.http_addr.ip()];
+        let ips = [advertise.ip(), config.quic_addr.ip(), config.http_addr.ip()];
         let cert = ca.issue_server(&config.name, &[], &ips)?;
         cert.write(&dir, "server")?;
         cert
@@ -106,8 +139,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     windflow_certs::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let ca = ClusterCa::load_or_create(&config.ca_dir()).context("loading the cluster CA")?;
-    let identity = server_identity(&config, &ca)?;
+    let ca = config.load_ca()?;
+    // The advertised address goes into the certificate, so resolve the cluster first.
+    let cluster = initial_cluster(&config.name, config.quic_addr, &config.peers)?;
+    let identity = server_identity(&config, &ca, cluster.advertise)?;
 
     let server_tls = windflow_certs::quinn_server_config(&identity, &[ALPN_AGENT, ALPN_RAFT])?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
@@ -115,31 +150,52 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding QUIC on {}", config.quic_addr))?;
     endpoint.set_default_client_config(peer_tls.clone());
     let quic_addr = endpoint.local_addr()?;
+    // A single server advertises what it bound (port 0 in tests); a member of a set, its listed address.
+    let cluster = if config.peers.is_empty() {
+        initial_cluster(&config.name, quic_addr, &[])?
+    } else {
+        cluster
+    };
 
     let raft = RaftNode::open(
         RaftConfig {
-            id: 1,
+            id: server_id(&config.name),
             data_dir: config.data_dir.clone(),
-            advertise_addr: quic_addr.to_string(),
+            advertise_addr: cluster.advertise.to_string(),
             snapshot_after_logs: 10_000,
         },
         QuicNetwork::new(endpoint.clone(), peer_tls),
     )
     .await
     .context("opening the raft store")?;
-    let members = BTreeMap::from([(1, windflow_raft::BasicNode::new(quic_addr.to_string()))]);
-    let initialized = raft.initialize_if_new(members).await?;
-    raft.wait_for_leader(Duration::from_secs(30))
-        .await
-        .context("waiting for a raft leader")?;
-    let new_admin_token = if initialized {
-        Some(create_bootstrap_token(&raft, &config.data_dir).await?)
+    let initialized = if cluster.initialiser {
+        raft.initialize_if_new(cluster.members.clone()).await?
     } else {
+        false
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let new_admin_token = if cluster.members.len() == 1 {
+        raft.wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("waiting for a raft leader")?;
+        match initialized {
+            true => Some(create_bootstrap_token(&raft, &config.data_dir).await?),
+            false => None,
+        }
+    } else {
+        // A member of a set cannot wait for its quorum before serving: the others may be
+        // starting too. The initialiser stores the admin token once a leader takes it.
+        if initialized {
+            tasks.spawn(bootstrap_when_ready(
+                raft.clone(),
+                config.data_dir.clone(),
+                shutdown.clone(),
+            ));
+        }
         None
     };
 
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
     let sessions = Sessions::default();
     let outputs = RunOutputs::default();
     let gateway = Gateway {
@@ -159,6 +215,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sessions: sessions.clone(),
         outputs,
         metrics: Metrics::new(raft.clone(), sessions.clone()),
+        server_names: Arc::new(server_names(&config)),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -188,18 +245,67 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
+/// Creates the bootstrap token of a newly formed set once the cluster can commit it, and
+/// shows it once.
+async fn bootstrap_when_ready(raft: RaftNode, data_dir: PathBuf, shutdown: CancellationToken) {
+    let token = match auth::generate_token() {
+        Ok(t) => t,
+        Err(_) => {
+            tracing::error!("no system randomness for the bootstrap admin token");
+            return;
+        }
+    };
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match store_bootstrap_token(&raft, &data_dir, &token).await {
+            Ok(()) => {
+                println!(
+                    "Cluster initialised. Bootstrap admin token (shown once, also in {}):\n  {token}",
+                    data_dir.join(BOOTSTRAP_TOKEN_FILE).display()
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::info!(error = %format!("{e:#}"), "bootstrap token not stored yet; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
 async fn create_bootstrap_token(raft: &RaftNode, data_dir: &Path) -> anyhow::Result<String> {
     let token = auth::generate_token()
         .map_err(|_| anyhow::anyhow!("no system randomness for the admin token"))?;
-    raft.write(Command::CreateToken {
-        name: BOOTSTRAP_TOKEN_NAME.into(),
-        hash: auth::token_hash(&token),
-        at: Timestamp::now(),
-    })
-    .await
-    .context("storing the bootstrap admin token")?;
-    write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), &token)?;
+    store_bootstrap_token(raft, data_dir, &token).await?;
     Ok(token)
+}
+
+/// Proposes the bootstrap token and writes it to `DATA_DIR/bootstrap-token`. Safe to retry
+/// with the same token: a retry after an earlier attempt committed finds its own hash.
+async fn store_bootstrap_token(
+    raft: &RaftNode,
+    data_dir: &Path,
+    token: &str,
+) -> anyhow::Result<()> {
+    let hash = auth::token_hash(token);
+    let written = raft
+        .write(Command::CreateToken {
+            name: BOOTSTRAP_TOKEN_NAME.into(),
+            hash: hash.clone(),
+            at: Timestamp::now(),
+        })
+        .await;
+    match written {
+        Ok(_) => {}
+        Err(WriteError::Rejected(ApplyError::NameTaken { .. }))
+            if raft.reader().token_by_hash(&hash)?.is_some() => {}
+        Err(e) => return Err(e).context("storing the bootstrap admin token"),
+    }
+    write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), token)
 }
 
 /// Writes `content` to a new file readable by its owner only.

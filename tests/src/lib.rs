@@ -2,6 +2,8 @@
 //! process on 127.0.0.1 ports it picks, with its own `HOME` and data dir, and waits on
 //! conditions with deadlines.
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

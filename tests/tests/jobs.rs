@@ -274,7 +274,10 @@ fn metrics_report_jobs_runs_raft_and_agents() {
         "windflow_agents_connected 1",
         "windflow_raft_is_leader 1",
     ] {
-        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        assert!(
+            text.lines().any(|l| l.trim() == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
     assert!(text.contains("windflow_raft_term "), "{text}");
     assert!(text.contains("windflow_raft_last_applied_index "), "{text}");

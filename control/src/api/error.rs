@@ -74,10 +74,11 @@ impl From<WriteError> for ApiError {
                 };
                 ApiError::new(status, code, rejected.to_string())
             }
-            WriteError::NotLeader { .. } => ApiError::new(
+            // Writes are forwarded to the leader, so this means no leader is known now.
+            not_leader @ WriteError::NotLeader { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not_leader",
-                "this server is not the raft leader; retry on another server",
+                "no_leader",
+                format!("{not_leader}; the cluster may be electing one, retry shortly"),
             ),
             other => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -11,12 +11,19 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: this server knows a raft leader, so it can take writes.
+/// A leader that has not heard from a quorum for this long cannot commit.
+const QUORUM_ACK_MAX_AGE_MS: u64 = 3_000;
+
+/// `GET /readyz`: this server can take writes: it leads with a quorum that answered within
+/// the last few seconds, or it follows a leader it knows.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    let leader = state.raft.metrics().borrow().current_leader;
-    match leader {
-        Some(_) => (StatusCode::OK, "ready"),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no raft leader"),
+    let m = state.raft.metrics().borrow().clone();
+    let leading = m.current_leader == Some(state.raft.id());
+    match (leading, m.current_leader, m.millis_since_quorum_ack) {
+        (true, _, Some(age)) if age <= QUORUM_ACK_MAX_AGE_MS => (StatusCode::OK, "ready"),
+        (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "leader without a quorum"),
+        (false, Some(_), _) => (StatusCode::OK, "ready"),
+        (false, None, _) => (StatusCode::SERVICE_UNAVAILABLE, "no raft leader"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the UI. [`app`] builds the whole router, so tests drive it with `oneshot`.
 
 mod body;
+mod cluster;
 mod contexts;
 mod error;
 mod health;
@@ -10,7 +11,7 @@ mod nodes;
 mod runs;
 mod ui;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub sessions: Sessions,
     pub outputs: RunOutputs,
     pub metrics: Arc<Metrics>,
+    /// Names of the servers this one knows, by raft ID.
+    pub server_names: Arc<BTreeMap<windflow_raft::ServerId, String>>,
 }
 
 /// The whole HTTP surface of a server.
@@ -51,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/output", get(runs::output))
         .route("/contexts/{id}", get(contexts::show))
         .route("/nodes", get(nodes::list))
+        .route("/cluster/members", get(cluster::members))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -11,7 +11,8 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat, RunCommand,
+    ClusterCommand, Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat,
+    RunCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -46,6 +47,34 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cluster(ClusterCommand::Members) => {
+            let members: Vec<Value> = client.get("/v1/cluster/members").await?;
+            if output == OutputFormat::Json {
+                out.json(&members)?;
+            } else {
+                let mut t = Table::new(vec![
+                    "NAME", "ID", "ADDRESS", "ROLE", "LEADER", "MATCHED", "LAG",
+                ]);
+                for m in &members {
+                    let leader = if m["leader"] == Value::Bool(true) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    t.row(vec![
+                        text(&m["name"]),
+                        text(&m["id"]),
+                        text(&m["address"]),
+                        text(&m["role"]),
+                        leader.into(),
+                        text(&m["matched_index"]),
+                        text(&m["lag"]),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {
@@ -71,7 +100,7 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Server(_) | Command::Dev(_) => bail!("not a client command"),
+        Command::Server(_) | Command::Dev(_) | Command::Ca(_) => bail!("not a client command"),
     }
 }
 

@@ -58,6 +58,28 @@ pub enum Command {
     /// Look at the agent hosts.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The cluster's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// The servers of the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the raft members: role, leader, replication lag.
+    Members,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the cluster CA once, for servers started with `--ca-dir`.
+    Init {
+        /// Where to keep ca.crt and ca.key (the key is created 0600).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +103,14 @@ pub struct ServerArgs {
     pub http_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7481", env = "WINDFLOW_QUIC_ADDR")]
     pub quic_addr: SocketAddr,
+    /// The initial servers of the cluster, NAME=HOST:PORT (QUIC), comma-separated,
+    /// this one included. Without it the server forms a cluster of one.
+    #[arg(long, env = "WINDFLOW_PEERS")]
+    pub peers: Option<String>,
+    /// The cluster CA made by `windflow ca init`, shared by every server of the set
+    /// [default: DATA_DIR/ca, created on first start]
+    #[arg(long, env = "WINDFLOW_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -195,6 +225,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.name = args.name;
             config.http_addr = args.http_addr;
             config.quic_addr = args.quic_addr;
+            config.peers = match &args.peers {
+                Some(list) => crate::cluster::parse_peers(list)?,
+                None => Vec::new(),
+            };
+            config.shared_ca_dir = args.ca_dir;
             let server = crate::server::start(config).await?;
             if let Some(token) = &server.new_admin_token {
                 println!(
@@ -231,6 +266,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.quic_addr = args.quic_addr;
             crate::dev::run(config, temp.is_some()).await?;
             drop(temp);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(CaCommand::Init { dir }) => {
+            let ca = windflow_certs::ClusterCa::create(&dir)?;
+            println!("Created the cluster CA in {}", dir.display());
+            println!("  fingerprint (SHA-256): {}", ca.fingerprint_sha256());
+            println!(
+                "Start every server of the cluster with `--ca-dir {}`.",
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         other => commands::run(other, cli.addr, cli.token, cli.output).await,

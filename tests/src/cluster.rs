@@ -1,0 +1,210 @@
+//! Several `windflow server` processes forming one cluster from a static member list, each
+//! on 127.0.0.1 ports picked for it, sharing a CA made with `windflow ca init`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tempfile::TempDir;
+
+use crate::{
+    START_DEADLINE, free_tcp_addr, free_udp_addr, http_json, http_status, wait_for, windflow_bin,
+};
+
+/// One server process of a [`Cluster`].
+pub struct Server {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    /// What the server has logged, across its starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+/// A cluster of `windflow server` processes.
+pub struct Cluster {
+    pub root: TempDir,
+    pub servers: Vec<Server>,
+    peers: String,
+    ca_dir: PathBuf,
+}
+
+impl Cluster {
+    /// Creates the CA, starts `n` servers named s1…sN, and waits until the cluster has
+    /// stored its bootstrap token and every server is ready.
+    pub fn start(n: usize) -> anyhow::Result<Self> {
+        let root = tempfile::tempdir()?;
+        let ca_dir = root.path().join("ca");
+        let out = Command::new(windflow_bin())
+            .args(["ca", "init", "--dir"])
+            .arg(&ca_dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let servers: Vec<Server> = (1..=n)
+            .map(|i| Server {
+                name: format!("s{i}"),
+                data_dir: root.path().join(format!("s{i}")),
+                http_addr: free_tcp_addr(),
+                quic_addr: free_udp_addr(),
+                child: None,
+            })
+            .collect();
+        let peers = servers
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.quic_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            root,
+            servers,
+            peers,
+            ca_dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let s = &mut self.servers[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(s.log_path())?;
+        let child = Command::new(windflow_bin())
+            .args(["server", "--name", &s.name, "--data-dir"])
+            .arg(&s.data_dir)
+            .args([
+                "--http-addr",
+                &s.http_addr.to_string(),
+                "--quic-addr",
+                &s.quic_addr.to_string(),
+            ])
+            .args(["--peers", &self.peers, "--ca-dir"])
+            .arg(&self.ca_dir)
+            .env("HOME", self.root.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", s.name))?;
+        s.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the bootstrap token exists and every running server is ready.
+    pub fn wait_ready(&self) -> anyhow::Result<()> {
+        wait_for("the cluster to be ready", START_DEADLINE, || {
+            let token = self.token_file().exists();
+            let ready = self
+                .servers
+                .iter()
+                .filter(|s| s.is_running())
+                .all(|s| http_status(s.http_addr, "/readyz").ok() == Some(200));
+            (token && ready).then_some(())
+        })
+        .with_context(|| self.logs())
+    }
+
+    fn token_file(&self) -> PathBuf {
+        // s1 sorts first, so it is the server that initialises the set.
+        self.servers[0].data_dir.join("bootstrap-token")
+    }
+
+    /// The bootstrap admin token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// The index of the server that says it is leader, if exactly one running server does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.servers[i].is_running())
+            .filter(|&i| {
+                http_json(self.servers[i].http_addr, "GET", "/metrics", None, None).is_ok_and(
+                    |(_, body)| {
+                        body.as_str()
+                            .is_some_and(|m| m.contains("windflow_raft_is_leader 1"))
+                    },
+                )
+            })
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    pub fn wait_for_leader(&self, deadline: Duration) -> anyhow::Result<usize> {
+        wait_for("one leader", deadline, || self.leader()).with_context(|| self.logs())
+    }
+
+    /// Kills server `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops server `i` with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            let exited = wait_for("a server to exit", Duration::from_secs(30), || {
+                child.try_wait().ok().flatten()
+            });
+            if exited.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            exited?;
+        }
+        Ok(())
+    }
+
+    /// Starts server `i` again on its data dir and addresses.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)
+    }
+
+    /// Every server's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("--- {} ---\n{}", s.name, s.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
