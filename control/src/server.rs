@@ -40,6 +40,16 @@ pub struct ServerConfig {
     /// A shared CA directory (`windflow ca init`); by default the CA lives in `DATA_DIR/ca`
     /// and is created on first start.
     pub shared_ca_dir: Option<PathBuf>,
+    pub start: Start,
+}
+
+/// How a server takes its place in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Form the cluster of `peers` (or of itself alone), or rejoin the one it formed.
+    Form,
+    /// Wait to be added to a running cluster (`windflow cluster join`).
+    Join,
 }
 
 impl ServerConfig {
@@ -52,6 +62,7 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_secs(5),
             peers: Vec::new(),
             shared_ca_dir: None,
+            start: Start::Form,
         }
     }
 
@@ -168,14 +179,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )
     .await
     .context("opening the raft store")?;
-    let initialized = if cluster.initialiser {
+    // A joining server waits to be added; it never initialises or waits for a leader here.
+    let forming = config.start == Start::Form;
+    let initialized = if forming && cluster.initialiser {
         raft.initialize_if_new(cluster.members.clone()).await?
     } else {
         false
     };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let new_admin_token = if cluster.members.len() == 1 {
+    let new_admin_token = if forming && cluster.members.len() == 1 {
         raft.wait_for_leader(Duration::from_secs(30))
             .await
             .context("waiting for a raft leader")?;

@@ -19,6 +19,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
+    /// Started with `--join` (waits to be added) instead of `--peers`.
+    pub joins: bool,
     child: Option<Child>,
 }
 
@@ -66,6 +68,7 @@ impl Cluster {
                 data_dir: root.path().join(format!("s{i}")),
                 http_addr: free_tcp_addr(),
                 quic_addr: free_udp_addr(),
+                joins: false,
                 child: None,
             })
             .collect();
@@ -102,7 +105,12 @@ impl Cluster {
                 "--quic-addr",
                 &s.quic_addr.to_string(),
             ])
-            .args(["--peers", &self.peers, "--ca-dir"])
+            .args(if s.joins {
+                vec!["--join"]
+            } else {
+                vec!["--peers", self.peers.as_str()]
+            })
+            .arg("--ca-dir")
             .arg(&self.ca_dir)
             .env("HOME", self.root.path())
             .stdin(Stdio::null())
@@ -184,6 +192,25 @@ impl Cluster {
             exited?;
         }
         Ok(())
+    }
+
+    /// Starts a new server with `--join`, not yet a member; returns its index.
+    pub fn start_joining(&mut self, name: &str) -> anyhow::Result<usize> {
+        self.servers.push(Server {
+            name: name.into(),
+            data_dir: self.root.path().join(name),
+            http_addr: free_tcp_addr(),
+            quic_addr: free_udp_addr(),
+            joins: true,
+            child: None,
+        });
+        let i = self.servers.len() - 1;
+        self.spawn(i)?;
+        let addr = self.servers[i].http_addr;
+        wait_for("the joining server to serve HTTP", START_DEADLINE, || {
+            (http_status(addr, "/healthz").ok() == Some(200)).then_some(())
+        })?;
+        Ok(i)
     }
 
     /// Starts server `i` again on its data dir and addresses.

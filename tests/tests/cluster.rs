@@ -159,3 +159,108 @@ fn a_full_stop_and_start_keeps_state_and_term() {
     };
     assert_eq!(next, "J51", "IDs continue after a full restart");
 }
+
+fn members(cluster: &Cluster, i: usize, token: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http_json(
+        cluster.servers[i].http_addr,
+        "GET",
+        "/v1/cluster/members",
+        Some(token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+#[test]
+fn a_server_joins_as_learner_then_voter_and_another_leaves() {
+    let mut cluster = Cluster::start(3).unwrap();
+    let token = cluster.token();
+    let mut target = 0;
+    let ids: BTreeSet<String> = (0..30)
+        .filter_map(
+            |i| match create(&cluster, &token, &format!("before-join-{i}"), &mut target) {
+                Outcome::Acknowledged(id) => Some(id),
+                Outcome::AlreadyThere => None,
+            },
+        )
+        .collect();
+
+    let s4 = cluster.start_joining("s4").unwrap();
+    let (status, _) = http_json(
+        cluster.servers[s4].http_addr,
+        "GET",
+        "/v1/jobs",
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        status, 401,
+        "a server not yet joined has no state, not even the token"
+    );
+    let join =
+        json!({"name": "s4", "address": cluster.servers[s4].quic_addr.to_string()}).to_string();
+    let (status, answer) = http_json(
+        cluster.servers[1].http_addr,
+        "POST",
+        "/v1/cluster/members",
+        Some(&token),
+        Some(&join),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}\n{}", cluster.logs());
+    let (status, again) = http_json(
+        cluster.servers[0].http_addr,
+        "POST",
+        "/v1/cluster/members",
+        Some(&token),
+        Some(&join),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("already_member"))
+    );
+
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    let voters = |ms: &[serde_json::Value]| ms.iter().filter(|m| m["role"] == "voter").count();
+    assert_eq!(voters(&members(&cluster, leader, &token)), 4);
+    wait_for(
+        "s4 to hold the cluster's jobs",
+        Duration::from_secs(30),
+        || job_ids(&cluster, s4, &token).filter(|got| got.is_superset(&ids)),
+    )
+    .unwrap();
+
+    // s2 leaves (through s4, to show any member takes the change); s1, s3, s4 go on.
+    let (status, body) = http_json(
+        cluster.servers[s4].http_addr,
+        "DELETE",
+        "/v1/cluster/members/s2",
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}\n{}", cluster.logs());
+    cluster.stop(1).unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    let after = members(&cluster, leader, &token);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|m| m["name"] != "s2"));
+    let mut target = s4;
+    assert!(matches!(
+        create(&cluster, &token, "after-the-change", &mut target),
+        Outcome::Acknowledged(_)
+    ));
+    let (status, _) = http_json(
+        cluster.servers[0].http_addr,
+        "DELETE",
+        "/v1/cluster/members/nobody",
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+}

@@ -1,13 +1,18 @@
-//! `/v1/cluster/members`: the raft members as this server sees them.
+//! `/v1/cluster/members`: the raft members as this server sees them, joins and removals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::Serialize;
-use windflow_raft::{MemberRole, ServerId};
+use windflow_raft::{MemberRole, RaftNodeError, ServerId};
 
+use super::body::Fields;
 use super::{ApiError, AppState, read_barrier};
+use crate::cluster::server_id;
 
 /// One member of the raft group.
 #[derive(Debug, Serialize)]
@@ -57,4 +62,105 @@ pub async fn members(
         })
         .collect();
     Ok(Json(views))
+}
+
+fn membership_error(e: RaftNodeError) -> ApiError {
+    match e {
+        RaftNodeError::NotLeader { .. } | RaftNodeError::NoLeader(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            format!("{e}; retry shortly"),
+        ),
+        other => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "membership_change_failed",
+            other.to_string(),
+        ),
+    }
+}
+
+/// `POST /v1/cluster/members` with `{"name", "address"}`: adds a server started with
+/// `--join`: first as a learner (returns once it has caught up), then as a voter.
+pub async fn join(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Vec<MemberView>>), ApiError> {
+    let mut f = Fields::parse(&body)?;
+    let name = f.required_str("name")?;
+    let address = f.required_str("address")?;
+    f.finish()?;
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid_field("name", "must not be empty"));
+    }
+    let addr: SocketAddr = address.parse().map_err(|_| {
+        ApiError::invalid_field(
+            "address",
+            format!("`{address}` is not an IP:PORT QUIC address"),
+        )
+    })?;
+    let id = server_id(&name);
+    if state.raft.members().iter().any(|m| m.id == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_member",
+            format!("server `{name}` is already a member"),
+        ));
+    }
+    tracing::info!(%name, id, %addr, "adding a server: learner first");
+    state
+        .raft
+        .add_learner(id, addr.to_string())
+        .await
+        .map_err(membership_error)?;
+    let mut voters: BTreeSet<ServerId> = state
+        .raft
+        .members()
+        .into_iter()
+        .filter(|m| m.role == MemberRole::Voter)
+        .map(|m| m.id)
+        .collect();
+    voters.insert(id);
+    state
+        .raft
+        .change_voters(voters)
+        .await
+        .map_err(membership_error)?;
+    tracing::info!(%name, id, "server is now a voter");
+    let Json(members) = members(State(state), Query(HashMap::new())).await?;
+    Ok((StatusCode::CREATED, Json(members)))
+}
+
+/// `DELETE /v1/cluster/members/{name}` (a server name or raft ID): the server leaves the group.
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let current = state.raft.members();
+    let id = key
+        .parse::<ServerId>()
+        .ok()
+        .filter(|id| current.iter().any(|m| m.id == *id))
+        .unwrap_or_else(|| server_id(&key));
+    if !current.iter().any(|m| m.id == id) {
+        return Err(ApiError::not_found("cluster member", &key));
+    }
+    if current
+        .iter()
+        .filter(|m| m.role == MemberRole::Voter && m.id != id)
+        .count()
+        == 0
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_voter",
+            "cannot remove the last voting member",
+        ));
+    }
+    state
+        .raft
+        .remove_server(id)
+        .await
+        .map_err(membership_error)?;
+    tracing::info!(server = %key, id, "server removed from the cluster");
+    members(State(state), Query(HashMap::new())).await
 }

@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tracing::Instrument;
 use windflow_protocol::Job;
 use windflow_raft::{RaftNode, StateReader};
@@ -54,7 +54,11 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/output", get(runs::output))
         .route("/contexts/{id}", get(contexts::show))
         .route("/nodes", get(nodes::list))
-        .route("/cluster/members", get(cluster::members))
+        .route(
+            "/cluster/members",
+            get(cluster::members).post(cluster::join),
+        )
+        .route("/cluster/members/{name}", delete(cluster::remove))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

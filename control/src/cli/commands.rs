@@ -49,30 +49,20 @@ pub async fn run(
         }
         Command::Cluster(ClusterCommand::Members) => {
             let members: Vec<Value> = client.get("/v1/cluster/members").await?;
-            if output == OutputFormat::Json {
-                out.json(&members)?;
-            } else {
-                let mut t = Table::new(vec![
-                    "NAME", "ID", "ADDRESS", "ROLE", "LEADER", "MATCHED", "LAG",
-                ]);
-                for m in &members {
-                    let leader = if m["leader"] == Value::Bool(true) {
-                        "*"
-                    } else {
-                        ""
-                    };
-                    t.row(vec![
-                        text(&m["name"]),
-                        text(&m["id"]),
-                        text(&m["address"]),
-                        text(&m["role"]),
-                        leader.into(),
-                        text(&m["matched_index"]),
-                        text(&m["lag"]),
-                    ]);
-                }
-                print!("{}", t.render());
-            }
+            print_members(out, &members)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Join { name, address }) => {
+            let body = json!({ "name": name, "address": address });
+            let members: Vec<Value> = client.post("/v1/cluster/members", Some(&body)).await?;
+            print_members(out, &members)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Remove { name }) => {
+            let members: Vec<Value> = client
+                .delete(&format!("/v1/cluster/members/{}", seg(&name)))
+                .await?;
+            print_members(out, &members)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Node(NodeCommand::List) => {
@@ -207,6 +197,33 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
         body.insert("env".into(), env.into());
     }
     Ok(body.into())
+}
+
+fn print_members(out: Printer, members: &[Value]) -> anyhow::Result<()> {
+    if out.0 == OutputFormat::Json {
+        return out.json(members);
+    }
+    let mut t = Table::new(vec![
+        "NAME", "ID", "ADDRESS", "ROLE", "LEADER", "MATCHED", "LAG",
+    ]);
+    for m in members {
+        let leader = if m["leader"] == Value::Bool(true) {
+            "*"
+        } else {
+            ""
+        };
+        t.row(vec![
+            text(&m["name"]),
+            text(&m["id"]),
+            text(&m["address"]),
+            text(&m["role"]),
+            leader.into(),
+            text(&m["matched_index"]),
+            text(&m["lag"]),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
 }
 
 /// A path segment: IDs and names are plain, but keep what a user types from breaking the URL.

@@ -70,6 +70,19 @@ pub enum Command {
 pub enum ClusterCommand {
     /// List the raft members: role, leader, replication lag.
     Members,
+    /// Add a server started with `--join`: learner until it has caught up, then voter.
+    Join {
+        /// The new server's `--name`.
+        name: String,
+        /// Its QUIC address as the other servers reach it.
+        #[arg(long)]
+        address: String,
+    },
+    /// Take a server out of the cluster.
+    Remove {
+        /// The server's name (or raft ID).
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +120,10 @@ pub struct ServerArgs {
     /// this one included. Without it the server forms a cluster of one.
     #[arg(long, env = "WINDFLOW_PEERS")]
     pub peers: Option<String>,
+    /// Join a running cluster instead of forming one: start without initialising and wait
+    /// to be added with `windflow cluster join NAME --address THIS_QUIC_ADDR`.
+    #[arg(long, conflicts_with = "peers")]
+    pub join: bool,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -230,6 +247,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Vec::new(),
             };
             config.shared_ca_dir = args.ca_dir;
+            config.start = if args.join {
+                crate::server::Start::Join
+            } else {
+                crate::server::Start::Form
+            };
             let server = crate::server::start(config).await?;
             if let Some(token) = &server.new_admin_token {
                 println!(
