@@ -321,8 +321,13 @@ async fn store_bootstrap_token(
     write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), token)
 }
 
-/// Writes `content` to a new file readable by its owner only.
+/// Writes `content` and a newline to a file readable by its owner only.
 pub fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    write_secret_bytes(path, format!("{content}\n").as_bytes())
+}
+
+/// Writes `bytes` to a file readable by its owner only.
+pub fn write_secret_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -332,8 +337,7 @@ pub fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(content.as_bytes())?;
-    file.write_all(b"\n")?;
+    file.write_all(bytes)?;
     Ok(())
 }
 

@@ -56,7 +56,13 @@ pub enum Command {
         error: Option<String>,
         at: Timestamp,
     },
+    /// Replaces the whole replicated state with a backup's (see [`crate::backup`]); raft's
+    /// own bookkeeping (last applied, membership) is kept.
+    RestoreState { pairs: Vec<KeyValue> },
 }
+
+/// A key and its value in the state tree.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 impl Command {
     /// A short name for logs and spans.
@@ -70,6 +76,7 @@ impl Command {
             Command::CreateRun { .. } => "create_run",
             Command::RunDispatched { .. } => "run_dispatched",
             Command::RunFinished { .. } => "run_finished",
+            Command::RestoreState { .. } => "restore_state",
         }
     }
 }
@@ -83,6 +90,10 @@ pub enum Applied {
     Node(Node),
     Job(Job),
     Run(Run),
+    /// A backup replaced the state: how many keys it holds now.
+    Restored {
+        keys: u64,
+    },
     /// Entries that carry no command (blank and membership entries).
     Nothing,
 }

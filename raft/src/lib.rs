@@ -5,6 +5,7 @@
 //! tables in one sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle
 //! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
+pub mod backup;
 mod command;
 mod error;
 mod leader;
@@ -15,7 +16,7 @@ mod reader;
 mod state;
 mod state_machine;
 
-pub use command::{Applied, ApplyError, Command, Response, TokenRecord};
+pub use command::{Applied, ApplyError, Command, KeyValue, Response, TokenRecord};
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{QuicNetwork, serve_peer_connection};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};

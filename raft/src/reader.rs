@@ -15,13 +15,24 @@ use crate::{StoreError, decode};
 pub struct StateReader {
     tree: sled::Tree,
     applied: Arc<watch::Sender<u64>>,
+    /// Held while a command's writes are committed, and while a snapshot or a backup copies
+    /// the tree: a sled iterator is not a point-in-time view.
+    commit_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateReader {
+    /// Stops commits while the guard lives.
+    pub(crate) fn commits_paused(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.commit_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(crate) fn new(tree: sled::Tree) -> Self {
         let reader = StateReader {
             tree,
             applied: Arc::new(watch::channel(0).0),
+            commit_lock: Arc::default(),
         };
         // Subscribers start from what is already applied, not from zero.
         reader.notify_applied(reader.last_applied_index().unwrap_or(0));

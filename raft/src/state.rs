@@ -29,6 +29,8 @@ pub(crate) mod key {
     pub const NEXT_RUN: &[u8] = b"counter/run";
     pub const NEXT_NODE: &[u8] = b"counter/node";
     pub const JOB_COUNT: &[u8] = b"count/jobs";
+    /// Raft's bookkeeping, which backups neither carry nor overwrite.
+    pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
     pub const MEMBERSHIP: &[u8] = b"meta/membership";
 
@@ -291,6 +293,20 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.put_run(&r, Some(RunStatus::Pending))?;
             Ok(Applied::Run(r))
         }
+        Command::RestoreState { pairs } => {
+            for entry in p.tree.iter() {
+                let (k, _) = entry?;
+                if !k.starts_with(key::META) {
+                    p.del(k.to_vec());
+                }
+            }
+            let mut keys = 0;
+            for (k, v) in pairs.into_iter().filter(|(k, _)| !k.starts_with(key::META)) {
+                p.put(k, v);
+                keys += 1;
+            }
+            Ok(Applied::Restored { keys })
+        }
         Command::RunFinished {
             run,
             node,
@@ -351,4 +367,4 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
     })
 }
 
-pub(crate) use key::{LAST_APPLIED, MEMBERSHIP};
+pub(crate) use key::{LAST_APPLIED, MEMBERSHIP, META};

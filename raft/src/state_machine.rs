@@ -2,7 +2,6 @@
 //! snapshots (the whole state tree, bincode-encoded).
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -24,10 +23,6 @@ pub struct StateMachine {
     db: sled::Db,
     reader: StateReader,
     snapshots: sled::Tree,
-    /// Held while a command's writes are committed and while a snapshot copies the tree:
-    /// openraft builds snapshots in a task of their own, concurrently with `apply`, and a
-    /// sled iterator is not a point-in-time view.
-    commit_lock: Arc<Mutex<()>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -52,7 +47,6 @@ impl StateMachine {
             db: db.clone(),
             reader,
             snapshots: db.open_tree("raft_snapshot")?,
-            commit_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -64,10 +58,9 @@ impl StateMachine {
         self.reader.tree()
     }
 
-    fn commits_paused(&self) -> MutexGuard<'_, ()> {
-        self.commit_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// openraft builds snapshots in a task of their own, concurrently with `apply`.
+    fn commits_paused(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reader.commits_paused()
     }
 
     /// Keeps `meta` and `data` as the current snapshot, flushed to disk.

@@ -1,6 +1,7 @@
 //! The REST API: `/v1/...` behind a bearer token, plus `/healthz`, `/readyz`, `/metrics`
 //! and the UI. [`app`] builds the whole router, so tests drive it with `oneshot`.
 
+mod backup;
 mod body;
 mod cluster;
 mod contexts;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -59,6 +60,11 @@ pub fn app(state: AppState) -> Router {
             get(cluster::members).post(cluster::join),
         )
         .route("/cluster/members/{name}", delete(cluster::remove))
+        .route("/cluster/snapshot", get(backup::save))
+        .route(
+            "/cluster/restore",
+            post(backup::restore).layer(DefaultBodyLimit::max(backup::MAX_BACKUP_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

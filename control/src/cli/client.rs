@@ -44,23 +44,56 @@ impl Client {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// A `GET` whose answer is a file, not JSON.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let res = self.send(Method::GET, path, Body::None).await?;
+        let status = res.status();
+        let bytes = res.bytes().await.context("reading the response")?;
+        if !status.is_success() {
+            bail!("{} (HTTP {})", error_message(&bytes), status.as_u16());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// A `POST` of a file, answered with JSON.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        decode(self.send(Method::POST, path, Body::Bytes(body)).await?).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<T> {
+        let body = body.map_or(Body::None, Body::Json);
+        decode(self.send(method, path, body).await?).await
+    }
+
+    /// Sends a request to the first server that can be reached.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut last_err = None;
         for url in &self.urls {
             let mut req = self.http.request(method.clone(), format!("{url}{path}"));
             if let Some(token) = &self.token {
                 req = req.bearer_auth(token);
             }
-            if let Some(body) = body {
-                req = req.json(body);
-            }
+            req = match &body {
+                Body::None => req,
+                Body::Json(v) => req.json(v),
+                Body::Bytes(b) => req.body(b.clone()),
+            };
             match req.send().await {
-                Ok(res) => return decode(res).await,
+                Ok(res) => return Ok(res),
                 // Only a server we could not reach is worth trying the next one for.
                 Err(e) if e.is_connect() => {
                     last_err = Some(anyhow!(e).context(format!("cannot reach {url}")))
@@ -79,12 +112,24 @@ async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> anyhow::Result<T
         return serde_json::from_slice(&bytes)
             .context("the server's answer is not the expected JSON");
     }
-    let message = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let message = error_message(&bytes);
     if status == StatusCode::UNAUTHORIZED {
         bail!("{message} (set WINDFLOW_TOKEN, --token, or `token` in ~/.windflow/config)");
     }
     bail!("{message} (HTTP {})", status.as_u16())
+}
+
+/// What a request carries.
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    Bytes(Vec<u8>),
+}
+
+/// The message of an API error body, or the body itself.
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }

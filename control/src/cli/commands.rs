@@ -12,7 +12,7 @@ use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
     ClusterCommand, Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat,
-    RunCommand,
+    RunCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -63,6 +63,30 @@ pub async fn run(
                 .delete(&format!("/v1/cluster/members/{}", seg(&name)))
                 .await?;
             print_members(out, &members)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Save { file })) => {
+            let bytes = client.get_bytes("/v1/cluster/snapshot").await?;
+            crate::server::write_secret_bytes(&file, &bytes)?;
+            println!(
+                "Saved {} bytes of cluster state to {}",
+                bytes.len(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Restore { file })) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let answer: Value = client.post_bytes("/v1/cluster/restore", bytes).await?;
+            match output {
+                OutputFormat::Json => out.json(&answer)?,
+                OutputFormat::Table => println!(
+                    "Restored {} keys of state taken at {}",
+                    text(&answer["restored_keys"]),
+                    text(&answer["taken_at"])
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Node(NodeCommand::List) => {

@@ -83,6 +83,17 @@ pub enum ClusterCommand {
         /// The server's name (or raft ID).
         name: String,
     },
+    /// Back up the replicated state, or restore it into a fresh cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write the whole replicated state to FILE (mode 0600: it holds token hashes).
+    Save { file: PathBuf },
+    /// Replace the state of a cluster that holds no jobs with the one in FILE.
+    Restore { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
