@@ -341,3 +341,68 @@ fn apply_caps_oversized_output_itself() {
     let ctx = f.reader.context(ContextId::Job(job)).unwrap().unwrap();
     assert_eq!((ctx.value.len(), ctx.truncated), (max, true));
 }
+
+#[test]
+fn a_backup_restores_the_state_but_not_raft_bookkeeping() {
+    let source = Fixture::new();
+    source.job("kept");
+    let file = source.reader.backup(Timestamp(9)).unwrap();
+    let backup = crate::backup::Backup::read(&file).unwrap();
+    assert!(!backup.is_empty());
+
+    let target = Fixture::new();
+    target.job("replaced");
+    target
+        .reader
+        .tree()
+        .insert(crate::state::LAST_APPLIED, b"raft's own".to_vec())
+        .unwrap();
+    assert!(matches!(
+        target.apply(backup.into_command()),
+        Ok(Applied::Restored { .. })
+    ));
+    let names: Vec<String> = target
+        .reader
+        .jobs()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.spec.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert!(target.reader.job_by_name("replaced").unwrap().is_none());
+    assert_eq!(
+        target
+            .reader
+            .tree()
+            .get(crate::state::LAST_APPLIED)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"raft's own"
+    );
+    assert_eq!(
+        target.job("next"),
+        JobId(2),
+        "counters come from the backup"
+    );
+}
+
+#[test]
+fn only_backups_of_this_format_are_read() {
+    use crate::backup::{Backup, BackupError};
+    assert_eq!(
+        Backup::read(b"garbage").unwrap_err(),
+        BackupError::NotABackup
+    );
+    assert_eq!(
+        Backup::read(b"WFBACKUP").unwrap_err(),
+        BackupError::NotABackup
+    );
+    let f = Fixture::new();
+    let mut file = f.reader.backup(Timestamp(1)).unwrap();
+    file[8] = 9; // the format, right after the magic (a small varint)
+    assert_eq!(
+        Backup::read(&file).unwrap_err(),
+        BackupError::Format { found: 9 }
+    );
+}
