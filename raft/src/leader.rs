@@ -3,6 +3,7 @@
 //! (on the leader) and for a forwarded one, so both get the same answers.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers};
@@ -49,12 +50,24 @@ fn write_error(e: RaftError<ServerId, ClientWriteError<ServerId, BasicNode>>) ->
     }
 }
 
+/// How long a leader waits for a proposed write to be committed and applied. A leader cut
+/// off from the majority cannot commit, and its caller must hear so rather than hang.
+pub(crate) const WRITE_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 /// Proposes `cmd` here and returns what `apply` answered.
+///
+/// Fails after [`WRITE_COMMIT_WAIT`] if it was not committed by then; the proposal stays
+/// in this server's log and is applied later only if this server regains a majority
+/// before another leader overwrites it.
 pub(crate) async fn write(raft: &Raft, cmd: Command) -> Result<Response, ForwardError> {
-    raft.client_write(cmd)
-        .await
-        .map(|r| r.data)
-        .map_err(write_error)
+    match tokio::time::timeout(WRITE_COMMIT_WAIT, raft.client_write(cmd)).await {
+        Ok(r) => r.map(|r| r.data).map_err(write_error),
+        Err(_) => Err(ForwardError::Raft(format!(
+            "the leader did not commit the write within {WRITE_COMMIT_WAIT:?}: it cannot \
+             reach a majority of the servers (a partition, or servers down); the write was \
+             not acknowledged and is applied only if this leader regains a majority"
+        ))),
+    }
 }
 
 /// Confirms this server still leads (a quorum round) and returns the index every

@@ -18,7 +18,7 @@ mod state_machine;
 
 pub use command::{Applied, ApplyError, Command, KeyValue, Response, TokenRecord};
 pub use error::{RaftNodeError, StoreError, WriteError};
-pub use network::{QuicNetwork, serve_peer_connection};
+pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
 pub use openraft::BasicNode;
 pub use reader::StateReader;

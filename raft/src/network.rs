@@ -10,6 +10,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
 use serde::{Deserialize, Serialize};
 use windflow_certs::wire::{WireError, read_frame, write_frame};
 use windflow_protocol::codec;
@@ -79,6 +82,53 @@ pub(crate) enum LinkError {
     Address(String),
     #[error("the peer answered a different RPC")]
     Mismatch,
+    #[error("server {0} is cut off by an injected fault")]
+    Blocked(ServerId),
+}
+
+/// Injected network faults, for partition tests: the peers this server is cut off from.
+///
+/// It exists for fault tests. A blocked peer is cut both ways: RPCs to it (openraft's and
+/// forwarded client requests) fail as unreachable without dialing, and RPCs from it (known
+/// by its certificate name, `server-<name>`) are dropped unanswered. By default nothing is
+/// blocked, and a check costs one uncontended lock read. Clones share the same set.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Blocked peers: server ID → certificate name (without `server-`).
+    blocked: Arc<RwLock<BTreeMap<ServerId, String>>>,
+}
+
+impl Faults {
+    /// Cuts this server off from server `id`, whose certificate names it `server-<name>`.
+    pub fn block(&self, id: ServerId, name: impl Into<String>) {
+        self.write().insert(id, name.into());
+    }
+
+    /// Restores the link to server `id`.
+    pub fn unblock(&self, id: ServerId) {
+        self.write().remove(&id);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.write().clear();
+    }
+
+    /// Whether RPCs to server `id` are cut.
+    pub fn blocks(&self, id: ServerId) -> bool {
+        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
+        !blocked.is_empty() && blocked.contains_key(&id)
+    }
+
+    /// Whether RPCs from the server whose certificate names it `server-<name>` are cut.
+    pub fn blocks_name(&self, name: &str) -> bool {
+        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
+        !blocked.is_empty() && blocked.values().any(|n| n == name)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ServerId, String>> {
+        self.blocked.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub(crate) async fn read_one<T: serde::de::DeserializeOwned>(
@@ -92,6 +142,7 @@ pub(crate) async fn read_one<T: serde::de::DeserializeOwned>(
 pub struct QuicNetwork {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
+    faults: Faults,
 }
 
 impl QuicNetwork {
@@ -100,6 +151,23 @@ impl QuicNetwork {
         QuicNetwork {
             endpoint,
             client_config,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The fault-injection handle this network consults (nothing blocked unless a test
+    /// blocks it). It exists for fault tests: pass it to
+    /// [`serve_peer_connection_with_faults`] to cut incoming RPCs as well.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Fails when an injected fault cuts this server off from `id`.
+    pub(crate) fn check_reachable(&self, id: ServerId) -> Result<(), LinkError> {
+        if self.faults.blocks(id) {
+            Err(LinkError::Blocked(id))
+        } else {
+            Ok(())
         }
     }
 
@@ -164,6 +232,7 @@ impl PeerLink {
     }
 
     async fn call(&mut self, req: &PeerRequest) -> Result<PeerResponse, LinkError> {
+        self.network.check_reachable(self.target)?;
         let conn = self.connection().await?;
         let result = rpc(&conn, req).await;
         if result.is_err() {
@@ -174,9 +243,10 @@ impl PeerLink {
 
     fn failure<E: std::error::Error>(&self, e: LinkError) -> RPCError<ServerId, BasicNode, E> {
         match e {
-            LinkError::Connect(_) | LinkError::Connection(_) | LinkError::Address(_) => {
-                RPCError::Unreachable(Unreachable::new(&e))
-            }
+            LinkError::Connect(_)
+            | LinkError::Connection(_)
+            | LinkError::Address(_)
+            | LinkError::Blocked(_) => RPCError::Unreachable(Unreachable::new(&e)),
             other => RPCError::Network(NetworkError::new(&other)),
         }
     }
@@ -243,14 +313,24 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 /// peer whose certificate is not a server's (`server-<name>`) is closed before any RPC
 /// is read.
 pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
-    match windflow_certs::peer_identity(&conn) {
-        Ok(windflow_certs::PeerIdentity::Server(_)) => {}
+    serve_peer_connection_with_faults(raft, conn, Faults::default()).await;
+}
+
+/// [`serve_peer_connection`], dropping unanswered every RPC from a peer that `faults`
+/// blocks (for fault tests; see [`QuicNetwork::faults`]).
+pub async fn serve_peer_connection_with_faults(
+    raft: Raft,
+    conn: quinn::Connection,
+    faults: Faults,
+) {
+    let peer = match windflow_certs::peer_identity(&conn) {
+        Ok(windflow_certs::PeerIdentity::Server(name)) => name,
         other => {
             tracing::warn!(remote = %conn.remote_address(), identity = ?other, "refused a raft peer that is not a server");
             conn.close(2u32.into(), b"raft peers must be servers");
             return;
         }
-    }
+    };
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -259,6 +339,12 @@ pub async fn serve_peer_connection(raft: Raft, conn: quinn::Connection) {
                 return;
             }
         };
+        if faults.blocks_name(&peer) {
+            // Cut off by an injected fault: the RPC is dropped, as a partition would.
+            let _ = send.reset(0u32.into());
+            let _ = recv.stop(0u32.into());
+            continue;
+        }
         let raft = raft.clone();
         tokio::spawn(async move {
             let request = match read_one::<PeerRequest>(&mut recv).await {
@@ -359,6 +445,20 @@ mod tests {
             PeerResponse::Membership(Err(ForwardError::Raft(m))) => assert_eq!(m, "x"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn faults_block_a_peer_both_ways_until_healed() {
+        let faults = Faults::default();
+        assert!(!faults.blocks(2) && !faults.blocks_name("s2"));
+        let shared = faults.clone();
+        shared.block(2, "s2");
+        shared.block(3, "s3");
+        assert!(faults.blocks(2) && faults.blocks_name("s2") && !faults.blocks(1));
+        faults.unblock(2);
+        assert!(!faults.blocks(2) && !faults.blocks_name("s2") && faults.blocks(3));
+        faults.heal();
+        assert!(!shared.blocks(3) && !shared.blocks_name("s3"));
     }
 
     #[test]

@@ -175,7 +175,8 @@ impl RaftNode {
     /// `NotLeader` comes back only when no leader became known within a short wait (an
     /// election is under way), or the servers kept naming other leaders. A forwarded write
     /// whose answer is lost (the leader died mid-request) fails with `Raft` and is not
-    /// retried: it may have been applied.
+    /// retried: it may have been applied. So does a write the leader could not commit
+    /// within 5 s (a leader cut off from the majority cannot commit at all).
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<Applied, WriteError> {
         let response = self
@@ -372,6 +373,10 @@ impl RaftNode {
                 "forwarding to the leader (server {id} at {addr}): {e}"
             ))
         };
+        self.inner
+            .network
+            .check_reachable(id)
+            .map_err(unreachable)?;
         let cached = self
             .inner
             .peers
@@ -420,6 +425,13 @@ impl RaftNode {
         metrics
             .current_leader
             .ok_or(RaftNodeError::NoLeader(timeout))
+    }
+
+    /// The fault-injection handle of this server's raft network (see
+    /// [`QuicNetwork::faults`]); it exists for fault tests. Blocking a peer here cuts
+    /// openraft's RPCs and forwarded requests to it.
+    pub fn faults(&self) -> &crate::Faults {
+        self.inner.network.faults()
     }
 
     pub fn reader(&self) -> &StateReader {

@@ -18,9 +18,21 @@ pub struct StateReader {
     /// Held while a command's writes are committed, and while a snapshot or a backup copies
     /// the tree: a sled iterator is not a point-in-time view.
     commit_lock: Arc<std::sync::Mutex<()>>,
+    /// Snapshots built or installed by this server since it started.
+    snapshots: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateReader {
+    pub(crate) fn count_snapshot(&self) {
+        self.snapshots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Snapshots this server has built or installed since it started.
+    pub fn snapshots_total(&self) -> u64 {
+        self.snapshots.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops commits while the guard lives.
     pub(crate) fn commits_paused(&self) -> std::sync::MutexGuard<'_, ()> {
         self.commit_lock
@@ -33,6 +45,7 @@ impl StateReader {
             tree,
             applied: Arc::new(watch::channel(0).0),
             commit_lock: Arc::default(),
+            snapshots: Arc::default(),
         };
         // Subscribers start from what is already applied, not from zero.
         reader.notify_applied(reader.last_applied_index().unwrap_or(0));

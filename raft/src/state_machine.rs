@@ -134,6 +134,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.save_snapshot(&meta, data.clone())
             .await
             .map_err(sm_write)?;
+        self.reader.count_snapshot();
         tracing::info!(bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -255,6 +256,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(l) = meta.last_log_id {
             self.reader.notify_applied(l.index);
         }
+        self.reader.count_snapshot();
+        tracing::info!("snapshot installed");
         Ok(())
     }
 

@@ -5,164 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::task::{JoinHandle, JoinSet};
 use windflow_certs::{ClusterCa, TlsIdentity};
 use windflow_protocol::messages::ALPN_RAFT;
 use windflow_protocol::{JobId, NodeId, Timestamp};
 mod common;
 
+use common::{SNAPSHOT_AFTER, Server, WAIT, applied, leader_among, three_servers};
+
 use windflow_raft::{
-    Applied, ApplyError, BasicNode, Command, MemberInfo, MemberRole, QuicNetwork, RaftConfig,
-    RaftNode, ServerId, WriteError,
+    Applied, ApplyError, BasicNode, Command, MemberInfo, MemberRole, RaftNode, ServerId, WriteError,
 };
-
-const WAIT: Duration = Duration::from_secs(30);
-const SNAPSHOT_AFTER: u64 = 40;
-
-struct Server {
-    id: ServerId,
-    dir: PathBuf,
-    endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
-    addr: SocketAddr,
-    node: Option<RaftNode>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn bind(id: ServerId, root: &Path, ca: &ClusterCa) -> Server {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let identity = TlsIdentity {
-            ca_pem: ca.cert_pem().into(),
-            cert: ca
-                .issue_server(&format!("s{id}"), &[], &[loopback])
-                .unwrap(),
-        };
-        let server = windflow_certs::quinn_server_config(&identity, &[ALPN_RAFT]).unwrap();
-        let client = windflow_certs::quinn_client_config(&identity, ALPN_RAFT).unwrap();
-        let mut endpoint = quinn::Endpoint::server(server, SocketAddr::new(loopback, 0)).unwrap();
-        endpoint.set_default_client_config(client.clone());
-        let addr = endpoint.local_addr().unwrap();
-        Server {
-            id,
-            dir: root.join(format!("s{id}")),
-            endpoint,
-            client,
-            addr,
-            node: None,
-            accept: None,
-        }
-    }
-
-    /// Opens the raft node on this server's data dir and serves peers with it.
-    async fn start(&mut self) {
-        let config = RaftConfig {
-            id: self.id,
-            data_dir: self.dir.clone(),
-            advertise_addr: self.addr.to_string(),
-            snapshot_after_logs: SNAPSHOT_AFTER,
-        };
-        let network = QuicNetwork::new(self.endpoint.clone(), self.client.clone());
-        let node = RaftNode::open(config, network).await.unwrap();
-        let raft = node.raft().clone();
-        let endpoint = self.endpoint.clone();
-        // Connections are served inside the accept task, so aborting it drops them all.
-        self.accept = Some(tokio::spawn(async move {
-            let mut peers = JoinSet::new();
-            while let Some(incoming) = endpoint.accept().await {
-                let raft = raft.clone();
-                peers.spawn(async move {
-                    if let Ok(conn) = incoming.await {
-                        windflow_raft::serve_peer_connection(raft, conn).await;
-                    }
-                });
-            }
-        }));
-        self.node = Some(node);
-    }
-
-    async fn stop(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            accept.abort();
-            let _ = accept.await;
-        }
-        if let Some(node) = self.node.take() {
-            node.shutdown().await.unwrap();
-        }
-    }
-
-    fn node(&self) -> &RaftNode {
-        self.node.as_ref().expect("server is running")
-    }
-}
-
-/// Waits until `node` has applied at least `index`.
-async fn applied(node: &RaftNode, index: u64) {
-    let mut rx = node.reader().subscribe();
-    tokio::time::timeout(WAIT, rx.wait_for(|i| *i >= index))
-        .await
-        .expect("applied in time")
-        .unwrap();
-}
-
-/// Waits until every server in `servers` names the same leader, and that leader is one of
-/// them. (openraft's default leader ids are (term, node), so a brief leader can still be
-/// superseded in the same term: agreement is what is waited for, not a first sighting.)
-async fn leader_among(servers: &[&Server]) -> ServerId {
-    let agreed = tokio::time::timeout(WAIT, async {
-        loop {
-            let leaders: Vec<Option<ServerId>> = servers
-                .iter()
-                .map(|s| s.node().metrics().borrow().current_leader)
-                .collect();
-            if let Some(Some(l)) = leaders.first() {
-                let leads = servers.iter().any(|s| s.id == *l && s.node().is_leader());
-                if leads && leaders.iter().all(|x| *x == Some(*l)) {
-                    return *l;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    match agreed {
-        Ok(leader) => leader,
-        Err(_) => {
-            for s in servers {
-                let m = s.node().metrics().borrow().clone();
-                eprintln!(
-                    "server {}: {:?} vote {} leader {:?} last log {:?}",
-                    s.id, m.state, m.vote, m.current_leader, m.last_log_index
-                );
-            }
-            panic!("the servers did not agree on a leader within {WAIT:?}");
-        }
-    }
-}
-
-async fn three_servers(root: &Path) -> Vec<Server> {
-    let ca = ClusterCa::create(&root.join("ca")).unwrap();
-    let mut servers: Vec<Server> = (1..=3).map(|id| Server::bind(id, root, &ca)).collect();
-    let members: BTreeMap<ServerId, BasicNode> = servers
-        .iter()
-        .map(|s| (s.id, BasicNode::new(s.addr.to_string())))
-        .collect();
-    for s in &mut servers {
-        s.start().await;
-    }
-    // Every server calls it on every start, as the real server does.
-    let mut initialized = 0;
-    for s in &servers {
-        if s.node().initialize_if_new(members.clone()).await.unwrap() {
-            initialized += 1;
-        }
-    }
-    assert!(initialized >= 1);
-    servers
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_elect_replicate_and_survive_the_loss_of_the_leader() {
