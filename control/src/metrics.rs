@@ -108,6 +108,32 @@ impl Collector for StateCollector {
             "Whether this server is the raft leader (1) or not (0).",
             i64::from(m.current_leader == Some(self.raft.id())),
         )?;
+        for (name, help, value) in [
+            (
+                "windflow_raft_last_log_index",
+                "The last index in this server's raft log.",
+                m.last_log_index,
+            ),
+            (
+                "windflow_raft_snapshot_index",
+                "The log index of this server's last snapshot.",
+                m.snapshot.map(|l| l.index),
+            ),
+            (
+                "windflow_raft_purged_index",
+                "The log index this server's log is purged up to.",
+                m.purged.map(|l| l.index),
+            ),
+        ] {
+            gauge(&mut encoder, name, help, value.unwrap_or(0) as i64)?;
+        }
+        let metric = encoder.encode_descriptor(
+            "windflow_raft_snapshots",
+            "Snapshots this server has built or installed since it started.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.raft.reader().snapshots_total()).encode(metric)?;
         gauge(
             &mut encoder,
             "windflow_agents_connected",

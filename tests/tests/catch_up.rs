@@ -1,0 +1,124 @@
+//! A fourth server joins a cluster holding 100,000 log entries' worth of state, after the
+//! others have snapshotted and purged their logs, and catches up through a snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use windflow_tests::cluster::Cluster;
+use windflow_tests::{http_json, wait_for};
+
+const JOBS: usize = 100_000;
+const WRITERS: usize = 16;
+
+fn metric(cluster: &Cluster, i: usize, name: &str) -> Option<u64> {
+    let (_, body) = http_json(cluster.servers[i].http_addr, "GET", "/metrics", None, None).ok()?;
+    let prefix = format!("{name} ");
+    body.as_str()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes `JOBS` jobs with keep-alive connections spread over the servers.
+async fn load(urls: Vec<String>, token: String) {
+    windflow_certs::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(WRITERS)
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (client, next, token, url) = (
+                client.clone(),
+                next.clone(),
+                token.clone(),
+                urls[w % urls.len()].clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= JOBS {
+                        return;
+                    }
+                    let res = client
+                        .post(format!("{url}/v1/jobs"))
+                        .bearer_auth(&token)
+                        .json(&json!({"name": format!("bulk-{i}"), "command": "true"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        res.status().as_u16(),
+                        201,
+                        "job {i}: {}",
+                        res.text().await.unwrap_or_default()
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
+#[test]
+fn a_new_server_catches_up_from_a_snapshot_of_100k_entries() {
+    let mut cluster = Cluster::start(3).unwrap();
+    let token = cluster.token();
+    let urls: Vec<String> = cluster
+        .servers
+        .iter()
+        .map(|s| format!("http://{}", s.http_addr))
+        .collect();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(load(urls, token.clone()));
+
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    let last_log = metric(&cluster, leader, "windflow_raft_last_log_index").unwrap();
+    assert!(last_log >= JOBS as u64, "only {last_log} entries");
+    // Every server has snapshotted and purged its log well past what a newcomer would need.
+    for i in 0..3 {
+        wait_for("a purged log", Duration::from_secs(60), || {
+            metric(&cluster, i, "windflow_raft_purged_index").filter(|p| *p > 50_000)
+        })
+        .unwrap();
+    }
+
+    let s4 = cluster.start_joining("s4").unwrap();
+    let join =
+        json!({"name": "s4", "address": cluster.servers[s4].quic_addr.to_string()}).to_string();
+    let (status, answer) = http_json(
+        cluster.servers[leader].http_addr,
+        "POST",
+        "/v1/cluster/members",
+        Some(&token),
+        Some(&join),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{answer}\n{}", cluster.logs());
+    assert!(
+        metric(&cluster, s4, "windflow_raft_snapshots_total").unwrap_or(0) >= 1,
+        "s4 installed no snapshot"
+    );
+    wait_for("s4 to hold every job", Duration::from_secs(60), || {
+        metric(&cluster, s4, "windflow_jobs").filter(|n| *n == JOBS as u64)
+    })
+    .unwrap();
+    let (status, job) = http_json(
+        cluster.servers[s4].http_addr,
+        "GET",
+        "/v1/jobs/bulk-99999",
+        Some(&token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (status, job["spec"]["name"].as_str()),
+        (200, Some("bulk-99999"))
+    );
+}
