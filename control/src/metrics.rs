@@ -8,7 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use windflow_protocol::RunStatus;
 use windflow_raft::RaftNode;
 
@@ -22,6 +22,19 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(raft: RaftNode, sessions: Sessions) -> Arc<Self> {
         let mut registry = Registry::default();
+        let timings = raft.reader().timings().clone();
+        registry.register_with_unit(
+            "windflow_raft_commit_latency",
+            "From a write's proposal to apply's answer on this server: commit by a quorum, then apply.",
+            Unit::Seconds,
+            timings.commit,
+        );
+        registry.register_with_unit(
+            "windflow_raft_apply_latency",
+            "Applying one committed entry to this server's state machine, its disk batch included.",
+            Unit::Seconds,
+            timings.apply,
+        );
         registry.register_collector(Box::new(StateCollector { raft, sessions }));
         Arc::new(Metrics { registry })
     }

@@ -15,6 +15,7 @@ mod node;
 mod reader;
 mod state;
 mod state_machine;
+mod timings;
 
 pub use command::{Applied, ApplyError, Command, KeyValue, Response, TokenRecord};
 pub use error::{RaftNodeError, StoreError, WriteError};
@@ -22,6 +23,7 @@ pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connect
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
 pub use openraft::BasicNode;
 pub use reader::StateReader;
+pub use timings::RaftTimings;
 
 /// A server's ID in the raft group.
 pub type ServerId = u64;

@@ -179,6 +179,7 @@ impl RaftNode {
     /// within 5 s (a leader cut off from the majority cannot commit at all).
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<Applied, WriteError> {
+        let started = std::time::Instant::now();
         let response = self
             .on_leader(
                 |raft| {
@@ -192,6 +193,12 @@ impl RaftNode {
                 },
             )
             .await?;
+        // Refused or not, the command was committed and applied.
+        self.inner
+            .reader
+            .timings()
+            .commit
+            .observe(started.elapsed().as_secs_f64());
         Ok(response?)
     }
 

@@ -20,12 +20,18 @@ pub struct StateReader {
     commit_lock: Arc<std::sync::Mutex<()>>,
     /// Snapshots built or installed by this server since it started.
     snapshots: Arc<std::sync::atomic::AtomicU64>,
+    timings: crate::timings::RaftTimings,
 }
 
 impl StateReader {
     pub(crate) fn count_snapshot(&self) {
         self.snapshots
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Commit and apply latencies on this server.
+    pub fn timings(&self) -> &crate::timings::RaftTimings {
+        &self.timings
     }
 
     /// Snapshots this server has built or installed since it started.
@@ -46,6 +52,7 @@ impl StateReader {
             applied: Arc::new(watch::channel(0).0),
             commit_lock: Arc::default(),
             snapshots: Arc::default(),
+            timings: Default::default(),
         };
         // Subscribers start from what is already applied, not from zero.
         reader.notify_applied(reader.last_applied_index().unwrap_or(0));

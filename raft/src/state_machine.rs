@@ -179,6 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let span = tracing::debug_span!("raft_apply", index = entry.log_id.index);
             let _guard = span.enter();
+            let started = std::time::Instant::now();
             let mut pending = Pending::new(self.tree());
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(Applied::Nothing),
@@ -205,6 +206,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 pending.commit().map_err(sm_write)?;
             }
             last_index = Some(entry.log_id.index);
+            self.reader
+                .timings()
+                .apply
+                .observe(started.elapsed().as_secs_f64());
             responses.push(response);
         }
         if let Some(index) = last_index {

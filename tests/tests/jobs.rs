@@ -280,5 +280,15 @@ fn metrics_report_jobs_runs_raft_and_agents() {
         );
     }
     assert!(text.contains("windflow_raft_term "), "{text}");
+    for histogram in [
+        "windflow_raft_commit_latency_seconds_count",
+        "windflow_raft_apply_latency_seconds_count",
+    ] {
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(histogram).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {histogram} in:\n{text}"));
+        assert!(count >= 3, "{histogram} counted {count}");
+    }
     assert!(text.contains("windflow_raft_last_applied_index "), "{text}");
 }
