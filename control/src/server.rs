@@ -41,6 +41,8 @@ pub struct ServerConfig {
     /// and is created on first start.
     pub shared_ca_dir: Option<PathBuf>,
     pub start: Start,
+    /// Serve `PUT /v1/debug/faults`, which cuts raft links: for partition tests only.
+    pub fault_injection: bool,
 }
 
 /// How a server takes its place in a cluster.
@@ -63,6 +65,7 @@ impl ServerConfig {
             peers: Vec::new(),
             shared_ca_dir: None,
             start: Start::Form,
+            fault_injection: false,
         }
     }
 
@@ -229,6 +232,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         outputs,
         metrics: Metrics::new(raft.clone(), sessions.clone()),
         server_names: Arc::new(server_names(&config)),
+        fault_injection: config.fault_injection,
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

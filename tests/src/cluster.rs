@@ -45,12 +45,19 @@ pub struct Cluster {
     pub servers: Vec<Server>,
     peers: String,
     ca_dir: PathBuf,
+    /// Flags every server of this cluster gets.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Creates the CA, starts `n` servers named s1…sN, and waits until the cluster has
     /// stored its bootstrap token and every server is ready.
     pub fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra flags for every server (e.g. `--fault-injection`).
+    pub fn start_with(n: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
         let root = tempfile::tempdir()?;
         let ca_dir = root.path().join("ca");
         let out = Command::new(windflow_bin())
@@ -77,11 +84,13 @@ impl Cluster {
             .map(|s| format!("{}={}", s.name, s.quic_addr))
             .collect::<Vec<_>>()
             .join(",");
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut cluster = Cluster {
             root,
             servers,
             peers,
             ca_dir,
+            extra_args,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -112,6 +121,7 @@ impl Cluster {
             })
             .arg("--ca-dir")
             .arg(&self.ca_dir)
+            .args(&self.extra_args)
             .env("HOME", self.root.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -90,6 +90,27 @@ impl Fields {
         }
     }
 
+    pub fn required_string_list(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
+        match self.take(name) {
+            None => Err(ApiError::invalid_field(name, "is required")),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(ApiError::invalid_field(
+                        &format!("{name}[{i}]"),
+                        format!("must be a string, not {}", kind(&other)),
+                    )),
+                })
+                .collect(),
+            Some(other) => Err(ApiError::invalid_field(
+                name,
+                format!("must be an array of strings, not {}", kind(&other)),
+            )),
+        }
+    }
+
     /// Refuses what is left: fields this endpoint does not take.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.map.is_empty() {

@@ -6,6 +6,7 @@ mod body;
 mod cluster;
 mod contexts;
 mod error;
+mod faults;
 mod health;
 mod jobs;
 mod nodes;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tracing::Instrument;
 use windflow_protocol::Job;
 use windflow_raft::{RaftNode, StateReader};
@@ -42,11 +43,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Names of the servers this one knows, by raft ID.
     pub server_names: Arc<BTreeMap<windflow_raft::ServerId, String>>,
+    /// Whether `PUT /v1/debug/faults` exists (`windflow server --fault-injection`).
+    pub fault_injection: bool,
 }
 
 /// The whole HTTP surface of a server.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new()
+    let mut v1 = Router::new();
+    if state.fault_injection {
+        v1 = v1.route("/debug/faults", put(faults::set));
+    }
+    let v1 = v1
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::show).delete(jobs::delete))
         .route("/jobs/{id}/run", post(jobs::run))

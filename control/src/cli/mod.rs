@@ -135,6 +135,9 @@ pub struct ServerArgs {
     /// to be added with `windflow cluster join NAME --address THIS_QUIC_ADDR`.
     #[arg(long, conflicts_with = "peers")]
     pub join: bool,
+    /// Serve PUT /v1/debug/faults, which cuts raft links (partition tests only).
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -258,6 +261,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Vec::new(),
             };
             config.shared_ca_dir = args.ca_dir;
+            config.fault_injection = args.fault_injection;
             config.start = if args.join {
                 crate::server::Start::Join
             } else {

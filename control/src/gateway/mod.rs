@@ -65,7 +65,7 @@ impl Gateway {
                     Some(a) if a == ALPN_RAFT => {
                         tokio::select! {
                             _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
-                            _ = windflow_raft::serve_peer_connection(gateway.raft.raft().clone(), conn.clone()) => {}
+                            _ = windflow_raft::serve_peer_connection_with_faults(gateway.raft.raft().clone(), conn.clone(), gateway.raft.faults().clone()) => {}
                         }
                     }
                     _ => conn.close(1u32.into(), b"unsupported ALPN"),
