@@ -406,3 +406,39 @@ fn only_backups_of_this_format_are_read() {
         BackupError::Format { found: 9 }
     );
 }
+
+#[test]
+fn a_batch_applies_in_order_and_answers_each_command() {
+    let f = Fixture::new();
+    let batch = Command::Batch(vec![
+        Command::CreateJob {
+            spec: spec("a"),
+            at: Timestamp(1),
+        },
+        Command::CreateJob {
+            spec: spec("a"),
+            at: Timestamp(1),
+        },
+        // Sees the job created two commands before, though nothing is committed yet.
+        Command::CreateRun {
+            job: JobId(1),
+            at: Timestamp(2),
+        },
+        Command::DeleteJob {
+            job: JobId(1),
+            at: Timestamp(3),
+        },
+    ]);
+    let Ok(Applied::Batch(answers)) = f.apply(batch) else {
+        panic!()
+    };
+    assert!(matches!(&answers[0], Ok(Applied::Job(j)) if j.id == JobId(1)));
+    assert!(matches!(&answers[1], Err(ApplyError::NameTaken { .. })));
+    assert!(matches!(&answers[2], Ok(Applied::Run(r)) if r.job == JobId(1)));
+    assert!(matches!(&answers[3], Err(ApplyError::NotBatchable { .. })));
+    assert!(
+        f.reader.job(JobId(1)).unwrap().is_some(),
+        "the refused delete changed nothing"
+    );
+    assert_eq!(f.count(RunStatus::Pending), 1);
+}

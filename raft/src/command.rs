@@ -56,6 +56,9 @@ pub enum Command {
         error: Option<String>,
         at: Timestamp,
     },
+    /// Several commands in one entry, applied in order in one atomic batch (see
+    /// [`crate::batch`]). Only [`Command::batchable`] commands go in one.
+    Batch(Vec<Command>),
     /// Replaces the whole replicated state with a backup's (see [`crate::backup`]); raft's
     /// own bookkeeping (last applied, membership) is kept.
     RestoreState { pairs: Vec<KeyValue> },
@@ -65,6 +68,15 @@ pub enum Command {
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 impl Command {
+    /// Whether the command may share an entry with others. Apply's scans read committed
+    /// state, not the batch's pending writes, so commands that scan go alone.
+    pub fn batchable(&self) -> bool {
+        !matches!(
+            self,
+            Command::DeleteJob { .. } | Command::RestoreState { .. } | Command::Batch(_)
+        )
+    }
+
     /// A short name for logs and spans.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -77,6 +89,7 @@ impl Command {
             Command::RunDispatched { .. } => "run_dispatched",
             Command::RunFinished { .. } => "run_finished",
             Command::RestoreState { .. } => "restore_state",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -90,6 +103,8 @@ pub enum Applied {
     Node(Node),
     Job(Job),
     Run(Run),
+    /// A batch's answers, one per command, in order.
+    Batch(Vec<Response>),
     /// A backup replaced the state: how many keys it holds now.
     Restored {
         keys: u64,
@@ -111,6 +126,8 @@ pub enum ApplyError {
         from: String,
         to: String,
     },
+    #[error("a `{kind}` command cannot be part of a batch")]
+    NotBatchable { kind: String },
 }
 
 impl ApplyError {

@@ -50,3 +50,16 @@ fn not_leader_message(leader: &Option<(ServerId, String)>) -> String {
         None => "no raft leader is known (an election may be under way); retry shortly".into(),
     }
 }
+
+impl WriteError {
+    /// The same error for another waiter of one failed proposal.
+    pub(crate) fn duplicate(&self) -> WriteError {
+        match self {
+            WriteError::Rejected(e) => WriteError::Rejected(e.clone()),
+            WriteError::NotLeader { leader } => WriteError::NotLeader {
+                leader: leader.clone(),
+            },
+            WriteError::Raft(e) => WriteError::Raft(e.clone()),
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
 pub mod backup;
+mod batch;
 mod command;
 mod error;
 mod leader;

@@ -68,7 +68,7 @@ pub struct RaftNode {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     id: ServerId,
     raft: Raft,
     reader: StateReader,
@@ -76,6 +76,8 @@ struct Inner {
     network: QuicNetwork,
     /// Connections to the leaders this server forwarded to, by address.
     peers: Mutex<HashMap<String, quinn::Connection>>,
+    /// Where batchable writes queue for [`crate::batch`].
+    batcher: tokio::sync::mpsc::Sender<crate::batch::Queued>,
 }
 
 /// Where a request for the leader goes.
@@ -136,13 +138,14 @@ impl RaftNode {
         .await
         .map_err(|e| RaftNodeError::Raft(e.to_string()))?;
         Ok(RaftNode {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|weak| Inner {
                 id: config.id,
                 raft,
                 reader,
                 db,
                 network,
                 peers: Mutex::new(HashMap::new()),
+                batcher: crate::batch::spawn(weak.clone()),
             }),
         })
     }
@@ -177,9 +180,45 @@ impl RaftNode {
     /// whose answer is lost (the leader died mid-request) fails with `Raft` and is not
     /// retried: it may have been applied. So does a write the leader could not commit
     /// within 5 s (a leader cut off from the majority cannot commit at all).
+    ///
+    /// Writes that arrive together share one raft entry (see [`crate::batch`]); each gets
+    /// its own answer.
     #[tracing::instrument(level = "debug", skip_all, fields(command = cmd.kind()))]
     pub async fn write(&self, cmd: Command) -> Result<Applied, WriteError> {
         let started = std::time::Instant::now();
+        let answer = if cmd.batchable() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.inner
+                .batcher
+                .send(crate::batch::Queued { cmd, reply })
+                .await
+                .map_err(|_| WriteError::Raft("the node is shutting down".into()))?;
+            answer
+                .await
+                .map_err(|_| WriteError::Raft("the node is shutting down".into()))?
+        } else {
+            self.propose(cmd).await
+        };
+        // Refused or not, a command that got an answer was committed and applied.
+        if !matches!(
+            answer,
+            Err(WriteError::NotLeader { .. } | WriteError::Raft(_))
+        ) {
+            self.inner
+                .reader
+                .timings()
+                .commit
+                .observe(started.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        RaftNode { inner }
+    }
+
+    /// Proposes one entry (a command or a batch) through the leader.
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<Applied, WriteError> {
         let response = self
             .on_leader(
                 |raft| {
@@ -193,12 +232,6 @@ impl RaftNode {
                 },
             )
             .await?;
-        // Refused or not, the command was committed and applied.
-        self.inner
-            .reader
-            .timings()
-            .commit
-            .observe(started.elapsed().as_secs_f64());
         Ok(response?)
     }
 

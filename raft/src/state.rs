@@ -293,6 +293,21 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.put_run(&r, Some(RunStatus::Pending))?;
             Ok(Applied::Run(r))
         }
+        Command::Batch(cmds) => {
+            let mut responses = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                // A batch is built from batchable commands only; anything else is refused
+                // whole rather than applied against a half-written view.
+                if !cmd.batchable() {
+                    responses.push(Err(ApplyError::NotBatchable {
+                        kind: cmd.kind().into(),
+                    }));
+                    continue;
+                }
+                responses.push(apply(p, cmd)?);
+            }
+            Ok(Applied::Batch(responses))
+        }
         Command::RestoreState { pairs } => {
             for entry in p.tree.iter() {
                 let (k, _) = entry?;

@@ -70,3 +70,38 @@ async fn snapshots_compact_the_log_and_restore_on_restart() {
     assert_eq!(common::write_job(&node, "next").await, JobId(201));
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_share_entries_and_each_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _) = common::single_server(dir.path(), 10_000).await;
+    let before = node.metrics().borrow().last_log_index.unwrap_or(0);
+    let writers: Vec<_> = (0..64)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move { common::write_job(&node, &format!("w{i}")).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for w in writers {
+        ids.insert(w.await.unwrap());
+    }
+    assert_eq!(
+        ids,
+        (1..=64).map(JobId).collect(),
+        "64 writes, 64 distinct answers"
+    );
+    let entries = node.metrics().borrow().last_log_index.unwrap_or(0) - before;
+    assert!(
+        entries < 64,
+        "64 concurrent writes took {entries} entries: nothing was batched"
+    );
+    // A refusal inside a batch reaches its own writer only.
+    let (a, b) = tokio::join!(
+        node.write(common::create_job("w1")),
+        node.write(common::create_job("fresh"))
+    );
+    assert!(matches!(a, Err(windflow_raft::WriteError::Rejected(_))));
+    assert!(matches!(b, Ok(windflow_raft::Applied::Job(_))));
+    node.shutdown().await.unwrap();
+}
