@@ -179,7 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<ServerId>) -> Result<(), StorageError<ServerId>> {
         // Record the purge point first: a crash between the two steps leaves extra
         // entries, never a hole.
-        self.meta_put(LAST_PURGED, &Some(log_id))
+        self.meta_put(LAST_PURGED, &log_id)
             .await
             .map_err(write_err)?;
         let mut batch = sled::Batch::default();

@@ -1,5 +1,6 @@
-//! A fourth server joins a cluster holding 100,000 log entries' worth of state, after the
-//! others have snapshotted and purged their logs, and catches up through a snapshot.
+//! A fourth server joins a cluster holding 100,000 log entries' worth of state (100,000
+//! jobs; concurrent writers share entries, so the log itself is shorter), after the others
+//! have snapshotted and purged their logs, and catches up through a snapshot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,12 +80,12 @@ fn a_new_server_catches_up_from_a_snapshot_of_100k_entries() {
         .block_on(load(urls, token.clone()));
 
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    assert_eq!(metric(&cluster, leader, "windflow_jobs"), Some(JOBS as u64));
     let last_log = metric(&cluster, leader, "windflow_raft_last_log_index").unwrap();
-    assert!(last_log >= JOBS as u64, "only {last_log} entries");
-    // Every server has snapshotted and purged its log well past what a newcomer would need.
+    // Every server has snapshotted and purged most of its log: a newcomer cannot replay it.
     for i in 0..3 {
         wait_for("a purged log", Duration::from_secs(60), || {
-            metric(&cluster, i, "windflow_raft_purged_index").filter(|p| *p > 50_000)
+            metric(&cluster, i, "windflow_raft_purged_index").filter(|p| *p > last_log / 2)
         })
         .unwrap();
     }
