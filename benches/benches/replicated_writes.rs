@@ -1,0 +1,814 @@
+//! Replicated writes, Windflow against etcd, same run, same machine.
+//!
+//! Starts 3 `windflow server` processes and a 3-member etcd cluster (the `etcd` on `PATH`),
+//! all on 127.0.0.1 with their data on the same disk and fsync on (the defaults of both),
+//! then drives each with the same closed-loop workload: N clients, each a task doing
+//! sequential writes of a 256-byte value over its own keep-alive HTTP/1.1 connection, for a
+//! fixed time per concurrency level. Clients are spread round-robin over the 3 members for
+//! both systems (followers forward to the leader in both). Then failover: kill -9 the
+//! leader and time until the first acknowledged write on a survivor.
+//!
+//! `cargo bench -p windflow-benches --bench replicated_writes`
+//!
+//! Environment: `BENCH_SECS` (seconds per level, default 10), `BENCH_CLIENTS` (default
+//! `1,16,256`), `BENCH_FAILOVER_ROUNDS` (default 10, 0 to skip), `WINDFLOW_BIN` (default
+//! `target/release/windflow`, built if missing), `ETCD_BIN` (default `etcd`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const VALUE_LEN: usize = 256;
+const START_DEADLINE: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() {
+    // reqwest is built with rustls-no-provider; the bench speaks plain HTTP, but building a
+    // client still wants a default provider.
+    windflow_certs::install_crypto_provider();
+    let secs: u64 = env_or("BENCH_SECS", 10);
+    let rounds: usize = env_or("BENCH_FAILOVER_ROUNDS", 10);
+    let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,16,256".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_CLIENTS: comma-separated numbers")
+        })
+        .collect();
+    let duration = Duration::from_secs(secs);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    // Data on the workspace's disk (not a tmpfs), so fsync means something.
+    let root = tempfile::Builder::new()
+        .prefix("replicated-writes-")
+        .tempdir_in(target_dir())
+        .expect("temp dir");
+
+    let windflow_bin = windflow_bin();
+    let etcd_bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let etcd_version = Command::new(&etcd_bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_owned())
+        });
+
+    let mut results: Vec<(String, usize, Stats)> = Vec::new();
+    let mut failovers: Vec<(String, Vec<Duration>)> = Vec::new();
+
+    // Both clusters run for the whole bench and the levels alternate between them, so
+    // load from anything else on the machine falls on both alike.
+    eprintln!("starting 3 windflow servers ({})", windflow_bin.display());
+    let wf = Windflow::start(&windflow_bin, &root.path().join("windflow"));
+    let wf_target = Target::Windflow {
+        addrs: wf.http.clone(),
+        token: Arc::new(wf.token.clone()),
+    };
+    let etcd = match &etcd_version {
+        None => {
+            eprintln!("etcd not found ({etcd_bin}): measuring Windflow alone");
+            None
+        }
+        Some(v) => {
+            eprintln!("starting 3 etcd members ({v})");
+            Some(Etcd::start(&etcd_bin, &root.path().join("etcd")))
+        }
+    };
+    let load_before = loadavg();
+    for &n in &levels {
+        let s = rt.block_on(run_level(&wf_target, n, duration, &format!("w{n}")));
+        eprintln!("windflow {n:>3} clients: {s}");
+        results.push(("Windflow".into(), n, s));
+        if let Some(etcd) = &etcd {
+            let target = Target::Etcd {
+                addrs: etcd.client.clone(),
+            };
+            let s = rt.block_on(run_level(&target, n, duration, &format!("e{n}")));
+            eprintln!("etcd     {n:>3} clients: {s}");
+            results.push(("etcd".into(), n, s));
+        }
+    }
+    let load_after = loadavg();
+    drop(etcd);
+    drop(wf);
+    // Failover on fresh clusters: a Windflow member killed after the log has been
+    // snapshotted and purged does not start again here ("opening the raft store: ... try
+    // to get log at index ... but got None"), so the rounds run before any snapshot.
+    if rounds > 0 {
+        let mut wf = Windflow::start(&windflow_bin, &root.path().join("windflow-failover"));
+        failovers.push(("Windflow".into(), failover(&rt, &mut wf, rounds)));
+        drop(wf);
+        if etcd_version.is_some() {
+            let mut etcd = Etcd::start(&etcd_bin, &root.path().join("etcd-failover"));
+            failovers.push(("etcd".into(), failover(&rt, &mut etcd, rounds)));
+        }
+    }
+    eprintln!("load average before the runs: {load_before}; after: {load_after}");
+
+    print_report(
+        &results,
+        &failovers,
+        secs,
+        etcd_version.as_deref().unwrap_or("not run"),
+    );
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The release `windflow` binary, built if it is not there.
+fn windflow_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WINDFLOW_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = target_dir().join("release/windflow");
+    if !bin.exists() {
+        eprintln!("building {}", bin.display());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "windflow-control",
+                "--bin",
+                "windflow",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building windflow failed");
+    }
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a TCP port")
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("binding a UDP port")
+        .port()
+}
+
+fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    try_wait_until(deadline, &mut check)
+        .unwrap_or_else(|()| panic!("timed out waiting for {what}"));
+}
+
+fn try_wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() >= deadline {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a log file.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A blocking one-shot HTTP/1.1 request: status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// Child processes, killed (SIGKILL) and reaped when dropped, also on panic.
+struct Procs {
+    children: Vec<Option<Child>>,
+}
+
+impl Procs {
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
+}
+
+/// A cluster the failover round can kill a leader of and restart.
+trait Cluster {
+    fn leader(&self) -> Option<usize>;
+    fn kill(&mut self, i: usize);
+    fn restart(&mut self, i: usize);
+    /// Waits until every member is up and a leader is known.
+    fn wait_healthy(&self);
+    /// The write target made of every member but `i`.
+    fn survivors(&self, i: usize) -> Target;
+}
+
+struct Windflow {
+    dir: PathBuf,
+    bin: PathBuf,
+    http: Vec<SocketAddr>,
+    quic: Vec<SocketAddr>,
+    token: String,
+    procs: Procs,
+}
+
+impl Windflow {
+    fn start(bin: &Path, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("windflow dir");
+        let out = Command::new(bin)
+            .args(["ca", "init", "--dir"])
+            .arg(dir.join("ca"))
+            .output()
+            .expect("windflow ca init");
+        assert!(out.status.success(), "ca init: {out:?}");
+        let http: Vec<SocketAddr> = (0..3)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        let quic: Vec<SocketAddr> = (0..3)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_udp_port())))
+            .collect();
+        let mut wf = Windflow {
+            dir: dir.to_owned(),
+            bin: bin.to_owned(),
+            http,
+            quic,
+            token: String::new(),
+            procs: Procs {
+                children: vec![None, None, None],
+            },
+        };
+        for i in 0..3 {
+            wf.restart(i);
+        }
+        let token_file = dir.join("s1/bootstrap-token");
+        wait_until("the windflow bootstrap token", START_DEADLINE, || {
+            token_file.exists()
+        });
+        wf.token = std::fs::read_to_string(&token_file)
+            .expect("token")
+            .trim()
+            .to_owned();
+        wf.wait_healthy();
+        wf
+    }
+}
+
+impl Cluster for Windflow {
+    fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| self.procs.children[i].is_some())
+            .filter(|&i| {
+                http(self.http[i], "GET", "/metrics", "").is_some_and(|(_, m)| {
+                    m.lines().any(|l| l.trim() == "windflow_raft_is_leader 1")
+                })
+            })
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.procs.kill(i);
+    }
+
+    fn restart(&mut self, i: usize) {
+        let peers = (0..3)
+            .map(|j| format!("s{}={}", j + 1, self.quic[j]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let name = format!("s{}", i + 1);
+        let child = spawn_logged(
+            Command::new(&self.bin)
+                .args(["server", "--name", &name, "--data-dir"])
+                .arg(self.dir.join(&name))
+                .args(["--http-addr", &self.http[i].to_string()])
+                .args(["--quic-addr", &self.quic[i].to_string()])
+                .args(["--peers", &peers, "--ca-dir"])
+                .arg(self.dir.join("ca"))
+                .env("HOME", &self.dir),
+            &self.dir.join(format!("{name}.log")),
+        );
+        self.procs.children[i] = Some(child);
+    }
+
+    fn wait_healthy(&self) {
+        let ready = |a: SocketAddr| http(a, "GET", "/readyz", "").map(|(c, _)| c);
+        let ok = try_wait_until(START_DEADLINE, || {
+            self.http.iter().all(|&a| ready(a) == Some(200)) && self.leader().is_some()
+        });
+        if ok.is_err() {
+            for i in 0..3 {
+                let name = format!("s{}", i + 1);
+                eprintln!(
+                    "--- {name}: /readyz {:?}, running {} ---\n{}",
+                    ready(self.http[i]),
+                    self.procs.children[i].is_some(),
+                    log_tail(&self.dir.join(format!("{name}.log")), 30)
+                );
+            }
+            panic!("timed out waiting for windflow ready with a leader");
+        }
+    }
+
+    fn survivors(&self, i: usize) -> Target {
+        Target::Windflow {
+            addrs: (0..3).filter(|&j| j != i).map(|j| self.http[j]).collect(),
+            token: Arc::new(self.token.clone()),
+        }
+    }
+}
+
+struct Etcd {
+    bin: String,
+    dir: PathBuf,
+    client: Vec<SocketAddr>,
+    peer: Vec<SocketAddr>,
+    procs: Procs,
+}
+
+impl Etcd {
+    fn start(bin: &str, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("etcd dir");
+        let mut etcd = Etcd {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            client: (0..3)
+                .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+                .collect(),
+            peer: (0..3)
+                .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+                .collect(),
+            procs: Procs {
+                children: vec![None, None, None],
+            },
+        };
+        for i in 0..3 {
+            etcd.restart(i);
+        }
+        etcd.wait_healthy();
+        etcd
+    }
+}
+
+impl Cluster for Etcd {
+    fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| self.procs.children[i].is_some())
+            .filter(|&i| {
+                http(self.client[i], "POST", "/v3/maintenance/status", "{}").is_some_and(
+                    |(c, body)| {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                        c == 200
+                            && v["leader"].as_str().is_some()
+                            && v["leader"] == v["header"]["member_id"]
+                    },
+                )
+            })
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.procs.kill(i);
+    }
+
+    fn restart(&mut self, i: usize) {
+        let cluster = (0..3)
+            .map(|j| format!("e{}=http://{}", j + 1, self.peer[j]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let name = format!("e{}", i + 1);
+        let client = format!("http://{}", self.client[i]);
+        let peer = format!("http://{}", self.peer[i]);
+        let child = spawn_logged(
+            Command::new(&self.bin)
+                .args(["--name", &name, "--data-dir"])
+                .arg(self.dir.join(&name))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "windflow-bench"])
+                // No metrics listener on a fixed port, no v2 emulation.
+                .args(["--log-level", "warn"]),
+            &self.dir.join(format!("{name}.log")),
+        );
+        self.procs.children[i] = Some(child);
+    }
+
+    fn wait_healthy(&self) {
+        wait_until("etcd healthy with a leader", START_DEADLINE, || {
+            self.client.iter().all(|&a| {
+                http(a, "GET", "/health", "").is_some_and(|(c, b)| c == 200 && b.contains("true"))
+            }) && self.leader().is_some()
+        });
+    }
+
+    fn survivors(&self, i: usize) -> Target {
+        Target::Etcd {
+            addrs: (0..3).filter(|&j| j != i).map(|j| self.client[j]).collect(),
+        }
+    }
+}
+
+/// Where writes go and how they are spelled.
+#[derive(Clone)]
+enum Target {
+    Windflow {
+        addrs: Vec<SocketAddr>,
+        token: Arc<String>,
+    },
+    Etcd {
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+impl Target {
+    fn addrs(&self) -> &[SocketAddr] {
+        match self {
+            Target::Windflow { addrs, .. } | Target::Etcd { addrs } => addrs,
+        }
+    }
+
+    /// One write of a 256-byte value under the unique `key`; true if acknowledged.
+    async fn write(&self, client: &reqwest::Client, addr: SocketAddr, key: &str) -> bool {
+        let value = value_for(key);
+        let req = match self {
+            Target::Windflow { token, .. } => client
+                .post(format!("http://{addr}/v1/jobs"))
+                .bearer_auth(token.as_str())
+                .json(&serde_json::json!({ "name": key, "command": value })),
+            Target::Etcd { .. } => {
+                client
+                    .post(format!("http://{addr}/v3/kv/put"))
+                    .json(&serde_json::json!({
+                        "key": base64(key.as_bytes()),
+                        "value": base64(value.as_bytes()),
+                    }))
+            }
+        };
+        match req.send().await {
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                // Read the body so the connection goes back to the pool.
+                let _ = resp.bytes().await;
+                ok
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// A 256-byte shell command that differs per key.
+fn value_for(key: &str) -> String {
+    let mut v = format!("echo {key} ");
+    while v.len() < VALUE_LEN {
+        v.push('x');
+    }
+    v.truncate(VALUE_LEN);
+    v
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if k <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One connection per client: a client of its own with at most one idle connection.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .expect("reqwest client")
+}
+
+struct Stats {
+    ok: usize,
+    errors: usize,
+    secs: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} writes/s, p50 {}, p99 {}, {} ok, {} errors",
+            self.rate(),
+            fmt_dur(self.p50),
+            fmt_dur(self.p99),
+            self.ok,
+            self.errors
+        )
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1e6 {
+        format!("{:.2} s", us / 1e6)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+/// `n` clients, each writing sequentially for `duration` after a one-second warm-up whose
+/// writes are not counted.
+async fn run_level(target: &Target, n: usize, duration: Duration, prefix: &str) -> Stats {
+    let warmup = Duration::from_secs(1);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(n);
+    for c in 0..n {
+        let target = target.clone();
+        let addr = target.addrs()[c % target.addrs().len()];
+        let prefix = format!("{prefix}-c{c}");
+        tasks.push(tokio::spawn(async move {
+            let client = http_client();
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut seq = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                seq += 1;
+                let ok = target
+                    .write(&client, addr, &format!("{prefix}-{seq}"))
+                    .await;
+                let t1 = Instant::now();
+                if t0 >= measure_from && t1 <= end {
+                    if ok {
+                        lat.push(t1 - t0);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.expect("client task");
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_unstable();
+    Stats {
+        ok: all.len(),
+        errors,
+        secs: duration.as_secs_f64(),
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+/// Kill -9 the leader, then time until the first write acknowledged by a survivor; a new
+/// attempt starts every 10 ms, alternating survivors, so one request stuck on a member
+/// without a leader does not hide an earlier success. The killed member is restarted and
+/// the cluster is healthy again before the next round.
+fn failover(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut impl Cluster,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        cluster.wait_healthy();
+        // Let a restarted member catch up before it may be killed again.
+        std::thread::sleep(Duration::from_secs(1));
+        let leader = loop {
+            if let Some(l) = cluster.leader() {
+                break l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let target = cluster.survivors(leader);
+        let client = rt.block_on(async { http_client() });
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let took = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut attempt = 0usize;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tokio::select! {
+                    done = rx.recv() => break done.expect("sender kept"),
+                    _ = tick.tick() => {
+                        assert!(killed.elapsed() < START_DEADLINE, "no write acknowledged after failover");
+                        let addrs = target.addrs();
+                        let addr = addrs[attempt % addrs.len()];
+                        let key = format!("failover-{round}-{attempt}");
+                        attempt += 1;
+                        let (target, client, tx) = (target.clone(), client.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            if target.write(&client, addr, &key).await {
+                                let _ = tx.send(killed.elapsed());
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        eprintln!("failover round {}: {}", round + 1, fmt_dur(took));
+        times.push(took);
+        cluster.restart(leader);
+    }
+    cluster.wait_healthy();
+    times
+}
+
+fn print_report(
+    results: &[(String, usize, Stats)],
+    failovers: &[(String, Vec<Duration>)],
+    secs: u64,
+    etcd_version: &str,
+) {
+    let find = |sys: &str, n: usize| {
+        results
+            .iter()
+            .find(|(s, c, _)| s == sys && *c == n)
+            .map(|(_, _, st)| st)
+    };
+    let mut levels: Vec<usize> = Vec::new();
+    for (_, n, _) in results {
+        if !levels.contains(n) {
+            levels.push(*n);
+        }
+    }
+    println!();
+    println!(
+        "Replicated writes, 256-byte values, {secs} s per level, 3 members each on 127.0.0.1, \
+         clients round-robin over the 3 members; etcd: {etcd_version}"
+    );
+    println!();
+    println!(
+        "| clients | Windflow writes/s | Windflow p50 | Windflow p99 | etcd writes/s | etcd p50 | \
+         etcd p99 | writes/s Windflow/etcd | p99 Windflow/etcd |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for n in levels {
+        let w = find("Windflow", n);
+        let e = find("etcd", n);
+        let cells = |s: Option<&Stats>| match s {
+            Some(s) => {
+                let errs = if s.errors > 0 {
+                    format!(" ({} errors)", s.errors)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{:.0}{errs} | {} | {}",
+                    s.rate(),
+                    fmt_dur(s.p50),
+                    fmt_dur(s.p99)
+                )
+            }
+            None => "– | – | –".into(),
+        };
+        let ratios = match (w, e) {
+            (Some(w), Some(e)) if e.ok > 0 && e.p99 > Duration::ZERO => format!(
+                "{:.2}× | {:.2}×",
+                w.rate() / e.rate(),
+                w.p99.as_secs_f64() / e.p99.as_secs_f64()
+            ),
+            _ => "– | –".into(),
+        };
+        println!("| {n} | {} | {} | {ratios} |", cells(w), cells(e));
+    }
+    if !failovers.is_empty() {
+        println!();
+        println!(
+            "| failover (kill -9 leader → first acknowledged write) | rounds | median | max |"
+        );
+        println!("|---|---|---|---|");
+        for (sys, times) in failovers {
+            let mut t = times.clone();
+            t.sort_unstable();
+            let median = if t.is_empty() {
+                Duration::ZERO
+            } else if t.len() % 2 == 1 {
+                t[t.len() / 2]
+            } else {
+                (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2
+            };
+            println!(
+                "| {sys} | {} | {} | {} |",
+                t.len(),
+                fmt_dur(median),
+                fmt_dur(t.last().copied().unwrap_or_default())
+            );
+        }
+    }
+}
