@@ -36,6 +36,8 @@ pub struct RaftConfig {
 const MAX_HOPS: usize = 3;
 /// How long a request waits for a leader to be known when none is.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
+/// The longest a forwarded request waits for the leader's answer: its commit wait and then some.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a linearizable read on a follower waits to apply up to the leader's read index.
 const READ_APPLY_WAIT: Duration = Duration::from_secs(10);
 
@@ -442,7 +444,29 @@ impl RaftNode {
                 conn
             }
         };
-        let result = network::rpc(&conn, req).await;
+        // A leader that died looks alive on a cached connection until QUIC's idle timeout.
+        // Give up as soon as this server sees leadership move, or after FORWARD_TIMEOUT.
+        let mut metrics = self.inner.raft.metrics();
+        let leader_then = metrics.borrow_and_update().current_leader;
+        let leadership_moved = async move {
+            while metrics.changed().await.is_ok() {
+                if metrics.borrow_and_update().current_leader != leader_then {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(FORWARD_TIMEOUT, network::rpc(&conn, req)) => match r {
+                Ok(r) => r.map_err(unreachable),
+                Err(_) => Err(ForwardError::Raft(format!(
+                    "server {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; the request may or may not have been applied"
+                ))),
+            },
+            () = leadership_moved => Err(ForwardError::Raft(format!(
+                "leadership moved away from server {id} while the request was in flight; it may or may not have been applied, retry"
+            ))),
+        };
         if result.is_err() {
             self.inner
                 .peers
@@ -450,7 +474,7 @@ impl RaftNode {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(addr);
         }
-        result.map_err(unreachable)
+        result
     }
 
     /// Waits until this server knows a leader, and returns it.
