@@ -419,33 +419,9 @@ impl RaftNode {
             .network
             .check_reachable(id)
             .map_err(unreachable)?;
-        let cached = self
-            .inner
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(addr)
-            .filter(|c| c.close_reason().is_none())
-            .cloned();
-        let conn = match cached {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .inner
-                    .network
-                    .connect(addr)
-                    .await
-                    .map_err(unreachable)?;
-                self.inner
-                    .peers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(addr.to_owned(), conn.clone());
-                conn
-            }
-        };
-        // A leader that died looks alive on a cached connection until QUIC's idle timeout.
-        // Give up as soon as this server sees leadership move, or after FORWARD_TIMEOUT.
+        // A leader that died looks alive on a cached connection until QUIC's idle timeout,
+        // and a new connection to it waits as long for a handshake. Give up as soon as this
+        // server sees leadership move, or after FORWARD_TIMEOUT.
         let mut metrics = self.inner.raft.metrics();
         let leader_then = metrics.borrow_and_update().current_leader;
         let leadership_moved = async move {
@@ -456,13 +432,38 @@ impl RaftNode {
             }
             std::future::pending::<()>().await
         };
+        let exchange = async {
+            let cached = self
+                .inner
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(addr)
+                .filter(|c| c.close_reason().is_none())
+                .cloned();
+            let conn = match cached {
+                Some(conn) => conn,
+                None => {
+                    let conn = self
+                        .inner
+                        .network
+                        .connect(addr)
+                        .await
+                        .map_err(unreachable)?;
+                    self.inner
+                        .peers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(addr.to_owned(), conn.clone());
+                    conn
+                }
+            };
+            network::rpc(&conn, req).await.map_err(unreachable)
+        };
         let result = tokio::select! {
-            r = tokio::time::timeout(FORWARD_TIMEOUT, network::rpc(&conn, req)) => match r {
-                Ok(r) => r.map_err(unreachable),
-                Err(_) => Err(ForwardError::Raft(format!(
-                    "server {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; the request may or may not have been applied"
-                ))),
-            },
+            r = tokio::time::timeout(FORWARD_TIMEOUT, exchange) => r.unwrap_or_else(|_| Err(ForwardError::Raft(format!(
+                "server {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; the request may or may not have been applied"
+            )))),
             () = leadership_moved => Err(ForwardError::Raft(format!(
                 "leadership moved away from server {id} while the request was in flight; it may or may not have been applied, retry"
             ))),
