@@ -9,6 +9,7 @@ pub mod backup;
 mod batch;
 mod command;
 mod error;
+mod forward;
 mod leader;
 mod log_store;
 mod network;

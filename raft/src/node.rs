@@ -1,7 +1,6 @@
 //! [`RaftNode`]: the handle a server holds on its raft group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,12 +8,11 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, RaftMetrics, SnapshotPolicy};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::command::{Applied, Command};
 use crate::leader::{self, ForwardError, MembershipChange};
 use crate::log_store::LogStore;
-use crate::network::{self, PeerRequest, PeerResponse, QuicNetwork};
+use crate::network::{PeerRequest, PeerResponse, QuicNetwork};
 use crate::reader::StateReader;
 use crate::state_machine::StateMachine;
 use crate::{BasicNode, Raft, RaftNodeError, ServerId, StoreError, WriteError};
@@ -31,13 +29,6 @@ pub struct RaftConfig {
     pub snapshot_after_logs: u64,
 }
 
-/// How many servers one request visits looking for the leader (this one, the leader it
-/// names, the leader that one names) before it gives up: never a loop.
-const MAX_HOPS: usize = 3;
-/// How long a request waits for a leader to be known when none is.
-const LEADER_WAIT: Duration = Duration::from_secs(2);
-/// The longest a forwarded request waits for the leader's answer: its commit wait and then some.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a linearizable read on a follower waits to apply up to the leader's read index.
 const READ_APPLY_WAIT: Duration = Duration::from_secs(10);
 
@@ -67,25 +58,19 @@ pub enum MemberRole {
 /// are forwarded to the leader over the peer link (`windflow-raft/1`).
 #[derive(Clone)]
 pub struct RaftNode {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
-    id: ServerId,
-    raft: Raft,
+    pub(crate) id: ServerId,
+    pub(crate) raft: Raft,
     reader: StateReader,
     db: sled::Db,
-    network: QuicNetwork,
+    pub(crate) network: QuicNetwork,
     /// Connections to the leaders this server forwarded to, by address.
-    peers: Mutex<HashMap<String, quinn::Connection>>,
+    pub(crate) peers: Mutex<HashMap<String, quinn::Connection>>,
     /// Where batchable writes queue for [`crate::batch`].
     batcher: tokio::sync::mpsc::Sender<crate::batch::Queued>,
-}
-
-/// Where a request for the leader goes.
-enum Target {
-    Local,
-    Remote(ServerId, String),
 }
 
 impl From<ForwardError> for WriteError {
@@ -104,10 +89,6 @@ impl From<ForwardError> for RaftNodeError {
             ForwardError::Raft(e) => RaftNodeError::Raft(e),
         }
     }
-}
-
-fn mismatch() -> ForwardError {
-    ForwardError::Raft("the leader answered a different request".into())
 }
 
 impl RaftNode {
@@ -335,147 +316,6 @@ impl RaftNode {
                     .map(|l| l.index),
             })
             .collect()
-    }
-
-    /// Runs an operation on the leader: `local` here when this server leads, else
-    /// `request` over the peer link to the leader. A server that turns out not to lead
-    /// names the leader it knows, which is tried next, at most [`MAX_HOPS`] servers in all.
-    async fn on_leader<T, L, F>(
-        &self,
-        local: L,
-        request: impl Fn() -> PeerRequest,
-        answer: impl Fn(PeerResponse) -> Option<Result<T, ForwardError>>,
-    ) -> Result<T, ForwardError>
-    where
-        L: Fn(Raft) -> F,
-        F: Future<Output = Result<T, ForwardError>>,
-    {
-        let mut hint = None;
-        for _ in 0..MAX_HOPS {
-            let Some(target) = self.target(hint.take()).await else {
-                break;
-            };
-            let result = match target {
-                Target::Local => local(self.inner.raft.clone()).await,
-                Target::Remote(id, addr) => {
-                    tracing::debug!(leader = id, %addr, "forwarding to the leader");
-                    self.forward(id, &addr, &request())
-                        .await
-                        .and_then(|r| answer(r).unwrap_or_else(|| Err(mismatch())))
-                }
-            };
-            match result {
-                Err(ForwardError::NotLeader { leader }) => hint = leader,
-                other => return other,
-            }
-        }
-        Err(ForwardError::NotLeader { leader: hint })
-    }
-
-    /// Where the leader is: the `hint` a server gave, else the leader this server knows,
-    /// waiting up to [`LEADER_WAIT`] for one; `None` if none became known.
-    async fn target(&self, hint: Option<(ServerId, String)>) -> Option<Target> {
-        if let Some((id, addr)) = hint {
-            return Some(if id == self.inner.id {
-                Target::Local
-            } else {
-                Target::Remote(id, addr)
-            });
-        }
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                if let Some(leader) = m.current_leader {
-                    if leader == self.inner.id {
-                        return Some(Target::Local);
-                    }
-                    if let Some(node) = m.membership_config.membership().get_node(&leader) {
-                        return Some(Target::Remote(leader, node.addr.clone()));
-                    }
-                }
-            }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
-            }
-        }
-    }
-
-    /// Sends `req` to server `id` at `addr` and returns its answer.
-    async fn forward(
-        &self,
-        id: ServerId,
-        addr: &str,
-        req: &PeerRequest,
-    ) -> Result<PeerResponse, ForwardError> {
-        let unreachable = |e: network::LinkError| {
-            ForwardError::Raft(format!(
-                "forwarding to the leader (server {id} at {addr}): {e}"
-            ))
-        };
-        self.inner
-            .network
-            .check_reachable(id)
-            .map_err(unreachable)?;
-        // A leader that died looks alive on a cached connection until QUIC's idle timeout,
-        // and a new connection to it waits as long for a handshake. Give up as soon as this
-        // server sees leadership move, or after FORWARD_TIMEOUT.
-        let mut metrics = self.inner.raft.metrics();
-        let leader_then = metrics.borrow_and_update().current_leader;
-        let leadership_moved = async move {
-            while metrics.changed().await.is_ok() {
-                if metrics.borrow_and_update().current_leader != leader_then {
-                    return;
-                }
-            }
-            std::future::pending::<()>().await
-        };
-        let exchange = async {
-            let cached = self
-                .inner
-                .peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(addr)
-                .filter(|c| c.close_reason().is_none())
-                .cloned();
-            let conn = match cached {
-                Some(conn) => conn,
-                None => {
-                    let conn = self
-                        .inner
-                        .network
-                        .connect(addr)
-                        .await
-                        .map_err(unreachable)?;
-                    self.inner
-                        .peers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(addr.to_owned(), conn.clone());
-                    conn
-                }
-            };
-            network::rpc(&conn, req).await.map_err(unreachable)
-        };
-        let result = tokio::select! {
-            r = tokio::time::timeout(FORWARD_TIMEOUT, exchange) => r.unwrap_or_else(|_| Err(ForwardError::Raft(format!(
-                "server {id} at {addr} did not answer within {FORWARD_TIMEOUT:?}; the request may or may not have been applied"
-            )))),
-            () = leadership_moved => Err(ForwardError::Raft(format!(
-                "leadership moved away from server {id} while the request was in flight; it may or may not have been applied, retry"
-            ))),
-        };
-        if result.is_err() {
-            self.inner
-                .peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(addr);
-        }
-        result
     }
 
     /// Waits until this server knows a leader, and returns it.

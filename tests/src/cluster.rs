@@ -159,18 +159,49 @@ impl Cluster {
             .to_owned()
     }
 
+    /// Whether server `i` says it is the raft leader.
+    pub fn is_leader(&self, i: usize) -> bool {
+        http_json(self.servers[i].http_addr, "GET", "/metrics", None, None).is_ok_and(
+            |(_, body)| {
+                body.as_str()
+                    .is_some_and(|m| m.lines().any(|l| l.trim() == "windflow_raft_is_leader 1"))
+            },
+        )
+    }
+
+    /// The jobs server `i` holds, as its API lists them.
+    pub fn jobs(&self, i: usize, token: &str) -> Option<Vec<serde_json::Value>> {
+        let (status, jobs) = http_json(
+            self.servers[i].http_addr,
+            "GET",
+            "/v1/jobs",
+            Some(token),
+            None,
+        )
+        .ok()?;
+        (status == 200).then(|| jobs.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Asks server `via` to add server `new` (started with `--join`) to the cluster.
+    pub fn join(&self, via: usize, token: &str, new: usize) -> (u16, serde_json::Value) {
+        let s = &self.servers[new];
+        let body =
+            serde_json::json!({"name": s.name, "address": s.quic_addr.to_string()}).to_string();
+        http_json(
+            self.servers[via].http_addr,
+            "POST",
+            "/v1/cluster/members",
+            Some(token),
+            Some(&body),
+        )
+        .expect("the join request")
+    }
+
     /// The index of the server that says it is leader, if exactly one running server does.
     pub fn leader(&self) -> Option<usize> {
         let leaders: Vec<usize> = (0..self.servers.len())
             .filter(|&i| self.servers[i].is_running())
-            .filter(|&i| {
-                http_json(self.servers[i].http_addr, "GET", "/metrics", None, None).is_ok_and(
-                    |(_, body)| {
-                        body.as_str()
-                            .is_some_and(|m| m.contains("windflow_raft_is_leader 1"))
-                    },
-                )
-            })
+            .filter(|&i| self.is_leader(i))
             .collect();
         (leaders.len() == 1).then(|| leaders[0])
     }

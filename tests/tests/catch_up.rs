@@ -91,16 +91,7 @@ fn a_new_server_catches_up_from_a_snapshot_of_100k_entries() {
     }
 
     let s4 = cluster.start_joining("s4").unwrap();
-    let join =
-        json!({"name": "s4", "address": cluster.servers[s4].quic_addr.to_string()}).to_string();
-    let (status, answer) = http_json(
-        cluster.servers[leader].http_addr,
-        "POST",
-        "/v1/cluster/members",
-        Some(&token),
-        Some(&join),
-    )
-    .unwrap();
+    let (status, answer) = cluster.join(leader, &token, s4);
     assert_eq!(status, 201, "{answer}\n{}", cluster.logs());
     assert!(
         metric(&cluster, s4, "windflow_raft_snapshots_total").unwrap_or(0) >= 1,

@@ -53,21 +53,12 @@ fn create(cluster: &Cluster, token: &str, name: &str, start: &mut usize) -> Outc
 }
 
 fn job_ids(cluster: &Cluster, i: usize, token: &str) -> Option<BTreeSet<String>> {
-    let (status, jobs) = http_json(
-        cluster.servers[i].http_addr,
-        "GET",
-        "/v1/jobs",
-        Some(token),
-        None,
-    )
-    .ok()?;
-    (status == 200).then(|| {
-        jobs.as_array()
-            .into_iter()
-            .flatten()
+    let jobs = cluster.jobs(i, token)?;
+    Some(
+        jobs.iter()
             .filter_map(|j| j["id"].as_str().map(str::to_owned))
-            .collect()
-    })
+            .collect(),
+    )
 }
 
 #[test]
@@ -200,25 +191,9 @@ fn a_server_joins_as_learner_then_voter_and_another_leaves() {
         status, 401,
         "a server not yet joined has no state, not even the token"
     );
-    let join =
-        json!({"name": "s4", "address": cluster.servers[s4].quic_addr.to_string()}).to_string();
-    let (status, answer) = http_json(
-        cluster.servers[1].http_addr,
-        "POST",
-        "/v1/cluster/members",
-        Some(&token),
-        Some(&join),
-    )
-    .unwrap();
+    let (status, answer) = cluster.join(1, &token, s4);
     assert_eq!(status, 201, "{answer}\n{}", cluster.logs());
-    let (status, again) = http_json(
-        cluster.servers[0].http_addr,
-        "POST",
-        "/v1/cluster/members",
-        Some(&token),
-        Some(&join),
-    )
-    .unwrap();
+    let (status, again) = cluster.join(0, &token, s4);
     assert_eq!(
         (status, again["error"]["code"].as_str()),
         (409, Some("already_member"))

@@ -49,6 +49,16 @@ async fn with_deadline(
     tokio::time::timeout(DEADLINE, exchange(client, server)).await?
 }
 
+/// The server logs the refusal; the client may see it first, so wait for the line.
+fn refused_in_log(dev: &DevServer) {
+    windflow_tests::wait_for("the refusal in the server log", DEADLINE, || {
+        dev.log()
+            .contains("refused connection at the TLS handshake")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+}
+
 fn server_ca(dev: &DevServer) -> ClusterCa {
     ClusterCa::load(&dev.data_dir.join("ca")).unwrap()
 }
@@ -72,12 +82,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         result.is_err(),
         "a foreign certificate got an answer: {result:?}"
     );
-    assert!(
-        dev.log()
-            .contains("refused connection at the TLS handshake"),
-        "{}",
-        dev.log()
-    );
+    refused_in_log(&dev);
     // The dev server's own agent connects; the intruder's Hello (hostname `intruder`) is never read.
     assert!(!dev.log().contains("intruder"), "{}", dev.log());
 }
@@ -105,12 +110,7 @@ async fn a_client_without_a_certificate_is_refused() {
         result.is_err(),
         "an anonymous client got an answer: {result:?}"
     );
-    assert!(
-        dev.log()
-            .contains("refused connection at the TLS handshake"),
-        "{}",
-        dev.log()
-    );
+    refused_in_log(&dev);
 }
 
 #[tokio::test(flavor = "multi_thread")]

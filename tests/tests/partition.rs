@@ -9,13 +9,6 @@ use serde_json::json;
 use windflow_tests::cluster::Cluster;
 use windflow_tests::{http_json, wait_for};
 
-fn is_leader(cluster: &Cluster, i: usize) -> bool {
-    http_json(cluster.servers[i].http_addr, "GET", "/metrics", None, None).is_ok_and(|(_, body)| {
-        body.as_str()
-            .is_some_and(|m| m.lines().any(|l| l.trim() == "windflow_raft_is_leader 1"))
-    })
-}
-
 fn isolate(cluster: &Cluster, i: usize, token: &str, from: &[&str]) {
     let body = json!({ "isolate_from": from }).to_string();
     let (status, answer) = http_json(
@@ -42,21 +35,12 @@ fn create(cluster: &Cluster, i: usize, token: &str, name: &str) -> (u16, serde_j
 }
 
 fn names(cluster: &Cluster, i: usize, token: &str) -> Option<BTreeSet<String>> {
-    let (status, jobs) = http_json(
-        cluster.servers[i].http_addr,
-        "GET",
-        "/v1/jobs",
-        Some(token),
-        None,
-    )
-    .ok()?;
-    (status == 200).then(|| {
-        jobs.as_array()
-            .into_iter()
-            .flatten()
+    let jobs = cluster.jobs(i, token)?;
+    Some(
+        jobs.iter()
             .filter_map(|j| j["spec"]["name"].as_str().map(str::to_owned))
-            .collect()
-    })
+            .collect(),
+    )
 }
 
 #[test]
@@ -103,7 +87,7 @@ fn an_isolated_leader_commits_nothing_and_the_majority_goes_on() {
     wait_for(
         "a leader among the majority",
         Duration::from_secs(30),
-        || others.iter().copied().find(|&i| is_leader(&cluster, i)),
+        || others.iter().copied().find(|&i| cluster.is_leader(i)),
     )
     .unwrap();
     for i in 0..10 {
@@ -120,7 +104,7 @@ fn an_isolated_leader_commits_nothing_and_the_majority_goes_on() {
     wait_for(
         "the old leader to step down",
         Duration::from_secs(30),
-        || (!is_leader(&cluster, leader)).then_some(()),
+        || (!cluster.is_leader(leader)).then_some(()),
     )
     .unwrap();
     for i in 0..3 {
