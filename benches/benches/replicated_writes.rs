@@ -54,6 +54,7 @@ fn main() {
 
     let windflow_bin = windflow_bin();
     let etcd_bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    ensure_etcd(&etcd_bin);
     let etcd_version = Command::new(&etcd_bin)
         .arg("--version")
         .output()
@@ -811,4 +812,38 @@ fn print_report(
             );
         }
     }
+}
+
+/// Installs Debian's `etcd-server` when `etcd` is missing (the bench runs as root on the
+/// project's machines); a machine without apt has to provide `ETCD_BIN` itself.
+fn ensure_etcd(etcd_bin: &str) {
+    let present = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present(etcd_bin) || etcd_bin != "etcd" {
+        return;
+    }
+    eprintln!("etcd is missing: installing Debian's etcd-server");
+    for args in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "etcd-server"][..],
+    ] {
+        let ok = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "apt-get {} failed; install etcd-server or set ETCD_BIN",
+            args.join(" ")
+        );
+    }
+    assert!(
+        present(etcd_bin),
+        "etcd is still missing after installing etcd-server"
+    );
 }
