@@ -33,11 +33,10 @@ fn main() {
     let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
         .unwrap_or_else(|_| "1,16,256".into())
         .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .expect("BENCH_CLIENTS: comma-separated numbers")
-        })
+        .map(str::trim)
+        // An empty list (`BENCH_CLIENTS=`) measures failover alone.
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("BENCH_CLIENTS: comma-separated numbers"))
         .collect();
     let duration = Duration::from_secs(secs);
 

@@ -113,6 +113,36 @@ impl ClusterCa {
         })
     }
 
+    /// Installs a CA received from the cluster (server enrollment) into `dir`, after
+    /// checking that the key and certificate load together. Refuses to overwrite a CA key.
+    pub fn install(dir: &Path, cert_pem: &str, key_pem: &str) -> Result<ClusterCa, CertError> {
+        let key_path = dir.join("ca.key");
+        if key_path.exists() {
+            return Err(CertError::AlreadyExists(key_path));
+        }
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CertError::parse("the received CA certificate", e))?
+            .to_vec();
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|e| CertError::parse("the received CA key", e))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)
+            .map_err(|e| CertError::parse("the received CA certificate", e))?;
+        files::create_dir(dir)?;
+        files::write(&dir.join("ca.crt"), cert_pem, files::CERT_MODE)?;
+        files::write(&key_path, key_pem, files::KEY_MODE)?;
+        Ok(ClusterCa {
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// The CA's private key (PEM), for a server that joins with a join token: servers sign
+    /// agents' certificates, so each holds the key. Sent only over a pinned TLS channel.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// Loads the CA from `dir` (`ca.crt` and `ca.key`).
     pub fn load(dir: &Path) -> Result<ClusterCa, CertError> {
         let cert_path = dir.join("ca.crt");
@@ -200,19 +230,22 @@ impl ClusterCa {
         extra_dns: &[String],
         ips: &[IpAddr],
     ) -> Result<IssuedCert, CertError> {
-        let mut sans = vec![dns(SERVER_NAME)?, dns("localhost")?];
-        for name in extra_dns {
-            sans.push(dns(name)?);
-        }
-        sans.extend(ips.iter().copied().map(SanType::IpAddress));
-        self.issue(
-            &format!("server-{name}"),
-            sans,
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        )
+        let (cn, sans, usages) = server_names(name, extra_dns, ips)?;
+        self.issue(&cn, sans, usages)
+    }
+
+    /// Signs a joining server's CSR (PEM) as `server-<name>` with the same names and uses
+    /// as [`ClusterCa::issue_server`]; only the CSR's key is taken from it.
+    pub fn sign_server_csr(
+        &self,
+        name: &str,
+        csr_pem: &str,
+        ips: &[IpAddr],
+    ) -> Result<String, CertError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CertError::parse("the certificate signing request", e))?;
+        let (cn, sans, usages) = server_names(name, &[], ips)?;
+        self.sign(&cn, sans, usages, &csr.public_key)
     }
 
     /// An agent certificate for `node`: CN and DNS SAN `node-N<n>`, client use only.
@@ -234,6 +267,19 @@ impl ClusterCa {
 }
 
 type LeafNames = (String, Vec<SanType>, Vec<ExtendedKeyUsagePurpose>);
+
+fn server_names(name: &str, extra_dns: &[String], ips: &[IpAddr]) -> Result<LeafNames, CertError> {
+    let mut sans = vec![dns(SERVER_NAME)?, dns("localhost")?];
+    for name in extra_dns {
+        sans.push(dns(name)?);
+    }
+    sans.extend(ips.iter().copied().map(SanType::IpAddress));
+    let usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok((format!("server-{name}"), sans, usages))
+}
 
 fn node_names(node: NodeId) -> Result<LeafNames, CertError> {
     let cn = node.certificate_name();

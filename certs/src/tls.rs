@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::{CertError, TlsIdentity};
 
@@ -62,25 +64,60 @@ fn transport() -> Result<Arc<quinn::TransportConfig>, CertError> {
     Ok(Arc::new(t))
 }
 
+/// Whether a server lets a peer without a client certificate finish the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    Required,
+    /// Enrollment (ALPN `windflow-enroll/1`) comes without one; the server then refuses
+    /// every other ALPN from such a peer before reading anything.
+    OptionalForEnrollment,
+}
+
 /// A QUIC server config that presents `identity.cert` and *requires* a client certificate
 /// chaining to `identity.ca_pem`: a peer without one fails the handshake.
 pub fn quinn_server_config(
     identity: &TlsIdentity,
     alpns: &[&[u8]],
 ) -> Result<quinn::ServerConfig, CertError> {
+    server_config(identity, alpns, ClientAuth::Required)
+}
+
+/// Like [`quinn_server_config`], but a peer *without* a client certificate also completes
+/// the handshake, so that a newcomer holding only a join token can enroll. A certificate
+/// that is presented must still chain to the CA (another CA's fails the handshake). The
+/// caller must refuse anonymous peers on every ALPN but enrollment: [`peer_identity`]
+/// fails for them.
+///
+/// [`peer_identity`]: crate::peer_identity
+pub fn quinn_server_config_with_enrollment(
+    identity: &TlsIdentity,
+    alpns: &[&[u8]],
+) -> Result<quinn::ServerConfig, CertError> {
+    server_config(identity, alpns, ClientAuth::OptionalForEnrollment)
+}
+
+fn server_config(
+    identity: &TlsIdentity,
+    alpns: &[&[u8]],
+    auth: ClientAuth,
+) -> Result<quinn::ServerConfig, CertError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(&identity.ca_pem)?, provider.clone())
-            .build()
-            .map_err(tls_err)?;
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(roots(&identity.ca_pem)?, provider.clone());
+    let verifier = match auth {
+        ClientAuth::Required => builder,
+        ClientAuth::OptionalForEnrollment => builder.allow_unauthenticated(),
+    }
+    .build()
+    .map_err(tls_err)?;
+    // The CA goes after the leaf, so that a newcomer can pin it by its fingerprint.
+    let mut chain = certs(&identity.cert.cert_pem, "the server certificate")?;
+    chain.extend(certs(&identity.ca_pem, "the CA certificate")?);
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            certs(&identity.cert.cert_pem, "the server certificate")?,
-            key(&identity.cert.key_pem)?,
-        )
+        .with_single_cert(chain, key(&identity.cert.key_pem)?)
         .map_err(tls_err)?;
     tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
@@ -109,4 +146,102 @@ pub fn quinn_client_config(
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport()?);
     Ok(config)
+}
+
+/// A QUIC client config for enrollment: no client certificate, ALPN `windflow-enroll/1`,
+/// and the server is trusted only if its chain holds the CA whose SHA-256 fingerprint (of
+/// the DER, lowercase hex) is `ca_fingerprint` and its certificate is signed by that CA.
+/// Connect with [`crate::SERVER_NAME`].
+pub fn quinn_enroll_client_config(ca_fingerprint: &str) -> Result<quinn::ClientConfig, CertError> {
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            fingerprint: ca_fingerprint.to_ascii_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![windflow_protocol::enroll::ALPN_ENROLL.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport()?);
+    Ok(config)
+}
+
+/// Trusts the CA a join token names, found in the server's own chain.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| sha256_hex(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the server does not hold the CA named by the join token's fingerprint".into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

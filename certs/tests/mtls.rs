@@ -8,9 +8,11 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use windflow_certs::{
     ClusterCa, PeerIdentity, SERVER_NAME, TlsIdentity, install_crypto_provider, peer_identity,
-    quinn_client_config, quinn_server_config,
+    quinn_client_config, quinn_enroll_client_config, quinn_server_config,
+    quinn_server_config_with_enrollment,
 };
 use windflow_protocol::NodeId;
+use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT as ALPN, ALPN_RAFT};
 
 struct Setup {
@@ -20,6 +22,17 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(quinn_server_config)
+}
+
+/// A server that also lets certificate-less peers finish the handshake, for enrollment.
+fn setup_enrolling() -> Setup {
+    setup_with(quinn_server_config_with_enrollment)
+}
+
+fn setup_with(
+    config: fn(&TlsIdentity, &[&[u8]]) -> Result<quinn::ServerConfig, windflow_certs::CertError>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::create(&dir.path().join("ca")).unwrap();
     let identity = TlsIdentity {
@@ -29,7 +42,7 @@ fn setup() -> Setup {
             .unwrap(),
     };
     let server = quinn::Endpoint::server(
-        quinn_server_config(&identity, &[ALPN, ALPN_RAFT]).unwrap(),
+        config(&identity, &[ALPN, ALPN_RAFT, ALPN_ENROLL]).unwrap(),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
@@ -201,4 +214,47 @@ async fn a_client_without_a_certificate_is_refused() {
     let (server, client) = run(&s, quinn::ClientConfig::new(Arc::new(quic))).await;
     assert_refused(server);
     assert!(client.is_err(), "the exchange went through: {client:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrolling_client_pins_the_ca_by_its_fingerprint() {
+    install_crypto_provider();
+    let s = setup_enrolling();
+    let client = quinn_enroll_client_config(&s.ca.fingerprint_sha256()).unwrap();
+    let (server, client) = run(&s, client).await;
+    // The server sees an anonymous peer: nothing but enrollment may be served to it.
+    match server {
+        ServerSaw::Connected(Err(e)) => assert!(e.contains("no certificate"), "{e}"),
+        other => panic!("expected an anonymous connection, got {other:?}"),
+    }
+    let (answer, server_is) = client.unwrap();
+    assert_eq!(answer, b"ping");
+    assert_eq!(server_is, PeerIdentity::Server("s1".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enrolling_client_refuses_a_server_of_another_ca() {
+    install_crypto_provider();
+    let s = setup_enrolling();
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = ClusterCa::create(other.path()).unwrap();
+    let client = quinn_enroll_client_config(&other_ca.fingerprint_sha256()).unwrap();
+    let (_, client) = run(&s, client).await;
+    let err = client.unwrap_err();
+    assert!(err.contains("fingerprint"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_enrollment_open_another_ca_is_still_refused_at_the_handshake() {
+    install_crypto_provider();
+    let s = setup_enrolling();
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = ClusterCa::create(other.path()).unwrap();
+    let identity = TlsIdentity {
+        ca_pem: s.ca.cert_pem().into(),
+        cert: other_ca.issue_node(NodeId(1)).unwrap(),
+    };
+    let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
+    assert_refused(server);
+    assert!(client.is_err());
 }

@@ -19,9 +19,14 @@ pub struct Caller {
 
 /// A new random API token secret.
 pub fn generate_token() -> Result<String, ring::error::Unspecified> {
-    let mut bytes = [0u8; 32];
+    Ok(format!("{TOKEN_PREFIX}{}", random_hex(32)?))
+}
+
+/// `len` random bytes from the system, as lowercase hex.
+pub fn random_hex(len: usize) -> Result<String, ring::error::Unspecified> {
+    let mut bytes = vec![0u8; len];
     SystemRandom::new().fill(&mut bytes)?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+    Ok(hex(&bytes))
 }
 
 /// What the store keeps of a token: its SHA-256, never the secret.

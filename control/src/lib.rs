@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dev;
 pub mod dispatch;
 pub mod gateway;
+pub mod join;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

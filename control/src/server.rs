@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
 use windflow_protocol::Timestamp;
+use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
 use windflow_raft::{ApplyError, Command, QuicNetwork, RaftConfig, RaftNode, WriteError};
 
@@ -19,6 +20,7 @@ use crate::api::{self, AppState};
 use crate::auth;
 use crate::cluster::{Peer, initial_cluster, server_id};
 use crate::gateway::{Gateway, RunOutputs, Sessions};
+use crate::join::JoinWithToken;
 use crate::metrics::Metrics;
 
 /// The name of the token created on a cluster's first start.
@@ -43,6 +45,9 @@ pub struct ServerConfig {
     pub start: Start,
     /// Serve `PUT /v1/debug/faults`, which cuts raft links: for partition tests only.
     pub fault_injection: bool,
+    /// Get the server certificate and the CA from a running cluster with a join token, on
+    /// the first start (later starts find them in the data dir).
+    pub join_token: Option<JoinWithToken>,
 }
 
 /// How a server takes its place in a cluster.
@@ -66,6 +71,7 @@ impl ServerConfig {
             shared_ca_dir: None,
             start: Start::Form,
             fault_injection: false,
+            join_token: None,
         }
     }
 
@@ -93,7 +99,7 @@ pub struct RunningServer {
     /// The bootstrap admin token, when this start initialised the cluster.
     pub new_admin_token: Option<String>,
     pub raft: RaftNode,
-    pub ca: ClusterCa,
+    pub ca: Arc<ClusterCa>,
     pub sessions: Sessions,
     state: AppState,
     shutdown: CancellationToken,
@@ -128,6 +134,13 @@ fn server_names(config: &ServerConfig) -> BTreeMap<windflow_raft::ServerId, Stri
         .collect()
 }
 
+/// The addresses a server certificate names: where peers, agents and clients reach it.
+fn certificate_ips(config: &ServerConfig, advertise: SocketAddr) -> Vec<std::net::IpAddr> {
+    let mut ips = vec![advertise.ip(), config.quic_addr.ip(), config.http_addr.ip()];
+    ips.dedup();
+    ips
+}
+
 /// Loads this server's TLS identity from `DATA_DIR/tls`, issuing it from the CA on first start.
 fn server_identity(
     config: &ServerConfig,
@@ -138,8 +151,7 @@ fn server_identity(
     let cert = if IssuedCert::exists(&dir, "server") {
         IssuedCert::read(&dir, "server")?
     } else {
-        let ips = [advertise.ip(), config.quic_addr.ip(), config.http_addr.ip()];
-        let cert = ca.issue_server(&config.name, &[], &ips)?;
+        let cert = ca.issue_server(&config.name, &[], &certificate_ips(config, advertise))?;
         cert.write(&dir, "server")?;
         cert
     };
@@ -153,12 +165,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     windflow_certs::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let ca = config.load_ca()?;
     // The advertised address goes into the certificate, so resolve the cluster first.
     let cluster = initial_cluster(&config.name, config.quic_addr, &config.peers)?;
+    let ca = match &config.join_token {
+        Some(join) if !config.ca_dir().join("ca.key").exists() => {
+            crate::gateway::validate_server_name(&config.name).map_err(anyhow::Error::msg)?;
+            let ips = certificate_ips(&config, cluster.advertise);
+            crate::join::enroll_server(
+                join,
+                &config.name,
+                &ips,
+                &config.ca_dir(),
+                &config.data_dir.join("tls"),
+            )
+            .await
+            .context("joining with the join token")?
+        }
+        _ => config.load_ca()?,
+    };
+    let ca = Arc::new(ca);
     let identity = server_identity(&config, &ca, cluster.advertise)?;
 
-    let server_tls = windflow_certs::quinn_server_config(&identity, &[ALPN_AGENT, ALPN_RAFT])?;
+    let server_tls = windflow_certs::quinn_server_config_with_enrollment(
+        &identity,
+        &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL],
+    )?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
     let mut endpoint = quinn::Endpoint::server(server_tls, config.quic_addr)
         .with_context(|| format!("binding QUIC on {}", config.quic_addr))?;
@@ -219,6 +250,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sessions: sessions.clone(),
         outputs: outputs.clone(),
         heartbeat_interval: config.heartbeat_interval,
+        ca: ca.clone(),
     };
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
     let leader = crate::leader::spawn(raft.clone(), sessions.clone(), shutdown.clone());
@@ -233,6 +265,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics: Metrics::new(raft.clone(), sessions.clone()),
         server_names: Arc::new(server_names(&config)),
         fault_injection: config.fault_injection,
+        ca_fingerprint: ca.fingerprint_sha256().into(),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -93,6 +93,11 @@ prefixed_id!(
     NodeId, "N", "node"
 );
 
+prefixed_id!(
+    /// A join token, for servers or agents: `JT<n>`.
+    JoinTokenId, "JT", "join token"
+);
+
 impl NodeId {
     /// The name an agent's certificate carries for this node.
     pub fn certificate_name(&self) -> String {

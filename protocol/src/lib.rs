@@ -6,6 +6,7 @@
 //! on serde and bincode only, so both the agent and the servers can link it.
 
 pub mod codec;
+pub mod enroll;
 pub mod ids;
 pub mod job;
 pub mod messages;
@@ -14,7 +15,7 @@ pub mod run;
 pub mod time;
 
 pub use codec::CodecError;
-pub use ids::{ContextId, IdParseError, JobId, NodeId, RunId};
+pub use ids::{ContextId, IdParseError, JobId, JoinTokenId, NodeId, RunId};
 pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
 pub use node::{DriverKind, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};

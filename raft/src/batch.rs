@@ -1,11 +1,12 @@
-//! Proposer-side batching: writes that arrive while one raft entry is in flight go out
+//! Proposer-side batching: writes that arrive while raft entries are in flight go out
 //! together as one [`Command::Batch`], so a disk flush and a replication round serve many
-//! writers. One writer alone sees no delay: a batch is whatever is queued when the previous
-//! one is done.
+//! writers. One writer alone sees no delay: a batch is whatever is queued when an in-flight
+//! slot frees up. Up to [`MAX_IN_FLIGHT`] entries are proposed at once, so the leader's
+//! flush of one overlaps the replication of the one before.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::command::{Applied, Command};
 use crate::node::{Inner, RaftNode};
@@ -15,6 +16,8 @@ use crate::{WriteError, encode};
 const MAX_COMMANDS: usize = 256;
 /// The most encoded bytes in one entry, well under a replication frame.
 const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// The most batches one server has proposed and not yet seen answered.
+const MAX_IN_FLIGHT: usize = 3;
 
 pub(crate) struct Queued {
     pub cmd: Command,
@@ -26,7 +29,11 @@ pub(crate) fn spawn(node: Weak<Inner>) -> mpsc::Sender<Queued> {
     let (tx, mut rx) = mpsc::channel::<Queued>(4 * MAX_COMMANDS);
     tokio::spawn(async move {
         let mut carry: Option<Queued> = None;
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let first = match carry.take() {
                 Some(q) => q,
                 None => match rx.recv().await {
@@ -47,7 +54,10 @@ pub(crate) fn spawn(node: Weak<Inner>) -> mpsc::Sender<Queued> {
                 batch.push(next);
             }
             let Some(inner) = node.upgrade() else { return };
-            propose(&RaftNode::from_inner(inner), batch).await;
+            tokio::spawn(async move {
+                propose(&RaftNode::from_inner(inner), batch).await;
+                drop(slot);
+            });
         }
     });
     tx

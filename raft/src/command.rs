@@ -1,8 +1,10 @@
 //! What can change in the cluster, and what `apply` answers.
 
 use serde::{Deserialize, Serialize};
+use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    DriverKind, HumanDuration, Job, JobId, JobSpec, Node, NodeId, Run, RunId, RunOutcome, Timestamp,
+    DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Node, NodeId, Run, RunId,
+    RunOutcome, Timestamp,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -56,6 +58,27 @@ pub enum Command {
         error: Option<String>,
         at: Timestamp,
     },
+    /// A join token for servers or agents (see [`crate::join_tokens`]); `hash` is the
+    /// SHA-256 of its secret. Assigns the next [`JoinTokenId`].
+    CreateJoinToken {
+        kind: JoinKind,
+        hash: Vec<u8>,
+        expires_at: Option<Timestamp>,
+        /// How many enrollments it allows; `None` for no limit.
+        uses: Option<u32>,
+        at: Timestamp,
+    },
+    /// Spends one use of the join token whose secret hashes to `hash`, for a party of
+    /// `kind` named `by`; refused when the token is unknown, revoked, expired (at `at`),
+    /// used up, or of another kind.
+    UseJoinToken {
+        kind: JoinKind,
+        hash: Vec<u8>,
+        by: String,
+        at: Timestamp,
+    },
+    /// Revokes a join token: it enrolls nobody from then on.
+    RevokeJoinToken { id: JoinTokenId, at: Timestamp },
     /// Several commands in one entry, applied in order in one atomic batch (see
     /// [`crate::batch`]). Only [`Command::batchable`] commands go in one.
     Batch(Vec<Command>),
@@ -73,7 +96,11 @@ impl Command {
     pub fn batchable(&self) -> bool {
         !matches!(
             self,
-            Command::DeleteJob { .. } | Command::RestoreState { .. } | Command::Batch(_)
+            Command::DeleteJob { .. }
+                | Command::RestoreState { .. }
+                | Command::Batch(_)
+                // Rare, and two uses of one token must see each other's count.
+                | Command::UseJoinToken { .. }
         )
     }
 
@@ -88,6 +115,9 @@ impl Command {
             Command::CreateRun { .. } => "create_run",
             Command::RunDispatched { .. } => "run_dispatched",
             Command::RunFinished { .. } => "run_finished",
+            Command::CreateJoinToken { .. } => "create_join_token",
+            Command::UseJoinToken { .. } => "use_join_token",
+            Command::RevokeJoinToken { .. } => "revoke_join_token",
             Command::RestoreState { .. } => "restore_state",
             Command::Batch(_) => "batch",
         }
@@ -103,6 +133,7 @@ pub enum Applied {
     Node(Node),
     Job(Job),
     Run(Run),
+    JoinToken(JoinTokenRecord),
     /// A batch's answers, one per command, in order.
     Batch(Vec<Response>),
     /// A backup replaced the state: how many keys it holds now.
@@ -128,6 +159,30 @@ pub enum ApplyError {
     },
     #[error("a `{kind}` command cannot be part of a batch")]
     NotBatchable { kind: String },
+    #[error("the join token was refused: {0}")]
+    JoinTokenRefused(JoinTokenRefusal),
+}
+
+/// Why a join token cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinTokenRefusal {
+    #[error("no such token (it was never issued, or it was mistyped)")]
+    Unknown,
+    #[error("token {0} was revoked")]
+    Revoked(JoinTokenId),
+    #[error("token {id} expired at {expired_at}")]
+    Expired {
+        id: JoinTokenId,
+        expired_at: Timestamp,
+    },
+    #[error("token {id} is used up (it allowed {uses} use(s))")]
+    UsedUp { id: JoinTokenId, uses: u32 },
+    #[error("token {id} is a {is} token, not a {wanted} token")]
+    WrongKind {
+        id: JoinTokenId,
+        is: JoinKind,
+        wanted: JoinKind,
+    },
 }
 
 impl ApplyError {
@@ -147,4 +202,20 @@ pub type Response = Result<Applied, ApplyError>;
 pub struct TokenRecord {
     pub name: String,
     pub created_at: Timestamp,
+}
+
+/// What the store keeps of a join token (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: JoinTokenId,
+    pub kind: JoinKind,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// How many enrollments it allows; `None` for no limit.
+    pub uses_allowed: Option<u32>,
+    /// How many it has served.
+    pub uses: u32,
+    /// Who used it last (a server's name or an agent's hostname).
+    pub last_used_by: Option<String>,
+    pub revoked_at: Option<Timestamp>,
 }

@@ -10,6 +10,7 @@ mod batch;
 mod command;
 mod error;
 mod forward;
+mod join_tokens;
 mod leader;
 mod log_store;
 mod network;
@@ -19,7 +20,10 @@ mod state;
 mod state_machine;
 mod timings;
 
-pub use command::{Applied, ApplyError, Command, KeyValue, Response, TokenRecord};
+pub use command::{
+    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, Response,
+    TokenRecord,
+};
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};

@@ -29,6 +29,19 @@ pub struct RaftConfig {
     pub snapshot_after_logs: u64,
 }
 
+/// How often the leader tells followers it is alive.
+const HEARTBEAT_MS: u64 = 100;
+/// A follower's election timeout is drawn from this range, in ms. openraft 0.9 first waits
+/// out the leader's lease (the range's maximum) after the last heartbeat, so a follower
+/// calls an election 1.0–1.2 s after the leader died: failover stays well under 2 s while a
+/// stall of up to 10 heartbeats (a loaded 2-core machine) does not depose a live leader.
+const ELECTION_TIMEOUT_MS: (u64, u64) = (400, 600);
+
+/// The deadline of one snapshot chunk's RPC, in ms.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+/// The size of one snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
 /// How long a linearizable read on a follower waits to apply up to the leader's read index.
 const READ_APPLY_WAIT: Duration = Duration::from_secs(10);
 
@@ -100,13 +113,18 @@ impl RaftNode {
         let reader = state_machine.reader().clone();
         let raft_config = Config {
             cluster_name: "windflow".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MS.0,
+            election_timeout_max: ELECTION_TIMEOUT_MS.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
             // Enough for a lagging follower to catch up without a snapshot, no more.
             max_in_snapshot_log_to_keep: config.snapshot_after_logs.min(1000),
             max_payload_entries: 64,
+            // Each snapshot chunk is one RPC with this deadline. openraft's default (200 ms)
+            // is shorter than a loaded 2-core machine takes to move and write a few MiB, and
+            // a timed-out chunk is sent again and again: a newcomer never caught up.
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()

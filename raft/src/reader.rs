@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use windflow_protocol::{Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus};
 
-use crate::command::TokenRecord;
+use crate::command::{JoinTokenRecord, TokenRecord};
 use crate::state::{key, u64_of};
 use crate::{StoreError, decode};
 
@@ -84,6 +84,11 @@ impl StateReader {
             .scan_prefix(prefix)
             .map(|e| decode(&e?.1, what))
             .collect()
+    }
+
+    /// Every join token ever issued (revoked and spent ones too), by ascending ID.
+    pub fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>, StoreError> {
+        self.scan(key::JOIN_TOKEN, "join token")
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -28,6 +28,9 @@ pub(crate) mod key {
     pub const NEXT_JOB: &[u8] = b"counter/job";
     pub const NEXT_RUN: &[u8] = b"counter/run";
     pub const NEXT_NODE: &[u8] = b"counter/node";
+    pub const JOIN_TOKEN: &[u8] = b"jointoken/";
+    pub const JOIN_TOKEN_HASH: &[u8] = b"jointokenhash/";
+    pub const NEXT_JOIN_TOKEN: &[u8] = b"counter/jointoken";
     pub const JOB_COUNT: &[u8] = b"count/jobs";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
@@ -83,14 +86,14 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+    pub(crate) fn get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         match self.writes.get(k) {
             Some(v) => Ok(v.as_ref().map(|v| sled::IVec::from(v.as_slice()))),
             None => Ok(self.tree.get(k)?),
         }
     }
 
-    fn get_as<T: serde::de::DeserializeOwned>(
+    pub(crate) fn get_as<T: serde::de::DeserializeOwned>(
         &self,
         k: &[u8],
         what: &'static str,
@@ -103,18 +106,22 @@ impl<'a> Pending<'a> {
         self.writes.insert(k, Some(v));
     }
 
-    fn put_as<T: serde::Serialize>(&mut self, k: Vec<u8>, v: &T) -> Result<(), StoreError> {
+    pub(crate) fn put_as<T: serde::Serialize>(
+        &mut self,
+        k: Vec<u8>,
+        v: &T,
+    ) -> Result<(), StoreError> {
         self.put(k, encode(v)?);
         Ok(())
     }
 
-    fn del(&mut self, k: Vec<u8>) {
+    pub(crate) fn del(&mut self, k: Vec<u8>) {
         self.batch.remove(k.clone());
         self.writes.insert(k, None);
     }
 
     /// Advances a counter and returns the new value (IDs start at 1).
-    fn next(&mut self, counter: &[u8]) -> Result<u64, StoreError> {
+    pub(crate) fn next(&mut self, counter: &[u8]) -> Result<u64, StoreError> {
         let n = u64_of(self.get(counter)?) + 1;
         self.put(counter.to_vec(), n.to_be_bytes().to_vec());
         Ok(n)
@@ -293,6 +300,17 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.put_run(&r, Some(RunStatus::Pending))?;
             Ok(Applied::Run(r))
         }
+        Command::CreateJoinToken {
+            kind,
+            hash,
+            expires_at,
+            uses,
+            at,
+        } => crate::join_tokens::create(p, kind, hash, expires_at, uses, at)?,
+        Command::UseJoinToken { kind, hash, by, at } => {
+            crate::join_tokens::spend(p, kind, hash, by, at)?
+        }
+        Command::RevokeJoinToken { id, at } => crate::join_tokens::revoke(p, id, at)?,
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {

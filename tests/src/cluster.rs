@@ -3,14 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tempfile::TempDir;
 
 use crate::{
-    START_DEADLINE, free_tcp_addr, free_udp_addr, http_json, http_status, wait_for, windflow_bin,
+    START_DEADLINE, free_tcp_addr, free_udp_addr, http_json, http_json_within, http_status,
+    wait_for, windflow_bin,
 };
 
 /// One server process of a [`Cluster`].
@@ -19,9 +20,19 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
-    /// Started with `--join` (waits to be added) instead of `--peers`.
-    pub joins: bool,
+    pub starts: Starts,
     child: Option<Child>,
+}
+
+/// How a server of a [`Cluster`] takes its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Starts {
+    /// One of the initial member list (`--peers`), with the shared CA.
+    Member,
+    /// `--join` with the shared CA: waits to be added.
+    Joining,
+    /// `--join-token TOKEN --join-via ADDR`: no CA files; enrolls, then waits to be added.
+    JoiningWithToken { token: String, via: String },
 }
 
 impl Server {
@@ -75,7 +86,7 @@ impl Cluster {
                 data_dir: root.path().join(format!("s{i}")),
                 http_addr: free_tcp_addr(),
                 quic_addr: free_udp_addr(),
-                joins: false,
+                starts: Starts::Member,
                 child: None,
             })
             .collect();
@@ -114,13 +125,17 @@ impl Cluster {
                 "--quic-addr",
                 &s.quic_addr.to_string(),
             ])
-            .args(if s.joins {
-                vec!["--join"]
-            } else {
-                vec!["--peers", self.peers.as_str()]
+            .args(match &s.starts {
+                Starts::Member => vec!["--peers", self.peers.as_str(), "--ca-dir"],
+                Starts::Joining => vec!["--join", "--ca-dir"],
+                Starts::JoiningWithToken { token, via } => {
+                    vec!["--join-token", token, "--join-via", via]
+                }
             })
-            .arg("--ca-dir")
-            .arg(&self.ca_dir)
+            .args(match s.starts {
+                Starts::JoiningWithToken { .. } => None,
+                _ => Some(&self.ca_dir),
+            })
             .args(&self.extra_args)
             .env("HOME", self.root.path())
             .stdin(Stdio::null())
@@ -182,18 +197,22 @@ impl Cluster {
         (status == 200).then(|| jobs.as_array().cloned().unwrap_or_default())
     }
 
-    /// Asks server `via` to add server `new` (started with `--join`) to the cluster.
+    /// Asks server `via` to add server `new` (started with `--join`) to the cluster. The
+    /// server answers once the newcomer has caught up, which for a large state means a
+    /// snapshot install: minutes in a debug build on a loaded machine.
     pub fn join(&self, via: usize, token: &str, new: usize) -> (u16, serde_json::Value) {
         let s = &self.servers[new];
         let body =
             serde_json::json!({"name": s.name, "address": s.quic_addr.to_string()}).to_string();
-        http_json(
+        http_json_within(
             self.servers[via].http_addr,
             "POST",
             "/v1/cluster/members",
             Some(token),
             Some(&body),
+            Duration::from_secs(300),
         )
+        .with_context(|| self.logs())
         .expect("the join request")
     }
 
@@ -237,21 +256,61 @@ impl Cluster {
 
     /// Starts a new server with `--join`, not yet a member; returns its index.
     pub fn start_joining(&mut self, name: &str) -> anyhow::Result<usize> {
+        let i = self.spawn_new(name, Starts::Joining)?;
+        self.wait_serving(i)?;
+        Ok(i)
+    }
+
+    /// Starts a new server that enrolls with a join token through `via` (a server's QUIC
+    /// address) and then waits to be added. Returns at once with its index: enrollment may
+    /// be meant to fail (see [`Cluster::wait_exit`]) or succeed ([`Cluster::wait_serving`]).
+    pub fn start_with_join_token(
+        &mut self,
+        name: &str,
+        token: &str,
+        via: SocketAddr,
+    ) -> anyhow::Result<usize> {
+        let starts = Starts::JoiningWithToken {
+            token: token.into(),
+            via: via.to_string(),
+        };
+        self.spawn_new(name, starts)
+    }
+
+    fn spawn_new(&mut self, name: &str, starts: Starts) -> anyhow::Result<usize> {
         self.servers.push(Server {
             name: name.into(),
             data_dir: self.root.path().join(name),
             http_addr: free_tcp_addr(),
             quic_addr: free_udp_addr(),
-            joins: true,
+            starts,
             child: None,
         });
         let i = self.servers.len() - 1;
         self.spawn(i)?;
+        Ok(i)
+    }
+
+    /// Waits until server `i` exits by itself; its exit status.
+    pub fn wait_exit(&mut self, i: usize, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.servers[i]
+            .child
+            .as_mut()
+            .context("the server is not running")?;
+        let status = wait_for("the server to exit", deadline, || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.servers[i].child = None;
+        Ok(status)
+    }
+
+    /// Waits until server `i` answers `/healthz`.
+    pub fn wait_serving(&self, i: usize) -> anyhow::Result<()> {
         let addr = self.servers[i].http_addr;
         wait_for("the joining server to serve HTTP", START_DEADLINE, || {
             (http_status(addr, "/healthz").ok() == Some(200)).then_some(())
-        })?;
-        Ok(i)
+        })
+        .with_context(|| self.servers[i].log())
     }
 
     /// Starts server `i` again on its data dir and addresses.

@@ -244,9 +244,22 @@ pub fn http_json(
     token: Option<&str>,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    http_json_within(addr, method, path, token, body, Duration::from_secs(30))
+}
+
+/// [`http_json`] for a request that may take longer than 30 s to answer (a membership
+/// change that waits for a new server to install a large snapshot).
+pub fn http_json_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    answer_within: Duration,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(answer_within))?;
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

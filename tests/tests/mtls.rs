@@ -1,6 +1,7 @@
-//! The agent gateway of a real `windflow dev` refuses, at the TLS handshake and before any
-//! frame is read, a client whose certificate comes from another CA and one with none.
-//! A client with a certificate from the cluster's own CA gets as far as the protocol.
+//! The agent gateway of a real `windflow dev` refuses a client whose certificate comes from
+//! another CA at the TLS handshake, and one with no certificate (which may only enroll)
+//! right after it, before any frame is read. A client with a certificate from the
+//! cluster's own CA gets as far as the protocol.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,11 +51,9 @@ async fn with_deadline(
 }
 
 /// The server logs the refusal; the client may see it first, so wait for the line.
-fn refused_in_log(dev: &DevServer) {
+fn refused_in_log(dev: &DevServer, line: &str) {
     windflow_tests::wait_for("the refusal in the server log", DEADLINE, || {
-        dev.log()
-            .contains("refused connection at the TLS handshake")
-            .then_some(())
+        dev.log().contains(line).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
 }
@@ -82,7 +81,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         result.is_err(),
         "a foreign certificate got an answer: {result:?}"
     );
-    refused_in_log(&dev);
+    refused_in_log(&dev, "refused connection at the TLS handshake");
     // The dev server's own agent connects; the intruder's Hello (hostname `intruder`) is never read.
     assert!(!dev.log().contains("intruder"), "{}", dev.log());
 }
@@ -106,11 +105,13 @@ async fn a_client_without_a_certificate_is_refused() {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let client = quinn::ClientConfig::new(Arc::new(quic));
     let result = with_deadline(client, dev.quic_addr).await;
+    let err = result.expect_err("an anonymous client got an answer");
     assert!(
-        result.is_err(),
-        "an anonymous client got an answer: {result:?}"
+        format!("{err:#}").contains("client certificate from the cluster CA is required"),
+        "{err:#}"
     );
-    refused_in_log(&dev);
+    refused_in_log(&dev, "refused connection without a client certificate");
+    assert!(!dev.log().contains("intruder"), "{}", dev.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -71,6 +71,9 @@ impl From<WriteError> for ApiError {
                     ApplyError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
                     ApplyError::NameTaken { .. } => (StatusCode::CONFLICT, "name_taken"),
                     ApplyError::InvalidTransition { .. } => (StatusCode::CONFLICT, "conflict"),
+                    ApplyError::JoinTokenRefused(_) => {
+                        (StatusCode::FORBIDDEN, "join_token_refused")
+                    }
                     ApplyError::NotBatchable { .. } => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "internal")
                     }

@@ -9,6 +9,7 @@ mod error;
 mod faults;
 mod health;
 mod jobs;
+mod join_tokens;
 mod nodes;
 mod runs;
 mod ui;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub server_names: Arc<BTreeMap<windflow_raft::ServerId, String>>,
     /// Whether `PUT /v1/debug/faults` exists (`windflow server --fault-injection`).
     pub fault_injection: bool,
+    /// The cluster CA's SHA-256 fingerprint, which join tokens carry.
+    pub ca_fingerprint: Arc<str>,
 }
 
 /// The whole HTTP surface of a server.
@@ -67,6 +70,11 @@ pub fn app(state: AppState) -> Router {
             get(cluster::members).post(cluster::join),
         )
         .route("/cluster/members/{name}", delete(cluster::remove))
+        .route(
+            "/cluster/tokens",
+            get(join_tokens::list).post(join_tokens::create),
+        )
+        .route("/cluster/tokens/{id}", delete(join_tokens::revoke))
         .route("/cluster/snapshot", get(backup::save))
         .route(
             "/cluster/restore",

@@ -11,8 +11,8 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    ClusterCommand, Command, ContextCommand, JobCommand, JobCreateArgs, NodeCommand, OutputFormat,
-    RunCommand, SnapshotCommand,
+    ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand, JobCreateArgs,
+    NodeCommand, OutputFormat, RunCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -65,6 +65,7 @@ pub async fn run(
             print_members(out, &members)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cluster(ClusterCommand::Token(cmd)) => cluster_token(&client, out, cmd).await,
         Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Save { file })) => {
             let bytes = client.get_bytes("/v1/cluster/snapshot").await?;
             crate::server::write_secret_bytes(&file, &bytes)?;
@@ -221,6 +222,77 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
         body.insert("env".into(), env.into());
     }
     Ok(body.into())
+}
+
+async fn cluster_token(
+    client: &Client,
+    out: Printer,
+    cmd: ClusterTokenCommand,
+) -> anyhow::Result<ExitCode> {
+    let tokens: Vec<Value> = match cmd {
+        ClusterTokenCommand::Create { ttl, uses } => {
+            let body = json!({ "ttl": ttl, "uses": uses });
+            let created: Value = client.post("/v1/cluster/tokens", Some(&body)).await?;
+            if out.0 == OutputFormat::Json {
+                out.json(&created)?;
+            } else {
+                println!(
+                    "Server join token {} (shown once; valid until {}, {} use(s)):\n  {}\n\n\
+                     Start the new server with:\n  windflow server --name NAME --data-dir DIR \\\n    \
+                     --join-token {} --join-via THIS_SERVER_QUIC_ADDR\n\
+                     then add it with `windflow cluster join NAME --address ITS_QUIC_ADDR`.",
+                    text(&created["id"]),
+                    text(&created["expires_at"]),
+                    if created["uses_allowed"].is_null() {
+                        "unlimited".to_owned()
+                    } else {
+                        text(&created["uses_allowed"])
+                    },
+                    text(&created["token"]),
+                    text(&created["token"]),
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ClusterTokenCommand::List => client.get("/v1/cluster/tokens").await?,
+        ClusterTokenCommand::Revoke { id } => {
+            let revoked: Value = client
+                .delete(&format!("/v1/cluster/tokens/{}", seg(&id)))
+                .await?;
+            vec![revoked]
+        }
+    };
+    if out.0 == OutputFormat::Json {
+        out.json(&tokens)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(vec![
+        "ID",
+        "KIND",
+        "CREATED",
+        "EXPIRES",
+        "USES",
+        "LAST USED BY",
+        "REVOKED",
+    ]);
+    for tk in &tokens {
+        let allowed = if tk["uses_allowed"].is_null() {
+            "∞".to_owned()
+        } else {
+            text(&tk["uses_allowed"])
+        };
+        t.row(vec![
+            text(&tk["id"]),
+            text(&tk["kind"]),
+            text(&tk["created_at"]),
+            text(&tk["expires_at"]),
+            format!("{}/{allowed}", text(&tk["uses"])),
+            text(&tk["last_used_by"]),
+            text(&tk["revoked_at"]),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_members(out: Printer, members: &[Value]) -> anyhow::Result<()> {

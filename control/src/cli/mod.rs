@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::{self, Verbosity};
@@ -86,6 +87,29 @@ pub enum ClusterCommand {
     /// Back up the replicated state, or restore it into a fresh cluster.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Join tokens for new servers (`windflow server --join-token`).
+    #[command(subcommand)]
+    Token(ClusterTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterTokenCommand {
+    /// Mint a server join token; its secret is shown once.
+    Create {
+        /// How long it stays valid (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many servers may join with it; 0 for any number.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// List join tokens (never their secrets).
+    List,
+    /// Revoke a join token: it enrolls nobody from now on.
+    Revoke {
+        /// The token's ID (`JT1`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +159,20 @@ pub struct ServerArgs {
     /// to be added with `windflow cluster join NAME --address THIS_QUIC_ADDR`.
     #[arg(long, conflicts_with = "peers")]
     pub join: bool,
+    /// A server join token (`windflow cluster token create`): on the first start, get this
+    /// server's certificate and the cluster CA from a running server, then wait to be added
+    /// like `--join`. Needs `--join-via`.
+    #[arg(
+        long,
+        env = "WINDFLOW_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "join_via",
+        conflicts_with_all = ["peers", "ca_dir"]
+    )]
+    pub join_token: Option<String>,
+    /// QUIC HOST:PORT of running servers to enroll through, comma-separated.
+    #[arg(long, env = "WINDFLOW_JOIN_VIA", requires = "join_token")]
+    pub join_via: Option<String>,
     /// Serve PUT /v1/debug/faults, which cuts raft links (partition tests only).
     #[arg(long, hide = true)]
     pub fault_injection: bool,
@@ -262,7 +300,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             config.shared_ca_dir = args.ca_dir;
             config.fault_injection = args.fault_injection;
-            config.start = if args.join {
+            if let Some(token) = &args.join_token {
+                let token = token
+                    .parse()
+                    .context("--join-token (WINDFLOW_JOIN_TOKEN)")?;
+                let via: Vec<String> = args
+                    .join_via
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if via.is_empty() {
+                    anyhow::bail!("--join-via: give at least one server's QUIC HOST:PORT");
+                }
+                config.join_token = Some(crate::join::JoinWithToken { token, via });
+            }
+            config.start = if args.join || args.join_token.is_some() {
                 crate::server::Start::Join
             } else {
                 crate::server::Start::Form

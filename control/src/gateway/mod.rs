@@ -1,18 +1,24 @@
 //! The QUIC endpoint every server runs: agents arrive with ALPN `windflow/1`, peer servers
-//! with `windflow-raft/1`. Mutual TLS is enforced by the endpoint's config, so a peer
-//! without a certificate from the cluster CA never gets here.
+//! with `windflow-raft/1`, newcomers holding a join token with `windflow-enroll/1`. A
+//! certificate from another CA fails the handshake; a peer with no certificate at all gets
+//! past it only to enroll, and is closed on any other ALPN before a frame is read.
 
+mod enroll;
 mod output;
 mod session;
 mod sessions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use windflow_certs::ClusterCa;
+use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
 use windflow_raft::RaftNode;
 
+pub use enroll::validate_server_name;
 pub use output::RunOutputs;
 pub use sessions::Sessions;
 
@@ -24,6 +30,8 @@ pub struct Gateway {
     pub outputs: RunOutputs,
     /// How often agents send heartbeats.
     pub heartbeat_interval: Duration,
+    /// The cluster CA, which signs what enrollment issues.
+    pub ca: Arc<ClusterCa>,
 }
 
 impl Gateway {
@@ -54,7 +62,23 @@ impl Gateway {
                     .handshake_data()
                     .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                     .and_then(|d| d.protocol);
+                let anonymous = conn.peer_identity().is_none();
                 match alpn.as_deref() {
+                    Some(a) if a == ALPN_ENROLL => {
+                        let span = tracing::info_span!("enroll", %remote);
+                        tokio::select! {
+                            _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
+                            _ = gateway.serve_enrollment(conn.clone()).instrument(span) => {}
+                        }
+                    }
+                    // Only enrollment is served without a certificate.
+                    Some(_) if anonymous => {
+                        tracing::info!(%remote, "refused connection without a client certificate");
+                        conn.close(
+                            2u32.into(),
+                            b"a client certificate from the cluster CA is required",
+                        );
+                    }
                     Some(a) if a == ALPN_AGENT => {
                         let span = tracing::info_span!("agent_session", %remote, node = tracing::field::Empty);
                         tokio::select! {

@@ -1,0 +1,143 @@
+//! Enrollment (ALPN `windflow-enroll/1`): a newcomer without a certificate presents a join
+//! token's secret and a CSR; one use of the token is spent through raft before anything is
+//! signed. Only server enrollment exists so far: the answer carries the server's
+//! certificate and the cluster CA (servers sign agents' certificates).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use windflow_certs::wire::{read_frame, write_frame};
+use windflow_protocol::Timestamp;
+use windflow_protocol::enroll::{EnrollRequest, EnrollResponse, JoinKind};
+use windflow_protocol::messages::VersionRange;
+use windflow_raft::{ApplyError, Command, WriteError};
+
+use super::Gateway;
+use crate::auth;
+use crate::cluster::server_id;
+
+/// How long a newcomer has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most IP addresses a server certificate may carry.
+const MAX_IPS: usize = 16;
+
+impl Gateway {
+    pub(super) async fn serve_enrollment(&self, conn: quinn::Connection) {
+        let (mut send, mut recv) =
+            match tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi()).await {
+                Ok(Ok(streams)) => streams,
+                _ => return,
+            };
+        let request =
+            match tokio::time::timeout(REQUEST_TIMEOUT, read_frame::<EnrollRequest>(&mut recv))
+                .await
+            {
+                Ok(Ok(Some(request))) => request,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "unreadable enrollment request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("no enrollment request within 10s");
+                    return;
+                }
+            };
+        let response = match self.enroll(&request).await {
+            Ok(response) => response,
+            Err(reason) => {
+                tracing::warn!(name = %request.name, kind = %request.kind, %reason, "enrollment refused");
+                EnrollResponse::Refused { reason }
+            }
+        };
+        if write_frame(&mut send, &response).await.is_ok() {
+            let _ = send.finish();
+            let _ = send.stopped().await;
+        }
+    }
+
+    /// Checks the request, spends a use of the token and signs; `Err` is the reason given
+    /// to the newcomer.
+    async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, String> {
+        if VersionRange::SUPPORTED
+            .negotiate(&request.versions)
+            .is_none()
+        {
+            return Err(format!(
+                "protocol version mismatch: the newcomer speaks {}, this server speaks {}",
+                request.versions,
+                VersionRange::SUPPORTED
+            ));
+        }
+        if request.kind != JoinKind::Server {
+            return Err(format!(
+                "this server enrolls servers only, not {}s",
+                request.kind
+            ));
+        }
+        validate_server_name(&request.name)?;
+        if request.ips.len() > MAX_IPS {
+            return Err(format!(
+                "at most {MAX_IPS} IP addresses, not {}",
+                request.ips.len()
+            ));
+        }
+        let ips = request
+            .ips
+            .iter()
+            .map(|ip| {
+                ip.parse::<IpAddr>()
+                    .map_err(|_| format!("`{ip}` is not an IP address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = server_id(&request.name);
+        if self.raft.members().iter().any(|m| m.id == id) {
+            return Err(format!(
+                "server `{}` is already a member of the cluster",
+                request.name
+            ));
+        }
+        let spent = self
+            .raft
+            .write(Command::UseJoinToken {
+                kind: JoinKind::Server,
+                hash: auth::token_hash(&request.secret),
+                by: request.name.clone(),
+                at: Timestamp::now(),
+            })
+            .await;
+        match spent {
+            Ok(_) => {}
+            Err(WriteError::Rejected(ApplyError::JoinTokenRefused(why))) => {
+                return Err(format!("the join token was refused: {why}"));
+            }
+            Err(e) => return Err(format!("the cluster could not record the token's use: {e}")),
+        }
+        let cert_pem = self
+            .ca
+            .sign_server_csr(&request.name, &request.csr_pem, &ips)
+            .map_err(|e| format!("cannot sign the request: {e}"))?;
+        tracing::info!(name = %request.name, "server enrolled with a join token");
+        Ok(EnrollResponse::Server {
+            cert_pem,
+            ca_cert_pem: self.ca.cert_pem().to_owned(),
+            ca_key_pem: self.ca.key_pem(),
+        })
+    }
+}
+
+/// A server name goes into a certificate and a raft ID: short, plain, and not empty.
+pub fn validate_server_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "server name `{name}` must be 1 to 63 letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
