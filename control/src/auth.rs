@@ -1,10 +1,14 @@
-//! Who is calling. Every `/v1` route passes through [`require_token`]; users, roles and
-//! namespaces will grow from here (the [`Caller`] it leaves in the request).
+//! Who is calling: the bearer token of a request, checked against the replicated token
+//! table, becomes a [`Caller`]; [`LoginLimiter`] slows down password guessing. What a
+//! caller may do is decided per route in `api::access`.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
 use ring::rand::{SecureRandom, SystemRandom};
+use windflow_protocol::{Role, Timestamp, TokenId};
 
 use crate::api::{ApiError, AppState};
 
@@ -12,9 +16,13 @@ use crate::api::{ApiError, AppState};
 pub const TOKEN_PREFIX: &str = "wf_";
 
 /// The authenticated caller of a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    pub token: TokenId,
     pub token_name: String,
+    /// The user the token acts for, if any.
+    pub user: Option<String>,
+    pub role: Role,
 }
 
 /// A new random API token secret.
@@ -40,14 +48,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Rejects a request without a valid `Authorization: Bearer` token with 401.
-pub async fn require_token(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = req
-        .headers()
+/// How many characters of a secret a token list shows.
+pub const SHOWN_PREFIX_LEN: usize = 8;
+
+/// The first characters of a secret, to tell tokens apart without revealing them.
+pub fn shown_prefix(secret: &str) -> String {
+    secret.chars().take(SHOWN_PREFIX_LEN).collect()
+}
+
+/// The caller a request's `Authorization: Bearer` token stands for, or 401: a missing or
+/// malformed header, an unknown token, a revoked or an expired one.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
     let secret = header
@@ -64,10 +76,80 @@ pub async fn require_token(
         .reader()
         .token_by_hash(&token_hash(secret))?
         .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
-    req.extensions_mut().insert(Caller {
-        token_name: record.name,
-    });
-    Ok(next.run(req).await)
+    let view = record.view;
+    if view.revoked_at.is_some() {
+        return Err(ApiError::unauthorized(format!(
+            "token {} was revoked",
+            view.id
+        )));
+    }
+    if let Some(at) = view.expires_at.filter(|e| Timestamp::now() >= *e) {
+        return Err(ApiError::unauthorized(format!(
+            "token {} expired at {at}",
+            view.id
+        )));
+    }
+    Ok(Caller {
+        token: view.id,
+        token_name: view.name,
+        user: view.user,
+        role: view.role,
+    })
+}
+
+/// Counts failed logins per user name and per source address; past `max_failures` within
+/// `window` of the first failure, further attempts are refused until the window has passed,
+/// right password or not. In memory on each server: a restart forgets, and an attacker
+/// spreading guesses over several servers gets each server's allowance.
+pub struct LoginLimiter {
+    window: Duration,
+    max_failures: u32,
+    failures: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl LoginLimiter {
+    pub fn new(window: Duration, max_failures: u32) -> Self {
+        LoginLimiter {
+            window,
+            max_failures,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(user: &str, source: &str) -> [String; 2] {
+        [format!("user:{user}"), format!("addr:{source}")]
+    }
+
+    /// `Err(wait)` when this user or address must wait before trying again.
+    pub fn check(&self, user: &str, source: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.retain(|_, (first, _)| now.duration_since(*first) < self.window);
+        let wait = Self::keys(user, source)
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .filter(|(_, n)| *n >= self.max_failures)
+            .map(|(first, _)| self.window.saturating_sub(now.duration_since(*first)))
+            .max();
+        match wait {
+            Some(w) => Err(w.max(Duration::from_secs(1))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, user: &str, source: &str) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        for k in Self::keys(user, source) {
+            failures.entry(k).or_insert((now, 0)).1 += 1;
+        }
+    }
+
+    /// A right password clears the user's count (the address keeps its own).
+    pub fn succeeded(&self, user: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&format!("user:{user}"));
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +164,21 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(token_hash(&a), token_hash(&a));
         assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn the_limiter_refuses_after_too_many_failures_until_the_window_passes() {
+        let limiter = LoginLimiter::new(Duration::from_millis(200), 3);
+        for _ in 0..3 {
+            assert!(limiter.check("ann", "1.2.3.4").is_ok());
+            limiter.failed("ann", "1.2.3.4");
+        }
+        assert!(limiter.check("ann", "1.2.3.4").is_err());
+        // The user is limited from any address, and the address for any user.
+        assert!(limiter.check("ann", "5.6.7.8").is_err());
+        assert!(limiter.check("bob", "1.2.3.4").is_err());
+        assert!(limiter.check("bob", "5.6.7.8").is_ok());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(limiter.check("ann", "1.2.3.4").is_ok());
     }
 }

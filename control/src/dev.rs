@@ -33,8 +33,8 @@ impl DevCluster {
 /// Starts the server, registers this host as a node on first start, and runs its agent.
 pub async fn start(config: ServerConfig) -> anyhow::Result<DevCluster> {
     let server = server::start(config.clone()).await?;
-    let admin_token = match &server.new_admin_token {
-        Some(t) => t.clone(),
+    let admin_token = match &server.new_admin {
+        Some(admin) => admin.token.clone(),
         None => server::read_bootstrap_token(&config.data_dir)?,
     };
     let identity = agent_identity(&server, &config.data_dir).await?;

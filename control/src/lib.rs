@@ -16,4 +16,5 @@ pub mod join;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod password;
 pub mod server;

@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 
 /// The name of the token created on a cluster's first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+/// The user the first start creates, with the admin role.
+pub const BOOTSTRAP_USER: &str = "admin";
+/// Where the first start writes the bootstrap admin's password (mode 0600).
+pub const BOOTSTRAP_PASSWORD_FILE: &str = "bootstrap-password";
 /// Where the first start writes the bootstrap admin token (mode 0600).
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 
@@ -48,6 +52,10 @@ pub struct ServerConfig {
     /// Get the server certificate and the CA from a running cluster with a join token, on
     /// the first start (later starts find them in the data dir).
     pub join_token: Option<JoinWithToken>,
+    /// Failed logins for one user or from one address within this window, past
+    /// `login_max_failures`, are refused until it has passed.
+    pub login_window: Duration,
+    pub login_max_failures: u32,
 }
 
 /// How a server takes its place in a cluster.
@@ -72,6 +80,8 @@ impl ServerConfig {
             start: Start::Form,
             fault_injection: false,
             join_token: None,
+            login_window: Duration::from_secs(60),
+            login_max_failures: 5,
         }
     }
 
@@ -96,8 +106,8 @@ impl ServerConfig {
 pub struct RunningServer {
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
-    /// The bootstrap admin token, when this start initialised the cluster.
-    pub new_admin_token: Option<String>,
+    /// The bootstrap admin, when this start initialised the cluster.
+    pub new_admin: Option<Bootstrap>,
     pub raft: RaftNode,
     pub ca: Arc<ClusterCa>,
     pub sessions: Sessions,
@@ -222,12 +232,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let new_admin_token = if forming && cluster.members.len() == 1 {
+    let new_admin = if forming && cluster.members.len() == 1 {
         raft.wait_for_leader(Duration::from_secs(30))
             .await
             .context("waiting for a raft leader")?;
         match initialized {
-            true => Some(create_bootstrap_token(&raft, &config.data_dir).await?),
+            true => Some(create_bootstrap(&raft, &config.data_dir).await?),
             false => None,
         }
     } else {
@@ -266,6 +276,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         server_names: Arc::new(server_names(&config)),
         fault_injection: config.fault_injection,
         ca_fingerprint: ca.fingerprint_sha256().into(),
+        routes: Default::default(),
+        login_limiter: Arc::new(auth::LoginLimiter::new(
+            config.login_window,
+            config.login_max_failures,
+        )),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -274,9 +289,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let stop = shutdown.clone();
     let router = api::app(state.clone());
     tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -285,7 +303,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         http_addr,
         quic_addr,
-        new_admin_token,
+        new_admin,
         raft,
         ca,
         sessions,
@@ -295,28 +313,52 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// Creates the bootstrap token of a newly formed set once the cluster can commit it, and
+/// The first admin's credentials, made once by the server that initialises a cluster.
+pub struct Bootstrap {
+    pub token: String,
+    pub password: String,
+}
+
+impl Bootstrap {
+    fn generate() -> anyhow::Result<Self> {
+        let no_randomness = |_| anyhow::anyhow!("no system randomness for the bootstrap admin");
+        Ok(Bootstrap {
+            token: auth::generate_token().map_err(no_randomness)?,
+            password: auth::random_hex(16).map_err(no_randomness)?,
+        })
+    }
+
+    /// Prints the credentials, once, to standard output.
+    pub fn announce(&self, data_dir: &Path) {
+        println!(
+            "Cluster initialised. Bootstrap admin (shown once, also in {} and {}):\n  user:     {BOOTSTRAP_USER}\n  password: {}\n  token:    {}",
+            data_dir.join(BOOTSTRAP_PASSWORD_FILE).display(),
+            data_dir.join(BOOTSTRAP_TOKEN_FILE).display(),
+            self.password,
+            self.token,
+        );
+    }
+}
+
+/// Creates the bootstrap admin of a newly formed set once the cluster can commit it, and
 /// shows it once.
 async fn bootstrap_when_ready(raft: RaftNode, data_dir: PathBuf, shutdown: CancellationToken) {
-    let token = match auth::generate_token() {
-        Ok(t) => t,
-        Err(_) => {
-            tracing::error!("no system randomness for the bootstrap admin token");
+    let admin = match Bootstrap::generate() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the bootstrap admin");
             return;
         }
     };
     let mut pause = Duration::from_millis(200);
     loop {
-        match store_bootstrap_token(&raft, &data_dir, &token).await {
+        match store_bootstrap(&raft, &data_dir, &admin).await {
             Ok(()) => {
-                println!(
-                    "Cluster initialised. Bootstrap admin token (shown once, also in {}):\n  {token}",
-                    data_dir.join(BOOTSTRAP_TOKEN_FILE).display()
-                );
+                admin.announce(&data_dir);
                 return;
             }
             Err(e) => {
-                tracing::info!(error = %format!("{e:#}"), "bootstrap token not stored yet; retrying")
+                tracing::info!(error = %format!("{e:#}"), "bootstrap admin not stored yet; retrying")
             }
         }
         tokio::select! {
@@ -327,25 +369,48 @@ async fn bootstrap_when_ready(raft: RaftNode, data_dir: PathBuf, shutdown: Cance
     }
 }
 
-async fn create_bootstrap_token(raft: &RaftNode, data_dir: &Path) -> anyhow::Result<String> {
-    let token = auth::generate_token()
-        .map_err(|_| anyhow::anyhow!("no system randomness for the admin token"))?;
-    store_bootstrap_token(raft, data_dir, &token).await?;
-    Ok(token)
+async fn create_bootstrap(raft: &RaftNode, data_dir: &Path) -> anyhow::Result<Bootstrap> {
+    let admin = Bootstrap::generate()?;
+    store_bootstrap(raft, data_dir, &admin).await?;
+    Ok(admin)
 }
 
-/// Proposes the bootstrap token and writes it to `DATA_DIR/bootstrap-token`. Safe to retry
-/// with the same token: a retry after an earlier attempt committed finds its own hash.
-async fn store_bootstrap_token(
+/// Proposes the bootstrap admin user and its token and writes both secrets to the data
+/// dir. Safe to retry with the same secrets: a retry after an earlier attempt committed
+/// finds its own user and token.
+async fn store_bootstrap(
     raft: &RaftNode,
     data_dir: &Path,
-    token: &str,
+    admin: &Bootstrap,
 ) -> anyhow::Result<()> {
-    let hash = auth::token_hash(token);
+    let password = admin.password.clone();
+    let password_hash = tokio::task::spawn_blocking(move || crate::password::hash(&password))
+        .await
+        .context("hashing the bootstrap password")??;
+    let user = raft
+        .write(Command::CreateUser {
+            name: BOOTSTRAP_USER.into(),
+            role: windflow_protocol::Role::Admin,
+            password_hash,
+            at: Timestamp::now(),
+        })
+        .await;
+    match user {
+        Ok(_) => {}
+        // An earlier attempt committed: its password stands (this process made both).
+        Err(WriteError::Rejected(ApplyError::NameTaken { .. })) => {}
+        Err(e) => return Err(e).context("storing the bootstrap admin user"),
+    }
+    let hash = auth::token_hash(&admin.token);
     let written = raft
         .write(Command::CreateToken {
             name: BOOTSTRAP_TOKEN_NAME.into(),
+            kind: windflow_protocol::TokenKind::Api,
+            role: windflow_protocol::Role::Admin,
+            user: Some(BOOTSTRAP_USER.into()),
             hash: hash.clone(),
+            prefix: auth::shown_prefix(&admin.token),
+            expires_at: None,
             at: Timestamp::now(),
         })
         .await;
@@ -355,7 +420,8 @@ async fn store_bootstrap_token(
             if raft.reader().token_by_hash(&hash)?.is_some() => {}
         Err(e) => return Err(e).context("storing the bootstrap admin token"),
     }
-    write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), token)
+    write_secret_file(&data_dir.join(BOOTSTRAP_PASSWORD_FILE), &admin.password)?;
+    write_secret_file(&data_dir.join(BOOTSTRAP_TOKEN_FILE), &admin.token)
 }
 
 /// Writes `content` and a newline to a file readable by its owner only.

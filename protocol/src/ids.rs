@@ -98,6 +98,21 @@ prefixed_id!(
     JoinTokenId, "JT", "join token"
 );
 
+prefixed_id!(
+    /// A user: `U<n>`.
+    UserId, "U", "user"
+);
+
+prefixed_id!(
+    /// An API token (a named one, or the session of a `windflow login`): `T<n>`.
+    TokenId, "T", "token"
+);
+
+prefixed_id!(
+    /// One entry of the audit log: `A<n>`.
+    AuditId, "A", "audit entry"
+);
+
 impl NodeId {
     /// The name an agent's certificate carries for this node.
     pub fn certificate_name(&self) -> String {

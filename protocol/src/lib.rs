@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod enroll;
+pub mod identity;
 pub mod ids;
 pub mod job;
 pub mod messages;
@@ -15,7 +16,10 @@ pub mod run;
 pub mod time;
 
 pub use codec::CodecError;
-pub use ids::{ContextId, IdParseError, JobId, JoinTokenId, NodeId, RunId};
+pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
+pub use ids::{
+    AuditId, ContextId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId, UserId,
+};
 pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
 pub use node::{DriverKind, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};

@@ -3,19 +3,55 @@
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Node, NodeId, Run, RunId,
-    RunOutcome, Timestamp,
+    AuditEntry, AuditId, DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Node, NodeId,
+    Role, Run, RunId, RunOutcome, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// An API token; `hash` is the SHA-256 of its secret. Names are unique.
+    /// An API token; `hash` is the SHA-256 of its secret, `prefix` its first characters.
+    /// Names of [`TokenKind::Api`] tokens are unique. A token acting for `user` may not
+    /// have a larger role than the user. Assigns the next [`TokenId`].
     CreateToken {
         name: String,
+        kind: TokenKind,
+        role: Role,
+        user: Option<String>,
         hash: Vec<u8>,
+        prefix: String,
+        expires_at: Option<Timestamp>,
         at: Timestamp,
     },
+    /// The token opens nothing from then on.
+    RevokeToken { id: TokenId, at: Timestamp },
+    /// Replaces a token's secret; the old one stops working at once. Name, role, user and
+    /// expiry stay.
+    RotateToken {
+        id: TokenId,
+        hash: Vec<u8>,
+        prefix: String,
+        at: Timestamp,
+    },
+    /// A user; `password_hash` is an argon2id PHC string made by the proposer. Names are
+    /// unique. Assigns the next [`windflow_protocol::UserId`].
+    CreateUser {
+        name: String,
+        role: Role,
+        password_hash: String,
+        at: Timestamp,
+    },
+    SetUserPassword {
+        name: String,
+        password_hash: String,
+        at: Timestamp,
+    },
+    /// Removes a user and revokes every token acting for it.
+    DeleteUser { name: String, at: Timestamp },
+    /// Appends one entry to the audit log (its `id` is assigned here).
+    RecordAudit(AuditEntry),
+    /// Drops audit entries older than `before` (retention).
+    PruneAudit { before: Timestamp },
     /// A new agent host; assigns the next [`NodeId`].
     RegisterNode {
         name: String,
@@ -101,6 +137,9 @@ impl Command {
                 | Command::Batch(_)
                 // Rare, and two uses of one token must see each other's count.
                 | Command::UseJoinToken { .. }
+                // These scan the tree, which does not hold a batch's earlier writes.
+                | Command::DeleteUser { .. }
+                | Command::PruneAudit { .. }
         )
     }
 
@@ -108,6 +147,13 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::RotateToken { .. } => "rotate_token",
+            Command::CreateUser { .. } => "create_user",
+            Command::SetUserPassword { .. } => "set_user_password",
+            Command::DeleteUser { .. } => "delete_user",
+            Command::RecordAudit(_) => "record_audit",
+            Command::PruneAudit { .. } => "prune_audit",
             Command::RegisterNode { .. } => "register_node",
             Command::NodeHello { .. } => "node_hello",
             Command::CreateJob { .. } => "create_job",
@@ -127,9 +173,11 @@ impl Command {
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
-    Token {
-        name: String,
-    },
+    Token(TokenView),
+    User(UserView),
+    Audit(AuditId),
+    /// How many entries a prune removed.
+    Pruned(u64),
     Node(Node),
     Job(Job),
     Run(Run),
@@ -161,6 +209,10 @@ pub enum ApplyError {
     NotBatchable { kind: String },
     #[error("the join token was refused: {0}")]
     JoinTokenRefused(JoinTokenRefusal),
+    /// A request that breaks a rule of the state (not a malformed one: those never get
+    /// this far).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why a join token cannot be used.
@@ -197,11 +249,18 @@ impl ApplyError {
 /// `apply`'s answer to one command.
 pub type Response = Result<Applied, ApplyError>;
 
-/// What the store keeps of an API token (never the secret).
+/// What the store keeps of an API token: its view and the SHA-256 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
-    pub name: String,
-    pub created_at: Timestamp,
+    pub view: TokenView,
+    pub hash: Vec<u8>,
+}
+
+/// What the store keeps of a user: its view and its argon2id password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub view: UserView,
+    pub password_hash: String,
 }
 
 /// What the store keeps of a join token (never the secret).

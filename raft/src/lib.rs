@@ -10,6 +10,7 @@ mod batch;
 mod command;
 mod error;
 mod forward;
+mod identity;
 mod join_tokens;
 mod leader;
 mod log_store;
@@ -22,7 +23,7 @@ mod timings;
 
 pub use command::{
     Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, Response,
-    TokenRecord,
+    TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

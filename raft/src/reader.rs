@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use windflow_protocol::{Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus};
+use windflow_protocol::{
+    AuditEntry, Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus, TokenId,
+};
 
-use crate::command::{JoinTokenRecord, TokenRecord};
+use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
 use crate::state::{key, u64_of};
 use crate::{StoreError, decode};
 
@@ -170,8 +172,68 @@ impl StateReader {
         self.scan(key::NODE, "node")
     }
 
+    /// The token whose secret hashes to `hash` (revoked and expired ones too).
     pub fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(&key::named(key::TOKEN, hash), "token")
+        match self.id_at(&key::named(key::TOKEN_HASH, hash))? {
+            Some(id) => self.token(TokenId(id)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(&key::id(key::TOKEN, id.0), "token")
+    }
+
+    /// A named ([`windflow_protocol::TokenKind::Api`]) token.
+    pub fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self.id_at(&key::named(key::TOKEN_NAME, name.as_bytes()))? {
+            Some(id) => self.token(TokenId(id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every token, revoked ones too, by ascending ID.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.scan(key::TOKEN, "token")
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self.id_at(&key::named(key::USER_NAME, name.as_bytes()))? {
+            Some(id) => self.get(&key::id(key::USER, id), "user"),
+            None => Ok(None),
+        }
+    }
+
+    /// Every user, by ascending ID.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.scan(key::USER, "user")
+    }
+
+    /// Audit entries, newest first, that `keep` accepts, at most `limit` of them.
+    pub fn audit(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&AuditEntry) -> bool,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(key::AUDIT).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let e: AuditEntry = decode(&entry?.1, "audit entry")?;
+            if keep(&e) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree
+            .get(index)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
     }
 
     /// The index of the last log entry applied here.

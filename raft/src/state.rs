@@ -10,7 +10,7 @@ use windflow_protocol::{
     STDERR_TAIL_BYTES,
 };
 
-use crate::command::{Applied, ApplyError, Command, Response, TokenRecord};
+use crate::command::{Applied, ApplyError, Command, Response};
 use crate::{StoreError, decode, encode};
 
 /// Table prefixes. IDs are big-endian so sled's order is numeric order.
@@ -24,7 +24,16 @@ pub(crate) mod key {
     pub const CONTEXT: &[u8] = b"ctx/";
     pub const NODE: &[u8] = b"node/";
     pub const TOKEN: &[u8] = b"token/";
+    pub const TOKEN_HASH: &[u8] = b"tokenhash/";
     pub const TOKEN_NAME: &[u8] = b"tokenname/";
+    pub const NEXT_TOKEN: &[u8] = b"counter/token";
+    pub const USER: &[u8] = b"user/";
+    pub const USER_NAME: &[u8] = b"username/";
+    pub const NEXT_USER: &[u8] = b"counter/user";
+    /// `usertoken/<user name>/<token id>`: the tokens acting for a user.
+    pub const USER_TOKEN: &[u8] = b"usertoken/";
+    pub const AUDIT: &[u8] = b"audit/";
+    pub const NEXT_AUDIT: &[u8] = b"counter/audit";
     pub const NEXT_JOB: &[u8] = b"counter/job";
     pub const NEXT_RUN: &[u8] = b"counter/run";
     pub const NEXT_NODE: &[u8] = b"counter/node";
@@ -84,6 +93,12 @@ impl<'a> Pending<'a> {
             writes: HashMap::new(),
             batch: sled::Batch::default(),
         }
+    }
+
+    /// The tree as it was before this command: scans read it, and miss this command's own
+    /// writes.
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        self.tree
     }
 
     pub(crate) fn get(&self, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
@@ -161,24 +176,49 @@ impl<'a> Pending<'a> {
 /// Applies one command. Deterministic: it reads nothing but the tree and the command.
 pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, StoreError> {
     Ok(match cmd {
-        Command::CreateToken { name, hash, at } => {
-            let name_key = key::named(key::TOKEN_NAME, name.as_bytes());
-            if p.get(&name_key)?.is_some() {
-                return Ok(Err(ApplyError::NameTaken {
-                    kind: "token".into(),
-                    name,
-                }));
-            }
-            p.put(name_key, hash.clone());
-            p.put_as(
-                key::named(key::TOKEN, &hash),
-                &TokenRecord {
-                    name: name.clone(),
-                    created_at: at,
-                },
-            )?;
-            Ok(Applied::Token { name })
-        }
+        Command::CreateToken {
+            name,
+            kind,
+            role,
+            user,
+            hash,
+            prefix,
+            expires_at,
+            at,
+        } => crate::identity::create_token(
+            p,
+            crate::identity::NewToken {
+                name,
+                kind,
+                role,
+                user,
+                hash,
+                prefix,
+                expires_at,
+                at,
+            },
+        )?,
+        Command::RevokeToken { id, at } => crate::identity::revoke_token(p, id, at)?,
+        Command::RotateToken {
+            id,
+            hash,
+            prefix,
+            at,
+        } => crate::identity::rotate_token(p, id, hash, prefix, at)?,
+        Command::CreateUser {
+            name,
+            role,
+            password_hash,
+            at,
+        } => crate::identity::create_user(p, name, role, password_hash, at)?,
+        Command::SetUserPassword {
+            name,
+            password_hash,
+            at,
+        } => crate::identity::set_password(p, name, password_hash, at)?,
+        Command::DeleteUser { name, at } => crate::identity::delete_user(p, name, at)?,
+        Command::RecordAudit(entry) => crate::identity::record_audit(p, entry)?,
+        Command::PruneAudit { before } => crate::identity::prune_audit(p, before)?,
         Command::RegisterNode { name, drivers, at } => {
             let node = Node {
                 id: NodeId(p.next(key::NEXT_NODE)?),

@@ -27,6 +27,39 @@ impl Fields {
         }
     }
 
+    /// Like [`Fields::parse`], with an empty body read as `{}`.
+    pub fn parse_or_empty(bytes: &Bytes) -> Result<Self, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Fields { map: Map::new() });
+        }
+        Self::parse(bytes)
+    }
+
+    /// A duration such as `30d` or `1h30m`, more than 0 and at most `max`.
+    pub fn optional_duration(
+        &mut self,
+        name: &str,
+        max: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>, ApiError> {
+        let Some(text) = self.optional_str(name)? else {
+            return Ok(None);
+        };
+        let d = text
+            .parse::<windflow_protocol::HumanDuration>()
+            .map_err(|e| ApiError::invalid_field(name, e))?
+            .as_std();
+        if d.is_zero() || d > max {
+            return Err(ApiError::invalid_field(
+                name,
+                format!(
+                    "must be more than 0 and at most {}",
+                    windflow_protocol::HumanDuration(max)
+                ),
+            ));
+        }
+        Ok(Some(d))
+    }
+
     fn take(&mut self, name: &str) -> Option<Value> {
         self.map.remove(name).filter(|v| !v.is_null())
     }

@@ -74,6 +74,7 @@ impl From<WriteError> for ApiError {
                     ApplyError::JoinTokenRefused(_) => {
                         (StatusCode::FORBIDDEN, "join_token_refused")
                     }
+                    ApplyError::Refused(_) => (StatusCode::CONFLICT, "refused"),
                     ApplyError::NotBatchable { .. } => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "internal")
                     }

@@ -33,11 +33,7 @@ pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
-    let mut f = if body.is_empty() {
-        Fields::parse(&Bytes::from_static(b"{}"))?
-    } else {
-        Fields::parse(&body)?
-    };
+    let mut f = Fields::parse_or_empty(&body)?;
     let ttl = match f.optional_str("ttl")? {
         None => HumanDuration::from_secs(DEFAULT_TTL_SECS),
         Some(text) => text

@@ -1,6 +1,8 @@
 //! The REST API: `/v1/...` behind a bearer token, plus `/healthz`, `/readyz`, `/metrics`
 //! and the UI. [`app`] builds the whole router, so tests drive it with `oneshot`.
 
+pub mod access;
+mod audit;
 mod backup;
 mod body;
 mod cluster;
@@ -10,9 +12,13 @@ mod faults;
 mod health;
 mod jobs;
 mod join_tokens;
+mod log_level;
 mod nodes;
 mod runs;
+mod session;
+mod tokens;
 mod ui;
+mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,17 +27,18 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use tracing::Instrument;
 use windflow_protocol::Job;
 use windflow_raft::{RaftNode, StateReader};
 
 pub use error::ApiError;
 
-use crate::auth;
+use self::access::{ADMIN, Access, READ, RouteDecl, Routes, WRITE};
+use crate::auth::LoginLimiter;
 use crate::gateway::{RunOutputs, Sessions};
 use crate::metrics::Metrics;
 
@@ -48,42 +55,179 @@ pub struct AppState {
     pub fault_injection: bool,
     /// The cluster CA's SHA-256 fingerprint, which join tokens carry.
     pub ca_fingerprint: Arc<str>,
+    /// Every `/v1` route and who may call it; [`app`] fills it in.
+    pub routes: access::Table,
+    pub login_limiter: Arc<LoginLimiter>,
+}
+
+/// The `/v1` routes, each with who may call it and its audit action.
+fn v1_routes(fault_injection: bool) -> Routes {
+    use Method as M;
+    let mut r = Routes::new("/v1");
+    if fault_injection {
+        r = r.route(M::PUT, "/debug/faults", ADMIN, "faults.set", faults::set);
+    }
+    r.route(M::POST, "/login", Access::Public, "login", session::login)
+        .route(
+            M::POST,
+            "/logout",
+            Access::Authenticated,
+            "logout",
+            session::logout,
+        )
+        .route(
+            M::GET,
+            "/whoami",
+            Access::Authenticated,
+            "whoami",
+            session::whoami,
+        )
+        .route(M::GET, "/jobs", READ, "jobs.list", jobs::list)
+        .route(M::POST, "/jobs", WRITE, "jobs.create", jobs::create)
+        .route(M::GET, "/jobs/{id}", READ, "jobs.show", jobs::show)
+        .route(M::DELETE, "/jobs/{id}", WRITE, "jobs.delete", jobs::delete)
+        .route(M::POST, "/jobs/{id}/run", WRITE, "jobs.run", jobs::run)
+        .route(
+            M::GET,
+            "/jobs/{id}/runs",
+            READ,
+            "runs.list",
+            runs::list_for_job,
+        )
+        .route(M::GET, "/runs/{id}", READ, "runs.show", runs::show)
+        .route(
+            M::GET,
+            "/runs/{id}/output",
+            READ,
+            "runs.output",
+            runs::output,
+        )
+        .route(
+            M::GET,
+            "/contexts/{id}",
+            READ,
+            "contexts.show",
+            contexts::show,
+        )
+        .route(M::GET, "/nodes", READ, "nodes.list", nodes::list)
+        .route(M::GET, "/users", ADMIN, "users.list", users::list)
+        .route(M::POST, "/users", ADMIN, "users.create", users::create)
+        .route(M::GET, "/users/{name}", ADMIN, "users.show", users::show)
+        .route(
+            M::DELETE,
+            "/users/{name}",
+            ADMIN,
+            "users.delete",
+            users::delete,
+        )
+        // Anyone may change their own password; the handler refuses others' to non-admins.
+        .route(
+            M::PUT,
+            "/users/{name}/password",
+            Access::Authenticated,
+            "users.passwd",
+            users::set_password,
+        )
+        .route(M::GET, "/tokens", ADMIN, "tokens.list", tokens::list)
+        .route(M::POST, "/tokens", ADMIN, "tokens.create", tokens::create)
+        .route(
+            M::DELETE,
+            "/tokens/{id}",
+            ADMIN,
+            "tokens.revoke",
+            tokens::revoke,
+        )
+        .route(
+            M::POST,
+            "/tokens/{id}/rotate",
+            ADMIN,
+            "tokens.rotate",
+            tokens::rotate,
+        )
+        .route(M::GET, "/audit", ADMIN, "audit.list", audit::list)
+        .route(
+            M::GET,
+            "/agent/log-level",
+            ADMIN,
+            "log_level.show",
+            log_level::show,
+        )
+        .route(
+            M::PUT,
+            "/agent/log-level",
+            ADMIN,
+            "log_level.set",
+            log_level::set,
+        )
+        .route(
+            M::GET,
+            "/cluster/members",
+            READ,
+            "cluster.members",
+            cluster::members,
+        )
+        .route(
+            M::POST,
+            "/cluster/members",
+            ADMIN,
+            "cluster.join",
+            cluster::join,
+        )
+        .route(
+            M::DELETE,
+            "/cluster/members/{name}",
+            ADMIN,
+            "cluster.remove",
+            cluster::remove,
+        )
+        .route(
+            M::GET,
+            "/cluster/tokens",
+            ADMIN,
+            "cluster_tokens.list",
+            join_tokens::list,
+        )
+        .route(
+            M::POST,
+            "/cluster/tokens",
+            ADMIN,
+            "cluster_tokens.create",
+            join_tokens::create,
+        )
+        .route(
+            M::DELETE,
+            "/cluster/tokens/{id}",
+            ADMIN,
+            "cluster_tokens.revoke",
+            join_tokens::revoke,
+        )
+        .route(
+            M::GET,
+            "/cluster/snapshot",
+            ADMIN,
+            "cluster.snapshot",
+            backup::save,
+        )
+        .route_with(
+            M::POST,
+            "/cluster/restore",
+            ADMIN,
+            "cluster.restore",
+            backup::restore,
+            |r| r.layer(DefaultBodyLimit::max(backup::MAX_BACKUP_BYTES)),
+        )
+}
+
+/// Every `/v1` route a server serves, with its permission (the table `guard` enforces).
+pub fn route_table(fault_injection: bool) -> Vec<RouteDecl> {
+    v1_routes(fault_injection).finish().1.all()
 }
 
 /// The whole HTTP surface of a server.
-pub fn app(state: AppState) -> Router {
-    let mut v1 = Router::new();
-    if state.fault_injection {
-        v1 = v1.route("/debug/faults", put(faults::set));
-    }
-    let v1 = v1
-        .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/{id}", get(jobs::show).delete(jobs::delete))
-        .route("/jobs/{id}/run", post(jobs::run))
-        .route("/jobs/{id}/runs", get(runs::list_for_job))
-        .route("/runs/{id}", get(runs::show))
-        .route("/runs/{id}/output", get(runs::output))
-        .route("/contexts/{id}", get(contexts::show))
-        .route("/nodes", get(nodes::list))
-        .route(
-            "/cluster/members",
-            get(cluster::members).post(cluster::join),
-        )
-        .route("/cluster/members/{name}", delete(cluster::remove))
-        .route(
-            "/cluster/tokens",
-            get(join_tokens::list).post(join_tokens::create),
-        )
-        .route("/cluster/tokens/{id}", delete(join_tokens::revoke))
-        .route("/cluster/snapshot", get(backup::save))
-        .route(
-            "/cluster/restore",
-            post(backup::restore).layer(DefaultBodyLimit::max(backup::MAX_BACKUP_BYTES)),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+pub fn app(mut state: AppState) -> Router {
+    let (v1, table) = v1_routes(state.fault_injection).finish();
+    state.routes = Arc::new(table);
+    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -96,12 +240,27 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The ID of one request, as answered in `x-request-id` and kept in the audit log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Tells request IDs of different server processes apart.
+static PROCESS_TAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::auth::random_hex(4).unwrap_or_else(|_| format!("{:08x}", std::process::id()))
+});
+
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// One span per request, carrying a request ID that is also returned as `x-request-id`.
-async fn trace_request(req: Request, next: Next) -> Response {
-    let id = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("http", request_id = id, method = %req.method(), path = %req.uri().path());
+/// One span per request, carrying a request ID that is also returned as `x-request-id`;
+/// and the security headers of every answer.
+async fn trace_request(mut req: Request, next: Next) -> Response {
+    let id = format!(
+        "{}-{}",
+        *PROCESS_TAG,
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
@@ -111,9 +270,23 @@ async fn trace_request(req: Request, next: Next) -> Response {
             "request done"
         )
     });
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-        res.headers_mut().insert("x-request-id", v);
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
     }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
     res
 }
 

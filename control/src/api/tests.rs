@@ -22,9 +22,11 @@ impl Harness {
         config.quic_addr = "127.0.0.1:0".parse().unwrap();
         let server = server::start(config).await.unwrap();
         let token = server
-            .new_admin_token
-            .clone()
-            .expect("first start creates the admin token");
+            .new_admin
+            .as_ref()
+            .expect("first start creates the admin")
+            .token
+            .clone();
         Harness {
             server,
             token,

@@ -40,6 +40,15 @@ impl Client {
         self.call(Method::POST, path, body).await
     }
 
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// The servers this client talks to, as an address setting.
+    pub fn address(&self) -> String {
+        self.urls.join(",")
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(Method::DELETE, path, None).await
     }

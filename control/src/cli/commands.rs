@@ -115,6 +115,17 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Login {
+            user,
+            password_stdin,
+            ttl,
+        } => super::identity::login(&client, out, user, password_stdin, ttl).await,
+        Command::Logout => super::identity::logout(&client).await,
+        Command::Whoami => super::identity::whoami(&client, out).await,
+        Command::User(cmd) => super::identity::user(&client, out, cmd).await,
+        Command::Token(cmd) => super::identity::token(&client, out, cmd).await,
+        Command::Audit(cmd) => super::identity::audit(&client, out, cmd).await,
+        Command::LogLevel { level } => super::identity::log_level(&client, out, level).await,
         Command::Server(_) | Command::Dev(_) | Command::Ca(_) => bail!("not a client command"),
     }
 }
@@ -323,7 +334,7 @@ fn print_members(out: Printer, members: &[Value]) -> anyhow::Result<()> {
 }
 
 /// A path segment: IDs and names are plain, but keep what a user types from breaking the URL.
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
@@ -332,7 +343,7 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -341,10 +352,10 @@ fn text(v: &Value) -> String {
 }
 
 #[derive(Clone, Copy)]
-struct Printer(OutputFormat);
+pub(super) struct Printer(pub(super) OutputFormat);
 
 impl Printer {
-    fn json<T: Serialize + ?Sized>(&self, v: &T) -> anyhow::Result<()> {
+    pub(super) fn json<T: Serialize + ?Sized>(&self, v: &T) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         Ok(())
     }

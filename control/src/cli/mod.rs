@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 pub mod config;
+mod identity;
 mod table;
 
 use std::net::SocketAddr;
@@ -65,6 +66,103 @@ pub enum Command {
     /// The servers of the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Log in as a user: stores a session token in ~/.windflow/config.
+    Login {
+        /// The user name [default: asked]
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the password from standard input instead of asking for it.
+        #[arg(long)]
+        password_stdin: bool,
+        /// How long the session lasts (at most 30d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// Revoke this session's token and forget it.
+    Logout,
+    /// Who the current token acts for.
+    Whoami,
+    /// People who log in (admin).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Named API tokens for scripts and CI (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Who changed what, and what was refused (admin).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show or set this server's console log level, without a restart (admin).
+    LogLevel {
+        /// debug, info, warn or error; without it, show the current level.
+        level: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is asked for (or read from stdin).
+    Create {
+        name: String,
+        /// admin, writer or reader.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Delete a user; its tokens stop working.
+    Delete {
+        name: String,
+    },
+    /// Set a user's password (your own, or anyone's as admin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a named token; its secret is shown once.
+    Create {
+        name: String,
+        /// How long it lives, such as 30d [default: until revoked]
+        #[arg(long)]
+        expires: Option<String>,
+        /// admin, writer or reader [default: yours]
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token (by ID or name): it opens nothing from now on.
+    Revoke { token: String },
+    /// Give a token a new secret, shown once; the old one stops working at once.
+    Rotate { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit entries, newest first.
+    List {
+        /// Only entries newer than this, such as 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// An action (`jobs.create`), or a prefix of them ending in `.` (`jobs.`).
+        #[arg(long)]
+        action: Option<String>,
+        /// success, failed or denied.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +274,10 @@ pub struct ServerArgs {
     /// Serve PUT /v1/debug/faults, which cuts raft links (partition tests only).
     #[arg(long, hide = true)]
     pub fault_injection: bool,
+    /// Failed logins for a user or from an address, past 5 within this window of the
+    /// first, are refused until it has passed.
+    #[arg(long, default_value = "60s", env = "WINDFLOW_LOGIN_WINDOW")]
+    pub login_window: windflow_protocol::HumanDuration,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -300,6 +402,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             config.shared_ca_dir = args.ca_dir;
             config.fault_injection = args.fault_injection;
+            config.login_window = args.login_window.as_std();
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()
@@ -323,11 +426,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 crate::server::Start::Form
             };
+            let data_dir = config.data_dir.clone();
             let server = crate::server::start(config).await?;
-            if let Some(token) = &server.new_admin_token {
-                println!(
-                    "Cluster initialised. Bootstrap admin token (shown once, also in the data dir's bootstrap-token):\n  {token}"
-                );
+            if let Some(admin) = &server.new_admin {
+                admin.announce(&data_dir);
             }
             println!(
                 "Windflow server listening: API http://{} QUIC {}",
