@@ -5,11 +5,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use windflow_raft::RaftNode;
 
+use std::time::Duration;
+
+use crate::audit_retention::AuditRetention;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
 
-/// Watches raft and runs [`Dispatcher`] (and later cron and webhooks) while leader.
-pub fn spawn(raft: RaftNode, sessions: Sessions, shutdown: CancellationToken) -> JoinHandle<()> {
+/// Watches raft and runs [`Dispatcher`] and [`AuditRetention`] (and later cron and
+/// webhooks) while leader.
+pub fn spawn(
+    raft: RaftNode,
+    sessions: Sessions,
+    audit_retention: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         let mut term: Option<CancellationToken> = None;
@@ -21,6 +30,8 @@ pub fn spawn(raft: RaftNode, sessions: Sessions, shutdown: CancellationToken) ->
                     let token = shutdown.child_token();
                     let dispatcher = Dispatcher::new(raft.clone(), sessions.clone());
                     tokio::spawn(dispatcher.run(token.clone()));
+                    let retention = AuditRetention::new(raft.clone(), audit_retention);
+                    tokio::spawn(retention.run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {

@@ -6,6 +6,7 @@
 //! [`server::start`] wires them together; [`dev`] adds an in-process agent; [`cli`] is the client.
 
 pub mod api;
+pub mod audit_retention;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     /// `login_max_failures`, are refused until it has passed.
     pub login_window: Duration,
     pub login_max_failures: u32,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
 }
 
 /// How a server takes its place in a cluster.
@@ -82,6 +84,7 @@ impl ServerConfig {
             join_token: None,
             login_window: Duration::from_secs(60),
             login_max_failures: 5,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 
@@ -263,7 +266,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         ca: ca.clone(),
     };
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
-    let leader = crate::leader::spawn(raft.clone(), sessions.clone(), shutdown.clone());
+    let leader = crate::leader::spawn(
+        raft.clone(),
+        sessions.clone(),
+        config.audit_retention,
+        shutdown.clone(),
+    );
     tasks.spawn(async move {
         let _ = leader.await;
     });

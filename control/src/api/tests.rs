@@ -16,8 +16,13 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path());
+        configure(&mut config);
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.quic_addr = "127.0.0.1:0".parse().unwrap();
         let server = server::start(config).await.unwrap();
@@ -188,4 +193,93 @@ async fn probes_metrics_and_unknown_routes() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("Windflow"));
     h.server.stop().await;
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `secs` seconds.
+async fn eventually(secs: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn audit_entries_past_the_retention_are_pruned_by_the_leader() {
+    let h = Harness::start_with(|c| c.audit_retention = std::time::Duration::from_secs(2)).await;
+    let (status, _) = h
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"name": "audited", "command": "true"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let recorded = eventually(10, async || {
+        let (_, entries) = h.call("GET", "/v1/audit?action=jobs.create", None).await;
+        entries.as_array().is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    assert!(recorded, "the create was never audited");
+    let pruned = eventually(15, async || {
+        let (_, entries) = h.call("GET", "/v1/audit?action=jobs.create", None).await;
+        entries.as_array().is_some_and(|e| e.is_empty())
+    })
+    .await;
+    assert!(pruned, "the entry outlived its retention");
+}
+
+#[tokio::test]
+async fn the_log_level_changes_at_run_time_and_bad_levels_are_named() {
+    // Unit tests install no subscriber of their own; this one is the process's.
+    let _guard = crate::logging::init(crate::logging::Verbosity::Silent, None);
+    let h = Harness::start().await;
+    let (status, body) = h
+        .call("PUT", "/v1/agent/log-level", Some(json!({"level": "loud"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`level`"),
+        "{body}"
+    );
+    let (status, body) = h
+        .call("PUT", "/v1/agent/log-level", Some(json!({"level": "warn"})))
+        .await;
+    assert_eq!(
+        (status, &body["level"]),
+        (StatusCode::OK, &json!("warn")),
+        "{body}"
+    );
+    let (_, shown) = h.call("GET", "/v1/agent/log-level", None).await;
+    assert_eq!(shown["level"], "warn");
+}
+
+#[tokio::test]
+async fn answers_carry_a_request_id_and_security_headers() {
+    let h = Harness::start().await;
+    let req = Request::builder()
+        .uri("/v1/whoami")
+        .header("authorization", format!("Bearer {}", h.token))
+        .body(Body::empty())
+        .unwrap();
+    let res = h.app().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let headers = res.headers();
+    assert!(headers.get("x-request-id").is_some());
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let me: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&me["user"], &me["role"]),
+        (&json!("admin"), &json!("admin"))
+    );
 }

@@ -278,6 +278,9 @@ pub struct ServerArgs {
     /// first, are refused until it has passed.
     #[arg(long, default_value = "60s", env = "WINDFLOW_LOGIN_WINDOW")]
     pub login_window: windflow_protocol::HumanDuration,
+    /// How long the audit log keeps an entry.
+    #[arg(long, default_value = "90d", env = "WINDFLOW_AUDIT_RETENTION")]
+    pub audit_retention: windflow_protocol::HumanDuration,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -403,6 +406,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.shared_ca_dir = args.ca_dir;
             config.fault_injection = args.fault_injection;
             config.login_window = args.login_window.as_std();
+            config.audit_retention = args.audit_retention.as_std();
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()
