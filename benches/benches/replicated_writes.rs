@@ -14,14 +14,17 @@
 //! `1,16,256`), `BENCH_FAILOVER_ROUNDS` (default 10, 0 to skip), `WINDFLOW_BIN` (default
 //! `target/release/windflow`, built if missing), `ETCD_BIN` (default `etcd`).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const VALUE_LEN: usize = 256;
-const START_DEADLINE: Duration = Duration::from_secs(60);
+use windflow_benches::cluster::{
+    Procs, START_DEADLINE, Windflow, env_or, fmt_dur, free_port, http, http_client, loadavg,
+    percentile, spawn_logged, target_dir, value_for, wait_until, windflow_bin,
+};
+
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
@@ -126,142 +129,6 @@ fn main() {
     );
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// The release `windflow` binary, built if it is not there.
-fn windflow_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WINDFLOW_BIN") {
-        return PathBuf::from(p);
-    }
-    let bin = target_dir().join("release/windflow");
-    if !bin.exists() {
-        eprintln!("building {}", bin.display());
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "windflow-control",
-                "--bin",
-                "windflow",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building windflow failed");
-    }
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a TCP port")
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("binding a UDP port")
-        .port()
-}
-
-fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
-    try_wait_until(deadline, &mut check)
-        .unwrap_or_else(|()| panic!("timed out waiting for {what}"));
-}
-
-fn try_wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> Result<(), ()> {
-    let start = Instant::now();
-    while !check() {
-        if start.elapsed() >= deadline {
-            return Err(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// The last `n` lines of a log file.
-fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A blocking one-shot HTTP/1.1 request: status and body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
-
-/// Child processes, killed (SIGKILL) and reaped when dropped, also on panic.
-struct Procs {
-    children: Vec<Option<Child>>,
-}
-
-impl Procs {
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
-}
-
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
-}
-
 /// A cluster the failover round can kill a leader of and restart.
 trait Cluster {
     fn leader(&self) -> Option<usize>;
@@ -273,110 +140,21 @@ trait Cluster {
     fn survivors(&self, i: usize) -> Target;
 }
 
-struct Windflow {
-    dir: PathBuf,
-    bin: PathBuf,
-    http: Vec<SocketAddr>,
-    quic: Vec<SocketAddr>,
-    token: String,
-    procs: Procs,
-}
-
-impl Windflow {
-    fn start(bin: &Path, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("windflow dir");
-        let out = Command::new(bin)
-            .args(["ca", "init", "--dir"])
-            .arg(dir.join("ca"))
-            .output()
-            .expect("windflow ca init");
-        assert!(out.status.success(), "ca init: {out:?}");
-        let http: Vec<SocketAddr> = (0..3)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-            .collect();
-        let quic: Vec<SocketAddr> = (0..3)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_udp_port())))
-            .collect();
-        let mut wf = Windflow {
-            dir: dir.to_owned(),
-            bin: bin.to_owned(),
-            http,
-            quic,
-            token: String::new(),
-            procs: Procs {
-                children: vec![None, None, None],
-            },
-        };
-        for i in 0..3 {
-            wf.restart(i);
-        }
-        let token_file = dir.join("s1/bootstrap-token");
-        wait_until("the windflow bootstrap token", START_DEADLINE, || {
-            token_file.exists()
-        });
-        wf.token = std::fs::read_to_string(&token_file)
-            .expect("token")
-            .trim()
-            .to_owned();
-        wf.wait_healthy();
-        wf
-    }
-}
-
 impl Cluster for Windflow {
     fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..3)
-            .filter(|&i| self.procs.children[i].is_some())
-            .filter(|&i| {
-                http(self.http[i], "GET", "/metrics", "").is_some_and(|(_, m)| {
-                    m.lines().any(|l| l.trim() == "windflow_raft_is_leader 1")
-                })
-            })
-            .collect();
-        (leaders.len() == 1).then(|| leaders[0])
+        Windflow::leader(self)
     }
 
     fn kill(&mut self, i: usize) {
-        self.procs.kill(i);
+        Windflow::kill(self, i);
     }
 
     fn restart(&mut self, i: usize) {
-        let peers = (0..3)
-            .map(|j| format!("s{}={}", j + 1, self.quic[j]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let name = format!("s{}", i + 1);
-        let child = spawn_logged(
-            Command::new(&self.bin)
-                .args(["server", "--name", &name, "--data-dir"])
-                .arg(self.dir.join(&name))
-                .args(["--http-addr", &self.http[i].to_string()])
-                .args(["--quic-addr", &self.quic[i].to_string()])
-                .args(["--peers", &peers, "--ca-dir"])
-                .arg(self.dir.join("ca"))
-                .env("HOME", &self.dir),
-            &self.dir.join(format!("{name}.log")),
-        );
-        self.procs.children[i] = Some(child);
+        Windflow::restart(self, i);
     }
 
     fn wait_healthy(&self) {
-        let ready = |a: SocketAddr| http(a, "GET", "/readyz", "").map(|(c, _)| c);
-        let ok = try_wait_until(START_DEADLINE, || {
-            self.http.iter().all(|&a| ready(a) == Some(200)) && self.leader().is_some()
-        });
-        if ok.is_err() {
-            for i in 0..3 {
-                let name = format!("s{}", i + 1);
-                eprintln!(
-                    "--- {name}: /readyz {:?}, running {} ---\n{}",
-                    ready(self.http[i]),
-                    self.procs.children[i].is_some(),
-                    log_tail(&self.dir.join(format!("{name}.log")), 30)
-                );
-            }
-            panic!("timed out waiting for windflow ready with a leader");
-        }
+        Windflow::wait_healthy(self);
     }
 
     fn survivors(&self, i: usize) -> Target {
@@ -407,9 +185,7 @@ impl Etcd {
             peer: (0..3)
                 .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
                 .collect(),
-            procs: Procs {
-                children: vec![None, None, None],
-            },
+            procs: Procs::new(3),
         };
         for i in 0..3 {
             etcd.restart(i);
@@ -422,7 +198,7 @@ impl Etcd {
 impl Cluster for Etcd {
     fn leader(&self) -> Option<usize> {
         let leaders: Vec<usize> = (0..3)
-            .filter(|&i| self.procs.children[i].is_some())
+            .filter(|&i| self.procs.is_running(i))
             .filter(|&i| {
                 http(self.client[i], "POST", "/v3/maintenance/status", "{}").is_some_and(
                     |(c, body)| {
@@ -464,7 +240,7 @@ impl Cluster for Etcd {
                 .args(["--log-level", "warn"]),
             &self.dir.join(format!("{name}.log")),
         );
-        self.procs.children[i] = Some(child);
+        self.procs.set(i, child);
     }
 
     fn wait_healthy(&self) {
@@ -530,16 +306,6 @@ impl Target {
     }
 }
 
-/// A 256-byte shell command that differs per key.
-fn value_for(key: &str) -> String {
-    let mut v = format!("echo {key} ");
-    while v.len() < VALUE_LEN {
-        v.push('x');
-    }
-    v.truncate(VALUE_LEN);
-    v
-}
-
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -559,17 +325,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// One connection per client: a client of its own with at most one idle connection.
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
-        .pool_max_idle_per_host(1)
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
-        .expect("reqwest client")
 }
 
 struct Stats {
@@ -600,25 +355,6 @@ impl std::fmt::Display for Stats {
     }
 }
 
-fn fmt_dur(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1e6 {
-        format!("{:.2} s", us / 1e6)
-    } else if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
 /// `n` clients, each writing sequentially for `duration` after a one-second warm-up whose
 /// writes are not counted.
 async fn run_level(target: &Target, n: usize, duration: Duration, prefix: &str) -> Stats {
@@ -632,7 +368,7 @@ async fn run_level(target: &Target, n: usize, duration: Duration, prefix: &str) 
         let addr = target.addrs()[c % target.addrs().len()];
         let prefix = format!("{prefix}-c{c}");
         tasks.push(tokio::spawn(async move {
-            let client = http_client();
+            let client = http_client(REQUEST_TIMEOUT);
             let mut lat = Vec::new();
             let mut errors = 0usize;
             let mut seq = 0u64;
@@ -695,7 +431,7 @@ fn failover(
             std::thread::sleep(Duration::from_millis(20));
         };
         let target = cluster.survivors(leader);
-        let client = rt.block_on(async { http_client() });
+        let client = rt.block_on(async { http_client(REQUEST_TIMEOUT) });
         let killed = Instant::now();
         cluster.kill(leader);
         let took = rt.block_on(async {

@@ -1,5 +1,7 @@
 //! Windflow's benches live in `benches/benches/`; this library holds what they share.
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 
 use windflow_protocol::messages::{
