@@ -9,6 +9,9 @@ pub enum StoreError {
     Decode { what: &'static str, why: String },
     #[error("encoding: {0}")]
     Encode(String),
+    /// The snapshot file, which lives next to sled's files.
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Opening or running the raft node failed.

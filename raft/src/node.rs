@@ -107,9 +107,10 @@ impl From<ForwardError> for RaftNodeError {
 impl RaftNode {
     /// Opens (or creates) the store and starts openraft.
     pub async fn open(config: RaftConfig, network: QuicNetwork) -> Result<RaftNode, RaftNodeError> {
-        let db = sled::open(config.data_dir.join("raft")).map_err(StoreError::from)?;
+        let dir = config.data_dir.join("raft");
+        let db = sled::open(&dir).map_err(StoreError::from)?;
         let log_store = LogStore::open(&db)?;
-        let state_machine = StateMachine::open(&db)?;
+        let state_machine = StateMachine::open(&db, &dir)?;
         let reader = state_machine.reader().clone();
         let raft_config = Config {
             cluster_name: "windflow".into(),
