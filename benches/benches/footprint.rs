@@ -20,7 +20,8 @@
 //!
 //! Environment: `FOOTPRINT_WRITES` (default 1,000,000), `FOOTPRINT_CLIENTS` (default 256),
 //! `FOOTPRINT_CHECKPOINT` (writes between checkpoints, default 250,000), `WINDFLOW_BIN`
-//! (default `target/release/windflow`, built if missing).
+//! (default `target/release/windflow`, built if missing), `FOOTPRINT_KEEP` (set: keep the
+//! servers' data dirs and logs under `target/footprint-*` instead of deleting them).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,8 +35,9 @@ use windflow_benches::cluster::{
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A write that fails is tried again under a new name, at most this many times.
-const ATTEMPTS_PER_WRITE: usize = 20;
+/// A write that fails is tried again under a new name, 100 ms later, at most this many
+/// times (a minute and more).
+const ATTEMPTS_PER_WRITE: usize = 600;
 /// No segment between checkpoints may take longer.
 const SEGMENT_DEADLINE: Duration = Duration::from_secs(3600);
 /// Writes before the second backup, which gives the bytes per job.
@@ -119,6 +121,12 @@ fn main() {
     let last = rt.block_on(backup_bytes(&wf, &token));
     let raft_dirs: Vec<_> = (0..3).map(|i| wf.data_dir(i).join("raft")).collect();
     drop(wf);
+    if std::env::var_os("FOOTPRINT_KEEP").is_some() {
+        eprintln!(
+            "keeping the servers' data and logs in {}",
+            root.keep().display()
+        );
+    }
     eprintln!("load average before the writes: {load_before}; after: {load_after}");
     print_report(&rows, last, clients, per_job.unwrap_or_default(), empty);
     // What the bytes on disk hold: with the servers stopped, each sled store is opened and
@@ -130,9 +138,10 @@ fn main() {
     );
     println!();
     println!(
-        "| server | state | raft_log | raft_snapshot | other | live total | raft/ on disk | on disk ÷ live |"
+        "| server | state | raft_log | raft_snapshot tree | state-snapshot file | other | live total \
+         | raft/ on disk | on disk ÷ live |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, dir) in raft_dirs.iter().enumerate() {
         let on_disk = rows.last().map_or(0, |r| r.servers[i].raft.len);
         match tree_bytes(dir) {
@@ -155,20 +164,22 @@ fn main() {
                     .filter(|t| !["state", "raft_log", "raft_snapshot"].contains(&t.name.as_str()))
                     .map(|t| t.bytes)
                     .sum();
-                let live: u64 = trees.iter().map(|t| t.bytes).sum();
+                let file = std::fs::metadata(dir.join("state-snapshot")).map_or(0, |m| m.len());
+                let live = trees.iter().map(|t| t.bytes).sum::<u64>() + file;
                 println!(
-                    "| s{} | {} | {} | {} | {} MiB | {} MiB | {} MiB | {:.1}× |",
+                    "| s{} | {} | {} | {} | {} MiB | {} MiB | {} MiB | {} MiB | {:.1}× |",
                     i + 1,
                     cell(get("state")),
                     cell(get("raft_log")),
                     cell(get("raft_snapshot")),
+                    mib(file),
                     mib(other),
                     mib(live),
                     mib(on_disk),
                     on_disk as f64 / live.max(1) as f64,
                 );
             }
-            Err(e) => println!("| s{} | sled: {e} | | | | | | |", i + 1),
+            Err(e) => println!("| s{} | sled: {e} | | | | | | | |", i + 1),
         }
     }
 }
@@ -274,7 +285,10 @@ async fn write_segment(
                         break;
                     }
                     errors += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 if !acked {
                     abandoned += 1;
@@ -419,12 +433,15 @@ fn disk_use(path: &Path) -> DiskUse {
 struct ServerFigures {
     data_dir: DiskUse,
     raft: DiskUse,
-    /// The sled files in `raft/`: `db`, `blobs/`, `snap.*`, the rest (`conf`).
+    /// The files in `raft/`: sled's `db`, `blobs/` and `snap.*`, and raft's snapshot file
+    /// `state-snapshot` (builds before it kept the snapshot in sled, as a blob).
     sled_db: u64,
     sled_blobs: u64,
     sled_snaps: u64,
+    snapshot_file: u64,
     rss_kib: Option<u64>,
     hwm_kib: Option<u64>,
+    term: Option<f64>,
     last_log: Option<f64>,
     snapshot_index: Option<f64>,
     purged: Option<f64>,
@@ -436,7 +453,7 @@ struct ServerFigures {
 fn measure_server(wf: &Windflow, i: usize) -> ServerFigures {
     let dir = wf.data_dir(i);
     let raft = dir.join("raft");
-    let (mut sled_db, mut sled_blobs, mut sled_snaps) = (0, 0, 0);
+    let (mut sled_db, mut sled_blobs, mut sled_snaps, mut snapshot_file) = (0, 0, 0, 0);
     for entry in std::fs::read_dir(&raft).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let size = disk_use(&entry.path()).len;
@@ -446,6 +463,8 @@ fn measure_server(wf: &Windflow, i: usize) -> ServerFigures {
             sled_blobs += size;
         } else if name.starts_with("snap.") {
             sled_snaps += size;
+        } else if name.starts_with("state-snapshot") {
+            snapshot_file += size;
         }
     }
     let status = wf
@@ -482,8 +501,10 @@ fn measure_server(wf: &Windflow, i: usize) -> ServerFigures {
         sled_db,
         sled_blobs,
         sled_snaps,
+        snapshot_file,
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
+        term: m("windflow_raft_term"),
         last_log: m("windflow_raft_last_log_index"),
         snapshot_index: m("windflow_raft_snapshot_index"),
         purged: m("windflow_raft_purged_index"),
@@ -574,8 +595,8 @@ impl std::fmt::Display for Checkpoint {
             writeln!(
                 f,
                 "   s{}: data dir {} MiB ({} MiB allocated), raft/ {} MiB (db {} MiB, blobs {} \
-                 MiB, snap.* {} MiB); RSS {} MiB, peak {} MiB; last log {}, snapshot {}, \
-                 purged {}, snapshots {}, last snapshot {} bytes",
+                 MiB, snap.* {} MiB, state-snapshot {} MiB); RSS {} MiB, peak {} MiB; term {}, last log {}, \
+                 snapshot {}, purged {}, snapshots {}, last snapshot {} bytes",
                 i + 1,
                 mib(sv.data_dir.len),
                 mib(sv.data_dir.allocated),
@@ -583,8 +604,10 @@ impl std::fmt::Display for Checkpoint {
                 mib(sv.sled_db),
                 mib(sv.sled_blobs),
                 mib(sv.sled_snaps),
+                mib(sv.snapshot_file),
                 opt(sv.rss_kib.map(|k| k / 1024)),
                 opt(sv.hwm_kib.map(|k| k / 1024)),
+                opt(sv.term),
                 opt(sv.last_log),
                 opt(sv.snapshot_index),
                 opt(sv.purged),
@@ -605,17 +628,20 @@ fn print_report(rows: &[Checkpoint], last: Option<u64>, clients: usize, per_job:
     );
     println!();
     println!(
-        "| acked writes | writes/s (segment) | writes/s (overall) | p99 (segment) | logical state \
-         | data dir s1 / s2 / s3 | raft/ s1 / s2 / s3 | raft/ ÷ logical |"
+        "| acked writes | writes/s (segment) | writes/s (overall) | p99 (segment) | failed attempts \
+         (segment) | raft term | logical state | data dir s1 / s2 / s3 | raft/ s1 / s2 / s3 | raft/ \
+         ÷ logical |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
+        let term = r.servers.iter().filter_map(|s| s.term).fold(0.0, f64::max);
         println!(
-            "| {} | {:.0} | {:.0} | {} | {} MiB | {} MiB | {} MiB | {} |",
+            "| {} | {:.0} | {:.0} | {} | {} | {term} | {} MiB | {} MiB | {} MiB | {} |",
             r.done,
             r.segment.rate(),
             r.rate(),
             fmt_dur(r.segment.p99),
+            r.segment.errors,
             mib(r.logical as u64),
             r.each(|s| mib(s.data_dir.len)),
             r.each(|s| mib(s.raft.len)),
@@ -624,16 +650,17 @@ fn print_report(rows: &[Checkpoint], last: Option<u64>, clients: usize, per_job:
     }
     println!();
     println!(
-        "| acked writes | sled db s1 / s2 / s3 | sled blobs s1 / s2 / s3 | RSS s1 / s2 / s3 | peak \
-         RSS s1 / s2 / s3 |"
+        "| acked writes | sled db s1 / s2 / s3 | sled blobs s1 / s2 / s3 | state-snapshot s1 / s2 / \
+         s3 | RSS s1 / s2 / s3 | peak RSS s1 / s2 / s3 |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} MiB | {} MiB | {} MiB | {} MiB |",
+            "| {} | {} MiB | {} MiB | {} MiB | {} MiB | {} MiB |",
             r.done,
             r.each(|s| mib(s.sled_db)),
             r.each(|s| mib(s.sled_blobs)),
+            r.each(|s| mib(s.snapshot_file)),
             r.each(|s| opt(s.rss_kib.map(|k| k / 1024))),
             r.each(|s| opt(s.hwm_kib.map(|k| k / 1024))),
         );
