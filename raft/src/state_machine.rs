@@ -178,32 +178,45 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<ServerId>> {
         // A consistent copy: no command commits while the tree is read. Last-applied and
         // membership come from the copy itself, so they describe exactly its contents.
-        let pairs = {
-            let _paused = self.commits_paused();
-            tree_pairs(self.tree()).map_err(sm_read)?
+        // Copying and encoding a large state takes seconds: done plainly on a runtime worker
+        // it stalls the tasks queued there (heartbeats among them), so under load the leader
+        // was deposed around snapshots. `block_in_place` hands those tasks to another worker
+        // first. Not `spawn_blocking`: a detached copy would keep the tree (and sled's file
+        // lock) alive past a shutdown.
+        let (reader, tree) = (self.reader.clone(), self.tree().clone());
+        let copy = move || {
+            let pairs = {
+                let _paused = reader.commits_paused();
+                tree_pairs(&tree)?
+            };
+            let find = |k: &[u8]| {
+                pairs
+                    .binary_search_by(|(pk, _)| pk.as_slice().cmp(k))
+                    .ok()
+                    .map(|i| pairs[i].1.as_slice())
+            };
+            let last_applied: Option<LogId<ServerId>> = find(LAST_APPLIED)
+                .map(|v| decode::<Option<LogId<ServerId>>>(v, "last applied"))
+                .transpose()?
+                .flatten();
+            let membership: StoredMembership<ServerId, BasicNode> = find(MEMBERSHIP)
+                .map(|v| decode(v, "membership"))
+                .transpose()?
+                .unwrap_or_default();
+            let data = encode(&SnapshotContents { pairs })?;
+            Ok::<_, StoreError>((last_applied, membership, data))
         };
-        let find = |k: &[u8]| {
-            pairs
-                .binary_search_by(|(pk, _)| pk.as_slice().cmp(k))
-                .ok()
-                .map(|i| pairs[i].1.as_slice())
+        let copied = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(copy),
+            // A single-threaded runtime (some tests) has no other worker to hand off to.
+            _ => copy(),
         };
-        let last_applied: Option<LogId<ServerId>> = find(LAST_APPLIED)
-            .map(|v| decode::<Option<LogId<ServerId>>>(v, "last applied"))
-            .transpose()
-            .map_err(sm_read)?
-            .flatten();
-        let membership: StoredMembership<ServerId, BasicNode> = find(MEMBERSHIP)
-            .map(|v| decode(v, "membership"))
-            .transpose()
-            .map_err(sm_read)?
-            .unwrap_or_default();
+        let (last_applied, membership, data) = copied.map_err(sm_read)?;
         // The log is purged behind a snapshot, so the state it covers must be on disk first.
         self.db
             .flush_async()
             .await
             .map_err(|e| sm_write(e.into()))?;
-        let data = encode(&SnapshotContents { pairs }).map_err(sm_read)?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("empty-{}", data.len()),

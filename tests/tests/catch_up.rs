@@ -44,19 +44,29 @@ async fn load(urls: Vec<String>, token: String) {
                     if i >= JOBS {
                         return;
                     }
-                    let res = client
-                        .post(format!("{url}/v1/jobs"))
-                        .bearer_auth(&token)
-                        .json(&json!({"name": format!("bulk-{i}"), "command": "true"}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(
-                        res.status().as_u16(),
-                        201,
-                        "job {i}: {}",
-                        res.text().await.unwrap_or_default()
-                    );
+                    // A client retries a 503 (an election under way), as the API's message
+                    // says; a retry of a create that had applied meets its own name.
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        let res = client
+                            .post(format!("{url}/v1/jobs"))
+                            .bearer_auth(&token)
+                            .json(&json!({"name": format!("bulk-{i}"), "command": "true"}))
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = res.status().as_u16();
+                        if status == 201 || (status == 409 && attempt > 1) {
+                            break;
+                        }
+                        let body = res.text().await.unwrap_or_default();
+                        assert!(
+                            status == 503 && attempt < 50,
+                            "job {i}, attempt {attempt}: {status} {body}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
                 }
             })
         })
