@@ -14,7 +14,7 @@ use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
 use windflow_protocol::Timestamp;
 use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
-use windflow_raft::{ApplyError, Command, QuicNetwork, RaftConfig, RaftNode, WriteError};
+use windflow_raft::{ApplyError, Command, NewToken, QuicNetwork, RaftConfig, RaftNode, WriteError};
 
 use crate::api::{self, AppState};
 use crate::auth;
@@ -411,7 +411,7 @@ async fn store_bootstrap(
     }
     let hash = auth::token_hash(&admin.token);
     let written = raft
-        .write(Command::CreateToken {
+        .write(Command::CreateToken(NewToken {
             name: BOOTSTRAP_TOKEN_NAME.into(),
             kind: windflow_protocol::TokenKind::Api,
             role: windflow_protocol::Role::Admin,
@@ -420,7 +420,7 @@ async fn store_bootstrap(
             prefix: auth::shown_prefix(&admin.token),
             expires_at: None,
             at: Timestamp::now(),
-        })
+        }))
         .await;
     match written {
         Ok(_) => {}

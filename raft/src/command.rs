@@ -10,19 +10,9 @@ use windflow_protocol::{
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// An API token; `hash` is the SHA-256 of its secret, `prefix` its first characters.
-    /// Names of [`TokenKind::Api`] tokens are unique. A token acting for `user` may not
-    /// have a larger role than the user. Assigns the next [`TokenId`].
-    CreateToken {
-        name: String,
-        kind: TokenKind,
-        role: Role,
-        user: Option<String>,
-        hash: Vec<u8>,
-        prefix: String,
-        expires_at: Option<Timestamp>,
-        at: Timestamp,
-    },
+    /// An API token. Names of [`TokenKind::Api`] tokens are unique. A token acting for a
+    /// user may not have a larger role than the user. Assigns the next [`TokenId`].
+    CreateToken(NewToken),
     /// The token opens nothing from then on.
     RevokeToken { id: TokenId, at: Timestamp },
     /// Replaces a token's secret; the old one stops working at once. Name, role, user and
@@ -146,7 +136,7 @@ impl Command {
     /// A short name for logs and spans.
     pub fn kind(&self) -> &'static str {
         match self {
-            Command::CreateToken { .. } => "create_token",
+            Command::CreateToken(_) => "create_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::RotateToken { .. } => "rotate_token",
             Command::CreateUser { .. } => "create_user",
@@ -168,6 +158,22 @@ impl Command {
             Command::Batch(_) => "batch",
         }
     }
+}
+
+/// The fields of [`Command::CreateToken`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    pub name: String,
+    pub kind: TokenKind,
+    pub role: Role,
+    /// The user it acts for, if any.
+    pub user: Option<String>,
+    /// The SHA-256 of its secret.
+    pub hash: Vec<u8>,
+    /// The secret's first characters, shown in lists.
+    pub prefix: String,
+    pub expires_at: Option<Timestamp>,
+    pub at: Timestamp,
 }
 
 /// What a command did.

@@ -6,25 +6,11 @@ use windflow_protocol::{
 };
 
 use crate::StoreError;
-use crate::command::{Applied, ApplyError, Response, TokenRecord, UserRecord};
-use crate::state::{Pending, key};
-
-/// The fields of `Command::CreateToken`.
-pub(crate) struct NewToken {
-    pub name: String,
-    pub kind: TokenKind,
-    pub role: Role,
-    pub user: Option<String>,
-    pub hash: Vec<u8>,
-    pub prefix: String,
-    pub expires_at: Option<Timestamp>,
-    pub at: Timestamp,
-}
+use crate::command::{Applied, ApplyError, NewToken, Response, TokenRecord, UserRecord};
+use crate::state::{Pending, id_of, key};
 
 fn id_at(p: &Pending<'_>, index: &[u8]) -> Result<Option<u64>, StoreError> {
-    Ok(p.get(index)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes))
+    Ok(id_of(p.get(index)?))
 }
 
 fn user_by_name(p: &Pending<'_>, name: &str) -> Result<Option<UserRecord>, StoreError> {

@@ -6,7 +6,7 @@ use windflow_protocol::{JoinTokenId, Timestamp};
 
 use crate::StoreError;
 use crate::command::{Applied, ApplyError, JoinTokenRecord, JoinTokenRefusal, Response};
-use crate::state::{Pending, key};
+use crate::state::{Pending, id_of, key};
 
 /// `Command::CreateJoinToken`.
 pub(crate) fn create(
@@ -50,12 +50,8 @@ pub(crate) fn spend(
     at: Timestamp,
 ) -> Result<Response, StoreError> {
     let refused = |why| Ok(Err(ApplyError::JoinTokenRefused(why)));
-    let id = match p.get(&key::named(key::JOIN_TOKEN_HASH, &hash))? {
-        Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-            Ok(b) => JoinTokenId(u64::from_be_bytes(b)),
-            Err(_) => return refused(JoinTokenRefusal::Unknown),
-        },
-        None => return refused(JoinTokenRefusal::Unknown),
+    let Some(id) = id_of(p.get(&key::named(key::JOIN_TOKEN_HASH, &hash))?).map(JoinTokenId) else {
+        return refused(JoinTokenRefusal::Unknown);
     };
     let record_key = key::id(key::JOIN_TOKEN, id.0);
     let Some(mut record) = p.get_as::<JoinTokenRecord>(&record_key, "join token")? else {

@@ -22,7 +22,7 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, Response,
+    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewToken, Response,
     TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
@@ -70,3 +70,5 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod identity_tests;

@@ -9,7 +9,7 @@ use windflow_protocol::{
 };
 
 use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
-use crate::state::{key, u64_of};
+use crate::state::{id_of, key, u64_of};
 use crate::{StoreError, decode};
 
 /// Typed reads of the local state. Cheap to clone; reads never wait on raft.
@@ -229,11 +229,7 @@ impl StateReader {
     }
 
     fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .tree
-            .get(index)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
+        Ok(id_of(self.tree.get(index)?))
     }
 
     /// The index of the last log entry applied here.

@@ -74,9 +74,14 @@ pub(crate) mod key {
 }
 
 pub(crate) fn u64_of(bytes: Option<sled::IVec>) -> u64 {
+    id_of(bytes).unwrap_or(0)
+}
+
+/// The ID an index entry points at (a big-endian u64), if there is a well-formed one.
+pub(crate) fn id_of(bytes: Option<sled::IVec>) -> Option<u64> {
     bytes
         .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes)
+        .map(u64::from_be_bytes)
 }
 
 /// Writes of one command, readable before they are committed to the tree.
@@ -176,28 +181,7 @@ impl<'a> Pending<'a> {
 /// Applies one command. Deterministic: it reads nothing but the tree and the command.
 pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, StoreError> {
     Ok(match cmd {
-        Command::CreateToken {
-            name,
-            kind,
-            role,
-            user,
-            hash,
-            prefix,
-            expires_at,
-            at,
-        } => crate::identity::create_token(
-            p,
-            crate::identity::NewToken {
-                name,
-                kind,
-                role,
-                user,
-                hash,
-                prefix,
-                expires_at,
-                at,
-            },
-        )?,
+        Command::CreateToken(token) => crate::identity::create_token(p, token)?,
         Command::RevokeToken { id, at } => crate::identity::revoke_token(p, id, at)?,
         Command::RotateToken {
             id,

@@ -244,8 +244,11 @@ pub fn http_json(
     token: Option<&str>,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    http_json_within(addr, method, path, token, body, Duration::from_secs(30))
+    http_json_within(addr, method, path, token, body, ANSWER_WITHIN)
 }
+
+/// How long the request helpers wait for an answer by default.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// An HTTP answer: status, headers (names lowercased) and the body as JSON (or a string).
 #[derive(Debug)]
@@ -272,9 +275,34 @@ pub fn http_request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> anyhow::Result<HttpAnswer> {
+    exchange(addr, method, path, token, body, ANSWER_WITHIN)
+}
+
+/// [`http_json`] for a request that may take longer than 30 s to answer (a membership
+/// change that waits for a new server to install a large snapshot).
+pub fn http_json_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    answer_within: Duration,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    exchange(addr, method, path, token, body, answer_within).map(|a| (a.status, a.json))
+}
+
+/// One HTTP/1.1 request on its own connection, read to the end.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    answer_within: Duration,
+) -> anyhow::Result<HttpAnswer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(answer_within))?;
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -302,38 +330,6 @@ pub fn http_request(
         headers,
         json,
     })
-}
-
-/// [`http_json`] for a request that may take longer than 30 s to answer (a membership
-/// change that waits for a new server to install a large snapshot).
-pub fn http_json_within(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-    answer_within: Duration,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(answer_within))?;
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, payload) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head.get(9..12).context("no status line")?.parse()?;
-    let json = serde_json::from_str(payload)
-        .unwrap_or_else(|_| serde_json::Value::String(payload.to_owned()));
-    Ok((status, json))
 }
 
 /// Whether a process is gone for good: no such pid, or a zombie waiting to be reaped.

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use windflow_protocol::{AuditOutcome, Role, Timestamp, TokenId, TokenKind};
-use windflow_raft::{Applied, Command};
+use windflow_raft::{Applied, Command, NewToken};
 
 use super::access::Pending;
 use super::body::Fields;
@@ -140,7 +140,7 @@ async fn open_session(
     let expires_at = Timestamp(now.0.saturating_add(ttl.as_millis() as u64));
     let applied = state
         .raft
-        .write(Command::CreateToken {
+        .write(Command::CreateToken(NewToken {
             name: format!("login {user}"),
             kind: TokenKind::Session,
             role,
@@ -149,7 +149,7 @@ async fn open_session(
             prefix: auth::shown_prefix(&secret),
             expires_at: Some(expires_at),
             at: now,
-        })
+        }))
         .await?;
     let Applied::Token(view) = applied else {
         return Err(ApiError::internal(format!(

@@ -9,7 +9,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use windflow_protocol::{Timestamp, TokenId, TokenKind, TokenView};
-use windflow_raft::{Applied, Command};
+use windflow_raft::{Applied, Command, NewToken};
 
 use super::body::Fields;
 use super::users::{parse_role, validate_name};
@@ -68,7 +68,7 @@ pub async fn create(
     let now = Timestamp::now();
     let applied = state
         .raft
-        .write(Command::CreateToken {
+        .write(Command::CreateToken(NewToken {
             name,
             kind: TokenKind::Api,
             role,
@@ -77,7 +77,7 @@ pub async fn create(
             prefix: auth::shown_prefix(&secret),
             expires_at: expires.map(|d| Timestamp(now.0.saturating_add(d.as_millis() as u64))),
             at: now,
-        })
+        }))
         .await?;
     let view = token_of(applied, "creating a token")?;
     tracing::info!(id = %view.id, name = %view.name, role = %view.role, "API token created");
