@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AuditId, TokenId, UserId};
+use crate::namespace::Namespace;
 use crate::time::Timestamp;
 
 /// What a user or token may do. Ordered: each role may do everything of the ones before it.
@@ -55,6 +56,9 @@ pub struct UserView {
     pub id: UserId,
     pub name: String,
     pub role: Role,
+    /// The namespace the role holds in; `None` for the whole cluster.
+    #[serde(default)]
+    pub namespace: Option<Namespace>,
     pub created_at: Timestamp,
     pub password_changed_at: Timestamp,
 }
@@ -78,6 +82,10 @@ pub struct TokenView {
     pub role: Role,
     /// The user it acts for, if any (a session's user, or who a named token belongs to).
     pub user: Option<String>,
+    /// The namespace it is bound to: it sees nothing of the others. `None` for the whole
+    /// cluster.
+    #[serde(default)]
+    pub namespace: Option<Namespace>,
     /// The secret's first characters, to tell tokens apart in a list.
     pub prefix: String,
     pub created_at: Timestamp,
@@ -172,6 +180,7 @@ mod tests {
             kind: TokenKind::Api,
             role: Role::Reader,
             user: None,
+            namespace: None,
             prefix: "wf_ab".into(),
             created_at: Timestamp(0),
             expires_at: Some(Timestamp(100)),

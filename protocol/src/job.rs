@@ -26,6 +26,9 @@ pub enum JobType {
 pub struct JobSpec {
     /// Unique in the cluster; accepted wherever a job ID is.
     pub name: String,
+    /// Names are unique within a namespace.
+    #[serde(default)]
+    pub namespace: crate::namespace::Namespace,
     #[serde(rename = "type", default)]
     pub job_type: JobType,
     pub groups: Vec<TaskGroup>,
@@ -131,6 +134,7 @@ impl JobSpec {
                 tasks: vec![task],
             }],
             name,
+            namespace: Default::default(),
             job_type: JobType::Batch,
         }
     }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod ids;
 pub mod job;
 pub mod messages;
+pub mod namespace;
 pub mod node;
 pub mod run;
 pub mod time;
@@ -21,6 +22,7 @@ pub use ids::{
     AuditId, ContextId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId, UserId,
 };
 pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
+pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DriverKind, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
 pub use time::{HumanDuration, Timestamp};

@@ -67,6 +67,9 @@ impl From<RunOutcome> for RunStatus {
 pub struct Run {
     pub id: RunId,
     pub job: JobId,
+    /// The job's namespace, kept so the run stays behind its wall after the job is gone.
+    #[serde(default)]
+    pub namespace: crate::namespace::Namespace,
     pub status: RunStatus,
     pub node: Option<NodeId>,
     pub requested_at: Timestamp,

@@ -126,7 +126,11 @@ fn job_names_are_unique_and_lookups_follow_deletes() {
         })
     );
     assert_eq!(
-        f.reader.job_by_name("backup").unwrap().unwrap().id,
+        f.reader
+            .job_by_name(&Default::default(), "backup")
+            .unwrap()
+            .unwrap()
+            .id,
         JobId(1)
     );
     assert_eq!(
@@ -142,7 +146,12 @@ fn job_names_are_unique_and_lookups_follow_deletes() {
         at: Timestamp(2),
     })
     .unwrap();
-    assert!(f.reader.job_by_name("backup").unwrap().is_none());
+    assert!(
+        f.reader
+            .job_by_name(&Default::default(), "backup")
+            .unwrap()
+            .is_none()
+    );
     assert!(
         f.reader
             .context(ContextId::Job(JobId(1)))
@@ -349,7 +358,13 @@ fn a_backup_restores_the_state_but_not_raft_bookkeeping() {
         .map(|j| j.spec.name)
         .collect();
     assert_eq!(names, ["kept"]);
-    assert!(target.reader.job_by_name("replaced").unwrap().is_none());
+    assert!(
+        target
+            .reader
+            .job_by_name(&Default::default(), "replaced")
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         target
             .reader

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AuditEntry, AuditId, DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Node, NodeId,
-    Role, Run, RunId, RunOutcome, Timestamp, TokenId, TokenKind, TokenView, UserView,
+    AuditEntry, AuditId, DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Namespace,
+    NamespaceInfo, Node, NodeId, Role, Run, RunId, RunOutcome, Timestamp, TokenId, TokenKind,
+    TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -28,6 +29,8 @@ pub enum Command {
     CreateUser {
         name: String,
         role: Role,
+        /// The namespace the role holds in (it must exist); `None` for the whole cluster.
+        namespace: Option<Namespace>,
         password_hash: String,
         at: Timestamp,
     },
@@ -42,6 +45,14 @@ pub enum Command {
     RecordAudit(AuditEntry),
     /// Drops audit entries older than `before` (retention).
     PruneAudit { before: Timestamp },
+    /// A namespace; `default` always exists.
+    CreateNamespace {
+        name: Namespace,
+        description: String,
+        at: Timestamp,
+    },
+    /// Removes an empty namespace (not `default`).
+    DeleteNamespace { name: Namespace },
     /// A new agent host; assigns the next [`NodeId`].
     RegisterNode {
         name: String,
@@ -56,7 +67,8 @@ pub enum Command {
         agent_version: String,
         at: Timestamp,
     },
-    /// Assigns the next [`JobId`] and creates the job's empty context.
+    /// Assigns the next [`JobId`] and creates the job's empty context. The job's namespace
+    /// must exist.
     CreateJob { spec: JobSpec, at: Timestamp },
     /// Removes a job, its name and its context; its runs stay as history, and those still
     /// pending fail.
@@ -140,6 +152,8 @@ impl Command {
             Command::RevokeToken { .. } => "revoke_token",
             Command::RotateToken { .. } => "rotate_token",
             Command::CreateUser { .. } => "create_user",
+            Command::CreateNamespace { .. } => "create_namespace",
+            Command::DeleteNamespace { .. } => "delete_namespace",
             Command::SetUserPassword { .. } => "set_user_password",
             Command::DeleteUser { .. } => "delete_user",
             Command::RecordAudit(_) => "record_audit",
@@ -168,6 +182,9 @@ pub struct NewToken {
     pub role: Role,
     /// The user it acts for, if any.
     pub user: Option<String>,
+    /// The namespace it is bound to; `None` for the whole cluster. A token for a user
+    /// bound to a namespace is bound to the same one.
+    pub namespace: Option<Namespace>,
     /// The SHA-256 of its secret.
     pub hash: Vec<u8>,
     /// The secret's first characters, shown in lists.
@@ -181,6 +198,7 @@ pub struct NewToken {
 pub enum Applied {
     Token(TokenView),
     User(UserView),
+    Namespace(NamespaceInfo),
     Audit(AuditId),
     /// How many entries a prune removed.
     Pruned(u64),

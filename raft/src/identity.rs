@@ -2,7 +2,8 @@
 //! SHA-256 of their secret; users by name; audit entries by ascending ID.
 
 use windflow_protocol::{
-    AuditEntry, AuditId, Role, Timestamp, TokenId, TokenKind, TokenView, UserId, UserView,
+    AuditEntry, AuditId, Namespace, Role, Timestamp, TokenId, TokenKind, TokenView, UserId,
+    UserView,
 };
 
 use crate::StoreError;
@@ -41,6 +42,11 @@ pub(crate) fn create_token(p: &mut Pending<'_>, t: NewToken) -> Result<Response,
             name: t.name,
         }));
     }
+    if let Some(ns) = &t.namespace
+        && let Err(e) = crate::namespaces::require(p, ns)?
+    {
+        return Ok(Err(e));
+    }
     if let Some(user) = &t.user {
         let Some(record) = user_by_name(p, user)? else {
             return Ok(Err(ApplyError::not_found("user", user)));
@@ -51,6 +57,13 @@ pub(crate) fn create_token(p: &mut Pending<'_>, t: NewToken) -> Result<Response,
                 t.role, record.view.role
             ))));
         }
+        if let Some(bound) = &record.view.namespace
+            && t.namespace.as_ref() != Some(bound)
+        {
+            return Ok(Err(ApplyError::Refused(format!(
+                "a token for user `{user}` must be bound to namespace `{bound}`, as the user is"
+            ))));
+        }
     }
     let id = TokenId(p.next(key::NEXT_TOKEN)?);
     let view = TokenView {
@@ -59,6 +72,7 @@ pub(crate) fn create_token(p: &mut Pending<'_>, t: NewToken) -> Result<Response,
         kind: t.kind,
         role: t.role,
         user: t.user,
+        namespace: t.namespace,
         prefix: t.prefix,
         created_at: t.at,
         expires_at: t.expires_at,
@@ -140,9 +154,15 @@ pub(crate) fn create_user(
     p: &mut Pending<'_>,
     name: String,
     role: Role,
+    namespace: Option<Namespace>,
     password_hash: String,
     at: Timestamp,
 ) -> Result<Response, StoreError> {
+    if let Some(ns) = &namespace
+        && let Err(e) = crate::namespaces::require(p, ns)?
+    {
+        return Ok(Err(e));
+    }
     let name_key = key::named(key::USER_NAME, name.as_bytes());
     if p.get(&name_key)?.is_some() {
         return Ok(Err(ApplyError::NameTaken {
@@ -155,6 +175,7 @@ pub(crate) fn create_user(
         id,
         name,
         role,
+        namespace,
         created_at: at,
         password_changed_at: at,
     };

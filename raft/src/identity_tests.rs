@@ -1,6 +1,6 @@
 //! `apply`'s rules for users, tokens and the audit log, on a real sled tree.
 
-use windflow_protocol::{Role, Timestamp, TokenKind};
+use windflow_protocol::{JobSpec, Namespace, Role, TaskSpec, Timestamp, TokenKind};
 
 use crate::apply_tests::Fixture;
 use crate::command::{Applied, ApplyError, Command, NewToken};
@@ -11,6 +11,7 @@ fn token(name: &str, hash: &[u8], user: Option<&str>, role: Role) -> Command {
         kind: TokenKind::Api,
         role,
         user: user.map(Into::into),
+        namespace: None,
         hash: hash.to_vec(),
         prefix: "wf_x".into(),
         expires_at: None,
@@ -22,6 +23,7 @@ fn user(name: &str, role: Role) -> Command {
     Command::CreateUser {
         name: name.into(),
         role,
+        namespace: None,
         password_hash: "$argon2id$fake".into(),
         at: Timestamp(1),
     }
@@ -152,4 +154,139 @@ fn audit_entries_get_ids_and_prune_drops_the_old_ones() {
     let left = f.reader.audit(10, |_| true).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].request_id, "r30");
+}
+
+fn ns(name: &str) -> Namespace {
+    Namespace::parse(name).unwrap()
+}
+
+fn job_in(namespace: &str, name: &str) -> Command {
+    let mut spec = JobSpec::exec(name, TaskSpec::exec(name, "true"));
+    spec.namespace = ns(namespace);
+    Command::CreateJob {
+        spec,
+        at: Timestamp(1),
+    }
+}
+
+#[test]
+fn job_names_are_unique_per_namespace_and_a_namespace_with_jobs_stays() {
+    let f = Fixture::new();
+    assert!(matches!(
+        f.apply(job_in("team-a", "backup")),
+        Err(ApplyError::NotFound { .. })
+    ));
+    f.apply(Command::CreateNamespace {
+        name: ns("team-a"),
+        description: String::new(),
+        at: Timestamp(1),
+    })
+    .unwrap();
+    assert!(matches!(
+        f.apply(Command::CreateNamespace {
+            name: ns("team-a"),
+            description: String::new(),
+            at: Timestamp(2),
+        }),
+        Err(ApplyError::NameTaken { .. })
+    ));
+    let Ok(Applied::Job(a)) = f.apply(job_in("team-a", "backup")) else {
+        panic!()
+    };
+    let Ok(Applied::Job(d)) = f.apply(job_in("default", "backup")) else {
+        panic!()
+    };
+    assert!(matches!(
+        f.apply(job_in("team-a", "backup")),
+        Err(ApplyError::NameTaken { .. })
+    ));
+    assert_eq!(
+        f.reader
+            .job_by_name(&ns("team-a"), "backup")
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
+    assert_eq!(
+        f.reader
+            .job_by_name(&ns("default"), "backup")
+            .unwrap()
+            .unwrap()
+            .id,
+        d.id
+    );
+    let Ok(Applied::Run(run)) = f.apply(Command::CreateRun {
+        job: a.id,
+        at: Timestamp(3),
+    }) else {
+        panic!()
+    };
+    assert_eq!(run.namespace, ns("team-a"));
+
+    assert!(matches!(
+        f.apply(Command::DeleteNamespace { name: ns("team-a") }),
+        Err(ApplyError::Refused(_))
+    ));
+    assert!(matches!(
+        f.apply(Command::DeleteNamespace {
+            name: ns("default")
+        }),
+        Err(ApplyError::Refused(_))
+    ));
+    f.apply(Command::DeleteJob {
+        job: a.id,
+        at: Timestamp(4),
+    })
+    .unwrap();
+    assert_eq!(f.reader.namespace_job_count(&ns("team-a")).unwrap(), 0);
+    f.apply(Command::DeleteNamespace { name: ns("team-a") })
+        .unwrap();
+    let names: Vec<String> = f
+        .reader
+        .namespaces()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name.to_string())
+        .collect();
+    assert_eq!(names, ["default"]);
+}
+
+#[test]
+fn a_token_of_a_bound_user_is_bound_to_the_same_namespace() {
+    let f = Fixture::new();
+    f.apply(Command::CreateNamespace {
+        name: ns("team-a"),
+        description: String::new(),
+        at: Timestamp(1),
+    })
+    .unwrap();
+    let mut bound = user("ann", Role::Writer);
+    if let Command::CreateUser { namespace, .. } = &mut bound {
+        *namespace = Some(ns("team-a"));
+    }
+    f.apply(bound).unwrap();
+    let with_ns = |namespace: Option<&str>, hash: &[u8]| {
+        let mut t = token("ann-ci", hash, Some("ann"), Role::Writer);
+        if let Command::CreateToken(t) = &mut t {
+            t.namespace = namespace.map(ns);
+        }
+        t
+    };
+    assert!(matches!(
+        f.apply(with_ns(None, b"t1")),
+        Err(ApplyError::Refused(_))
+    ));
+    assert!(matches!(
+        f.apply(with_ns(Some("default"), b"t2")),
+        Err(ApplyError::Refused(_))
+    ));
+    assert!(matches!(
+        f.apply(with_ns(Some("nowhere"), b"t3")),
+        Err(ApplyError::NotFound { .. })
+    ));
+    let Ok(Applied::Token(t)) = f.apply(with_ns(Some("team-a"), b"t4")) else {
+        panic!()
+    };
+    assert_eq!(t.namespace, Some(ns("team-a")));
 }

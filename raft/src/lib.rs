@@ -14,6 +14,7 @@ mod identity;
 mod join_tokens;
 mod leader;
 mod log_store;
+mod namespaces;
 mod network;
 mod node;
 mod reader;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use windflow_protocol::{
-    AuditEntry, Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus, TokenId,
+    AuditEntry, Context, ContextId, Job, JobId, Namespace, NamespaceInfo, Node, NodeId, Run, RunId,
+    RunStatus, TokenId,
 };
 
 use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
@@ -97,11 +98,32 @@ impl StateReader {
         self.get(&key::id(key::JOB, id.0), "job")
     }
 
-    pub fn job_by_name(&self, name: &str) -> Result<Option<Job>, StoreError> {
-        match self.tree.get(key::named(key::JOB_NAME, name.as_bytes()))? {
-            Some(id) => self.job(JobId(u64_of(Some(id)))),
+    /// The job named `name` in namespace `ns`.
+    pub fn job_by_name(&self, ns: &Namespace, name: &str) -> Result<Option<Job>, StoreError> {
+        match self.id_at(&key::job_name(ns, name))? {
+            Some(id) => self.job(JobId(id)),
             None => Ok(None),
         }
+    }
+
+    /// The namespace, if it exists (`default` always does).
+    pub fn namespace(&self, name: &Namespace) -> Result<Option<NamespaceInfo>, StoreError> {
+        if name.is_default() {
+            return Ok(Some(NamespaceInfo::builtin_default()));
+        }
+        self.get(&key::namespace(name), "namespace")
+    }
+
+    /// Every namespace, `default` first, then by name.
+    pub fn namespaces(&self) -> Result<Vec<NamespaceInfo>, StoreError> {
+        let mut all = vec![NamespaceInfo::builtin_default()];
+        all.extend(self.scan(key::NAMESPACE, "namespace")?);
+        Ok(all)
+    }
+
+    /// How many jobs a namespace holds.
+    pub fn namespace_job_count(&self, name: &Namespace) -> Result<u64, StoreError> {
+        Ok(u64_of(self.tree.get(key::namespace_jobs(name))?))
     }
 
     /// All jobs, by ascending ID.

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use windflow_protocol::run::{capped_text, tail_text};
 use windflow_protocol::{
-    CONTEXT_MAX_BYTES, Context, ContextId, Job, JobId, Node, NodeId, Run, RunId, RunStatus,
-    STDERR_TAIL_BYTES,
+    CONTEXT_MAX_BYTES, Context, ContextId, Job, JobId, Namespace, Node, NodeId, Run, RunId,
+    RunStatus, STDERR_TAIL_BYTES,
 };
 
 use crate::command::{Applied, ApplyError, Command, Response};
@@ -41,6 +41,9 @@ pub(crate) mod key {
     pub const JOIN_TOKEN_HASH: &[u8] = b"jointokenhash/";
     pub const NEXT_JOIN_TOKEN: &[u8] = b"counter/jointoken";
     pub const JOB_COUNT: &[u8] = b"count/jobs";
+    pub const NAMESPACE: &[u8] = b"ns/";
+    /// `count/nsjobs/<namespace>`: how many jobs a namespace holds.
+    pub const NAMESPACE_JOBS: &[u8] = b"count/nsjobs/";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
@@ -56,6 +59,20 @@ pub(crate) mod key {
 
     pub fn named(prefix: &[u8], name: &[u8]) -> Vec<u8> {
         [prefix, name].concat()
+    }
+
+    /// `jobname/<namespace>/<name>`: names are unique within a namespace, and a
+    /// namespace name holds no `/`.
+    pub fn job_name(ns: &super::Namespace, name: &str) -> Vec<u8> {
+        [JOB_NAME, ns.as_str().as_bytes(), b"/", name.as_bytes()].concat()
+    }
+
+    pub fn namespace(ns: &super::Namespace) -> Vec<u8> {
+        named(NAMESPACE, ns.as_str().as_bytes())
+    }
+
+    pub fn namespace_jobs(ns: &super::Namespace) -> Vec<u8> {
+        named(NAMESPACE_JOBS, ns.as_str().as_bytes())
     }
 
     pub fn status(s: super::RunStatus) -> u8 {
@@ -192,9 +209,16 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::CreateUser {
             name,
             role,
+            namespace,
             password_hash,
             at,
-        } => crate::identity::create_user(p, name, role, password_hash, at)?,
+        } => crate::identity::create_user(p, name, role, namespace, password_hash, at)?,
+        Command::CreateNamespace {
+            name,
+            description,
+            at,
+        } => crate::namespaces::create(p, name, description, at)?,
+        Command::DeleteNamespace { name } => crate::namespaces::delete(p, name)?,
         Command::SetUserPassword {
             name,
             password_hash,
@@ -233,7 +257,10 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             Ok(Applied::Node(n))
         }
         Command::CreateJob { spec, at } => {
-            let name_key = key::named(key::JOB_NAME, spec.name.as_bytes());
+            if let Err(e) = crate::namespaces::require(p, &spec.namespace)? {
+                return Ok(Err(e));
+            }
+            let name_key = key::job_name(&spec.namespace, &spec.name);
             if p.get(&name_key)?.is_some() {
                 return Ok(Err(ApplyError::NameTaken {
                     kind: "job".into(),
@@ -254,6 +281,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 &Context::empty_for_job(id, at),
             )?;
             p.add(key::JOB_COUNT.to_vec(), 1)?;
+            p.add(key::namespace_jobs(&job.spec.namespace), 1)?;
             Ok(Applied::Job(job))
         }
         Command::DeleteJob { job, at } => {
@@ -261,9 +289,10 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 return Ok(Err(ApplyError::not_found("job", job)));
             };
             p.del(key::id(key::JOB, job.0));
-            p.del(key::named(key::JOB_NAME, j.spec.name.as_bytes()));
+            p.del(key::job_name(&j.spec.namespace, &j.spec.name));
             p.del(key::context(ContextId::of_job(job)));
             p.add(key::JOB_COUNT.to_vec(), -1)?;
+            p.add(key::namespace_jobs(&j.spec.namespace), -1)?;
             for entry in p.tree.scan_prefix(key::id(key::RUN_BY_JOB, job.0)) {
                 let (k, _) = entry?;
                 let Some(run_id) = k
@@ -286,12 +315,13 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             Ok(Applied::Job(j))
         }
         Command::CreateRun { job, at } => {
-            if p.get(&key::id(key::JOB, job.0))?.is_none() {
+            let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
                 return Ok(Err(ApplyError::not_found("job", job)));
-            }
+            };
             let run = Run {
                 id: RunId(p.next(key::NEXT_RUN)?),
                 job,
+                namespace: j.spec.namespace,
                 status: RunStatus::Pending,
                 node: None,
                 requested_at: at,

@@ -40,7 +40,12 @@ async fn three_servers_elect_replicate_and_survive_the_loss_of_the_leader() {
         applied(f.node(), index).await;
         assert_eq!(f.node().reader().job_count().unwrap(), 10);
         assert_eq!(
-            f.node().reader().job_by_name("job-7").unwrap().unwrap().id,
+            f.node()
+                .reader()
+                .job_by_name(&Default::default(), "job-7")
+                .unwrap()
+                .unwrap()
+                .id,
             JobId(7)
         );
         assert!(!f.node().is_leader());
@@ -114,7 +119,11 @@ async fn a_server_that_missed_compacted_entries_catches_up_from_a_snapshot() {
     assert!(snapshot.snapshot.unwrap().index > SNAPSHOT_AFTER);
     assert_eq!(back.reader().job_count().unwrap(), SNAPSHOT_AFTER * 5);
     assert_eq!(
-        back.reader().job_by_name("j0").unwrap().unwrap().id,
+        back.reader()
+            .job_by_name(&Default::default(), "j0")
+            .unwrap()
+            .unwrap()
+            .id,
         JobId(1)
     );
     assert_eq!(
@@ -228,7 +237,7 @@ async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader_and_applied_every
         assert_eq!(
             s.node()
                 .reader()
-                .job_by_name("via-follower")
+                .job_by_name(&Default::default(), "via-follower")
                 .unwrap()
                 .unwrap()
                 .id,
@@ -256,7 +265,7 @@ async fn a_linearizable_read_on_a_follower_sees_a_write_just_made_through_the_le
         assert_eq!(common::write_job(lead.node(), &name).await, JobId(i));
         let f = followers[(i % 2) as usize].node();
         f.linearizable().await.unwrap();
-        let job = f.reader().job_by_name(&name).unwrap();
+        let job = f.reader().job_by_name(&Default::default(), &name).unwrap();
         assert_eq!(
             job.map(|j| j.id),
             Some(JobId(i)),

@@ -64,7 +64,7 @@ fn acknowledged_writes_survive_sigkill() {
         let node = open(dir.path()).await;
         let reader = node.reader();
         for (id, name) in &acked {
-            let job = reader.job_by_name(name).unwrap();
+            let job = reader.job_by_name(&Default::default(), name).unwrap();
             assert_eq!(job.map(|j| j.id.0), Some(*id), "acknowledged {name} lost");
         }
         // IDs continue after the last one the killed process handed out.

@@ -64,7 +64,11 @@ async fn snapshots_compact_the_log_and_restore_on_restart() {
     let (node, _) = open(dir.path(), 50).await;
     assert_eq!(node.reader().job_count().unwrap(), 200);
     assert_eq!(
-        node.reader().job_by_name("j0").unwrap().unwrap().id,
+        node.reader()
+            .job_by_name(&Default::default(), "j0")
+            .unwrap()
+            .unwrap()
+            .id,
         JobId(1)
     );
     assert_eq!(common::write_job(&node, "next").await, JobId(201));
