@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use ring::rand::{SecureRandom, SystemRandom};
-use windflow_protocol::{Role, Timestamp, TokenId};
+use windflow_protocol::{Namespace, Role, Timestamp, TokenId};
 
 use crate::api::{ApiError, AppState};
 
@@ -23,6 +23,8 @@ pub struct Caller {
     /// The user the token acts for, if any.
     pub user: Option<String>,
     pub role: Role,
+    /// The namespace the token is bound to; `None` for the whole cluster.
+    pub namespace: Option<Namespace>,
 }
 
 /// A new random API token secret.
@@ -94,6 +96,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Api
         token_name: view.name,
         user: view.user,
         role: view.role,
+        namespace: view.namespace,
     })
 }
 

@@ -399,6 +399,7 @@ async fn store_bootstrap(
         .write(Command::CreateUser {
             name: BOOTSTRAP_USER.into(),
             role: windflow_protocol::Role::Admin,
+            namespace: None,
             password_hash,
             at: Timestamp::now(),
         })
@@ -416,6 +417,7 @@ async fn store_bootstrap(
             kind: windflow_protocol::TokenKind::Api,
             role: windflow_protocol::Role::Admin,
             user: Some(BOOTSTRAP_USER.into()),
+            namespace: None,
             hash: hash.clone(),
             prefix: auth::shown_prefix(&admin.token),
             expires_at: None,

@@ -1,7 +1,8 @@
 //! Users, roles, tokens and the audit log against a real server process.
 //!
 //! The first test walks every `/v1` route with no token, an expired token, a reader, a
-//! writer and an admin and checks each status; its expectation table must match the
+//! writer, an admin and a writer bound to another namespace, and checks each status; its
+//! expectation table must match the
 //! server's declared route table exactly, so a new route without a permission (or without
 //! a row here) fails it. Routes added outside the declaring builder answer 500 for
 //! everyone (`api::access::guard` fails closed).
@@ -20,15 +21,20 @@ use windflow_tests::{HttpAnswer, http_request, wait_for};
 enum Expect {
     Public,
     Authenticated,
-    /// Any caller for themselves, an admin for anyone (the path names someone else).
+    /// Any caller for themselves, a cluster-wide admin for anyone (the path names someone
+    /// else).
     SelfOrAdmin,
+    /// Work inside a namespace, with at least this role.
     Role(Role),
+    /// The whole cluster: at least this role, and not bound to a namespace.
+    Cluster(Role),
 }
 
 use Expect::*;
 const R: Expect = Role(windflow_protocol::Role::Reader);
 const W: Expect = Role(windflow_protocol::Role::Writer);
-const A: Expect = Role(windflow_protocol::Role::Admin);
+const CR: Expect = Cluster(windflow_protocol::Role::Reader);
+const A: Expect = Cluster(windflow_protocol::Role::Admin);
 
 /// Every `/v1` route (no fault injection), with a concrete path to call it with.
 const ROUTES: &[(&str, &str, Expect, &str)] = &[
@@ -44,7 +50,16 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("GET", "/v1/runs/{id}", R, "/v1/runs/R999999"),
     ("GET", "/v1/runs/{id}/output", R, "/v1/runs/R999999/output"),
     ("GET", "/v1/contexts/{id}", R, "/v1/contexts/CJ999999"),
-    ("GET", "/v1/nodes", R, "/v1/nodes"),
+    ("GET", "/v1/namespaces", R, "/v1/namespaces"),
+    ("POST", "/v1/namespaces", A, "/v1/namespaces"),
+    ("GET", "/v1/namespaces/{name}", R, "/v1/namespaces/nowhere"),
+    (
+        "DELETE",
+        "/v1/namespaces/{name}",
+        A,
+        "/v1/namespaces/nowhere",
+    ),
+    ("GET", "/v1/nodes", CR, "/v1/nodes"),
     ("GET", "/v1/users", A, "/v1/users"),
     ("POST", "/v1/users", A, "/v1/users"),
     ("GET", "/v1/users/{name}", A, "/v1/users/nobody-here"),
@@ -67,7 +82,7 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("GET", "/v1/audit", A, "/v1/audit"),
     ("GET", "/v1/agent/log-level", A, "/v1/agent/log-level"),
     ("PUT", "/v1/agent/log-level", A, "/v1/agent/log-level"),
-    ("GET", "/v1/cluster/members", R, "/v1/cluster/members"),
+    ("GET", "/v1/cluster/members", CR, "/v1/cluster/members"),
     ("POST", "/v1/cluster/members", A, "/v1/cluster/members"),
     (
         "DELETE",
@@ -139,18 +154,28 @@ fn access_of(e: Expect) -> Access {
         Public => Access::Public,
         Authenticated | SelfOrAdmin => Access::Authenticated,
         Role(r) => Access::Role(r),
+        Cluster(r) => Access::Cluster(r),
     }
+}
+
+/// Whether a caller's token is bound to a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    WholeCluster,
+    OtherNamespace,
 }
 
 /// The status a caller with `role` (`None`: no valid token) should get, or `None` for
 /// "allowed": anything but 401 and 403.
-fn expected(e: Expect, role: Option<Role>) -> Option<u16> {
+fn expected(e: Expect, role: Option<Role>, reach: Reach) -> Option<u16> {
+    let bound = reach == Reach::OtherNamespace;
     match (e, role) {
         (Public, _) => None,
         (_, None) => Some(401),
         (Authenticated, Some(_)) => None,
-        (SelfOrAdmin, Some(r)) => (r < Role::Admin).then_some(403),
+        (SelfOrAdmin, Some(r)) => (r < Role::Admin || bound).then_some(403),
         (Role(need), Some(r)) => (r < need).then_some(403),
+        (Cluster(need), Some(r)) => (r < need || bound).then_some(403),
     }
 }
 
@@ -181,6 +206,12 @@ fn every_route_checks_its_role_and_every_mutating_call_is_audited_once() {
     s.create_user("rita", "reader");
     s.create_user("walt", "writer");
     s.create_user("ada", "admin");
+    s.admin("POST", "/v1/namespaces", json!({"name": "other"}));
+    s.admin(
+        "POST",
+        "/v1/users",
+        json!({"name": "nina", "password": "nina-password", "role": "writer", "namespace": "other"}),
+    );
     let expired = s.admin(
         "POST",
         "/v1/tokens",
@@ -198,15 +229,22 @@ fn every_route_checks_its_role_and_every_mutating_call_is_audited_once() {
 
     // (request ID, user, outcome) of every mutating call made below.
     let mut audited: Vec<(String, Option<String>, &str, String)> = Vec::new();
-    let callers: [(&str, Option<&str>, Option<Role>); 5] = [
-        ("no token", None, None),
-        ("expired", Some("expired"), None),
-        ("reader", Some("rita"), Some(Role::Reader)),
-        ("writer", Some("walt"), Some(Role::Writer)),
-        ("admin", Some("ada"), Some(Role::Admin)),
+    use Reach::*;
+    let callers: [(&str, Option<&str>, Option<Role>, Reach); 6] = [
+        ("no token", None, None, WholeCluster),
+        ("expired", Some("expired"), None, WholeCluster),
+        ("reader", Some("rita"), Some(Role::Reader), WholeCluster),
+        ("writer", Some("walt"), Some(Role::Writer), WholeCluster),
+        ("admin", Some("ada"), Some(Role::Admin), WholeCluster),
+        (
+            "writer of another namespace",
+            Some("nina"),
+            Some(Role::Writer),
+            OtherNamespace,
+        ),
     ];
     for (method, route, expect, path) in ROUTES {
-        for (who, user, role) in callers {
+        for (who, user, role, reach) in callers {
             // A fresh session per call: logout revokes the token it is called with.
             let token = match user {
                 None => None,
@@ -216,7 +254,7 @@ fn every_route_checks_its_role_and_every_mutating_call_is_audited_once() {
             let body = (*method != "GET").then_some(BODY);
             let a = s.call(method, path, token.as_deref(), body);
             let what = format!("{method} {route} as {who}: {} {}", a.status, a.json);
-            match expected(*expect, role) {
+            match expected(*expect, role, reach) {
                 Some(status) => assert_eq!(a.status, status, "{what}"),
                 None => assert!(
                     a.status != 401 && a.status != 403 && a.status < 500,

@@ -17,6 +17,7 @@ use axum::routing::{MethodFilter, MethodRouter};
 use serde::Serialize;
 use windflow_protocol::{AuditEntry, AuditId, AuditOutcome, Role, Timestamp};
 
+use super::namespaces::NsScope;
 use super::{ApiError, AppState, RequestId};
 use crate::auth::{self, Caller};
 
@@ -28,13 +29,18 @@ pub enum Access {
     Public,
     /// Any valid token, whatever its role (logout, whoami; the handler may check more).
     Authenticated,
-    /// A valid token with at least this role.
+    /// A valid token with at least this role, for work inside a namespace: the handler
+    /// sees only what the request's [`NsScope`] admits.
     Role(Role),
+    /// A valid token with at least this role that is not bound to a namespace: the route
+    /// reaches the whole cluster (nodes, users, tokens, the cluster itself).
+    Cluster(Role),
 }
 
 pub const READ: Access = Access::Role(Role::Reader);
 pub const WRITE: Access = Access::Role(Role::Writer);
-pub const ADMIN: Access = Access::Role(Role::Admin);
+pub const CLUSTER_READ: Access = Access::Cluster(Role::Reader);
+pub const ADMIN: Access = Access::Cluster(Role::Admin);
 
 /// One declared route.
 #[derive(Debug, Clone, Serialize)]
@@ -165,7 +171,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let audit = decl.audited().then(|| Pending::of(&req, decl.action));
     let caller = match decl.access {
         Access::Public => None,
-        Access::Authenticated | Access::Role(_) => {
+        Access::Authenticated | Access::Role(_) | Access::Cluster(_) => {
             match auth::authenticate(&state, req.headers()) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -177,23 +183,45 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
         }
     };
-    if let (Access::Role(need), Some(c)) = (decl.access, &caller)
-        && c.role < need
-    {
-        let e = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{} {} needs the {need} role; this token has {}",
-                decl.method,
-                req.uri().path(),
-                c.role
-            ),
-        );
+    let refused = match (decl.access, &caller) {
+        (Access::Role(need) | Access::Cluster(need), Some(c)) if c.role < need => Some(format!(
+            "{} {} needs the {need} role; this token has {}",
+            decl.method,
+            req.uri().path(),
+            c.role
+        )),
+        (
+            Access::Cluster(_),
+            Some(Caller {
+                namespace: Some(ns),
+                ..
+            }),
+        ) => Some(format!(
+            "{} {} reaches the whole cluster; this token is bound to namespace `{ns}`",
+            decl.method,
+            req.uri().path(),
+        )),
+        _ => None,
+    };
+    if let Some(message) = refused {
+        let e = ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
         if let Some(a) = audit {
             a.record(&state, caller.as_ref(), AuditOutcome::Denied, e.status);
         }
         return e.into_response();
+    }
+    if let (Access::Role(_), Some(c)) = (decl.access, &caller) {
+        match NsScope::of_request(&state, c, req.uri()) {
+            Ok(scope) => {
+                req.extensions_mut().insert(scope);
+            }
+            Err(e) => {
+                if let Some(a) = audit {
+                    a.record(&state, caller.as_ref(), AuditOutcome::Failed, e.status);
+                }
+                return e.into_response();
+            }
+        }
     }
     if let Some(c) = &caller {
         req.extensions_mut().insert(c.clone());

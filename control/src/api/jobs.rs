@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::{
     DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, RetryPolicy, Run, TaskSpec,
@@ -13,7 +13,8 @@ use windflow_protocol::{
 use windflow_raft::{Applied, Command};
 
 use super::body::Fields;
-use super::{ApiError, AppState, read_barrier, resolve_job};
+use super::namespaces::{self, NsScope};
+use super::{ApiError, AppState, read_barrier};
 
 /// The most retries a job may ask for.
 pub const MAX_RETRIES: u32 = 100;
@@ -23,9 +24,10 @@ const MAX_NAME_LEN: usize = 128;
 /// `{"name", "command", "workdir"?, "env"?, "timeout"?, "max_retries"?, "retry_delay"?}`.
 pub async fn create(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let spec = parse_job_spec(&body)?;
+    let spec = parse_job_spec(&body, &scope)?;
     let applied = state
         .raft
         .write(Command::CreateJob {
@@ -39,10 +41,13 @@ pub async fn create(
     }
 }
 
-pub(crate) fn parse_job_spec(body: &Bytes) -> Result<JobSpec, ApiError> {
+/// The job a body describes, in the body's `namespace` (which `scope` must admit) or in
+/// the scope's home namespace.
+pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, ApiError> {
     let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
+    let namespace = scope.target(namespaces::optional_field(&mut f, "namespace")?)?;
     let command = f.required_str("command")?;
     if command.trim().is_empty() {
         return Err(ApiError::invalid_field("command", "must not be empty"));
@@ -86,7 +91,9 @@ pub(crate) fn parse_job_spec(body: &Bytes) -> Result<JobSpec, ApiError> {
         timeout,
         retry: RetryPolicy { max_retries, delay },
     };
-    Ok(JobSpec::exec(name, task))
+    let mut spec = JobSpec::exec(name, task);
+    spec.namespace = namespace;
+    Ok(spec)
 }
 
 fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, ApiError> {
@@ -136,28 +143,33 @@ pub(super) fn unexpected(applied: Applied) -> ApiError {
 /// `GET /v1/jobs`
 pub async fn list(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
     read_barrier(&state, &q).await?;
-    Ok(Json(state.raft.reader().jobs()?))
+    let mut jobs = state.raft.reader().jobs()?;
+    jobs.retain(|j| scope.admits(&j.spec.namespace));
+    Ok(Json(jobs))
 }
 
 /// `GET /v1/jobs/{id}` (ID or name)
 pub async fn show(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Job>, ApiError> {
     read_barrier(&state, &q).await?;
-    Ok(Json(resolve_job(state.raft.reader(), &id)?))
+    Ok(Json(scope.job(state.raft.reader(), &id)?))
 }
 
 /// `DELETE /v1/jobs/{id}` answers with the job as it was.
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let job = resolve_job(state.raft.reader(), &id)?;
+    let job = scope.job(state.raft.reader(), &id)?;
     match state
         .raft
         .write(Command::DeleteJob {
@@ -174,9 +186,10 @@ pub async fn delete(
 /// `POST /v1/jobs/{id}/run` queues a run; the leader dispatches it to a node.
 pub async fn run(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
-    let job = resolve_job(state.raft.reader(), &id)?;
+    let job = scope.job(state.raft.reader(), &id)?;
     match state
         .raft
         .write(Command::CreateRun {
@@ -195,7 +208,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<JobSpec, ApiError> {
-        parse_job_spec(&Bytes::from(json.to_owned()))
+        parse_job_spec(&Bytes::from(json.to_owned()), &NsScope::All)
     }
 
     fn message(json: &str) -> String {
@@ -214,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn a_job_goes_where_its_scope_allows() {
+        let team = |n: &str| windflow_protocol::Namespace::parse(n).unwrap();
+        let body = |json: &str| Bytes::from(json.to_owned());
+        let bound = NsScope::One(team("team-a"));
+        let spec = parse_job_spec(&body(r#"{"name":"a","command":"x"}"#), &bound).unwrap();
+        assert_eq!(spec.namespace, team("team-a"));
+        let e = parse_job_spec(
+            &body(r#"{"name":"a","command":"x","namespace":"team-b"}"#),
+            &bound,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND, "{}", e.message);
+        let spec = parse_job_spec(
+            &body(r#"{"name":"a","command":"x","namespace":"team-b"}"#),
+            &NsScope::All,
+        )
+        .unwrap();
+        assert_eq!(spec.namespace, team("team-b"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         assert!(message(r#"{"name":"a"}"#).contains("`command`: is required"));
         assert!(message(r#"{"command":"x"}"#).contains("`name`: is required"));
@@ -228,5 +262,6 @@ mod tests {
         assert!(message(r#"{"name":"a b","command":"x"}"#).contains("`name`"));
         assert!(message(r#"{"name":"a","command":"x","workdir":"rel"}"#).contains("`workdir`"));
         assert!(message("[1]").contains("JSON object"));
+        assert!(message(r#"{"name":"a","command":"x","namespace":"A/B"}"#).contains("`namespace`"));
     }
 }

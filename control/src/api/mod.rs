@@ -13,6 +13,7 @@ mod health;
 mod jobs;
 mod join_tokens;
 mod log_level;
+pub mod namespaces;
 mod nodes;
 mod runs;
 mod session;
@@ -32,12 +33,11 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use tracing::Instrument;
-use windflow_protocol::Job;
-use windflow_raft::{RaftNode, StateReader};
+use windflow_raft::RaftNode;
 
 pub use error::ApiError;
 
-use self::access::{ADMIN, Access, READ, RouteDecl, Routes, WRITE};
+use self::access::{ADMIN, Access, CLUSTER_READ, READ, RouteDecl, Routes, WRITE};
 use crate::auth::LoginLimiter;
 use crate::gateway::{RunOutputs, Sessions};
 use crate::metrics::Metrics;
@@ -109,7 +109,35 @@ fn v1_routes(fault_injection: bool) -> Routes {
             "contexts.show",
             contexts::show,
         )
-        .route(M::GET, "/nodes", READ, "nodes.list", nodes::list)
+        .route(
+            M::GET,
+            "/namespaces",
+            READ,
+            "namespaces.list",
+            namespaces::list,
+        )
+        .route(
+            M::POST,
+            "/namespaces",
+            ADMIN,
+            "namespaces.create",
+            namespaces::create,
+        )
+        .route(
+            M::GET,
+            "/namespaces/{name}",
+            READ,
+            "namespaces.show",
+            namespaces::show,
+        )
+        .route(
+            M::DELETE,
+            "/namespaces/{name}",
+            ADMIN,
+            "namespaces.delete",
+            namespaces::delete,
+        )
+        .route(M::GET, "/nodes", CLUSTER_READ, "nodes.list", nodes::list)
         .route(M::GET, "/users", ADMIN, "users.list", users::list)
         .route(M::POST, "/users", ADMIN, "users.create", users::create)
         .route(M::GET, "/users/{name}", ADMIN, "users.show", users::show)
@@ -162,7 +190,7 @@ fn v1_routes(fault_injection: bool) -> Routes {
         .route(
             M::GET,
             "/cluster/members",
-            READ,
+            CLUSTER_READ,
             "cluster.members",
             cluster::members,
         )
@@ -303,15 +331,6 @@ pub(crate) async fn read_barrier(
             format!("`consistent` must be true or false, not `{other}`"),
         )),
     }
-}
-
-/// A job by ID (`J12`) or by its unique name.
-pub(crate) fn resolve_job(reader: &StateReader, key: &str) -> Result<Job, ApiError> {
-    let found = match key.parse() {
-        Ok(id) => reader.job(id)?,
-        Err(_) => reader.job_by_name(key)?,
-    };
-    found.ok_or_else(|| ApiError::not_found("job", key))
 }
 
 #[cfg(test)]

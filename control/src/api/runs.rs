@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use windflow_protocol::{HumanDuration, Run, RunId};
 
-use super::{ApiError, AppState, read_barrier, resolve_job};
+use super::namespaces::NsScope;
+use super::{ApiError, AppState, read_barrier};
 
 /// The longest `?wait=` a request may hold.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -21,6 +22,7 @@ fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
 /// or the wait is over, then answers with the run as it is.
 pub async fn show(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Run>, ApiError> {
@@ -40,6 +42,7 @@ pub async fn show(
     loop {
         let run = reader
             .run(id)?
+            .filter(|r| scope.admits(&r.namespace))
             .ok_or_else(|| ApiError::not_found("run", &id.to_string()))?;
         if run.status.is_finished() {
             return Ok(Json(run));
@@ -55,11 +58,12 @@ pub async fn show(
 /// `GET /v1/jobs/{id}/runs`
 pub async fn list_for_job(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<Run>>, ApiError> {
     read_barrier(&state, &q).await?;
-    let job = resolve_job(state.raft.reader(), &id)?;
+    let job = scope.job(state.raft.reader(), &id)?;
     Ok(Json(state.raft.reader().runs_of_job(job.id)?))
 }
 
@@ -67,10 +71,12 @@ pub async fn list_for_job(
 /// from the agent (kept in memory, bounded; the context keeps the final stdout).
 pub async fn output(
     State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
 ) -> Result<String, ApiError> {
     let id = parse_run_id(&id)?;
-    if state.raft.reader().run(id)?.is_none() {
+    let run = state.raft.reader().run(id)?;
+    if !run.is_some_and(|r| scope.admits(&r.namespace)) {
         return Err(ApiError::not_found("run", &id.to_string()));
     }
     Ok(state.outputs.text(id))

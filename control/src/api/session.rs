@@ -8,7 +8,7 @@ use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use windflow_protocol::{AuditOutcome, Role, Timestamp, TokenId, TokenKind};
+use windflow_protocol::{AuditOutcome, Namespace, Role, Timestamp, TokenId, TokenKind, UserView};
 use windflow_raft::{Applied, Command, NewToken};
 
 use super::access::Pending;
@@ -99,7 +99,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         return ApiError::unauthorized("wrong user name or password").into_response();
     };
     state.login_limiter.succeeded(&user);
-    match open_session(&state, &view.name, view.role, ttl).await {
+    match open_session(&state, &view, ttl).await {
         Ok(session) => {
             audit.record_as(
                 &state,
@@ -128,12 +128,14 @@ fn login_fields(body: &Bytes) -> Result<(String, String, Duration), ApiError> {
     Ok((user, password, ttl))
 }
 
+/// A session token for `user`, with the user's role in the user's namespace.
 async fn open_session(
     state: &AppState,
-    user: &str,
-    role: Role,
+    user: &UserView,
     ttl: Duration,
 ) -> Result<Session, ApiError> {
+    let (role, namespace) = (user.role, user.namespace.clone());
+    let user = user.name.as_str();
     let secret = auth::generate_token()
         .map_err(|_| ApiError::internal("no system randomness for a session token"))?;
     let now = Timestamp::now();
@@ -145,6 +147,7 @@ async fn open_session(
             kind: TokenKind::Session,
             role,
             user: Some(user.to_owned()),
+            namespace,
             hash: auth::token_hash(&secret),
             prefix: auth::shown_prefix(&secret),
             expires_at: Some(expires_at),
@@ -189,6 +192,8 @@ pub async fn logout(
 pub struct WhoAmI {
     pub user: Option<String>,
     pub role: Role,
+    /// The namespace the token is bound to; `None` for the whole cluster.
+    pub namespace: Option<Namespace>,
     pub token: TokenId,
     pub token_name: String,
 }
@@ -198,6 +203,7 @@ pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
     Json(WhoAmI {
         user: caller.user,
         role: caller.role,
+        namespace: caller.namespace,
         token: caller.token,
         token_name: caller.token_name,
     })

@@ -13,7 +13,7 @@ use windflow_raft::{Applied, Command, NewToken};
 
 use super::body::Fields;
 use super::users::{parse_role, validate_name};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, namespaces};
 use crate::auth::{self, Caller};
 
 /// The longest a named token may live; unset means until revoked.
@@ -40,9 +40,9 @@ fn new_secret() -> Result<String, ApiError> {
     auth::generate_token().map_err(|_| ApiError::internal("no system randomness for a token"))
 }
 
-/// `POST /v1/tokens` with `{"name", "role"?, "expires"?: "30d", "user"?}`. The role
+/// `POST /v1/tokens` with `{"name", "role"?, "expires"?: "30d", "user"?, "namespace"?}`. The role
 /// defaults to the caller's and may not exceed it; the token acts for `user` (default: the
-/// caller's user).
+/// caller's user), bound to `namespace` (default: the user's, else the whole cluster).
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -56,7 +56,18 @@ pub async fn create(
     };
     let expires = f.optional_duration("expires", MAX_TOKEN_TTL)?;
     let user = f.optional_str("user")?.or(caller.user.clone());
+    let asked = namespaces::optional_field(&mut f, "namespace")?;
     f.finish()?;
+    // A token for a user bound to a namespace is bound to it too (apply refuses others).
+    let user_namespace = match &user {
+        Some(u) => state
+            .raft
+            .reader()
+            .user_by_name(u)?
+            .and_then(|r| r.view.namespace),
+        None => None,
+    };
+    let namespace = asked.or(user_namespace).or(caller.namespace.clone());
     validate_name("name", &name)?;
     if role > caller.role {
         return Err(ApiError::invalid_field(
@@ -73,6 +84,7 @@ pub async fn create(
             kind: TokenKind::Api,
             role,
             user,
+            namespace,
             hash: auth::token_hash(&secret),
             prefix: auth::shown_prefix(&secret),
             expires_at: expires.map(|d| Timestamp(now.0.saturating_add(d.as_millis() as u64))),

@@ -9,7 +9,7 @@ use windflow_protocol::{Role, Timestamp, UserView};
 use windflow_raft::{Applied, Command};
 
 use super::body::Fields;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, namespaces};
 use crate::auth::Caller;
 use crate::password;
 
@@ -52,7 +52,8 @@ fn user_of(applied: Applied, what: &str) -> Result<UserView, ApiError> {
     }
 }
 
-/// `POST /v1/users` with `{"name", "password", "role"}`.
+/// `POST /v1/users` with `{"name", "password", "role", "namespace"?}`: without a
+/// namespace the role holds in the whole cluster.
 pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
@@ -61,6 +62,7 @@ pub async fn create(
     let name = f.required_str("name")?;
     let password = f.required_str("password")?;
     let role = parse_role("role", &f.required_str("role")?)?;
+    let namespace = namespaces::optional_field(&mut f, "namespace")?;
     f.finish()?;
     validate_name("name", &name)?;
     let password_hash = hash_password(password).await?;
@@ -69,6 +71,7 @@ pub async fn create(
         .write(Command::CreateUser {
             name,
             role,
+            namespace,
             password_hash,
             at: Timestamp::now(),
         })
@@ -135,11 +138,13 @@ pub async fn set_password(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<UserView>, ApiError> {
-    if caller.role < Role::Admin && caller.user.as_deref() != Some(name.as_str()) {
+    // A namespace's admin is no admin of the cluster's users.
+    let cluster_admin = caller.role == Role::Admin && caller.namespace.is_none();
+    if !cluster_admin && caller.user.as_deref() != Some(name.as_str()) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "only an admin may set another user's password",
+            "only a cluster-wide admin may set another user's password",
         ));
     }
     let mut f = Fields::parse(&body)?;

@@ -10,6 +10,9 @@ pub struct Client {
     http: reqwest::Client,
     urls: Vec<String>,
     token: Option<String>,
+    /// Sent as `?namespace=` on every request (the server ignores it on cluster-wide
+    /// routes).
+    namespace: Option<String>,
 }
 
 impl Client {
@@ -25,7 +28,23 @@ impl Client {
             .timeout(std::time::Duration::from_secs(90))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client { http, urls, token })
+        Ok(Client {
+            http,
+            urls,
+            token,
+            namespace: None,
+        })
+    }
+
+    /// Works in `namespace` from now on (`None`: the token's, or the server's default).
+    pub fn in_namespace(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The namespace this client works in, if one was named.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -90,6 +109,13 @@ impl Client {
         path: &str,
         body: Body<'_>,
     ) -> anyhow::Result<reqwest::Response> {
+        let path = match &self.namespace {
+            Some(ns) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{sep}namespace={}", super::commands::seg(ns))
+            }
+            None => path.to_owned(),
+        };
         let mut last_err = None;
         for url in &self.urls {
             let mut req = self.http.request(method.clone(), format!("{url}{path}"));

@@ -22,13 +22,14 @@ pub async fn run(
     command: Command,
     addr: Option<String>,
     token: Option<String>,
+    namespace: Option<String>,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let file = CliConfig::load_default()?;
     let address = addr
         .or(file.address)
         .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
-    let client = Client::new(server_urls(&address), token.or(file.token))?;
+    let client = Client::new(server_urls(&address), token.or(file.token))?.in_namespace(namespace);
     let out = Printer(output);
     match command {
         Command::Job(cmd) => job(&client, out, cmd).await,
@@ -122,6 +123,7 @@ pub async fn run(
         } => super::identity::login(&client, out, user, password_stdin, ttl).await,
         Command::Logout => super::identity::logout(&client).await,
         Command::Whoami => super::identity::whoami(&client, out).await,
+        Command::Namespace(cmd) => super::namespaces::namespace(&client, out, cmd).await,
         Command::User(cmd) => super::identity::user(&client, out, cmd).await,
         Command::Token(cmd) => super::identity::token(&client, out, cmd).await,
         Command::Audit(cmd) => super::identity::audit(&client, out, cmd).await,
@@ -374,7 +376,14 @@ impl Printer {
             return self.json(jobs);
         }
         let mut t = Table::new(vec![
-            "ID", "NAME", "TYPE", "COMMAND", "TIMEOUT", "RETRIES", "CREATED",
+            "ID",
+            "NAMESPACE",
+            "NAME",
+            "TYPE",
+            "COMMAND",
+            "TIMEOUT",
+            "RETRIES",
+            "CREATED",
         ]);
         for job in jobs {
             let task = job.spec.tasks().next();
@@ -383,6 +392,7 @@ impl Printer {
             });
             t.row(vec![
                 job.id.to_string(),
+                job.spec.namespace.to_string(),
                 job.spec.name.clone(),
                 format!("{:?}", job.spec.job_type).to_lowercase(),
                 or_dash(command),

@@ -105,9 +105,10 @@ pub async fn whoami(client: &Client, out: Printer) -> anyhow::Result<ExitCode> {
     match out.0 {
         OutputFormat::Json => out.json(&me)?,
         OutputFormat::Table => println!(
-            "{} ({}), token {} `{}`",
+            "{} ({} in {}), token {} `{}`",
             text(&me["user"]),
             text(&me["role"]),
+            me["namespace"].as_str().unwrap_or("the whole cluster"),
             text(&me["token"]),
             text(&me["token_name"])
         ),
@@ -119,12 +120,20 @@ fn print_users(out: Printer, users: &[Value]) -> anyhow::Result<()> {
     if out.0 == OutputFormat::Json {
         return out.json(users);
     }
-    let mut t = Table::new(vec!["ID", "NAME", "ROLE", "CREATED", "PASSWORD CHANGED"]);
+    let mut t = Table::new(vec![
+        "ID",
+        "NAME",
+        "ROLE",
+        "NAMESPACE",
+        "CREATED",
+        "PASSWORD CHANGED",
+    ]);
     for u in users {
         t.row(vec![
             text(&u["id"]),
             text(&u["name"]),
             text(&u["role"]),
+            text(&u["namespace"]),
             text(&u["created_at"]),
             text(&u["password_changed_at"]),
         ]);
@@ -141,7 +150,12 @@ pub async fn user(client: &Client, out: Printer, cmd: UserCommand) -> anyhow::Re
             password_stdin,
         } => {
             let password = read_password(&format!("Password for {name}: "), password_stdin)?;
-            let body = json!({ "name": name, "role": role, "password": password });
+            let body = json!({
+                "name": name,
+                "role": role,
+                "password": password,
+                "namespace": client.namespace(),
+            });
             vec![client.post("/v1/users", Some(&body)).await?]
         }
         UserCommand::List => client.get("/v1/users").await?,
@@ -173,7 +187,12 @@ pub async fn token(client: &Client, out: Printer, cmd: TokenCommand) -> anyhow::
             expires,
             role,
         } => {
-            let body = json!({ "name": name, "expires": expires, "role": role });
+            let body = json!({
+                "name": name,
+                "expires": expires,
+                "role": role,
+                "namespace": client.namespace(),
+            });
             let created: Value = client.post("/v1/tokens", Some(&body)).await?;
             return show_secret(out, &created, "created");
         }
@@ -197,7 +216,16 @@ pub async fn token(client: &Client, out: Printer, cmd: TokenCommand) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = Table::new(vec![
-        "ID", "NAME", "KIND", "ROLE", "USER", "PREFIX", "CREATED", "EXPIRES", "REVOKED",
+        "ID",
+        "NAME",
+        "KIND",
+        "ROLE",
+        "NAMESPACE",
+        "USER",
+        "PREFIX",
+        "CREATED",
+        "EXPIRES",
+        "REVOKED",
     ]);
     for tk in &tokens {
         t.row(vec![
@@ -205,6 +233,7 @@ pub async fn token(client: &Client, out: Printer, cmd: TokenCommand) -> anyhow::
             text(&tk["name"]),
             text(&tk["kind"]),
             text(&tk["role"]),
+            text(&tk["namespace"]),
             text(&tk["user"]),
             format!("{}…", text(&tk["prefix"])),
             text(&tk["created_at"]),

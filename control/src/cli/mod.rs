@@ -4,6 +4,7 @@ mod client;
 mod commands;
 pub mod config;
 mod identity;
+mod namespaces;
 mod table;
 
 use std::net::SocketAddr;
@@ -29,6 +30,10 @@ pub struct Cli {
     /// API token [default: from ~/.windflow/config]
     #[arg(long, global = true, env = "WINDFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The namespace to work in [default: the token's, else all for reads and `default`
+    /// for new work]. `user create` and `token create` bind to it.
+    #[arg(long, global = true, env = "WINDFLOW_NAMESPACE")]
+    pub namespace: Option<String>,
     /// How to print results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -82,6 +87,9 @@ pub enum Command {
     Logout,
     /// Who the current token acts for.
     Whoami,
+    /// Namespaces: walls between teams' work (create and delete: admin).
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
     /// People who log in (admin).
     #[command(subcommand)]
     User(UserCommand),
@@ -95,6 +103,24 @@ pub enum Command {
     LogLevel {
         /// debug, info, warn or error; without it, show the current level.
         level: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// The namespaces you may see, with how many jobs each holds.
+    List,
+    Show {
+        name: String,
+    },
+    /// Delete an empty namespace.
+    Delete {
+        name: String,
     },
 }
 
@@ -477,7 +503,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        other => commands::run(other, cli.addr, cli.token, cli.output).await,
+        other => commands::run(other, cli.addr, cli.token, cli.namespace, cli.output).await,
     }
 }
 
