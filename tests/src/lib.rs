@@ -3,6 +3,7 @@
 //! conditions with deadlines.
 
 pub mod cluster;
+pub mod history;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
