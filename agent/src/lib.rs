@@ -7,6 +7,7 @@
 mod config;
 pub mod drivers;
 mod error;
+pub mod fingerprint;
 mod outbox;
 mod session;
 

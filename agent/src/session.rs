@@ -227,6 +227,7 @@ async fn handshake(
         hostname: config.hostname.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         drivers: drivers::available(),
+        fingerprint: crate::fingerprint::host(),
     };
     write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
     let welcome = match read_frame::<ServerMessage>(&mut recv).await? {

@@ -116,6 +116,7 @@ async fn accept(endpoint: &quinn::Endpoint) -> Session {
             hostname: String::new(),
             agent_version: String::new(),
             drivers: Vec::new(),
+            fingerprint: Default::default(),
         },
     };
     match session.recv().await {

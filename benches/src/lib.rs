@@ -31,6 +31,7 @@ pub fn sample_run_task() -> ServerMessage {
                 max_retries: 3,
                 delay: HumanDuration::from_secs(5),
             },
+            resources: windflow_protocol::Resources::TASK_DEFAULT,
         },
     })
 }

@@ -135,6 +135,7 @@ mod tests {
             env,
             timeout: timeout_ms.map(HumanDuration::from_millis),
             retry: RetryPolicy::default(),
+            resources: crate::Resources::TASK_DEFAULT,
         }
     }
 
@@ -193,9 +194,13 @@ mod tests {
                 }),
             (".*", ".*").prop_map(|(hostname, agent_version)| AgentMessage::Hello(Hello {
                 versions: VersionRange::SUPPORTED,
-                hostname,
+                hostname: hostname.clone(),
                 agent_version,
                 drivers: vec![crate::DriverKind::Exec],
+                fingerprint: crate::Fingerprint {
+                    resources: crate::Resources::TASK_DEFAULT,
+                    attributes: [("os".to_owned(), hostname)].into(),
+                },
             })),
         ]
     }

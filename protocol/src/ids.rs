@@ -113,6 +113,16 @@ prefixed_id!(
     AuditId, "A", "audit entry"
 );
 
+prefixed_id!(
+    /// One placed instance of a task group: `AL<n>`.
+    AllocId, "AL", "allocation"
+);
+
+prefixed_id!(
+    /// An evaluation, a reason for the scheduler to look at a job: `EV<n>`.
+    EvalId, "EV", "evaluation"
+);
+
 impl NodeId {
     /// The name an agent's certificate carries for this node.
     pub fn certificate_name(&self) -> String {

@@ -40,6 +40,20 @@ pub struct TaskGroup {
     pub name: String,
     pub count: u32,
     pub tasks: Vec<TaskSpec>,
+    /// Rules a node must satisfy to run this group.
+    #[serde(default)]
+    pub constraints: Vec<crate::alloc::Constraint>,
+    #[serde(default)]
+    pub placement: crate::alloc::Placement,
+}
+
+impl TaskGroup {
+    /// What one instance of the group holds on its node: the sum of its tasks' asks.
+    pub fn resources(&self) -> crate::alloc::Resources {
+        self.tasks
+            .iter()
+            .fold(Default::default(), |sum, t| sum.saturating_add(t.resources))
+    }
 }
 
 /// One unit of work for one driver.
@@ -54,6 +68,12 @@ pub struct TaskSpec {
     pub timeout: Option<HumanDuration>,
     #[serde(default)]
     pub retry: RetryPolicy,
+    #[serde(default = "default_task_resources")]
+    pub resources: crate::alloc::Resources,
+}
+
+fn default_task_resources() -> crate::alloc::Resources {
+    crate::alloc::Resources::TASK_DEFAULT
 }
 
 /// A task's driver and that driver's own settings.
@@ -75,6 +95,7 @@ impl TaskSpec {
             env: BTreeMap::new(),
             timeout: None,
             retry: RetryPolicy::default(),
+            resources: crate::alloc::Resources::TASK_DEFAULT,
         }
     }
 }
@@ -132,6 +153,8 @@ impl JobSpec {
                 name: name.clone(),
                 count: 1,
                 tasks: vec![task],
+                constraints: Vec::new(),
+                placement: Default::default(),
             }],
             name,
             namespace: Default::default(),

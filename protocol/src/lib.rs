@@ -5,6 +5,7 @@
 //! agents and servers exchange, and the frame codec that carries them. This crate depends
 //! on serde and bincode only, so both the agent and the servers can link it.
 
+pub mod alloc;
 pub mod codec;
 pub mod enroll;
 pub mod identity;
@@ -16,14 +17,19 @@ pub mod node;
 pub mod run;
 pub mod time;
 
+pub use alloc::{
+    Allocation, ClientStatus, Constraint, DesiredStatus, Dimension, EvalStatus, EvalTrigger,
+    Evaluation, Operator, Placement, Resources,
+};
 pub use codec::CodecError;
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{
-    AuditId, ContextId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId, UserId,
+    AllocId, AuditId, ContextId, EvalId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId,
+    UserId,
 };
 pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
 pub use namespace::{Namespace, NamespaceInfo};
-pub use node::{DriverKind, Node};
+pub use node::{DriverKind, Fingerprint, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
 pub use time::{HumanDuration, Timestamp};
 

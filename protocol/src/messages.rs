@@ -70,6 +70,7 @@ pub struct Hello {
     pub hostname: String,
     pub agent_version: String,
     pub drivers: Vec<DriverKind>,
+    pub fingerprint: crate::node::Fingerprint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

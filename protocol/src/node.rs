@@ -28,6 +28,14 @@ impl DriverKind {
     }
 }
 
+/// What an agent found out about its host: what it can offer and the facts constraints
+/// match on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub resources: crate::alloc::Resources,
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
 /// A registered node: what it told the servers when it last said Hello.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -38,4 +46,11 @@ pub struct Node {
     /// When the node last opened a session (replicated; heartbeats are not).
     pub last_seen_at: Option<Timestamp>,
     pub agent_version: Option<String>,
+    /// What the node offers to allocations (fingerprinted by its agent).
+    #[serde(default)]
+    pub resources: crate::alloc::Resources,
+    /// Fingerprinted facts constraints match on: `os`, `arch`, `kernel`,
+    /// `driver.<name>.version`…
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }

@@ -287,6 +287,7 @@ fn nodes_register_and_say_hello() {
         hostname: "host-a".into(),
         drivers: vec![windflow_protocol::DriverKind::Exec],
         agent_version: "0.1.0".into(),
+        fingerprint: Default::default(),
         at: Timestamp(7),
     };
     let Ok(Applied::Node(n)) = f.apply(hello(NodeId(1))) else {

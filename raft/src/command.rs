@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AuditEntry, AuditId, DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Namespace,
-    NamespaceInfo, Node, NodeId, Role, Run, RunId, RunOutcome, Timestamp, TokenId, TokenKind,
-    TokenView, UserView,
+    AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, EvalId, EvalStatus,
+    EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId,
+    Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome, Timestamp,
+    TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -53,6 +54,28 @@ pub enum Command {
     },
     /// Removes an empty namespace (not `default`).
     DeleteNamespace { name: Namespace },
+    /// A reason for the scheduler to look at a job; assigns the next [`EvalId`] and queues it.
+    CreateEvaluation {
+        job: JobId,
+        trigger: EvalTrigger,
+        at: Timestamp,
+    },
+    /// What came of an evaluation; one that is no longer pending leaves the queue.
+    UpdateEvaluation {
+        eval: EvalId,
+        status: EvalStatus,
+        unplaced: Vec<String>,
+        at: Timestamp,
+    },
+    /// The scheduler's plan for an evaluation. Each placement is re-checked against its
+    /// node's free resources; those that no longer fit are rejected, the rest applied.
+    SubmitPlan(Plan),
+    /// What a node says of an allocation.
+    AllocStatus {
+        alloc: AllocId,
+        client: ClientStatus,
+        at: Timestamp,
+    },
     /// A new agent host; assigns the next [`NodeId`].
     RegisterNode {
         name: String,
@@ -65,6 +88,7 @@ pub enum Command {
         hostname: String,
         drivers: Vec<DriverKind>,
         agent_version: String,
+        fingerprint: Fingerprint,
         at: Timestamp,
     },
     /// Assigns the next [`JobId`] and creates the job's empty context. The job's namespace
@@ -159,6 +183,10 @@ impl Command {
             Command::RecordAudit(_) => "record_audit",
             Command::PruneAudit { .. } => "prune_audit",
             Command::RegisterNode { .. } => "register_node",
+            Command::CreateEvaluation { .. } => "create_evaluation",
+            Command::UpdateEvaluation { .. } => "update_evaluation",
+            Command::SubmitPlan(_) => "submit_plan",
+            Command::AllocStatus { .. } => "alloc_status",
             Command::NodeHello { .. } => "node_hello",
             Command::CreateJob { .. } => "create_job",
             Command::DeleteJob { .. } => "delete_job",
@@ -193,6 +221,43 @@ pub struct NewToken {
     pub at: Timestamp,
 }
 
+/// A plan: allocations to stop and allocations to place, for one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub eval: EvalId,
+    pub stop: Vec<AllocId>,
+    pub place: Vec<NewAlloc>,
+    pub at: Timestamp,
+}
+
+/// One placement of a plan; `apply` assigns its [`AllocId`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAlloc {
+    pub job: JobId,
+    pub namespace: Namespace,
+    pub group: String,
+    pub index: u32,
+    pub node: NodeId,
+    pub resources: Resources,
+}
+
+/// What `apply` made of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanResult {
+    /// The placements applied, in the plan's order.
+    pub placed: Vec<AllocId>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// A placement `apply` refused: the node no longer had room, or no longer exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Its position in [`Plan::place`].
+    pub index: u32,
+    pub node: NodeId,
+    pub reason: String,
+}
+
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
@@ -205,6 +270,9 @@ pub enum Applied {
     Node(Node),
     Job(Job),
     Run(Run),
+    Evaluation(Evaluation),
+    Plan(PlanResult),
+    Allocation(Allocation),
     JoinToken(JoinTokenRecord),
     /// A batch's answers, one per command, in order.
     Batch(Vec<Response>),

@@ -5,6 +5,7 @@
 //! tables in one sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle
 //! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
+mod allocs;
 pub mod backup;
 mod batch;
 mod command;
@@ -23,8 +24,8 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewToken, Response,
-    TokenRecord, UserRecord,
+    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
+    Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

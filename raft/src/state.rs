@@ -42,6 +42,17 @@ pub(crate) mod key {
     pub const NEXT_JOIN_TOKEN: &[u8] = b"counter/jointoken";
     pub const JOB_COUNT: &[u8] = b"count/jobs";
     pub const NAMESPACE: &[u8] = b"ns/";
+    pub const ALLOC: &[u8] = b"alloc/";
+    /// `joballoc/<job>/<alloc>` and `nodealloc/<node>/<alloc>`: allocations by job, by node.
+    pub const ALLOC_BY_JOB: &[u8] = b"joballoc/";
+    pub const ALLOC_BY_NODE: &[u8] = b"nodealloc/";
+    /// `nodeused/<node>`: the resources its live allocations hold.
+    pub const NODE_USED: &[u8] = b"nodeused/";
+    pub const NEXT_ALLOC: &[u8] = b"counter/alloc";
+    pub const EVAL: &[u8] = b"eval/";
+    /// `evalpending/<eval>`: the scheduler's queue.
+    pub const EVAL_PENDING: &[u8] = b"evalpending/";
+    pub const NEXT_EVAL: &[u8] = b"counter/eval";
     /// `count/nsjobs/<namespace>`: how many jobs a namespace holds.
     pub const NAMESPACE_JOBS: &[u8] = b"count/nsjobs/";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
@@ -227,6 +238,19 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::DeleteUser { name, at } => crate::identity::delete_user(p, name, at)?,
         Command::RecordAudit(entry) => crate::identity::record_audit(p, entry)?,
         Command::PruneAudit { before } => crate::identity::prune_audit(p, before)?,
+        Command::CreateEvaluation { job, trigger, at } => {
+            crate::allocs::create_eval(p, job, trigger, at)?
+        }
+        Command::UpdateEvaluation {
+            eval,
+            status,
+            unplaced,
+            at,
+        } => crate::allocs::update_eval(p, eval, status, unplaced, at)?,
+        Command::SubmitPlan(plan) => crate::allocs::submit_plan(p, plan)?,
+        Command::AllocStatus { alloc, client, at } => {
+            crate::allocs::set_status(p, alloc, client, at)?
+        }
         Command::RegisterNode { name, drivers, at } => {
             let node = Node {
                 id: NodeId(p.next(key::NEXT_NODE)?),
@@ -235,6 +259,8 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 registered_at: at,
                 last_seen_at: None,
                 agent_version: None,
+                resources: Default::default(),
+                attributes: Default::default(),
             };
             p.put_as(key::id(key::NODE, node.id.0), &node)?;
             Ok(Applied::Node(node))
@@ -244,6 +270,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             hostname,
             drivers,
             agent_version,
+            fingerprint,
             at,
         } => {
             let Some(mut n) = p.get_as::<Node>(&key::id(key::NODE, node.0), "node")? else {
@@ -252,6 +279,8 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             n.name = hostname;
             n.drivers = drivers;
             n.agent_version = Some(agent_version);
+            n.resources = fingerprint.resources;
+            n.attributes = fingerprint.attributes;
             n.last_seen_at = Some(at);
             p.put_as(key::id(key::NODE, node.0), &n)?;
             Ok(Applied::Node(n))

@@ -20,6 +20,7 @@ fn hello() -> Vec<u8> {
         hostname: "intruder".into(),
         agent_version: "0".into(),
         drivers: vec![DriverKind::Exec],
+        fingerprint: Default::default(),
     }))
     .unwrap()
 }

@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::{
-    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, RetryPolicy, Run, TaskSpec,
-    Timestamp,
+    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, Resources, RetryPolicy, Run,
+    TaskSpec, Timestamp,
 };
 use windflow_raft::{Applied, Command};
 
@@ -90,6 +90,7 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
         env,
         timeout,
         retry: RetryPolicy { max_retries, delay },
+        resources: Resources::TASK_DEFAULT,
     };
     let mut spec = JobSpec::exec(name, task);
     spec.namespace = namespace;

@@ -10,7 +10,9 @@ use windflow_protocol::messages::{
     AgentMessage, Hello, RunTask, ServerMessage, TaskFinished, VersionRange, Welcome,
 };
 use windflow_protocol::run::{capped_text, tail_text};
-use windflow_protocol::{CONTEXT_MAX_BYTES, NodeId, RunStatus, STDERR_TAIL_BYTES, Timestamp};
+use windflow_protocol::{
+    CONTEXT_MAX_BYTES, Fingerprint, NodeId, RunStatus, STDERR_TAIL_BYTES, Timestamp,
+};
 use windflow_raft::{Command, WriteError};
 
 use super::Gateway;
@@ -139,6 +141,7 @@ impl Gateway {
                 hostname: truncate(&hello.hostname, 255),
                 drivers: hello.drivers.clone(),
                 agent_version: truncate(&hello.agent_version, 64),
+                fingerprint: checked_fingerprint(&hello.fingerprint),
                 at: Timestamp::now(),
             })
             .await
@@ -249,4 +252,19 @@ impl Gateway {
 
 fn truncate(s: &str, max: usize) -> String {
     capped_text(s.as_bytes(), max).0
+}
+
+/// An agent's fingerprint as the store keeps it: bounded, so a misbehaving agent cannot
+/// bloat every server's state.
+fn checked_fingerprint(f: &Fingerprint) -> Fingerprint {
+    const MAX_ATTRIBUTES: usize = 128;
+    Fingerprint {
+        resources: f.resources,
+        attributes: f
+            .attributes
+            .iter()
+            .take(MAX_ATTRIBUTES)
+            .map(|(k, v)| (truncate(k, 128), truncate(v, 256)))
+            .collect(),
+    }
 }
