@@ -41,13 +41,13 @@ fn alloc(p: &Pending<'_>, id: AllocId) -> Result<Option<Allocation>, StoreError>
     p.get_as(&key::id(key::ALLOC, id.0), "allocation")
 }
 
-/// `Command::CreateEvaluation`.
+/// `Command::CreateEvaluation`, and a service job's registration: a new pending evaluation.
 pub(crate) fn create_eval(
     p: &mut Pending<'_>,
     job: JobId,
     trigger: EvalTrigger,
     at: Timestamp,
-) -> Result<Response, StoreError> {
+) -> Result<Evaluation, StoreError> {
     let eval = Evaluation {
         id: EvalId(p.next(key::NEXT_EVAL)?),
         job,
@@ -59,10 +59,11 @@ pub(crate) fn create_eval(
     };
     p.put_as(key::id(key::EVAL, eval.id.0), &eval)?;
     p.put(key::id(key::EVAL_PENDING, eval.id.0), Vec::new());
-    Ok(Ok(Applied::Evaluation(eval)))
+    Ok(eval)
 }
 
-/// `Command::UpdateEvaluation`: a pending evaluation leaves the queue when it ends.
+/// `Command::UpdateEvaluation`: an evaluation leaves the queue when it ends, and goes back
+/// into it when set pending again (a blocked one, when the cluster changed).
 pub(crate) fn update_eval(
     p: &mut Pending<'_>,
     id: EvalId,
@@ -76,7 +77,9 @@ pub(crate) fn update_eval(
     eval.status = status;
     eval.unplaced = unplaced;
     eval.modified_at = at;
-    if status != EvalStatus::Pending {
+    if status == EvalStatus::Pending {
+        p.put(key::id(key::EVAL_PENDING, id.0), Vec::new());
+    } else {
         p.del(key::id(key::EVAL_PENDING, id.0));
     }
     p.put_as(key::id(key::EVAL, id.0), &eval)?;
@@ -140,6 +143,31 @@ fn check(p: &Pending<'_>, place: &NewAlloc) -> Result<Option<String>, StoreError
             node.id, place.resources, free
         )
     }))
+}
+
+/// A deleted job's allocations are all told to stop. Only from `DeleteJob`, which is never
+/// batched: the scan reads the committed tree.
+pub(crate) fn stop_job(p: &mut Pending<'_>, job: JobId, at: Timestamp) -> Result<(), StoreError> {
+    let ids: Vec<AllocId> = p
+        .tree()
+        .scan_prefix(key::id(key::ALLOC_BY_JOB, job.0))
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| <[u8; 8]>::try_from(&k[k.len().saturating_sub(8)..]).ok())
+        .map(|b| AllocId(u64::from_be_bytes(b)))
+        .collect();
+    for id in ids {
+        let Some(mut a) = alloc(p, id)? else {
+            continue;
+        };
+        if a.desired == DesiredStatus::Run {
+            let was_live = a.is_live();
+            a.desired = DesiredStatus::Stop;
+            a.modified_at = at;
+            put_alloc(p, &a, was_live)?;
+        }
+    }
+    Ok(())
 }
 
 /// `Command::AllocStatus`: what the node says of an allocation. A terminal status stays.

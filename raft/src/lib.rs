@@ -71,6 +71,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod apply_tests;
 #[cfg(test)]
 mod identity_tests;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use windflow_protocol::{
-    AuditEntry, Context, ContextId, Job, JobId, Namespace, NamespaceInfo, Node, NodeId, Run, RunId,
-    RunStatus, TokenId,
+    AllocId, Allocation, AuditEntry, Context, ContextId, EvalId, Evaluation, Job, JobId, Namespace,
+    NamespaceInfo, Node, NodeId, Resources, Run, RunId, RunStatus, TokenId,
 };
 
 use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
@@ -192,6 +192,73 @@ impl StateReader {
 
     pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         self.scan(key::NODE, "node")
+    }
+
+    pub fn allocation(&self, id: AllocId) -> Result<Option<Allocation>, StoreError> {
+        self.get(&key::id(key::ALLOC, id.0), "allocation")
+    }
+
+    /// Every allocation, by ascending ID.
+    pub fn allocations(&self) -> Result<Vec<Allocation>, StoreError> {
+        self.scan(key::ALLOC, "allocation")
+    }
+
+    fn allocs_by_index(&self, prefix: Vec<u8>) -> Result<Vec<Allocation>, StoreError> {
+        let mut allocs = Vec::new();
+        for entry in self.tree.scan_prefix(&prefix) {
+            let (k, _) = entry?;
+            let Some(id) = id_of(k.get(k.len().saturating_sub(8)..).map(sled::IVec::from)) else {
+                continue;
+            };
+            if let Some(a) = self.allocation(AllocId(id))? {
+                allocs.push(a);
+            }
+        }
+        Ok(allocs)
+    }
+
+    /// A job's allocations (stopped and ended ones too), oldest first.
+    pub fn allocations_of_job(&self, job: JobId) -> Result<Vec<Allocation>, StoreError> {
+        self.allocs_by_index(key::id(key::ALLOC_BY_JOB, job.0))
+    }
+
+    /// A node's allocations (stopped and ended ones too), oldest first.
+    pub fn allocations_of_node(&self, node: NodeId) -> Result<Vec<Allocation>, StoreError> {
+        self.allocs_by_index(key::id(key::ALLOC_BY_NODE, node.0))
+    }
+
+    /// What every node's live allocations hold, for the nodes that hold anything.
+    pub fn node_usage(&self) -> Result<Vec<(NodeId, Resources)>, StoreError> {
+        self.tree
+            .scan_prefix(key::NODE_USED)
+            .map(|e| {
+                let (k, v) = e?;
+                let id = id_of(k.get(key::NODE_USED.len()..).map(sled::IVec::from)).unwrap_or(0);
+                Ok((NodeId(id), decode(&v, "node usage")?))
+            })
+            .collect()
+    }
+
+    pub fn evaluation(&self, id: EvalId) -> Result<Option<Evaluation>, StoreError> {
+        self.get(&key::id(key::EVAL, id.0), "evaluation")
+    }
+
+    /// The scheduler's queue: evaluations still pending, oldest first.
+    pub fn pending_evaluations(&self) -> Result<Vec<Evaluation>, StoreError> {
+        let mut evals = Vec::new();
+        for entry in self.tree.scan_prefix(key::EVAL_PENDING) {
+            let (k, _) = entry?;
+            let id = id_of(k.get(key::EVAL_PENDING.len()..).map(sled::IVec::from)).unwrap_or(0);
+            if let Some(e) = self.evaluation(EvalId(id))? {
+                evals.push(e);
+            }
+        }
+        Ok(evals)
+    }
+
+    /// Every evaluation, by ascending ID.
+    pub fn evaluations(&self) -> Result<Vec<Evaluation>, StoreError> {
+        self.scan(key::EVAL, "evaluation")
     }
 
     /// The token whose secret hashes to `hash` (revoked and expired ones too).

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use windflow_protocol::run::{capped_text, tail_text};
 use windflow_protocol::{
-    CONTEXT_MAX_BYTES, Context, ContextId, Job, JobId, Namespace, Node, NodeId, Run, RunId,
-    RunStatus, STDERR_TAIL_BYTES,
+    CONTEXT_MAX_BYTES, Context, ContextId, EvalTrigger, Job, JobId, JobType, Namespace, Node,
+    NodeId, Run, RunId, RunStatus, STDERR_TAIL_BYTES,
 };
 
 use crate::command::{Applied, ApplyError, Command, Response};
@@ -238,9 +238,9 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::DeleteUser { name, at } => crate::identity::delete_user(p, name, at)?,
         Command::RecordAudit(entry) => crate::identity::record_audit(p, entry)?,
         Command::PruneAudit { before } => crate::identity::prune_audit(p, before)?,
-        Command::CreateEvaluation { job, trigger, at } => {
-            crate::allocs::create_eval(p, job, trigger, at)?
-        }
+        Command::CreateEvaluation { job, trigger, at } => Ok(Applied::Evaluation(
+            crate::allocs::create_eval(p, job, trigger, at)?,
+        )),
         Command::UpdateEvaluation {
             eval,
             status,
@@ -311,6 +311,10 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             )?;
             p.add(key::JOB_COUNT.to_vec(), 1)?;
             p.add(key::namespace_jobs(&job.spec.namespace), 1)?;
+            // A service is kept running: its registration is the scheduler's to place.
+            if job.spec.job_type == JobType::Service {
+                crate::allocs::create_eval(p, id, EvalTrigger::JobRegister, at)?;
+            }
             Ok(Applied::Job(job))
         }
         Command::DeleteJob { job, at } => {
@@ -322,6 +326,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.del(key::context(ContextId::of_job(job)));
             p.add(key::JOB_COUNT.to_vec(), -1)?;
             p.add(key::namespace_jobs(&j.spec.namespace), -1)?;
+            crate::allocs::stop_job(p, job, at)?;
             for entry in p.tree.scan_prefix(key::id(key::RUN_BY_JOB, job.0)) {
                 let (k, _) = entry?;
                 let Some(run_id) = k
