@@ -21,7 +21,7 @@ pub fn host() -> Fingerprint {
         .and_then(|m| mem_total_mb(&m))
         .unwrap_or(0);
     let disk_mb = nix::sys::statvfs::statvfs("/")
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+        .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
         .unwrap_or(0);
     let mut attributes = BTreeMap::from([
         ("os".to_owned(), std::env::consts::OS.to_owned()),
