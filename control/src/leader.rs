@@ -10,9 +10,10 @@ use std::time::Duration;
 use crate::audit_retention::AuditRetention;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
+use crate::scheduler::worker::Scheduler;
 
-/// Watches raft and runs [`Dispatcher`] and [`AuditRetention`] (and later cron and
-/// webhooks) while leader.
+/// Watches raft and runs [`Dispatcher`], [`Scheduler`] and [`AuditRetention`] (and later
+/// cron and webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -32,6 +33,7 @@ pub fn spawn(
                     tokio::spawn(dispatcher.run(token.clone()));
                     let retention = AuditRetention::new(raft.clone(), audit_retention);
                     tokio::spawn(retention.run(token.clone()));
+                    tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {
