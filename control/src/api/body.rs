@@ -11,6 +11,8 @@ use super::ApiError;
 /// A JSON object body, consumed one field at a time.
 pub struct Fields {
     map: Map<String, Value>,
+    /// Where this object sits in the body (`resources.`, `constraints[1].`), for errors.
+    prefix: String,
 }
 
 impl Fields {
@@ -19,7 +21,10 @@ impl Fields {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         })?;
         match value {
-            Value::Object(map) => Ok(Fields { map }),
+            Value::Object(map) => Ok(Fields {
+                map,
+                prefix: String::new(),
+            }),
             _ => Err(ApiError::bad_request(
                 "invalid_json",
                 "the body must be a JSON object",
@@ -30,7 +35,10 @@ impl Fields {
     /// Like [`Fields::parse`], with an empty body read as `{}`.
     pub fn parse_or_empty(bytes: &Bytes) -> Result<Self, ApiError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Fields { map: Map::new() });
+            return Ok(Fields {
+                map: Map::new(),
+                prefix: String::new(),
+            });
         }
         Self::parse(bytes)
     }
@@ -46,7 +54,7 @@ impl Fields {
         };
         let d = text
             .parse::<windflow_protocol::HumanDuration>()
-            .map_err(|e| ApiError::invalid_field(name, e))?
+            .map_err(|e| ApiError::invalid_field(&self.path(name), e))?
             .as_std();
         if d.is_zero() || d > max {
             return Err(ApiError::invalid_field(
@@ -60,13 +68,74 @@ impl Fields {
         Ok(Some(d))
     }
 
+    /// A field's full name in the body, as errors give it.
+    fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn optional_u64(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                ApiError::invalid_field(
+                    &self.path(name),
+                    format!("must be a whole number, not {n}"),
+                )
+            }),
+            Some(other) => Err(ApiError::invalid_field(
+                &self.path(name),
+                format!("must be a number, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// A nested object, read field by field like its parent.
+    pub fn optional_object(&mut self, name: &str) -> Result<Option<Fields>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Fields {
+                map,
+                prefix: format!("{}.", self.path(name)),
+            })),
+            Some(other) => Err(ApiError::invalid_field(
+                &self.path(name),
+                format!("must be an object, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// An array of objects, each read field by field.
+    pub fn optional_object_list(&mut self, name: &str) -> Result<Vec<Fields>, ApiError> {
+        match self.take(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::Object(map) => Ok(Fields {
+                        map,
+                        prefix: format!("{}[{i}].", self.path(name)),
+                    }),
+                    other => Err(ApiError::invalid_field(
+                        &format!("{}[{i}]", self.path(name)),
+                        format!("must be an object, not {}", kind(&other)),
+                    )),
+                })
+                .collect(),
+            Some(other) => Err(ApiError::invalid_field(
+                &self.path(name),
+                format!("must be an array of objects, not {}", kind(&other)),
+            )),
+        }
+    }
+
     fn take(&mut self, name: &str) -> Option<Value> {
         self.map.remove(name).filter(|v| !v.is_null())
     }
 
     pub fn required_str(&mut self, name: &str) -> Result<String, ApiError> {
         self.optional_str(name)?
-            .ok_or_else(|| ApiError::invalid_field(name, "is required"))
+            .ok_or_else(|| ApiError::invalid_field(&self.path(name), "is required"))
     }
 
     pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, ApiError> {
@@ -89,7 +158,7 @@ impl Fields {
                 .map(Some)
                 .ok_or_else(|| {
                     ApiError::invalid_field(
-                        name,
+                        &self.path(name),
                         format!("must be a whole number from 0 to {}, not {n}", u32::MAX),
                     )
                 }),
@@ -111,7 +180,7 @@ impl Fields {
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
                     other => Err(ApiError::invalid_field(
-                        &format!("{name}.{k}"),
+                        &format!("{}.{k}", self.path(name)),
                         format!("must be a string, not {}", kind(&other)),
                     )),
                 })
@@ -125,14 +194,14 @@ impl Fields {
 
     pub fn required_string_list(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
         match self.take(name) {
-            None => Err(ApiError::invalid_field(name, "is required")),
+            None => Err(ApiError::invalid_field(&self.path(name), "is required")),
             Some(Value::Array(items)) => items
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s),
                     other => Err(ApiError::invalid_field(
-                        &format!("{name}[{i}]"),
+                        &format!("{}[{i}]", self.path(name)),
                         format!("must be a string, not {}", kind(&other)),
                     )),
                 })
@@ -149,7 +218,11 @@ impl Fields {
         if self.map.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = self.map.keys().map(|k| format!("`{k}`")).collect();
+        let names: Vec<String> = self
+            .map
+            .keys()
+            .map(|k| format!("`{}`", self.path(k)))
+            .collect();
         Err(ApiError::bad_request(
             "unknown_field",
             format!("unknown field(s) {}", names.join(", ")),

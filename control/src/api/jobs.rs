@@ -7,13 +7,14 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::{
-    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, Resources, RetryPolicy, Run,
+    DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, JobType, RetryPolicy, Run,
     TaskSpec, Timestamp,
 };
 use windflow_raft::{Applied, Command};
 
 use super::body::Fields;
 use super::namespaces::{self, NsScope};
+use super::placement;
 use super::{ApiError, AppState, read_barrier};
 
 /// The most retries a job may ask for.
@@ -21,7 +22,11 @@ pub const MAX_RETRIES: u32 = 100;
 const MAX_NAME_LEN: usize = 128;
 
 /// `POST /v1/jobs` with the shorthand form:
-/// `{"name", "command", "workdir"?, "env"?, "timeout"?, "max_retries"?, "retry_delay"?}`.
+/// `{"name", "command", "workdir"?, "env"?, "timeout"?, "max_retries"?, "retry_delay"?,
+/// "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?: {"cpu_mhz",
+/// "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator", "value"}],
+/// "placement"?: "binpack"|"spread"}`. A service job is placed by the scheduler and kept
+/// running at its count; a batch job runs when asked.
 pub async fn create(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
@@ -83,6 +88,7 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
         ));
     }
     let delay = duration_field(&mut f, "retry_delay")?.unwrap_or(RetryPolicy::default().delay);
+    let shape = placement::parse(&mut f)?;
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
@@ -90,10 +96,15 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
         env,
         timeout,
         retry: RetryPolicy { max_retries, delay },
-        resources: Resources::TASK_DEFAULT,
+        resources: shape.resources,
     };
     let mut spec = JobSpec::exec(name, task);
     spec.namespace = namespace;
+    spec.job_type = shape.job_type;
+    let group = &mut spec.groups[0];
+    group.count = shape.count;
+    group.constraints = shape.constraints;
+    group.placement = shape.placement;
     Ok(spec)
 }
 
@@ -191,6 +202,16 @@ pub async fn run(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
     let job = scope.job(state.raft.reader(), &id)?;
+    if job.spec.job_type == JobType::Service {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_runnable",
+            format!(
+                "{} is a service job: the scheduler keeps it running at its count; see `windflow alloc list --job {}`",
+                job.spec.name, job.id
+            ),
+        ));
+    }
     match state
         .raft
         .write(Command::CreateRun {

@@ -2,6 +2,7 @@
 //! and the UI. [`app`] builds the whole router, so tests drive it with `oneshot`.
 
 pub mod access;
+mod allocations;
 mod audit;
 mod backup;
 mod body;
@@ -15,6 +16,7 @@ mod join_tokens;
 mod log_level;
 pub mod namespaces;
 mod nodes;
+mod placement;
 mod runs;
 mod session;
 mod tokens;
@@ -36,6 +38,7 @@ use tracing::Instrument;
 use windflow_raft::RaftNode;
 
 pub use error::ApiError;
+pub use placement::operator as placement_operator;
 
 use self::access::{ADMIN, Access, CLUSTER_READ, READ, RouteDecl, Routes, WRITE};
 use crate::auth::LoginLimiter;
@@ -93,6 +96,27 @@ fn v1_routes(fault_injection: bool) -> Routes {
             READ,
             "runs.list",
             runs::list_for_job,
+        )
+        .route(
+            M::GET,
+            "/jobs/{id}/evaluations",
+            READ,
+            "evaluations.list",
+            allocations::evaluations,
+        )
+        .route(
+            M::GET,
+            "/allocations",
+            READ,
+            "allocations.list",
+            allocations::list,
+        )
+        .route(
+            M::GET,
+            "/allocations/{id}",
+            READ,
+            "allocations.show",
+            allocations::show,
         )
         .route(M::GET, "/runs/{id}", READ, "runs.show", runs::show)
         .route(

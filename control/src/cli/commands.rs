@@ -91,6 +91,7 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alloc(cmd) => super::allocs::alloc(&client, out, cmd).await,
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {
@@ -135,7 +136,7 @@ pub async fn run(
 async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         JobCommand::Create(args) => {
-            let job: Job = client.post("/v1/jobs", Some(&create_body(args)?)).await?;
+            let job: Job = client.post("/v1/jobs", Some(&create_body(*args)?)).await?;
             out.job(&job)?;
         }
         JobCommand::List => {
@@ -145,6 +146,11 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
         JobCommand::Show { job } => {
             let job: Job = client.get(&format!("/v1/jobs/{}", seg(&job))).await?;
             out.job(&job)?;
+            if job.spec.job_type == windflow_protocol::JobType::Service
+                && out.0 == OutputFormat::Table
+            {
+                super::allocs::print_placement(client, &job).await?;
+            }
         }
         JobCommand::Runs { job } => {
             let runs: Vec<Run> = client.get(&format!("/v1/jobs/{}/runs", seg(&job))).await?;
@@ -233,6 +239,36 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     }
     if !env.is_empty() {
         body.insert("env".into(), env.into());
+    }
+    if args.job_type != "batch" {
+        body.insert("type".into(), args.job_type.into());
+    }
+    if let Some(n) = args.count {
+        body.insert("count".into(), n.into());
+    }
+    let mut resources = Map::new();
+    for (key, value) in [
+        ("cpu_mhz", args.cpu),
+        ("memory_mb", args.memory),
+        ("disk_mb", args.disk),
+    ] {
+        if let Some(v) = value {
+            resources.insert(key.into(), v.into());
+        }
+    }
+    if !resources.is_empty() {
+        body.insert("resources".into(), resources.into());
+    }
+    let constraints = args
+        .constraints
+        .iter()
+        .map(|rule| super::allocs::constraint(rule))
+        .collect::<anyhow::Result<Vec<Value>>>()?;
+    if !constraints.is_empty() {
+        body.insert("constraints".into(), constraints.into());
+    }
+    if let Some(p) = args.placement {
+        body.insert("placement".into(), p.into());
     }
     Ok(body.into())
 }

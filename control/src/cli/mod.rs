@@ -1,5 +1,6 @@
 //! The `windflow` command line: `windflow <noun> <verb>`, plus `server` and `dev`.
 
+mod allocs;
 mod client;
 mod commands;
 pub mod config;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Look at the agent hosts.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Where the scheduler placed service instances.
+    #[command(subcommand)]
+    Alloc(AllocCommand),
     /// The cluster's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -331,7 +335,7 @@ pub struct DevArgs {
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Create a job that runs a shell command.
-    Create(JobCreateArgs),
+    Create(Box<JobCreateArgs>),
     /// List jobs.
     List,
     /// Show one job.
@@ -371,6 +375,28 @@ pub struct JobCreateArgs {
     /// An environment variable, KEY=VALUE; repeat for more.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// batch (runs when asked) or service (placed by the scheduler, kept running).
+    #[arg(long = "type", default_value = "batch")]
+    pub job_type: String,
+    /// How many instances of a service to keep running.
+    #[arg(long)]
+    pub count: Option<u32>,
+    /// CPU each instance holds, in MHz.
+    #[arg(long)]
+    pub cpu: Option<u64>,
+    /// Memory each instance holds, in MB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Disk each instance holds, in MB.
+    #[arg(long)]
+    pub disk: Option<u64>,
+    /// A rule on node attributes, `ATTRIBUTE OPERATOR VALUE` (operators: =, !=, regex,
+    /// version, set_contains), e.g. 'os = linux' or 'kernel version >= 5.10'; repeat for more.
+    #[arg(long = "constraint", value_name = "RULE")]
+    pub constraints: Vec<String>,
+    /// binpack (fill nodes up) or spread (use the emptiest).
+    #[arg(long)]
+    pub placement: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +415,22 @@ pub enum ContextCommand {
 pub enum NodeCommand {
     /// List nodes.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AllocCommand {
+    /// Allocations, oldest first.
+    List {
+        /// Only this job's (ID or name).
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this node's (N1).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    Show {
+        alloc: String,
+    },
 }
 
 /// The binary's entry point.

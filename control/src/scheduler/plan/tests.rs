@@ -135,7 +135,10 @@ fn binpack_prefers_busy_nodes_spread_empty_ones_and_instances_spread_out() {
     // A job's own instances avoid each other among the nodes sampled for each (3 of 4
     // here), rather than all landing on the busy node.
     let four = placed_on(&plan(&service(4, 100, 100), &[], &mut busy(&nodes)));
-    assert!(four.len() >= 3 && four.values().all(|n| *n <= 2), "{four:?}");
+    assert!(
+        four.len() >= 3 && four.values().all(|n| *n <= 2),
+        "{four:?}"
+    );
 }
 
 fn alloc(id: u64, index: u32, node: u64) -> Allocation {
