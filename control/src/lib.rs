@@ -18,4 +18,5 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod password;
+pub mod secrets;
 pub mod server;

@@ -13,6 +13,7 @@ pub mod job;
 pub mod messages;
 pub mod node;
 pub mod run;
+pub mod secret;
 pub mod time;
 
 pub use codec::CodecError;
@@ -23,6 +24,7 @@ pub use ids::{
 pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
 pub use node::{DriverKind, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
 
 /// The most stdout a run keeps as its context. Longer output is cut to this many bytes

@@ -1,10 +1,12 @@
 //! What can change in the cluster, and what `apply` answers.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
     AuditEntry, AuditId, DriverKind, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Node, NodeId,
-    Role, Run, RunId, RunOutcome, Timestamp, TokenId, TokenKind, TokenView, UserView,
+    Role, Run, RunId, RunOutcome, Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -58,6 +60,14 @@ pub enum Command {
     },
     /// Assigns the next [`JobId`] and creates the job's empty context.
     CreateJob { spec: JobSpec, at: Timestamp },
+    /// Replaces the sealed values of task `task`'s secret env (key rotation re-encrypts
+    /// through this). Refused unless it names exactly the vars the task has.
+    ResealSecretEnv {
+        job: JobId,
+        task: String,
+        secret_env: BTreeMap<String, Sealed>,
+        at: Timestamp,
+    },
     /// Removes a job, its name and its context; its runs stay as history, and those still
     /// pending fail.
     DeleteJob { job: JobId, at: Timestamp },
@@ -147,6 +157,7 @@ impl Command {
             Command::RegisterNode { .. } => "register_node",
             Command::NodeHello { .. } => "node_hello",
             Command::CreateJob { .. } => "create_job",
+            Command::ResealSecretEnv { .. } => "reseal_secret_env",
             Command::DeleteJob { .. } => "delete_job",
             Command::CreateRun { .. } => "create_run",
             Command::RunDispatched { .. } => "run_dispatched",

@@ -17,6 +17,7 @@ mod log_store;
 mod network;
 mod node;
 mod reader;
+mod secrets;
 mod state;
 mod state_machine;
 mod timings;

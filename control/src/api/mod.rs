@@ -15,6 +15,7 @@ mod join_tokens;
 mod log_level;
 mod nodes;
 mod runs;
+mod secrets;
 mod session;
 mod tokens;
 mod ui;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// The cluster CA's SHA-256 fingerprint, which join tokens carry.
     pub ca_fingerprint: Arc<str>,
+    /// Seals secret values before they are proposed; rotates the cluster key.
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Every `/v1` route and who may call it; [`app`] fills it in.
     pub routes: access::Table,
     pub login_limiter: Arc<LoginLimiter>,
@@ -145,6 +148,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
             tokens::rotate,
         )
         .route(M::GET, "/audit", ADMIN, "audit.list", audit::list)
+        .route(
+            M::POST,
+            "/secrets/rotate",
+            ADMIN,
+            "secrets.rotate",
+            secrets::rotate,
+        )
         .route(
             M::GET,
             "/agent/log-level",
@@ -314,5 +324,7 @@ pub(crate) fn resolve_job(reader: &StateReader, key: &str) -> Result<Job, ApiErr
     found.ok_or_else(|| ApiError::not_found("job", key))
 }
 
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;

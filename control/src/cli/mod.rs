@@ -91,6 +91,9 @@ pub enum Command {
     /// Who changed what, and what was refused (admin).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Secret values at rest: the cluster key (admin).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Show or set this server's console log level, without a restart (admin).
     LogLevel {
         /// debug, info, warn or error; without it, show the current level.
@@ -143,6 +146,13 @@ pub enum TokenCommand {
     Revoke { token: String },
     /// Give a token a new secret, shown once; the old one stops working at once.
     Rotate { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Make a new cluster key current on every server and re-encrypt every stored secret
+    /// under it.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +355,10 @@ pub struct JobCreateArgs {
     /// An environment variable, KEY=VALUE; repeat for more.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A secret environment variable, KEY=VALUE; repeat for more. Encrypted before it is
+    /// stored, never shown again, given only to the task.
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
