@@ -224,6 +224,26 @@ fn every_server_gets_the_key_ring_over_mtls_and_holds_only_ciphertext() {
     assert_eq!(status, 201, "{answer}");
     wait_same_ring(&cluster, &[0, 1, 2, s4], None);
 
+    // And one that enrolls with a join token gets it through the server it enrolled with.
+    let (status, created) = http_json(
+        cluster.servers[0].http_addr,
+        "POST",
+        "/v1/cluster/tokens",
+        Some(&admin),
+        Some("{}"),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let via = cluster.servers[0].quic_addr;
+    let s5 = cluster
+        .start_with_join_token("s5", created["token"].as_str().unwrap(), via)
+        .unwrap();
+    cluster.wait_serving(s5).unwrap();
+    let (status, answer) = cluster.join(0, &admin, s5);
+    assert_eq!(status, 201, "{answer}");
+    let all = [0, 1, 2, s4, s5];
+    wait_same_ring(&cluster, &all, None);
+
     // Rotation through a follower or the leader alike: every server takes the new key.
     let (status, rotated) = http_json(
         cluster.servers[1].http_addr,
@@ -237,8 +257,8 @@ fn every_server_gets_the_key_ring_over_mtls_and_holds_only_ciphertext() {
     let new_key = rotated["key"].as_str().unwrap().to_owned();
     assert_ne!(new_key, first_key);
     assert_eq!(rotated["resealed_values"], 1, "{rotated}");
-    wait_same_ring(&cluster, &[0, 1, 2, s4], Some(&new_key));
-    for i in [0, 1, 2, s4] {
+    wait_same_ring(&cluster, &all, Some(&new_key));
+    for i in all {
         let job = get(&cluster, i, &admin, "/v1/jobs/db?consistent=true");
         assert_eq!(
             secret_env(&job)["DB_PASS"]["key"],
