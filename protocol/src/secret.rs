@@ -181,6 +181,8 @@ pub enum KeyRequest {
     Fetch,
     /// Add these keys to yours and take `current` as current if it is newer (rotation).
     Install(KeyRingMaterial),
+    /// Drop these keys (no stored value uses them any more); a current key is kept.
+    Retire(Vec<KeyId>),
 }
 
 /// The answer to a [`KeyRequest`].

@@ -67,7 +67,7 @@ fn secret_env(job: &Value) -> &Value {
 
 #[test]
 fn a_task_sees_its_secret_env_while_no_file_holds_it_and_rotation_keeps_it_working() {
-    let mut dev = DevServer::start().unwrap();
+    let dev = DevServer::start().unwrap();
     let value = random_value();
     let created = dev.cli(&[
         "job",
@@ -137,6 +137,24 @@ fn a_task_sees_its_secret_env_while_no_file_holds_it_and_rotation_keeps_it_worki
     let keyring = std::fs::read_to_string(dev.data_dir.join("keyring")).unwrap();
     assert!(keyring.contains(&format!("current {new_key}")), "{keyring}");
 
+    let run = dev.cli(&["job", "run", "db", "--wait"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&run),
+        dev.log()
+    );
+    assert_eq!(stdout(&run).trim(), sha256_hex(&value));
+
+    // The old key is unused now: dropped from the ring, the value still reaches the task,
+    // also after a restart (the ring is read back from the data dir).
+    let dropped = json_of(&dev.cli(&["secrets", "drop-old-keys", "--output", "json"]));
+    assert_eq!(dropped["dropped"], json!([first_key]), "{dropped}");
+    let keyring = std::fs::read_to_string(dev.data_dir.join("keyring")).unwrap();
+    assert!(!keyring.contains(&first_key), "{keyring}");
+    let (home, data_dir) = dev.into_parts();
+    let mut dev = DevServer::start_in(home, data_dir).unwrap();
     let run = dev.cli(&["job", "run", "db", "--wait"]);
     assert_eq!(
         run.status.code(),
@@ -267,6 +285,18 @@ fn every_server_gets_the_key_ring_over_mtls_and_holds_only_ciphertext() {
         );
         assert!(!job.to_string().contains(&value));
     }
+    let (status, dropped) = http_json(
+        cluster.servers[2].http_addr,
+        "POST",
+        "/v1/secrets/drop-old-keys",
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{dropped}");
+    assert_eq!(dropped["dropped"], json!([first_key]), "{dropped}");
+    let ring = wait_same_ring(&cluster, &all, Some(&new_key));
+    assert!(!ring.contains(&first_key), "{ring}");
 
     for i in 0..cluster.servers.len() {
         cluster.stop(i).unwrap();

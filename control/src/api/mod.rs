@@ -156,6 +156,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
             secrets::rotate,
         )
         .route(
+            M::POST,
+            "/secrets/drop-old-keys",
+            ADMIN,
+            "secrets.drop_old_keys",
+            secrets::drop_old_keys,
+        )
+        .route(
             M::GET,
             "/agent/log-level",
             ADMIN,

@@ -116,9 +116,19 @@ async fn a_rotation_reseals_stored_values_under_a_new_current_key() {
     let (_, shown) = h.call("GET", "/v1/jobs/db", None).await;
     assert_eq!(secret_env_of(&shown)["A"]["key"], after.to_string());
 
-    // Nothing left to reseal: a second rotation still makes a new key, and moves both.
+    // The old key is no longer used: it can be dropped, and the values still open.
+    let (status, dropped) = h.call("POST", "/v1/secrets/drop-old-keys", None).await;
+    assert_eq!(status, StatusCode::OK, "{dropped}");
+    assert_eq!(dropped["dropped"], json!([before.to_string()]));
+    assert_eq!(dropped["keys"], json!([after.to_string()]));
+    assert_eq!(h.server.secrets.reveal(task).await.unwrap().env["A"], VALUE);
+
+    // A second rotation makes a new key and moves both values; until it has, a key in use
+    // is never dropped.
     let (_, again) = h.call("POST", "/v1/secrets/rotate", None).await;
     assert_eq!(again["resealed_values"].as_u64(), Some(2), "{again}");
+    let (_, dropped) = h.call("POST", "/v1/secrets/drop-old-keys", None).await;
+    assert_eq!(dropped["dropped"], json!([after.to_string()]), "{dropped}");
     h.server.stop().await;
 }
 

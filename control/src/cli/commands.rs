@@ -140,6 +140,19 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Secrets(SecretsCommand::DropOldKeys) => {
+            let dropped: Value = client.post("/v1/secrets/drop-old-keys", None).await?;
+            match out.0 {
+                OutputFormat::Json => out.json(&dropped)?,
+                OutputFormat::Table => println!(
+                    "Dropped {} old key(s); the key ring holds {} (current {}).",
+                    dropped["dropped"].as_array().map_or(0, Vec::len),
+                    dropped["keys"].as_array().map_or(0, Vec::len),
+                    dropped["current"].as_str().unwrap_or("?"),
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Server(_) | Command::Dev(_) | Command::Ca(_) => bail!("not a client command"),
     }
 }

@@ -153,6 +153,9 @@ pub enum SecretsCommand {
     /// Make a new cluster key current on every server and re-encrypt every stored secret
     /// under it.
     RotateKey,
+    /// Drop from every server's key ring the old keys no stored secret uses any more
+    /// (after a rotation); the current key always stays.
+    DropOldKeys,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use windflow_certs::wire::{read_frame, write_frame};
 use windflow_certs::{PeerIdentity, SERVER_NAME};
+use windflow_protocol::KeyId;
 use windflow_protocol::secret::{KeyRequest, KeyResponse};
 
 use super::{KeyRing, Secrets};
@@ -73,6 +74,18 @@ impl Link {
             _ => bail!("the peer answered another request"),
         }
     }
+
+    /// Asks the server at `addr` to drop keys `ids`.
+    pub async fn retire(&self, addr: &str, ids: &[KeyId]) -> anyhow::Result<()> {
+        match self
+            .bounded(addr, &KeyRequest::Retire(ids.to_vec()))
+            .await?
+        {
+            KeyResponse::Installed { .. } => Ok(()),
+            KeyResponse::Refused { reason } => bail!("refused: {reason}"),
+            _ => bail!("the peer answered another request"),
+        }
+    }
 }
 
 /// Serves key requests on one accepted `windflow-keys/1` connection until it closes. A peer
@@ -112,6 +125,15 @@ fn answer(secrets: &Secrets, peer: &str, request: KeyRequest) -> KeyResponse {
                 KeyResponse::Ring(ring.to_material())
             }
             None => KeyResponse::NoRing,
+        },
+        KeyRequest::Retire(ids) => match secrets.retire(&ids) {
+            Ok(current) => {
+                tracing::info!(%peer, retired = ids.len(), "retired keys at a server's request");
+                KeyResponse::Installed { current }
+            }
+            Err(e) => KeyResponse::Refused {
+                reason: e.to_string(),
+            },
         },
         KeyRequest::Install(material) => {
             let kept = KeyRing::from_material(material).and_then(|ring| secrets.install(ring));

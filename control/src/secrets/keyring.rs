@@ -85,6 +85,14 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Drops keys `ids`, except the current one; returns whether any was dropped.
+    pub fn retire(&mut self, ids: &[KeyId]) -> bool {
+        let before = self.keys.len();
+        self.keys
+            .retain(|id, _| *id == self.current || !ids.contains(id));
+        self.keys.len() != before
+    }
+
     /// Adds the keys of `other` this ring lacks, and takes its current key when that is
     /// newer than this one's. Returns whether anything changed. A key ID this ring holds
     /// with other bytes is refused: it would make stored values unopenable.
@@ -296,6 +304,21 @@ mod tests {
         // An older current does not win back.
         assert!(!a2.merge(a.clone()).unwrap());
         assert_eq!(a2.current(), new);
+    }
+
+    #[test]
+    fn retiring_drops_old_keys_but_never_the_current_one() {
+        let ring = KeyRing::generate(Timestamp(1)).unwrap();
+        let old = ring.current();
+        let (mut ring, new) = ring.with_new_key(Timestamp(2)).unwrap();
+        ring.make_current(new).unwrap();
+        assert!(!ring.retire(&[new]));
+        assert!(ring.retire(&[old, new]));
+        assert_eq!(ring.key_ids(), vec![new]);
+        assert!(matches!(
+            ring.open("env:A", &Sealed::redacted(old)),
+            Err(SecretError::Redacted(_))
+        ));
     }
 
     #[test]

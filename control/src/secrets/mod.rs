@@ -143,6 +143,17 @@ impl Secrets {
         Ok(changed)
     }
 
+    /// Drops keys `ids` (never the current one) and saves the ring; the current key.
+    pub(crate) fn retire(&self, ids: &[KeyId]) -> Result<KeyId, SecretError> {
+        let mut slot = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let ring = slot.as_mut().ok_or(SecretError::NoKeyRing)?;
+        if ring.retire(ids) {
+            ring.save(&self.data_dir)?;
+            tracing::info!(current = %ring.current(), keys = ring.key_ids().len(), "retired old keys");
+        }
+        Ok(ring.current())
+    }
+
     /// Seals the value of secret env var `name` under the current key.
     pub fn seal_env(&self, name: &str, value: &str) -> Result<Sealed, SecretError> {
         self.read()

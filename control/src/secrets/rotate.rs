@@ -1,9 +1,10 @@
 //! Key rotation: a new key goes to every server, becomes current everywhere, then every
 //! stored sealed value is opened and sealed again under it through raft
 //! (`Command::ResealSecretEnv`, proposed through the leader). Old keys stay in the ring, so
-//! a value sealed under one during the rotation still opens.
+//! a value sealed under one during the rotation still opens; dropping them is a separate,
+//! later step ([`Secrets::drop_unused_keys`]) that keeps every key a stored value uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use windflow_protocol::{KeyId, Timestamp};
@@ -23,6 +24,17 @@ pub struct Rotation {
     /// Sealed values re-encrypted under the new key, and the tasks holding them.
     pub resealed_values: usize,
     pub resealed_tasks: usize,
+}
+
+/// What dropping unused keys did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retirement {
+    pub current: KeyId,
+    pub dropped: Vec<KeyId>,
+    /// The keys this server's ring holds now.
+    pub keys: Vec<KeyId>,
+    /// Servers that could not be told; they keep the old keys, which opens nothing new.
+    pub not_reached: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +135,46 @@ impl Secrets {
             keys: self.ring().map(|r| r.key_ids()).unwrap_or_default(),
             resealed_values: values,
             resealed_tasks: tasks,
+        })
+    }
+
+    /// Drops from every server's ring the keys no stored value uses (never the current
+    /// one). Meant after a rotation has re-encrypted everything: a value sealed under a
+    /// dropped key could not be opened again.
+    #[tracing::instrument(skip(self))]
+    pub async fn drop_unused_keys(&self) -> Result<Retirement, RotateError> {
+        let _one_at_a_time = self.rotation.lock().await;
+        self.raft.linearizable().await?;
+        let ring = self.ring().ok_or(SecretError::NoKeyRing)?;
+        let mut in_use = BTreeSet::from([ring.current()]);
+        for job in self.raft.reader().jobs()? {
+            for task in job.spec.tasks() {
+                in_use.extend(task.secret_env.values().map(|s| s.key));
+            }
+        }
+        let dropped: Vec<KeyId> = ring
+            .key_ids()
+            .into_iter()
+            .filter(|id| !in_use.contains(id))
+            .collect();
+        let mut not_reached = Vec::new();
+        if !dropped.is_empty() {
+            for member in self.raft.members() {
+                if member.id == self.raft.id() {
+                    continue;
+                }
+                if let Err(e) = self.link.retire(&member.addr, &dropped).await {
+                    tracing::warn!(addr = %member.addr, error = %format!("{e:#}"), "a server did not drop the old keys");
+                    not_reached.push(member.addr);
+                }
+            }
+        }
+        let current = self.retire(&dropped)?;
+        Ok(Retirement {
+            current,
+            dropped,
+            keys: self.ring().map(|r| r.key_ids()).unwrap_or_default(),
+            not_reached,
         })
     }
 }
