@@ -26,6 +26,7 @@ pub fn sample_run_task() -> ServerMessage {
                 ("PGHOST".into(), "db.internal".into()),
                 ("PGUSER".into(), "backup".into()),
             ]),
+            secret_env: BTreeMap::new(),
             timeout: Some(HumanDuration::from_secs(600)),
             retry: RetryPolicy {
                 max_retries: 3,

@@ -12,6 +12,7 @@ use windflow_protocol::{DriverConfig, DriverKind, NodeId, RunStatus, Timestamp};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;
+use crate::secrets::Secrets;
 
 /// Re-check pending runs at least this often, even without a change to wake us.
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
@@ -28,11 +29,17 @@ pub enum DispatchError {
 pub struct Dispatcher {
     raft: RaftNode,
     sessions: Sessions,
+    /// Opens the task's secret env for its agent.
+    secrets: std::sync::Arc<Secrets>,
 }
 
 impl Dispatcher {
-    pub fn new(raft: RaftNode, sessions: Sessions) -> Self {
-        Dispatcher { raft, sessions }
+    pub fn new(raft: RaftNode, sessions: Sessions, secrets: std::sync::Arc<Secrets>) -> Self {
+        Dispatcher {
+            raft,
+            sessions,
+            secrets,
+        }
     }
 
     /// Dispatches until `stop`: after each change to the store or to the connected agents,
@@ -89,6 +96,15 @@ impl Dispatcher {
             // No agent can take it now; a joining agent wakes us.
             let Some(node) = self.sessions.pick(driver, &load) else {
                 continue;
+            };
+            // Opened before the run is placed: a run whose secrets cannot be opened here
+            // (this server lacks a key) stays pending rather than running without them.
+            let task = match self.secrets.reveal(&task).await {
+                Ok(task) => task,
+                Err(e) => {
+                    tracing::error!(run = %run.id, job = %job.id, error = %e, "cannot open the task's secret env; the run stays pending");
+                    continue;
+                }
             };
             match self
                 .raft

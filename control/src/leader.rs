@@ -11,12 +11,14 @@ use crate::audit_retention::AuditRetention;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
 use crate::scheduler::worker::Scheduler;
+use crate::secrets::Secrets;
 
 /// Watches raft and runs [`Dispatcher`], [`Scheduler`] and [`AuditRetention`] (and later
 /// cron and webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
+    secrets: std::sync::Arc<Secrets>,
     audit_retention: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -29,7 +31,8 @@ pub fn spawn(
                 (true, None) => {
                     tracing::info!("became leader: starting leader loops");
                     let token = shutdown.child_token();
-                    let dispatcher = Dispatcher::new(raft.clone(), sessions.clone());
+                    let dispatcher =
+                        Dispatcher::new(raft.clone(), sessions.clone(), secrets.clone());
                     tokio::spawn(dispatcher.run(token.clone()));
                     let retention = AuditRetention::new(raft.clone(), audit_retention);
                     tokio::spawn(retention.run(token.clone()));

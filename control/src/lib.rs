@@ -19,4 +19,5 @@ pub mod logging;
 pub mod metrics;
 pub mod password;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;

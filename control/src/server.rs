@@ -14,6 +14,7 @@ use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
 use windflow_protocol::Timestamp;
 use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_protocol::secret::ALPN_KEYS;
 use windflow_raft::{ApplyError, Command, NewToken, QuicNetwork, RaftConfig, RaftNode, WriteError};
 
 use crate::api::{self, AppState};
@@ -22,6 +23,7 @@ use crate::cluster::{Peer, initial_cluster, server_id};
 use crate::gateway::{Gateway, RunOutputs, Sessions};
 use crate::join::JoinWithToken;
 use crate::metrics::Metrics;
+use crate::secrets::Secrets;
 
 /// The name of the token created on a cluster's first start.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
@@ -114,6 +116,8 @@ pub struct RunningServer {
     pub raft: RaftNode,
     pub ca: Arc<ClusterCa>,
     pub sessions: Sessions,
+    /// This server's key ring.
+    pub secrets: Arc<Secrets>,
     state: AppState,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -201,7 +205,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let server_tls = windflow_certs::quinn_server_config_with_enrollment(
         &identity,
-        &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL],
+        &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL, ALPN_KEYS],
     )?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
     let mut endpoint = quinn::Endpoint::server(server_tls, config.quic_addr)
@@ -226,6 +230,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )
     .await
     .context("opening the raft store")?;
+    let secrets = Secrets::open(
+        &config.data_dir,
+        raft.clone(),
+        endpoint.clone(),
+        windflow_certs::quinn_client_config(&identity, ALPN_KEYS)?,
+        config
+            .peers
+            .iter()
+            .map(|p| p.addr.to_string())
+            .chain(config.join_token.iter().flat_map(|j| j.via.clone()))
+            .collect(),
+        cluster.advertise.to_string(),
+    )
+    .context("loading the cluster key ring")?;
     // A joining server waits to be added; it never initialises or waits for a leader here.
     let forming = config.start == Start::Form;
     let initialized = if forming && cluster.initialiser {
@@ -235,6 +253,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    // The server that initialises a cluster makes its key ring (a single server also on a
+    // data dir from before key rings); every other server fetches it from a peer over mTLS.
+    if initialized || (forming && cluster.initialiser && cluster.members.len() == 1) {
+        secrets
+            .create_if_missing()
+            .context("creating the cluster key ring")?;
+    }
+    if !secrets.has_ring() {
+        tasks.spawn(secrets.clone().fetch_until_present(shutdown.clone()));
+    }
     let new_admin = if forming && cluster.members.len() == 1 {
         raft.wait_for_leader(Duration::from_secs(30))
             .await
@@ -264,11 +292,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         outputs: outputs.clone(),
         heartbeat_interval: config.heartbeat_interval,
         ca: ca.clone(),
+        secrets: secrets.clone(),
     };
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
     let leader = crate::leader::spawn(
         raft.clone(),
         sessions.clone(),
+        secrets.clone(),
         config.audit_retention,
         shutdown.clone(),
     );
@@ -284,6 +314,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         server_names: Arc::new(server_names(&config)),
         fault_injection: config.fault_injection,
         ca_fingerprint: ca.fingerprint_sha256().into(),
+        secrets: secrets.clone(),
         routes: Default::default(),
         login_limiter: Arc::new(auth::LoginLimiter::new(
             config.login_window,
@@ -315,6 +346,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         raft,
         ca,
         sessions,
+        secrets,
         state,
         shutdown,
         tasks,

@@ -133,6 +133,7 @@ mod tests {
                 workdir: Some("/tmp".into()),
             }),
             env,
+            secret_env: BTreeMap::new(),
             timeout: timeout_ms.map(HumanDuration::from_millis),
             retry: RetryPolicy::default(),
             resources: crate::Resources::TASK_DEFAULT,

@@ -63,6 +63,11 @@ pub struct TaskSpec {
     pub driver: DriverConfig,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Env vars whose values are secret: sealed under the cluster key ring (the var's name
+    /// bound as associated data), opened only by the dispatcher that sends the task to its
+    /// agent. Never shown by the API.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, crate::secret::Sealed>,
     /// The whole attempt is killed after this long.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
@@ -93,6 +98,7 @@ impl TaskSpec {
                 workdir: None,
             }),
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
             timeout: None,
             retry: RetryPolicy::default(),
             resources: crate::alloc::Resources::TASK_DEFAULT,

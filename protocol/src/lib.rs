@@ -15,6 +15,7 @@ pub mod messages;
 pub mod namespace;
 pub mod node;
 pub mod run;
+pub mod secret;
 pub mod time;
 
 pub use alloc::{
@@ -31,6 +32,7 @@ pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, Task
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DriverKind, Fingerprint, Node};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
 
 /// The most stdout a run keeps as its context. Longer output is cut to this many bytes

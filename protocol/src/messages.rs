@@ -145,7 +145,9 @@ pub struct Welcome {
     pub heartbeat_interval: HumanDuration,
 }
 
-/// Run one task of a job.
+/// Run one task of a job. The server opens the task's secret env into `task.env` before it
+/// sends this (`task.secret_env` is empty), so this message carries plaintext over the mTLS
+/// session: neither side logs it (no `Debug` of it) nor stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunTask {
     pub run: RunId,

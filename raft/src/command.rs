@@ -1,12 +1,14 @@
 //! What can change in the cluster, and what `apply` answers.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
     AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, EvalId, EvalStatus,
     EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId,
-    Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome, Timestamp,
-    TokenId, TokenKind, TokenView, UserView,
+    Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome, Sealed,
+    Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -94,6 +96,14 @@ pub enum Command {
     /// Assigns the next [`JobId`] and creates the job's empty context. The job's namespace
     /// must exist.
     CreateJob { spec: JobSpec, at: Timestamp },
+    /// Replaces the sealed values of task `task`'s secret env (key rotation re-encrypts
+    /// through this). Refused unless it names exactly the vars the task has.
+    ResealSecretEnv {
+        job: JobId,
+        task: String,
+        secret_env: BTreeMap<String, Sealed>,
+        at: Timestamp,
+    },
     /// Removes a job, its name and its context; its runs stay as history, and those still
     /// pending fail.
     DeleteJob { job: JobId, at: Timestamp },
@@ -189,6 +199,7 @@ impl Command {
             Command::AllocStatus { .. } => "alloc_status",
             Command::NodeHello { .. } => "node_hello",
             Command::CreateJob { .. } => "create_job",
+            Command::ResealSecretEnv { .. } => "reseal_secret_env",
             Command::DeleteJob { .. } => "delete_job",
             Command::CreateRun { .. } => "create_run",
             Command::RunDispatched { .. } => "run_dispatched",

@@ -19,6 +19,7 @@ mod namespaces;
 mod network;
 mod node;
 mod reader;
+mod secrets;
 mod state;
 mod state_machine;
 mod timings;

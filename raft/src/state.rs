@@ -317,6 +317,12 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             }
             Ok(Applied::Job(job))
         }
+        Command::ResealSecretEnv {
+            job,
+            task,
+            secret_env,
+            at,
+        } => crate::secrets::reseal(p, job, task, secret_env, at)?,
         Command::DeleteJob { job, at } => {
             let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
                 return Ok(Err(ApplyError::not_found("job", job)));

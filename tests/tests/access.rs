@@ -88,6 +88,13 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
         "/v1/tokens/T999999/rotate",
     ),
     ("GET", "/v1/audit", A, "/v1/audit"),
+    ("POST", "/v1/secrets/rotate", A, "/v1/secrets/rotate"),
+    (
+        "POST",
+        "/v1/secrets/drop-old-keys",
+        A,
+        "/v1/secrets/drop-old-keys",
+    ),
     ("GET", "/v1/agent/log-level", A, "/v1/agent/log-level"),
     ("PUT", "/v1/agent/log-level", A, "/v1/agent/log-level"),
     ("GET", "/v1/cluster/members", CR, "/v1/cluster/members"),

@@ -1,6 +1,6 @@
 //! `/v1/jobs`: create, list, show, delete and run jobs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -21,18 +21,38 @@ use super::{ApiError, AppState, read_barrier};
 pub const MAX_RETRIES: u32 = 100;
 const MAX_NAME_LEN: usize = 128;
 
+/// The longest secret value accepted, in bytes.
+pub const MAX_SECRET_LEN: usize = 64 * 1024;
+
 /// `POST /v1/jobs` with the shorthand form:
-/// `{"name", "command", "workdir"?, "env"?, "timeout"?, "max_retries"?, "retry_delay"?,
-/// "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?: {"cpu_mhz",
-/// "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator", "value"}],
-/// "placement"?: "binpack"|"spread"}`. A service job is placed by the scheduler and kept
-/// running at its count; a batch job runs when asked.
+/// `{"name", "command", "workdir"?, "env"?, "secret_env"?, "timeout"?, "max_retries"?,
+/// "retry_delay"?, "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?:
+/// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
+/// "value"}], "placement"?: "binpack"|"spread"}`. A service job is placed by the scheduler
+/// and kept running at its count; a batch job runs when asked. Secret env values are sealed
+/// here, before the job is proposed; the answer (like every job view) shows them only as
+/// redacted markers.
 pub async fn create(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let spec = parse_job_spec(&body, &scope)?;
+    let (mut spec, secrets) = parse_job_spec(&body, &scope)?;
+    if !secrets.is_empty() {
+        let sealed = secrets
+            .iter()
+            .map(|(name, value)| {
+                state
+                    .secrets
+                    .seal_env(name, value)
+                    .map(|s| (name.clone(), s))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(super::secrets::seal_error)?;
+        for task in spec.groups.iter_mut().flat_map(|g| g.tasks.iter_mut()) {
+            task.secret_env.clone_from(&sealed);
+        }
+    }
     let applied = state
         .raft
         .write(Command::CreateJob {
@@ -46,9 +66,31 @@ pub async fn create(
     }
 }
 
-/// The job a body describes, in the body's `namespace` (which `scope` must admit) or in
-/// the scope's home namespace.
-pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, ApiError> {
+/// Plaintext secret env values from a request, until they are sealed. Its `Debug` shows
+/// the names only.
+#[derive(Default)]
+pub(crate) struct SecretEnv(BTreeMap<String, String>);
+
+impl std::ops::Deref for SecretEnv {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// The spec (secret env not sealed yet, so empty) and the secret env values to seal. The
+/// job goes in the body's `namespace` (which `scope` must admit) or in the scope's home
+/// namespace.
+pub(crate) fn parse_job_spec(
+    body: &Bytes,
+    scope: &NsScope,
+) -> Result<(JobSpec, SecretEnv), ApiError> {
     let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
@@ -73,6 +115,35 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
             "is not a valid variable name (letters, digits and _, not starting with a digit)",
         ));
     }
+    let secret_env = SecretEnv(f.optional_string_map("secret_env")?);
+    for (key, value) in secret_env.iter() {
+        let field = format!("secret_env.{key}");
+        if !valid_env_key(key) {
+            return Err(ApiError::invalid_field(
+                &field,
+                "is not a valid variable name (letters, digits and _, not starting with a digit)",
+            ));
+        }
+        if env.contains_key(key) {
+            return Err(ApiError::invalid_field(
+                &field,
+                format!("`{key}` is also in `env`; a variable is either plain or secret"),
+            ));
+        }
+        // Errors name the field, never the value.
+        if value.contains('\0') {
+            return Err(ApiError::invalid_field(
+                &field,
+                "must not contain a NUL byte",
+            ));
+        }
+        if value.len() > MAX_SECRET_LEN {
+            return Err(ApiError::invalid_field(
+                &field,
+                format!("must be at most {MAX_SECRET_LEN} bytes"),
+            ));
+        }
+    }
     let timeout = duration_field(&mut f, "timeout")?;
     if timeout.is_some_and(|t| t.0.is_zero()) {
         return Err(ApiError::invalid_field(
@@ -94,6 +165,7 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
         name: name.clone(),
         driver: DriverConfig::Exec(ExecConfig { command, workdir }),
         env,
+        secret_env: BTreeMap::new(),
         timeout,
         retry: RetryPolicy { max_retries, delay },
         resources: shape.resources,
@@ -105,7 +177,7 @@ pub(crate) fn parse_job_spec(body: &Bytes, scope: &NsScope) -> Result<JobSpec, A
     group.count = shape.count;
     group.constraints = shape.constraints;
     group.placement = shape.placement;
-    Ok(spec)
+    Ok((spec, secret_env))
 }
 
 fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, ApiError> {
@@ -230,7 +302,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<JobSpec, ApiError> {
-        parse_job_spec(&Bytes::from(json.to_owned()), &NsScope::All)
+        parse_job_spec(&Bytes::from(json.to_owned()), &NsScope::All).map(|(spec, _)| spec)
     }
 
     fn message(json: &str) -> String {
@@ -253,7 +325,7 @@ mod tests {
         let team = |n: &str| windflow_protocol::Namespace::parse(n).unwrap();
         let body = |json: &str| Bytes::from(json.to_owned());
         let bound = NsScope::One(team("team-a"));
-        let spec = parse_job_spec(&body(r#"{"name":"a","command":"x"}"#), &bound).unwrap();
+        let (spec, _) = parse_job_spec(&body(r#"{"name":"a","command":"x"}"#), &bound).unwrap();
         assert_eq!(spec.namespace, team("team-a"));
         let e = parse_job_spec(
             &body(r#"{"name":"a","command":"x","namespace":"team-b"}"#),
@@ -261,7 +333,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND, "{}", e.message);
-        let spec = parse_job_spec(
+        let (spec, _) = parse_job_spec(
             &body(r#"{"name":"a","command":"x","namespace":"team-b"}"#),
             &NsScope::All,
         )
@@ -285,5 +357,47 @@ mod tests {
         assert!(message(r#"{"name":"a","command":"x","workdir":"rel"}"#).contains("`workdir`"));
         assert!(message("[1]").contains("JSON object"));
         assert!(message(r#"{"name":"a","command":"x","namespace":"A/B"}"#).contains("`namespace`"));
+    }
+
+    #[test]
+    fn secret_env_is_kept_apart_from_env_and_checked() {
+        let (spec, secrets) = parse_job_spec(
+            &Bytes::from(
+                r#"{"name":"a","command":"x","env":{"K":"V"},"secret_env":{"DB_PASS":"s3cret"}}"#,
+            ),
+            &NsScope::All,
+        )
+        .unwrap();
+        assert_eq!(secrets["DB_PASS"], "s3cret");
+        let (task, _) = spec.single_exec().unwrap();
+        assert!(!task.env.contains_key("DB_PASS"));
+        assert!(
+            task.secret_env.is_empty(),
+            "sealed by the handler, not the parser"
+        );
+        assert!(!format!("{secrets:?}").contains("s3cret"));
+
+        let bad = |json: &str| {
+            let m = message(json);
+            assert!(!m.contains("s3cret"), "the error shows the value: {m}");
+            m
+        };
+        assert!(
+            bad(r#"{"name":"a","command":"x","secret_env":{"1X":"s3cret"}}"#)
+                .contains("`secret_env.1X`")
+        );
+        assert!(
+            bad(r#"{"name":"a","command":"x","secret_env":{"K":5}}"#).contains("`secret_env.K`")
+        );
+        assert!(
+            bad(r#"{"name":"a","command":"x","secret_env":"s3cret"}"#).contains("`secret_env`")
+        );
+        assert!(
+            bad(r#"{"name":"a","command":"x","env":{"K":"v"},"secret_env":{"K":"s3cret"}}"#)
+                .contains("`secret_env.K`")
+        );
+        assert!(
+            bad(r#"{"name":"a","command":"x","secret_env":{"K":"s3cret\u0000"}}"#).contains("NUL")
+        );
     }
 }

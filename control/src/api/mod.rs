@@ -18,6 +18,7 @@ pub mod namespaces;
 mod nodes;
 mod placement;
 mod runs;
+mod secrets;
 mod session;
 mod tokens;
 mod ui;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// The cluster CA's SHA-256 fingerprint, which join tokens carry.
     pub ca_fingerprint: Arc<str>,
+    /// Seals secret values before they are proposed; rotates the cluster key.
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Every `/v1` route and who may call it; [`app`] fills it in.
     pub routes: access::Table,
     pub login_limiter: Arc<LoginLimiter>,
@@ -197,6 +200,20 @@ fn v1_routes(fault_injection: bool) -> Routes {
             tokens::rotate,
         )
         .route(M::GET, "/audit", ADMIN, "audit.list", audit::list)
+        .route(
+            M::POST,
+            "/secrets/rotate",
+            ADMIN,
+            "secrets.rotate",
+            secrets::rotate,
+        )
+        .route(
+            M::POST,
+            "/secrets/drop-old-keys",
+            ADMIN,
+            "secrets.drop_old_keys",
+            secrets::drop_old_keys,
+        )
         .route(
             M::GET,
             "/agent/log-level",
@@ -357,5 +374,7 @@ pub(crate) async fn read_barrier(
     }
 }
 
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;

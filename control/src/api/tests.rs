@@ -8,14 +8,14 @@ use tower::ServiceExt;
 
 use crate::server::{self, RunningServer, ServerConfig};
 
-struct Harness {
-    server: RunningServer,
+pub(super) struct Harness {
+    pub(super) server: RunningServer,
     token: String,
-    _dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Harness {
-    async fn start() -> Self {
+    pub(super) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
@@ -32,18 +32,19 @@ impl Harness {
             .expect("first start creates the admin")
             .token
             .clone();
-        Harness {
-            server,
-            token,
-            _dir: dir,
-        }
+        Harness { server, token, dir }
     }
 
     fn app(&self) -> Router {
         self.server.app()
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(super) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as(Some(&self.token), method, path, body).await
     }
 

@@ -12,7 +12,7 @@ use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
     ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand, JobCreateArgs,
-    NodeCommand, OutputFormat, RunCommand, SnapshotCommand,
+    NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -129,6 +129,33 @@ pub async fn run(
         Command::Token(cmd) => super::identity::token(&client, out, cmd).await,
         Command::Audit(cmd) => super::identity::audit(&client, out, cmd).await,
         Command::LogLevel { level } => super::identity::log_level(&client, out, level).await,
+        Command::Secrets(SecretsCommand::RotateKey) => {
+            let rotated: Value = client.post("/v1/secrets/rotate", None).await?;
+            match out.0 {
+                OutputFormat::Json => out.json(&rotated)?,
+                OutputFormat::Table => println!(
+                    "New cluster key {} is current on every server (was {}); re-encrypted {} secret value(s) in {} task(s).",
+                    rotated["key"].as_str().unwrap_or("?"),
+                    rotated["previous"].as_str().unwrap_or("?"),
+                    rotated["resealed_values"],
+                    rotated["resealed_tasks"],
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets(SecretsCommand::DropOldKeys) => {
+            let dropped: Value = client.post("/v1/secrets/drop-old-keys", None).await?;
+            match out.0 {
+                OutputFormat::Json => out.json(&dropped)?,
+                OutputFormat::Table => println!(
+                    "Dropped {} old key(s); the key ring holds {} (current {}).",
+                    dropped["dropped"].as_array().map_or(0, Vec::len),
+                    dropped["keys"].as_array().map_or(0, Vec::len),
+                    dropped["current"].as_str().unwrap_or("?"),
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Server(_) | Command::Dev(_) | Command::Ca(_) => bail!("not a client command"),
     }
 }
@@ -269,6 +296,17 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     }
     if let Some(p) = args.placement {
         body.insert("placement".into(), p.into());
+    }
+    let mut secret_env = Map::new();
+    for pair in args.secret_env {
+        // The error names the variable, never the value.
+        let Some((k, v)) = pair.split_once('=') else {
+            anyhow::bail!("--secret-env must be KEY=VALUE");
+        };
+        secret_env.insert(k.to_owned(), v.into());
+    }
+    if !secret_env.is_empty() {
+        body.insert("secret_env".into(), secret_env.into());
     }
     Ok(body.into())
 }
@@ -419,6 +457,7 @@ impl Printer {
             "COMMAND",
             "TIMEOUT",
             "RETRIES",
+            "SECRETS",
             "CREATED",
         ]);
         for job in jobs {
@@ -434,6 +473,11 @@ impl Printer {
                 or_dash(command),
                 or_dash(task.and_then(|t| t.timeout)),
                 or_dash(task.map(|t| t.retry.max_retries)),
+                // Names only: the API never returns a secret's value.
+                or_dash(
+                    task.filter(|t| !t.secret_env.is_empty())
+                        .map(|t| t.secret_env.keys().cloned().collect::<Vec<_>>().join(",")),
+                ),
                 job.created_at.to_string(),
             ]);
         }

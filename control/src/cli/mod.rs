@@ -103,6 +103,9 @@ pub enum Command {
     /// Who changed what, and what was refused (admin).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Secret values at rest: the cluster key (admin).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Show or set this server's console log level, without a restart (admin).
     LogLevel {
         /// debug, info, warn or error; without it, show the current level.
@@ -173,6 +176,16 @@ pub enum TokenCommand {
     Revoke { token: String },
     /// Give a token a new secret, shown once; the old one stops working at once.
     Rotate { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Make a new cluster key current on every server and re-encrypt every stored secret
+    /// under it.
+    RotateKey,
+    /// Drop from every server's key ring the old keys no stored secret uses any more
+    /// (after a rotation); the current key always stays.
+    DropOldKeys,
 }
 
 #[derive(Debug, Subcommand)]
@@ -397,6 +410,10 @@ pub struct JobCreateArgs {
     /// binpack (fill nodes up) or spread (use the emptiest).
     #[arg(long)]
     pub placement: Option<String>,
+    /// A secret environment variable, KEY=VALUE; repeat for more. Encrypted before it is
+    /// stored, never shown again, given only to the task.
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,10 @@ use tracing::Instrument;
 use windflow_certs::ClusterCa;
 use windflow_protocol::enroll::ALPN_ENROLL;
 use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_protocol::secret::ALPN_KEYS;
 use windflow_raft::RaftNode;
+
+use crate::secrets::Secrets;
 
 pub use enroll::validate_server_name;
 pub use output::RunOutputs;
@@ -32,6 +35,8 @@ pub struct Gateway {
     pub heartbeat_interval: Duration,
     /// The cluster CA, which signs what enrollment issues.
     pub ca: Arc<ClusterCa>,
+    /// The key ring: handed to peer servers, and opens secret env for agents.
+    pub secrets: Arc<Secrets>,
 }
 
 impl Gateway {
@@ -90,6 +95,12 @@ impl Gateway {
                         tokio::select! {
                             _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
                             _ = windflow_raft::serve_peer_connection_with_faults(gateway.raft.raft().clone(), conn.clone(), gateway.raft.faults().clone()) => {}
+                        }
+                    }
+                    Some(a) if a == ALPN_KEYS => {
+                        tokio::select! {
+                            _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
+                            _ = crate::secrets::serve_connection(gateway.secrets.clone(), conn.clone()) => {}
                         }
                     }
                     _ => conn.close(1u32.into(), b"unsupported ALPN"),

@@ -164,11 +164,18 @@ impl Gateway {
                 continue;
             };
             if let Some(task) = job.spec.tasks().next() {
+                let task = match self.secrets.reveal(task).await {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::error!(run = %run.id, error = %e, "cannot open the task's secret env to send it again");
+                        continue;
+                    }
+                };
                 let _ = tx
                     .send(ServerMessage::RunTask(RunTask {
                         run: run.id,
                         job: job.id,
-                        task: task.clone(),
+                        task,
                     }))
                     .await;
             }
