@@ -218,20 +218,21 @@ pub struct FetchedCa {
 }
 
 /// Why rustls refused the server's certificate, if that is why `e` failed. rustls's error
-/// may sit inside an `io::Error`, whose `source()` skips it, so those are opened too.
+/// may sit inside `io::Error`s (nested), whose `source()` skips what they wrap, so those
+/// are opened with `get_ref` too.
 fn untrusted_reason(e: &reqwest::Error) -> Option<String> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(why)) =
-                candidate.downcast_ref::<rustls::Error>()
+        let mut candidate = Some(err);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(why)) = c.downcast_ref::<rustls::Error>()
             {
                 return Some(format!("{why:?}"));
             }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
         }
         next = err.source();
     }
