@@ -491,6 +491,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "Windflow server listening: API {scheme}://{} QUIC {}",
                 server.http_addr, server.quic_addr
             );
+            if server.https {
+                println!(
+                    "  cluster CA fingerprint (SHA-256), for `windflow login --ca-fingerprint`: {}",
+                    server.ca.fingerprint_sha256()
+                );
+            }
             wait_for_signal().await;
             server.stop().await;
             Ok(ExitCode::SUCCESS)
