@@ -92,11 +92,11 @@ impl Client {
         self.urls.iter().any(|u| u.starts_with("http://"))
     }
 
-    /// The cluster CA the first server serves, fetched *without* checking its certificate
-    /// (that is what is not trusted yet): the caller must check the fingerprint, which is
-    /// computed here from the certificate, not taken from the server's word.
-    pub async fn fetch_ca_unverified(&self) -> anyhow::Result<FetchedCa> {
-        let url = &self.urls[0];
+    /// The cluster CA the server at `url` serves, fetched *without* checking its
+    /// certificate (that is what is not trusted yet): the caller must check the
+    /// fingerprint, which is computed here from the certificate, not taken from the
+    /// server's word.
+    pub async fn fetch_ca_unverified(url: &str) -> anyhow::Result<FetchedCa> {
         let http = builder()
             .danger_accept_invalid_certs(true)
             .build()

@@ -450,6 +450,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.rate_limit = crate::rate_limit::RateLimit::new(args.rate_limit, args.rate_burst)
                 .map_err(anyhow::Error::msg)
                 .context("--rate-limit/--rate-burst")?;
+            if !args.tls_san.is_empty() && !args.tls_from_ca {
+                anyhow::bail!(
+                    "--tls-san names the --tls-from-ca certificate; give --tls-from-ca too"
+                );
+            }
             config.https = match (args.tls_cert, args.tls_key, args.tls_from_ca) {
                 (Some(cert), Some(key), _) => Some(crate::https::HttpsSource::Files { cert, key }),
                 (None, None, true) => Some(crate::https::HttpsSource::ClusterCa {

@@ -56,7 +56,7 @@ pub async fn ensure_trusted(
             Err(other) => return Err(other),
         },
     };
-    let fetched = client.fetch_ca_unverified().await?;
+    let fetched = Client::fetch_ca_unverified(&untrusted.url).await?;
     match expected {
         Some(want) if want == fetched.fingerprint => {}
         Some(want) => bail!(
