@@ -200,3 +200,41 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(ca["ca_pem"], h.server.ca.cert_pem());
     h.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rate_limited_write_does_nothing_and_a_flood_is_audited_once() {
+    let h = Harness::start_with(|c| c.rate_limit = RateLimit::new(0.001, 1).unwrap()).await;
+    let create = |name: &str| {
+        request(&h, "POST", "/v1/jobs")
+            .body(Body::from(format!(
+                r#"{{"name": "{name}", "command": "true"}}"#
+            )))
+            .unwrap()
+    };
+    assert_eq!(send(&h, create("a")).await.0, StatusCode::CREATED);
+    for name in ["b", "c", "d"] {
+        let (status, _, answer) = send(&h, create(name)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    }
+    let reader = &h.server.raft.reader();
+    for name in ["b", "c", "d"] {
+        assert!(reader.job_by_name(name).unwrap().is_none(), "{name}");
+    }
+    let refused = |reader: &windflow_raft::StateReader| {
+        reader
+            .audit(1000, |e| e.action == "jobs.create" && e.status == 429)
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refused(reader).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal was never audited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let entries = refused(reader);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].outcome, windflow_protocol::AuditOutcome::Denied);
+    h.server.stop().await;
+}
