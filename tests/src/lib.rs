@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
+/// Server flags that lift the per-token rate limit (50/s by default), for load tests that
+/// write thousands of jobs with the one bootstrap token.
+pub const UNLIMITED_TOKEN_RATE: &[&str] = &["--rate-limit", "1000000", "--rate-burst", "1000000"];
+
 /// How long a test waits for a server to come up.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
