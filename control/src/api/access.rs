@@ -191,7 +191,8 @@ impl Routes {
     }
 }
 
-/// The layer on every `/v1` route: authenticate, authorize, run, audit.
+/// The layer on every `/v1` route: authenticate, take the token's rate-limit permit,
+/// authorize, run, audit.
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req
         .extensions()
@@ -220,6 +221,22 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
         }
     };
+    // After authentication and before anything else, refusals included: a token flooding
+    // routes it may not call must not get an audit write per request either.
+    if let Some(c) = &caller
+        && let Err(limited) = state.token_limiter.check(c.token)
+    {
+        let e = rate_limited(c, limited);
+        // A flood is audited once, when it starts, not once per refused request.
+        if let Some(a) = audit.filter(|_| limited.first) {
+            a.record(&state, caller.as_ref(), AuditOutcome::Denied, e.status);
+        }
+        let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let mut res = e.into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return res;
+    }
     if let (Access::Role(need), Some(c)) = (decl.access, &caller)
         && c.role < need
     {
@@ -239,18 +256,6 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         return e.into_response();
     }
     if let Some(c) = &caller {
-        if let Err(limited) = state.token_limiter.check(c.token) {
-            let e = rate_limited(c, limited);
-            // A flood is audited once, when it starts, not once per refused request.
-            if let Some(a) = audit.filter(|_| limited.first) {
-                a.record(&state, caller.as_ref(), AuditOutcome::Denied, e.status);
-            }
-            let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut res = e.into_response();
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return res;
-        }
         req.extensions_mut().insert(c.clone());
     }
     let res = next.run(req).await;
