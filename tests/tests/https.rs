@@ -123,6 +123,30 @@ fn the_api_serves_https_from_the_cluster_ca_and_the_cli_trusts_it_by_ca_or_finge
     }
     let out = cli(home.path(), &[], &["whoami"], None);
     assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+
+    // Over TLS the server still knows the caller's address: the login was audited with it.
+    let logins = windflow_tests::wait_for(
+        "the login's audit entry",
+        std::time::Duration::from_secs(10),
+        || {
+            let a = https_request(
+                addr,
+                Some(&ca_pem),
+                "GET",
+                "/v1/audit?action=login",
+                Some(&token),
+                None,
+            )
+            .ok()?;
+            let entries = a.json.as_array()?.clone();
+            (!entries.is_empty()).then_some(entries)
+        },
+    )
+    .unwrap();
+    assert!(
+        logins.iter().all(|e| e["source"] == "127.0.0.1"),
+        "{logins:?}"
+    );
 }
 
 #[test]
