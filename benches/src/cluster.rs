@@ -330,6 +330,8 @@ impl Windflow {
                 .arg(self.data_dir(i))
                 .args(["--http-addr", &self.http[i].to_string()])
                 .args(["--quic-addr", &self.quic[i].to_string()])
+                // The load comes from one token: lift its rate limit (50/s by default).
+                .args(["--rate-limit", "1000000", "--rate-burst", "1000000"])
                 .args(["--peers", &peers, "--ca-dir"])
                 .arg(self.dir.join("ca"))
                 .env("HOME", &self.dir),

@@ -234,6 +234,28 @@ impl ClusterCa {
         self.issue(&cn, sans, usages)
     }
 
+    /// A certificate for the HTTPS API of server `name`: CN `https-<name>`, SANs
+    /// `localhost`, the given DNS names and IPs, server use only. Its own CN keeps it from
+    /// passing as a peer server (`peer_identity` knows only `server-*` and `node-*`), so a
+    /// leaked API key cannot speak raft.
+    pub fn issue_https(
+        &self,
+        name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<IssuedCert, CertError> {
+        let mut sans = vec![dns("localhost")?];
+        for n in dns_names {
+            sans.push(dns(n)?);
+        }
+        sans.extend(ips.iter().copied().map(SanType::IpAddress));
+        self.issue(
+            &format!("https-{name}"),
+            sans,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
+    }
+
     /// Signs a joining server's CSR (PEM) as `server-<name>` with the same names and uses
     /// as [`ClusterCa::issue_server`]; only the CSR's key is taken from it.
     pub fn sign_server_csr(
@@ -385,6 +407,23 @@ mod tests {
                 .unwrap_or_default();
             (cn, sans)
         };
+        let (cn, sans) = parse(
+            &ca.issue_https(
+                "s1",
+                &["api.example".into()],
+                &["10.0.0.2".parse().unwrap()],
+            )
+            .unwrap()
+            .cert_pem,
+        );
+        assert_eq!(cn, "https-s1");
+        let sans = sans.join(" ");
+        assert!(
+            sans.contains("api.example")
+                && sans.contains("IPAddress(0a:00:00:02)")
+                && !sans.contains(SERVER_NAME),
+            "{sans}"
+        );
         let (cn, _) = parse(&ca.issue_node(NodeId(7)).unwrap().cert_pem);
         assert_eq!(NodeId::from_certificate_name(&cn).unwrap(), NodeId(7));
         let server = ca
@@ -399,5 +438,27 @@ mod tests {
                 && sans.contains("IPAddress(0a:00:00:01)"),
             "{sans}"
         );
+    }
+
+    #[test]
+    fn an_https_config_takes_a_matching_pair_only_and_fingerprints_agree() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::create(dir.path()).unwrap();
+        assert_eq!(
+            crate::pem_fingerprint_sha256(ca.cert_pem()).unwrap(),
+            ca.fingerprint_sha256()
+        );
+        assert!(crate::pem_fingerprint_sha256("no pem here").is_err());
+        let a = ca
+            .issue_https("s1", &[], &["127.0.0.1".parse().unwrap()])
+            .unwrap();
+        let b = ca.issue_https("s2", &[], &[]).unwrap();
+        let config = crate::https_server_config(&a.cert_pem, &a.key_pem).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let err = crate::https_server_config(&a.cert_pem, &b.key_pem).unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        let err = crate::https_server_config("junk", &a.key_pem).unwrap_err();
+        assert!(err.to_string().contains("HTTPS certificate"), "{err}");
     }
 }

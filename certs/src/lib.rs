@@ -19,8 +19,9 @@ pub use error::CertError;
 pub use files::{IssuedCert, TlsIdentity};
 pub use identity::{PeerIdentity, peer_identity};
 pub use tls::{
-    IDLE_TIMEOUT, KEEP_ALIVE, install_crypto_provider, quinn_client_config,
-    quinn_enroll_client_config, quinn_server_config, quinn_server_config_with_enrollment,
+    IDLE_TIMEOUT, KEEP_ALIVE, https_server_config, install_crypto_provider, pem_fingerprint_sha256,
+    quinn_client_config, quinn_enroll_client_config, quinn_server_config,
+    quinn_server_config_with_enrollment,
 };
 
 /// The DNS name every server certificate carries; clients connect with this name.

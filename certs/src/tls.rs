@@ -126,6 +126,33 @@ fn server_config(
     Ok(config)
 }
 
+/// The rustls config of the HTTPS API: presents `cert_pem` (the leaf, then any chain)
+/// with `key_pem`, TLS 1.2 and 1.3, HTTP/1.1, no client certificate (API callers prove
+/// who they are with a bearer token). Errors name which PEM is unusable.
+pub fn https_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_no_client_auth()
+        .with_single_cert(certs(cert_pem, "the HTTPS certificate")?, key(key_pem)?)
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// The lowercase hex SHA-256 of the first certificate (DER) in `pem`: how a CLI shows
+/// and pins a CA it was handed over an unverified connection.
+pub fn pem_fingerprint_sha256(pem: &str) -> Result<String, CertError> {
+    let first = certs(pem, "the certificate")?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CertError::parse("the certificate", "no certificate in it"))?;
+    Ok(sha256_hex(&first))
+}
+
 /// A QUIC client config that verifies the server against `identity.ca_pem` (connect with
 /// [`crate::SERVER_NAME`]) and presents `identity.cert`.
 pub fn quinn_client_config(

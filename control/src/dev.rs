@@ -103,6 +103,7 @@ pub async fn run(mut config: ServerConfig, temporary: bool) -> anyhow::Result<()
     let cli_config = CliConfig {
         address: Some(url.clone()),
         token: Some(cluster.admin_token.clone()),
+        ca_cert: None,
     };
     let written = cli_config.save_default();
     println!("Windflow dev is running.");

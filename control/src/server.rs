@@ -21,8 +21,10 @@ use crate::api::{self, AppState};
 use crate::auth;
 use crate::cluster::{Peer, initial_cluster, server_id};
 use crate::gateway::{Gateway, RunOutputs, Sessions};
+use crate::https::HttpsSource;
 use crate::join::JoinWithToken;
 use crate::metrics::Metrics;
+use crate::rate_limit::{RateLimit, TokenLimiter};
 use crate::secrets::Secrets;
 
 /// The name of the token created on a cluster's first start.
@@ -60,6 +62,10 @@ pub struct ServerConfig {
     pub login_max_failures: u32,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// Serve the API over TLS with this certificate; plain HTTP when `None`.
+    pub https: Option<HttpsSource>,
+    /// Each API token's request rate on this server.
+    pub rate_limit: RateLimit,
 }
 
 /// How a server takes its place in a cluster.
@@ -87,6 +93,8 @@ impl ServerConfig {
             login_window: Duration::from_secs(60),
             login_max_failures: 5,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            https: None,
+            rate_limit: RateLimit::default(),
         }
     }
 
@@ -110,6 +118,8 @@ impl ServerConfig {
 /// A server that is up. Drop it or call [`RunningServer::stop`] to shut it down.
 pub struct RunningServer {
     pub http_addr: SocketAddr,
+    /// Whether the API is served over TLS.
+    pub https: bool,
     pub quic_addr: SocketAddr,
     /// The bootstrap admin, when this start initialised the cluster.
     pub new_admin: Option<Bootstrap>,
@@ -202,6 +212,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let ca = Arc::new(ca);
     let identity = server_identity(&config, &ca, cluster.advertise)?;
+    // Before anything is started: a bad certificate file stops the start, naming the flag.
+    let https_tls = match &config.https {
+        Some(source) => Some(crate::https::server_tls(
+            source,
+            &ca,
+            &config.name,
+            config.http_addr,
+        )?),
+        None => None,
+    };
 
     let server_tls = windflow_certs::quinn_server_config_with_enrollment(
         &identity,
@@ -320,27 +340,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             config.login_window,
             config.login_max_failures,
         )),
+        token_limiter: Arc::new(TokenLimiter::new(config.rate_limit)),
+        ca_pem: ca.cert_pem().into(),
+        https: https_tls.is_some(),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let stop = shutdown.clone();
-    let router = api::app(state.clone());
-    tasks.spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-    tracing::info!(%http_addr, %quic_addr, name = %config.name, "server started");
+    let https = https_tls.is_some();
+    tasks.spawn(crate::https::serve(
+        listener,
+        api::app(state.clone()),
+        https_tls,
+        shutdown.clone(),
+    ));
+    tracing::info!(%http_addr, %quic_addr, https, name = %config.name, "server started");
     Ok(RunningServer {
         http_addr,
+        https,
         quic_addr,
         new_admin,
         raft,

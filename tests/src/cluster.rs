@@ -58,6 +58,8 @@ pub struct Cluster {
     ca_dir: PathBuf,
     /// Flags every server of this cluster gets.
     extra_args: Vec<String>,
+    /// For a cluster serving HTTPS: the CA (PEM file) its API certificates chain to.
+    https_ca: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -69,6 +71,26 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra flags for every server (e.g. `--fault-injection`).
     pub fn start_with(n: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra_args, None)
+    }
+
+    /// A cluster whose API is HTTPS (`extra_args` say how: `--tls-from-ca`, or
+    /// `--tls-cert`/`--tls-key`), checked ready over HTTPS trusting `ca` (a PEM file),
+    /// or the cluster CA when `None`.
+    pub fn start_https(n: usize, extra_args: &[&str], ca: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra_args, Some(ca))
+    }
+
+    /// The cluster CA certificate (PEM file).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir.join("ca.crt")
+    }
+
+    fn start_inner(
+        n: usize,
+        extra_args: &[&str],
+        https: Option<Option<PathBuf>>,
+    ) -> anyhow::Result<Self> {
         let root = tempfile::tempdir()?;
         let ca_dir = root.path().join("ca");
         let out = Command::new(windflow_bin())
@@ -96,12 +118,14 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let https_ca = https.map(|ca| ca.unwrap_or_else(|| ca_dir.join("ca.crt")));
         let mut cluster = Cluster {
             root,
             servers,
             peers,
             ca_dir,
             extra_args,
+            https_ca,
         };
         for i in 0..n {
             cluster.spawn(i)?;
@@ -149,13 +173,22 @@ impl Cluster {
 
     /// Waits until the bootstrap token exists and every running server is ready.
     pub fn wait_ready(&self) -> anyhow::Result<()> {
+        let ca = match &self.https_ca {
+            Some(path) => Some(std::fs::read_to_string(path)?),
+            None => None,
+        };
+        let ready = |addr| match &ca {
+            None => http_status(addr, "/readyz").ok() == Some(200),
+            Some(ca) => crate::https_request(addr, Some(ca), "GET", "/readyz", None, None)
+                .is_ok_and(|a| a.status == 200),
+        };
         wait_for("the cluster to be ready", START_DEADLINE, || {
             let token = self.token_file().exists();
             let ready = self
                 .servers
                 .iter()
                 .filter(|s| s.is_running())
-                .all(|s| http_status(s.http_addr, "/readyz").ok() == Some(200));
+                .all(|s| ready(s.http_addr));
             (token && ready).then_some(())
         })
         .with_context(|| self.logs())

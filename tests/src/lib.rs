@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
+/// Server flags that lift the per-token rate limit (50/s by default), for load tests that
+/// write thousands of jobs with the one bootstrap token.
+pub const UNLIMITED_TOKEN_RATE: &[&str] = &["--rate-limit", "1000000", "--rate-burst", "1000000"];
+
 /// How long a test waits for a server to come up.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -330,6 +334,67 @@ fn exchange(
         status,
         headers,
         json,
+    })
+}
+
+/// One HTTPS request to `https://ADDR{path}` with reqwest, trusting only `ca_pem` when
+/// given (else the system's roots, which know no Windflow CA). An error is the whole
+/// chain, so a refused certificate says why.
+pub fn https_request(
+    addr: SocketAddr,
+    ca_pem: Option<&str>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<HttpAnswer> {
+    windflow_certs::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut builder = reqwest::Client::builder().timeout(ANSWER_WITHIN);
+        if let Some(pem) = ca_pem {
+            builder =
+                builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem.as_bytes())?);
+        }
+        let client = builder.build()?;
+        let mut req = client.request(method.parse()?, format!("https://{addr}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let res = req.send().await.map_err(|e| {
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                chain.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow::anyhow!(chain)
+        })?;
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let text = res.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok(HttpAnswer {
+            status,
+            headers,
+            json,
+        })
     })
 }
 

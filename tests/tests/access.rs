@@ -39,6 +39,7 @@ const A: Expect = Cluster(windflow_protocol::Role::Admin);
 /// Every `/v1` route (no fault injection), with a concrete path to call it with.
 const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("POST", "/v1/login", Public, "/v1/login"),
+    ("GET", "/v1/cluster/ca", Public, "/v1/cluster/ca"),
     ("POST", "/v1/logout", Authenticated, "/v1/logout"),
     ("GET", "/v1/whoami", Authenticated, "/v1/whoami"),
     ("GET", "/v1/jobs", R, "/v1/jobs"),

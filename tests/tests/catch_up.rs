@@ -78,7 +78,7 @@ async fn load(urls: Vec<String>, token: String) {
 
 #[test]
 fn a_new_server_catches_up_from_a_snapshot_of_100k_entries() {
-    let mut cluster = Cluster::start(3).unwrap();
+    let mut cluster = Cluster::start_with(3, windflow_tests::UNLIMITED_TOKEN_RATE).unwrap();
     let token = cluster.token();
     let urls: Vec<String> = cluster
         .servers

@@ -63,7 +63,7 @@ fn job_ids(cluster: &Cluster, i: usize, token: &str) -> Option<BTreeSet<String>>
 
 #[test]
 fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start(3).unwrap();
+    let mut cluster = Cluster::start_with(3, windflow_tests::UNLIMITED_TOKEN_RATE).unwrap();
     let token = cluster.token();
     let old_leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
     let mut acked = BTreeSet::new();

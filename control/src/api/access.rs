@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
@@ -20,6 +20,7 @@ use windflow_protocol::{AuditEntry, AuditId, AuditOutcome, Role, Timestamp};
 use super::namespaces::NsScope;
 use super::{ApiError, AppState, RequestId};
 use crate::auth::{self, Caller};
+use crate::rate_limit::Limited;
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +53,8 @@ pub struct RouteDecl {
     pub access: Access,
     /// The name the audit log gives a call of it, such as `jobs.create`.
     pub action: &'static str,
+    /// The largest request body it takes, in bytes.
+    pub body_limit: usize,
 }
 
 fn method_name<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
@@ -118,14 +121,53 @@ impl Routes {
         self.route_with(method, path, access, action, handler, |r| r)
     }
 
-    /// [`Routes::route`] with per-route layers (a larger body limit, say).
+    /// [`Routes::route`] taking bodies up to `limit` bytes instead of
+    /// [`DEFAULT_BODY_LIMIT`](super::hardening::DEFAULT_BODY_LIMIT) (a backup restore).
+    pub fn route_with_body_limit<H, T>(
+        self,
+        method: Method,
+        path: &str,
+        access: Access,
+        action: &'static str,
+        handler: H,
+        limit: usize,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(method, path, access, action, handler, limit, |r| {
+            r.layer(DefaultBodyLimit::max(limit))
+        })
+    }
+
+    /// [`Routes::route`] with per-route layers.
     pub fn route_with<H, T>(
+        self,
+        method: Method,
+        path: &str,
+        access: Access,
+        action: &'static str,
+        handler: H,
+        layers: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let limit = super::hardening::DEFAULT_BODY_LIMIT;
+        self.add(method, path, access, action, handler, limit, layers)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add<H, T>(
         mut self,
         method: Method,
         path: &str,
         access: Access,
         action: &'static str,
         handler: H,
+        body_limit: usize,
         layers: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>,
     ) -> Self
     where
@@ -140,6 +182,7 @@ impl Routes {
             path: full.clone(),
             access,
             action,
+            body_limit,
         };
         let earlier = self.table.routes.insert((method.clone(), full), decl);
         assert!(earlier.is_none(), "{method} {path} is declared twice");
@@ -154,7 +197,8 @@ impl Routes {
     }
 }
 
-/// The layer on every `/v1` route: authenticate, authorize, run, audit.
+/// The layer on every `/v1` route: authenticate, take the token's rate-limit permit,
+/// authorize, run, audit.
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req
         .extensions()
@@ -183,6 +227,22 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
         }
     };
+    // After authentication and before anything else, refusals included: a token flooding
+    // routes it may not call must not get an audit write per request either.
+    if let Some(c) = &caller
+        && let Err(limited) = state.token_limiter.check(c.token)
+    {
+        let e = rate_limited(c, limited);
+        // A flood is audited once, when it starts, not once per refused request.
+        if let Some(a) = audit.filter(|_| limited.first) {
+            a.record(&state, caller.as_ref(), AuditOutcome::Denied, e.status);
+        }
+        let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let mut res = e.into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return res;
+    }
     let refused = match (decl.access, &caller) {
         (Access::Role(need) | Access::Cluster(need), Some(c)) if c.role < need => Some(format!(
             "{} {} needs the {need} role; this token has {}",
@@ -236,6 +296,19 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         a.record(&state, caller.as_ref(), outcome, res.status());
     }
     res
+}
+
+fn rate_limited(caller: &Caller, limited: Limited) -> ApiError {
+    tracing::info!(token = %caller.token, "request refused by the token's rate limit");
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "token {} is over its request rate; retry in {} ms",
+            caller.token,
+            limited.retry_after.as_millis().max(1)
+        ),
+    )
 }
 
 /// What an audit entry takes from the request, before the outcome is known.

@@ -1,4 +1,5 @@
-//! `/v1/cluster/members`: the raft members as this server sees them, joins and removals.
+//! `/v1/cluster/members`: the raft members as this server sees them, joins and removals;
+//! `/v1/cluster/ca`: the cluster CA certificate, for a CLI to pin.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -30,6 +31,17 @@ pub struct MemberView {
     pub lag: Option<u64>,
     /// The last index applied here, on the answering server's own entry.
     pub last_applied: Option<u64>,
+}
+
+/// `GET /v1/cluster/ca` (public): the cluster CA certificate and its SHA-256 fingerprint.
+/// Public because a CLI needs it before it can trust the server; it proves nothing by
+/// itself: the CLI shows the fingerprint to be checked, or compares it with one it was
+/// given, before it trusts the certificate.
+pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "ca_pem": &*state.ca_pem,
+        "fingerprint_sha256": &*state.ca_fingerprint,
+    }))
 }
 
 pub async fn members(

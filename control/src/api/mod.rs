@@ -10,6 +10,7 @@ mod cluster;
 mod contexts;
 mod error;
 mod faults;
+pub mod hardening;
 mod health;
 mod jobs;
 mod join_tokens;
@@ -31,7 +32,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -45,6 +46,7 @@ use self::access::{ADMIN, Access, CLUSTER_READ, READ, RouteDecl, Routes, WRITE};
 use crate::auth::LoginLimiter;
 use crate::gateway::{RunOutputs, Sessions};
 use crate::metrics::Metrics;
+use crate::rate_limit::TokenLimiter;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -64,6 +66,13 @@ pub struct AppState {
     /// Every `/v1` route and who may call it; [`app`] fills it in.
     pub routes: access::Table,
     pub login_limiter: Arc<LoginLimiter>,
+    /// Each token's request budget, taken by `access::guard` after authentication.
+    pub token_limiter: Arc<TokenLimiter>,
+    /// The cluster CA certificate (PEM), served to CLIs that pin it at login.
+    pub ca_pem: Arc<str>,
+    /// Whether the API is served over TLS: its own origin is then `https://`, and answers
+    /// carry `Strict-Transport-Security`.
+    pub https: bool,
 }
 
 /// The `/v1` routes, each with who may call it and its audit action.
@@ -74,6 +83,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
         r = r.route(M::PUT, "/debug/faults", ADMIN, "faults.set", faults::set);
     }
     r.route(M::POST, "/login", Access::Public, "login", session::login)
+        .route(
+            M::GET,
+            "/cluster/ca",
+            Access::Public,
+            "cluster.ca",
+            cluster::ca,
+        )
         .route(
             M::POST,
             "/logout",
@@ -277,13 +293,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
             "cluster.snapshot",
             backup::save,
         )
-        .route_with(
+        .route_with_body_limit(
             M::POST,
             "/cluster/restore",
             ADMIN,
             "cluster.restore",
             backup::restore,
-            |r| r.layer(DefaultBodyLimit::max(backup::MAX_BACKUP_BYTES)),
+            backup::MAX_BACKUP_BYTES,
         )
 }
 
@@ -296,7 +312,13 @@ pub fn route_table(fault_injection: bool) -> Vec<RouteDecl> {
 pub fn app(mut state: AppState) -> Router {
     let (v1, table) = v1_routes(state.fault_injection).finish();
     state.routes = Arc::new(table);
-    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
+    let v1 = v1
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            hardening::body_limit,
+        ))
+        .layer(DefaultBodyLimit::max(hardening::DEFAULT_BODY_LIMIT));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -305,6 +327,10 @@ pub fn app(mut state: AppState) -> Router {
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
         .fallback(error::no_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hardening::harden,
+        ))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
@@ -320,8 +346,7 @@ static PROCESS_TAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// One span per request, carrying a request ID that is also returned as `x-request-id`;
-/// and the security headers of every answer.
+/// One span per request, carrying a request ID that is also returned as `x-request-id`.
 async fn trace_request(mut req: Request, next: Next) -> Response {
     let id = format!(
         "{}-{}",
@@ -339,23 +364,9 @@ async fn trace_request(mut req: Request, next: Next) -> Response {
             "request done"
         )
     });
-    let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert("x-request-id", v);
+        res.headers_mut().insert("x-request-id", v);
     }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
-    );
     res
 }
 

@@ -8,9 +8,11 @@ use tower::ServiceExt;
 
 use crate::server::{self, RunningServer, ServerConfig};
 
+mod hardening;
+
 pub(super) struct Harness {
     pub(super) server: RunningServer,
-    token: String,
+    pub(super) token: String,
     pub(super) dir: tempfile::TempDir,
 }
 
@@ -19,7 +21,7 @@ impl Harness {
         Self::start_with(|_| {}).await
     }
 
-    async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+    pub(super) async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path());
         configure(&mut config);
@@ -35,7 +37,7 @@ impl Harness {
         Harness { server, token, dir }
     }
 
-    fn app(&self) -> Router {
+    pub(super) fn app(&self) -> Router {
         self.server.app()
     }
 

@@ -1,5 +1,9 @@
-//! The CLI's HTTP client: bearer token, JSON, the API's error shape, and failover across
-//! the configured servers.
+//! The CLI's HTTP client: bearer token, JSON, the API's error shape, failover across
+//! the configured servers, and HTTPS trust: a CA given with `--ca-cert` (or pinned at
+//! login) is the only one trusted; without one, the system's roots are.
+
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use reqwest::{Method, StatusCode};
@@ -15,19 +19,72 @@ pub struct Client {
     namespace: Option<String>,
 }
 
+/// The server's HTTPS certificate does not chain to a CA this client trusts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the HTTPS certificate of {url} is not trusted ({reason}); pass the cluster CA with \
+     --ca-cert FILE (or WINDFLOW_CA_CERT), or run `windflow login`, which fetches it and \
+     shows its fingerprint to check"
+)]
+pub struct Untrusted {
+    pub url: String,
+    pub reason: String,
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    windflow_certs::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(90))
+}
+
 impl Client {
-    pub fn new(urls: Vec<String>, token: Option<String>) -> anyhow::Result<Self> {
+    /// A client for `urls`; with `ca_cert`, HTTPS servers are trusted only if their
+    /// certificate chains to that CA (PEM).
+    pub fn new(
+        urls: Vec<String>,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let ca = match ca_cert {
+            Some(path) => Some((
+                std::fs::read(path)
+                    .with_context(|| format!("--ca-cert: reading {}", path.display()))?,
+                format!("--ca-cert: {}", path.display()),
+            )),
+            None => None,
+        };
+        Self::build(urls, token, ca)
+    }
+
+    /// This client's servers and token, trusting only the CA in `pem` from now on.
+    pub fn trusting(&self, pem: &str) -> anyhow::Result<Self> {
+        let ca = (pem.as_bytes().to_vec(), "the cluster CA".to_owned());
+        Ok(
+            Self::build(self.urls.clone(), self.token.clone(), Some(ca))?
+                .in_namespace(self.namespace.clone()),
+        )
+    }
+
+    fn build(
+        urls: Vec<String>,
+        token: Option<String>,
+        ca: Option<(Vec<u8>, String)>,
+    ) -> anyhow::Result<Self> {
         if urls.is_empty() {
             bail!(
                 "no server address: set WINDFLOW_ADDR, --addr, or `address` in ~/.windflow/config"
             );
         }
-        windflow_certs::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(90))
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder = builder();
+        if let Some((pem, what)) = ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .with_context(|| format!("{what} holds no PEM certificate"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             http,
             urls,
@@ -45,6 +102,40 @@ impl Client {
     /// The namespace this client works in, if one was named.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
+    }
+
+    /// Whether the first server answers `/healthz` over a connection this client trusts.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        self.get_bytes("/healthz").await.map(drop)
+    }
+
+    /// Whether any configured server is reached over plain HTTP.
+    pub fn is_plain_http(&self) -> bool {
+        self.urls.iter().any(|u| u.starts_with("http://"))
+    }
+
+    /// The cluster CA the server at `url` serves, fetched *without* checking its
+    /// certificate (that is what is not trusted yet): the caller must check the
+    /// fingerprint, which is computed here from the certificate, not taken from the
+    /// server's word.
+    pub async fn fetch_ca_unverified(url: &str) -> anyhow::Result<FetchedCa> {
+        let http = builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .context("building the HTTP client")?;
+        let res = http
+            .get(format!("{url}/v1/cluster/ca"))
+            .send()
+            .await
+            .with_context(|| format!("fetching the cluster CA from {url}"))?;
+        let answer: Value = decode(res).await.context("fetching the cluster CA")?;
+        let pem = answer["ca_pem"]
+            .as_str()
+            .context("the server's answer has no `ca_pem`")?
+            .to_owned();
+        let fingerprint = windflow_certs::pem_fingerprint_sha256(&pem)
+            .context("the certificate the server sent as its CA")?;
+        Ok(FetchedCa { pem, fingerprint })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -129,6 +220,15 @@ impl Client {
             };
             match req.send().await {
                 Ok(res) => return Ok(res),
+                // Another server of the same cluster would present the same CA.
+                Err(e) if untrusted_reason(&e).is_some() => {
+                    let reason = untrusted_reason(&e).unwrap_or_default();
+                    return Err(Untrusted {
+                        url: url.clone(),
+                        reason,
+                    }
+                    .into());
+                }
                 // Only a server we could not reach is worth trying the next one for.
                 Err(e) if e.is_connect() => {
                     last_err = Some(anyhow!(e).context(format!("cannot reach {url}")))
@@ -138,6 +238,34 @@ impl Client {
         }
         Err(last_err.unwrap_or_else(|| anyhow!("no server to ask")))
     }
+}
+
+/// A CA certificate as a server served it, and the fingerprint computed here.
+pub struct FetchedCa {
+    pub pem: String,
+    pub fingerprint: String,
+}
+
+/// Why rustls refused the server's certificate, if that is why `e` failed. rustls's error
+/// may sit inside `io::Error`s (nested), whose `source()` skips what they wrap, so those
+/// are opened with `get_ref` too.
+fn untrusted_reason(e: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let mut candidate = Some(err);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(why)) = c.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("{why:?}"));
+            }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|i| i as &(dyn std::error::Error + 'static));
+        }
+        next = err.source();
+    }
+    None
 }
 
 async fn decode<T: DeserializeOwned>(res: reqwest::Response) -> anyhow::Result<T> {

@@ -18,18 +18,33 @@ use super::{
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
 pub const EXIT_TIMED_OUT: u8 = 124;
 
+/// Where and how the CLI reaches the API, from flags or the environment; the config file
+/// fills in what they leave out.
+#[derive(Debug, Default)]
+pub struct Connect {
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub namespace: Option<String>,
+}
+
 pub async fn run(
     command: Command,
-    addr: Option<String>,
-    token: Option<String>,
-    namespace: Option<String>,
+    connect: Connect,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let file = CliConfig::load_default()?;
-    let address = addr
+    let address = connect
+        .addr
         .or(file.address)
         .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
-    let client = Client::new(server_urls(&address), token.or(file.token))?.in_namespace(namespace);
+    let ca_cert = connect.ca_cert.or(file.ca_cert);
+    let client = Client::new(
+        server_urls(&address),
+        connect.token.or(file.token),
+        ca_cert.as_deref(),
+    )?
+    .in_namespace(connect.namespace);
     let out = Printer(output);
     match command {
         Command::Job(cmd) => job(&client, out, cmd).await,
@@ -121,7 +136,16 @@ pub async fn run(
             user,
             password_stdin,
             ttl,
-        } => super::identity::login(&client, out, user, password_stdin, ttl).await,
+            ca_fingerprint,
+        } => {
+            let login = super::identity::Login {
+                user,
+                password_stdin,
+                ttl,
+                ca_fingerprint,
+            };
+            super::identity::login(client, out, login).await
+        }
         Command::Logout => super::identity::logout(&client).await,
         Command::Whoami => super::identity::whoami(&client, out).await,
         Command::Namespace(cmd) => super::namespaces::namespace(&client, out, cmd).await,

@@ -1,5 +1,6 @@
-//! `~/.windflow/config`: where the CLI finds its server and token. `WINDFLOW_ADDR` and
-//! `WINDFLOW_TOKEN` (or `--addr`/`--token`) override it.
+//! `~/.windflow/config`: where the CLI finds its server, token and trusted CA.
+//! `WINDFLOW_ADDR`, `WINDFLOW_TOKEN` and `WINDFLOW_CA_CERT` (or `--addr`, `--token`,
+//! `--ca-cert`) override it.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,10 @@ pub struct CliConfig {
     pub address: Option<String>,
     #[serde(default)]
     pub token: Option<String>,
+    /// The CA (PEM file) the servers' HTTPS certificates must chain to; `windflow login`
+    /// stores the cluster CA it was asked to trust next to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl CliConfig {

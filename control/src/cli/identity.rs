@@ -53,13 +53,28 @@ fn ask(prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim().to_owned())
 }
 
-pub async fn login(
-    client: &Client,
-    out: Printer,
-    user: Option<String>,
-    password_stdin: bool,
-    ttl: String,
-) -> anyhow::Result<ExitCode> {
+/// What `windflow login` was given.
+pub struct Login {
+    pub user: Option<String>,
+    pub password_stdin: bool,
+    pub ttl: String,
+    pub ca_fingerprint: Option<String>,
+}
+
+pub async fn login(client: Client, out: Printer, login: Login) -> anyhow::Result<ExitCode> {
+    let Login {
+        user,
+        password_stdin,
+        ttl,
+        ca_fingerprint,
+    } = login;
+    // Trust is settled before a password is asked for, and never sent untrusted.
+    let pinned =
+        super::trust::ensure_trusted(&client, ca_fingerprint.as_deref(), password_stdin).await?;
+    let (client, pinned_path) = match pinned {
+        Some(p) => (p.client, Some(p.path)),
+        None => (client, None),
+    };
     let user = match user {
         Some(u) => u,
         None if password_stdin => bail!("--password-stdin needs --user"),
@@ -72,6 +87,9 @@ pub async fn login(
     config.token = Some(text(&session["token"]));
     if config.address.is_none() {
         config.address = Some(client.address());
+    }
+    if pinned_path.is_some() {
+        config.ca_cert = pinned_path;
     }
     let path = config.save_default()?;
     match out.0 {

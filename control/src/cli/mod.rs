@@ -7,6 +7,7 @@ pub mod config;
 mod identity;
 mod namespaces;
 mod table;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ pub struct Cli {
     /// for new work]. `user create` and `token create` bind to it.
     #[arg(long, global = true, env = "WINDFLOW_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Trust the HTTPS API's certificate if it chains to this CA (PEM) [default: `ca_cert`
+    /// in ~/.windflow/config, stored by `windflow login`; else the system's roots]
+    #[arg(long, global = true, env = "WINDFLOW_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// How to print results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -86,6 +91,11 @@ pub enum Command {
         /// How long the session lasts (at most 30d).
         #[arg(long, default_value = "24h")]
         ttl: String,
+        /// The cluster CA's SHA-256 fingerprint (hex, `:` allowed): when the server's HTTPS
+        /// certificate is not trusted yet, trust the CA it serves only if it has this
+        /// fingerprint, without asking.
+        #[arg(long, value_name = "HEX")]
+        ca_fingerprint: Option<String>,
     },
     /// Revoke this session's token and forget it.
     Logout,
@@ -324,6 +334,36 @@ pub struct ServerArgs {
     /// How long the audit log keeps an entry.
     #[arg(long, default_value = "90d", env = "WINDFLOW_AUDIT_RETENTION")]
     pub audit_retention: windflow_protocol::HumanDuration,
+    /// Serve the API over HTTPS with this certificate (PEM: the leaf, then its chain).
+    #[arg(
+        long,
+        env = "WINDFLOW_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_from_ca"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WINDFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the API over HTTPS with a certificate issued at every start from the cluster
+    /// CA, naming --http-addr's IP (the loopback IPs for 0.0.0.0), `localhost` and --tls-san.
+    /// Clients trust it with the CA: `windflow login` fetches it and shows its fingerprint.
+    #[arg(long, env = "WINDFLOW_TLS_FROM_CA")]
+    pub tls_from_ca: bool,
+    /// More DNS names or IPs for the --tls-from-ca certificate, comma-separated.
+    #[arg(
+        long,
+        env = "WINDFLOW_TLS_SAN",
+        value_delimiter = ',',
+        requires = "tls_from_ca"
+    )]
+    pub tls_san: Vec<String>,
+    /// Requests per second each API token may make on this server, on average.
+    #[arg(long, default_value_t = 50.0, env = "WINDFLOW_RATE_LIMIT")]
+    pub rate_limit: f64,
+    /// Requests each API token may make at once, above --rate-limit.
+    #[arg(long, default_value_t = 100, env = "WINDFLOW_RATE_BURST")]
+    pub rate_burst: u32,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -492,6 +532,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.fault_injection = args.fault_injection;
             config.login_window = args.login_window.as_std();
             config.audit_retention = args.audit_retention.as_std();
+            config.rate_limit = crate::rate_limit::RateLimit::new(args.rate_limit, args.rate_burst)
+                .map_err(anyhow::Error::msg)
+                .context("--rate-limit/--rate-burst")?;
+            if !args.tls_san.is_empty() && !args.tls_from_ca {
+                anyhow::bail!(
+                    "--tls-san names the --tls-from-ca certificate; give --tls-from-ca too"
+                );
+            }
+            config.https = match (args.tls_cert, args.tls_key, args.tls_from_ca) {
+                (Some(cert), Some(key), _) => Some(crate::https::HttpsSource::Files { cert, key }),
+                (None, None, true) => Some(crate::https::HttpsSource::ClusterCa {
+                    names: args.tls_san,
+                }),
+                (None, None, false) => None,
+                _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            };
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()
@@ -520,10 +576,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(admin) = &server.new_admin {
                 admin.announce(&data_dir);
             }
+            let scheme = if server.https { "https" } else { "http" };
             println!(
-                "Windflow server listening: API http://{} QUIC {}",
+                "Windflow server listening: API {scheme}://{} QUIC {}",
                 server.http_addr, server.quic_addr
             );
+            if server.https {
+                println!(
+                    "  cluster CA fingerprint (SHA-256), for `windflow login --ca-fingerprint`: {}",
+                    server.ca.fingerprint_sha256()
+                );
+            }
             wait_for_signal().await;
             server.stop().await;
             Ok(ExitCode::SUCCESS)
@@ -562,7 +625,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        other => commands::run(other, cli.addr, cli.token, cli.namespace, cli.output).await,
+        other => {
+            let connect = commands::Connect {
+                addr: cli.addr,
+                token: cli.token,
+                ca_cert: cli.ca_cert,
+                namespace: cli.namespace,
+            };
+            commands::run(other, connect, cli.output).await
+        }
     }
 }
 
