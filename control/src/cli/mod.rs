@@ -56,7 +56,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Windflow server.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run one server and one agent in this process, for trying Windflow out.
     Dev(DevArgs),
     /// Create, list, run and delete jobs.

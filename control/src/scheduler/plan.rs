@@ -29,6 +29,10 @@ impl ClusterView {
         })
     }
 
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     fn free(&self, node: &Node) -> Resources {
         node.resources
             .saturating_sub(self.used.get(&node.id).copied().unwrap_or_default())

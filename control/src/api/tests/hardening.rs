@@ -218,7 +218,13 @@ async fn a_rate_limited_write_does_nothing_and_a_flood_is_audited_once() {
     }
     let reader = &h.server.raft.reader();
     for name in ["b", "c", "d"] {
-        assert!(reader.job_by_name(&Default::default(), name).unwrap().is_none(), "{name}");
+        assert!(
+            reader
+                .job_by_name(&Default::default(), name)
+                .unwrap()
+                .is_none(),
+            "{name}"
+        );
     }
     let refused = |reader: &windflow_raft::StateReader| {
         reader
