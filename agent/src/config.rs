@@ -1,6 +1,6 @@
 //! How an agent runs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The longest wait between reconnection attempts unless configured otherwise.
@@ -19,6 +19,8 @@ pub struct AgentConfig {
     pub hostname: String,
     /// The longest wait between reconnection attempts (starting at 200ms, doubling).
     pub reconnect_max_backoff: Duration,
+    /// The local address the QUIC client binds to (any, if `None`).
+    pub bind: Option<IpAddr>,
 }
 
 impl AgentConfig {
@@ -33,6 +35,7 @@ impl AgentConfig {
             identity,
             hostname: hostname.into(),
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
+            bind: None,
         }
     }
 }

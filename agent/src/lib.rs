@@ -6,6 +6,7 @@
 
 mod config;
 pub mod drivers;
+pub mod enroll;
 mod error;
 mod outbox;
 mod session;

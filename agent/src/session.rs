@@ -118,11 +118,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     windflow_certs::install_crypto_provider();
     let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
-    let bind: SocketAddr = if config.servers.iter().any(SocketAddr::is_ipv6) {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
+    let bind =
+        crate::enroll::bind_addr(config.bind, config.servers.iter().any(SocketAddr::is_ipv6));
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(client);
 

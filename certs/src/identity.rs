@@ -24,6 +24,16 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, CertError
     identity_of(leaf)
 }
 
+/// The serial of the peer's verified certificate (see [`crate::serial_hex`]).
+pub fn peer_serial(conn: &quinn::Connection) -> Result<String, CertError> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(CertError::NoPeerCertificate)?;
+    let leaf = chain.first().ok_or(CertError::NoPeerCertificate)?;
+    crate::serial_of(leaf)
+}
+
 fn identity_of(der: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| CertError::BadPeerCertificate(e.to_string()))?;

@@ -43,6 +43,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<DevCluster> {
         identity,
         hostname: hostname(),
         reconnect_max_backoff: std::time::Duration::from_secs(5),
+        bind: None,
     };
     let agent_stop = server.shutdown_token().child_token();
     let stop = agent_stop.clone();

@@ -19,7 +19,7 @@ use windflow_raft::{ApplyError, Command, NewToken, QuicNetwork, RaftConfig, Raft
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::cluster::{Peer, initial_cluster, server_id};
-use crate::gateway::{Gateway, RunOutputs, Sessions};
+use crate::gateway::{Gateway, Revocations, RunOutputs, Sessions};
 use crate::join::JoinWithToken;
 use crate::metrics::Metrics;
 
@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub login_max_failures: u32,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
+    /// How long node certificates issued at enrollment are valid.
+    pub node_cert_validity: Duration,
 }
 
 /// How a server takes its place in a cluster.
@@ -85,6 +87,7 @@ impl ServerConfig {
             login_window: Duration::from_secs(60),
             login_max_failures: 5,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            node_cert_validity: windflow_certs::NODE_CERT_VALIDITY,
         }
     }
 
@@ -199,9 +202,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let ca = Arc::new(ca);
     let identity = server_identity(&config, &ca, cluster.advertise)?;
 
-    let server_tls = windflow_certs::quinn_server_config_with_enrollment(
+    let revocations = Revocations::default();
+    let server_tls = windflow_certs::quinn_gateway_config(
         &identity,
         &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL],
+        revocations.list.clone(),
     )?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
     let mut endpoint = quinn::Endpoint::server(server_tls, config.quic_addr)
@@ -264,7 +269,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         outputs: outputs.clone(),
         heartbeat_interval: config.heartbeat_interval,
         ca: ca.clone(),
+        node_cert_validity: config.node_cert_validity,
+        revocations: revocations.clone(),
     };
+    revocations.load(raft.reader());
+    tasks.spawn(revocations.follow(raft.reader().clone(), shutdown.clone()));
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
     let leader = crate::leader::spawn(
         raft.clone(),

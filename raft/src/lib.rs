@@ -17,14 +17,15 @@ mod log_store;
 mod namespaces;
 mod network;
 mod node;
+mod node_certs;
 mod reader;
 mod state;
 mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewToken, Response,
-    TokenRecord, UserRecord,
+    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewToken, NodeCert,
+    Response, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

@@ -9,7 +9,7 @@ use windflow_protocol::{
     RunStatus, TokenId,
 };
 
-use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
+use crate::command::{JoinTokenRecord, NodeCert, TokenRecord, UserRecord};
 use crate::state::{id_of, key, u64_of};
 use crate::{StoreError, decode};
 
@@ -192,6 +192,17 @@ impl StateReader {
 
     pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         self.scan(key::NODE, "node")
+    }
+
+    /// The revocation list: every revoked node certificate.
+    pub fn revoked_certs(&self) -> Result<Vec<NodeCert>, StoreError> {
+        self.scan(key::REVOKED, "revoked certificate")
+    }
+
+    /// How many certificates are on the revocation list; it only grows, so a reader that
+    /// keeps a copy reloads it when this moves.
+    pub fn revoked_count(&self) -> Result<u64, StoreError> {
+        Ok(self.id_at(key::REVOKED_COUNT)?.unwrap_or(0))
     }
 
     /// The token whose secret hashes to `hash` (revoked and expired ones too).

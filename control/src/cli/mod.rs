@@ -1,5 +1,6 @@
 //! The `windflow` command line: `windflow <noun> <verb>`, plus `server` and `dev`.
 
+mod agents;
 mod client;
 mod commands;
 pub mod config;
@@ -62,9 +63,12 @@ pub enum Command {
     /// Read what runs captured.
     #[command(subcommand)]
     Context(ContextCommand),
-    /// Look at the agent hosts.
+    /// Look at the agent hosts, revoke one.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Enrolling agents: their join tokens.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// The cluster's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -307,6 +311,10 @@ pub struct ServerArgs {
     /// How long the audit log keeps an entry.
     #[arg(long, default_value = "90d", env = "WINDFLOW_AUDIT_RETENTION")]
     pub audit_retention: windflow_protocol::HumanDuration,
+    /// How long the node certificates agents get at enrollment are valid (agents renew
+    /// theirs before the end).
+    #[arg(long, default_value = "30d", env = "WINDFLOW_NODE_CERT_VALIDITY")]
+    pub node_cert_validity: windflow_protocol::HumanDuration,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -389,6 +397,41 @@ pub enum ContextCommand {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Revoke a node's certificates: its agent is refused at the TLS handshake from now on.
+    Revoke {
+        /// The node's ID (`N3`) or name.
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Join tokens that agents enroll with (`windflow-agent --token`).
+    #[command(subcommand)]
+    Token(AgentTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentTokenCommand {
+    /// Mint an agent join token; its secret is shown once.
+    Create {
+        /// How long it stays valid (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many agents may enroll with it; 0 for any number.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Labels for the nodes it enrolls: `k=v`, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    /// List agent join tokens (never their secrets).
+    List,
+    /// Revoke an agent join token: it enrolls nobody from now on.
+    Revoke {
+        /// The token's ID (`JT1`).
+        id: String,
+    },
 }
 
 /// The binary's entry point.
@@ -433,6 +476,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.fault_injection = args.fault_injection;
             config.login_window = args.login_window.as_std();
             config.audit_retention = args.audit_retention.as_std();
+            config.node_cert_validity = args.node_cert_validity.as_std();
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()

@@ -5,6 +5,7 @@
 
 mod enroll;
 mod output;
+mod revocation;
 mod session;
 mod sessions;
 
@@ -20,6 +21,7 @@ use windflow_raft::RaftNode;
 
 pub use enroll::validate_server_name;
 pub use output::RunOutputs;
+pub use revocation::Revocations;
 pub use sessions::Sessions;
 
 /// What the gateway needs to serve agents.
@@ -32,6 +34,10 @@ pub struct Gateway {
     pub heartbeat_interval: Duration,
     /// The cluster CA, which signs what enrollment issues.
     pub ca: Arc<ClusterCa>,
+    /// How long the node certificates enrollment issues are valid.
+    pub node_cert_validity: Duration,
+    /// Revoked certificate serials, refused at the handshake.
+    pub revocations: Revocations,
 }
 
 impl Gateway {
