@@ -1,6 +1,7 @@
 //! How an agent runs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest wait between reconnection attempts unless configured otherwise.
@@ -21,6 +22,9 @@ pub struct AgentConfig {
     pub reconnect_max_backoff: Duration,
     /// The local address the QUIC client binds to (any, if `None`).
     pub bind: Option<IpAddr>,
+    /// Where renewed certificates are written (`node.crt`, `node.key`); `None` keeps them
+    /// in memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -36,6 +40,7 @@ impl AgentConfig {
             hostname: hostname.into(),
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             bind: None,
+            data_dir: None,
         }
     }
 }

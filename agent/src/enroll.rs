@@ -115,7 +115,7 @@ pub(crate) fn bind_addr(bind: Option<IpAddr>, server_is_ipv6: bool) -> SocketAdd
     }
 }
 
-async fn ask(
+pub(crate) async fn ask(
     client: &quinn::ClientConfig,
     via: &str,
     request: &EnrollRequest,

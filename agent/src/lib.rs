@@ -9,6 +9,7 @@ pub mod drivers;
 pub mod enroll;
 mod error;
 mod outbox;
+pub mod renew;
 mod session;
 
 pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};

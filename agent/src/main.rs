@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = windflow_agent::AgentConfig::new(args.servers, identity, hostname);
     config.bind = args.bind;
+    config.data_dir = Some(args.data_dir);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

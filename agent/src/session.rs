@@ -122,6 +122,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         crate::enroll::bind_addr(config.bind, config.servers.iter().any(SocketAddr::is_ipv6));
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(client);
+    let renewal = tokio::spawn(crate::renew::run(
+        config.clone(),
+        endpoint.clone(),
+        shutdown.child_token(),
+    ));
 
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
     let work = Arc::new(Work {
@@ -177,6 +182,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     };
     work.stop_all();
+    renewal.abort();
     endpoint.close(0u32.into(), b"agent stopping");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     tracing::info!(unacknowledged = work.outbox.len(), "agent stopped");

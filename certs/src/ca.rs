@@ -319,11 +319,13 @@ pub struct NodeCertPlan {
 }
 
 impl NodeCertPlan {
-    /// A fresh random serial, valid from now (back-dated an hour for skewed clocks) for
-    /// `validity`.
+    /// A fresh random serial, valid from now for `validity`, back-dated for skewed clocks
+    /// by an hour or a tenth of `validity`, whichever is less (renewal comes at two thirds
+    /// of the whole span, so a short validity must not be dwarfed by the back-dating).
     pub fn new(validity: std::time::Duration) -> Result<NodeCertPlan, CertError> {
         let now = OffsetDateTime::now_utc();
-        Self::between(now - BACKDATE, now + validity)
+        let backdate = BACKDATE.min(Duration::try_from(validity / 10).unwrap_or(BACKDATE));
+        Self::between(now - backdate, now + validity)
     }
 
     /// A fresh random serial valid between two instants (tests issue expired certificates).

@@ -18,7 +18,7 @@ pub use ca::{CA_VALIDITY, ClusterCa, LEAF_VALIDITY, NODE_CERT_VALIDITY, NodeCert
 pub use enroll::CertRequest;
 pub use error::CertError;
 pub use files::{IssuedCert, TlsIdentity};
-pub use identity::{PeerIdentity, peer_identity, peer_serial};
+pub use identity::{PeerIdentity, peer_identity, peer_serial, validity_of};
 pub use revocation::{RevocationList, serial_hex, serial_of};
 pub use tls::{
     IDLE_TIMEOUT, KEEP_ALIVE, install_crypto_provider, pem_fingerprint, quinn_client_config,

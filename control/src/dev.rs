@@ -44,6 +44,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<DevCluster> {
         hostname: hostname(),
         reconnect_max_backoff: std::time::Duration::from_secs(5),
         bind: None,
+        data_dir: Some(config.data_dir.join(AGENT_DIR)),
     };
     let agent_stop = server.shutdown_token().child_token();
     let stop = agent_stop.clone();

@@ -234,3 +234,64 @@ fn agents_enroll_with_a_token_and_a_revoked_node_is_refused_at_the_handshake() {
         "no node was added by the restart"
     );
 }
+
+/// The serial of the certificate an agent keeps in its data dir.
+fn serial_on_disk(dir: &std::path::Path) -> Option<String> {
+    let pem = std::fs::read_to_string(dir.join("node.crt")).ok()?;
+    let der =
+        <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            pem.as_bytes(),
+        )
+        .ok()?;
+    windflow_certs::serial_of(&der).ok()
+}
+
+#[test]
+fn an_agent_renews_its_certificate_before_it_expires() {
+    // 30 s certificates: renewed about 20 s after issue, expired 30 s after.
+    let cluster = Cluster::start_with(1, &["--node-cert-validity", "30s"]).unwrap();
+    let admin = cluster.token();
+    let created = create_token(&cluster, &admin, json!({"uses": 1}));
+    let token = created["token"].as_str().unwrap().to_owned();
+    let mut agent = Agent::start(spec(&cluster, "renewer", None, Some(&token))).unwrap();
+    let dir = agent.spec.data_dir.clone();
+    let first = wait_for("the agent to enroll", DEADLINE, || serial_on_disk(&dir))
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let enrolled_at = std::time::Instant::now();
+
+    let renewed = wait_for("the certificate to be renewed", DEADLINE, || {
+        serial_on_disk(&dir).filter(|s| *s != first)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), cluster.servers[0].log()));
+    assert!(
+        enrolled_at.elapsed() < Duration::from_secs(30),
+        "renewed only after the first certificate expired"
+    );
+    assert_eq!(mode(&dir.join("node.key")), 0o600);
+    let server_log = strip_ansi(&cluster.servers[0].log());
+    assert!(
+        server_log.contains("agent certificate renewed node=") && server_log.contains(&renewed),
+        "{server_log}"
+    );
+
+    // Once the first certificate has expired, a fresh start from the files still gets in:
+    // the files hold a renewed one.
+    wait_for("the first certificate to expire", DEADLINE, || {
+        (enrolled_at.elapsed() > Duration::from_secs(32)).then_some(())
+    })
+    .unwrap();
+    let before = nodes(&cluster, &admin)[0]["last_seen_at"].clone();
+    agent.kill();
+    let agent = Agent::start(spec(&cluster, "renewer", None, None)).unwrap();
+    wait_for(
+        "the restarted agent to connect with its renewed certificate",
+        DEADLINE,
+        || {
+            let nodes = nodes(&cluster, &admin);
+            let n = node_named(&nodes, "renewer")?;
+            (n["status"] == "ready" && n["last_seen_at"] != before).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert_eq!(nodes(&cluster, &admin).len(), 1);
+}

@@ -7,8 +7,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use windflow_certs::NodeCertPlan;
 use windflow_certs::wire::{read_frame, write_frame};
+use windflow_certs::{NodeCertPlan, PeerIdentity};
+use windflow_protocol::NodeId;
 use windflow_protocol::Timestamp;
 use windflow_protocol::enroll::{EnrollRequest, EnrollResponse, JoinKind};
 use windflow_protocol::messages::VersionRange;
@@ -58,6 +59,38 @@ impl Gateway {
         })
     }
 
+    /// An enrolled agent renews its certificate, authenticated by the one it holds: a new
+    /// serial is recorded (refused for a revoked node), then the CSR is signed.
+    async fn renew_agent(
+        &self,
+        node: NodeId,
+        request: &EnrollRequest,
+    ) -> Result<EnrollResponse, String> {
+        windflow_certs::check_csr(&request.csr_pem)
+            .map_err(|e| format!("unusable certificate request: {e}"))?;
+        let plan = NodeCertPlan::new(self.node_cert_validity)
+            .map_err(|e| format!("cannot plan a certificate: {e}"))?;
+        self.raft
+            .write(Command::NodeCertIssued {
+                node,
+                serial: plan.serial_hex(),
+                not_after: Timestamp(plan.not_after_ms()),
+                at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| format!("the cluster refused to renew node {node}: {e}"))?;
+        let cert_pem = self
+            .ca
+            .sign_node_csr_planned(node, &request.csr_pem, &plan)
+            .map_err(|e| format!("cannot sign the request: {e}"))?;
+        tracing::info!(%node, serial = %plan.serial_hex(), "agent certificate renewed");
+        Ok(EnrollResponse::Node {
+            node,
+            cert_pem,
+            ca_cert_pem: self.ca.cert_pem().to_owned(),
+        })
+    }
+
     pub(super) async fn serve_enrollment(&self, conn: quinn::Connection) {
         let (mut send, mut recv) =
             match tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi()).await {
@@ -79,7 +112,9 @@ impl Gateway {
                     return;
                 }
             };
-        let response = match self.enroll(&request).await {
+        // A peer that presents a certificate (already verified, and not revoked) renews it.
+        let holder = windflow_certs::peer_identity(&conn).ok();
+        let response = match self.enroll(&request, holder).await {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(name = %request.name, kind = %request.kind, %reason, "enrollment refused");
@@ -94,7 +129,11 @@ impl Gateway {
 
     /// Checks the request, spends a use of the token and signs; `Err` is the reason given
     /// to the newcomer.
-    async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, String> {
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        holder: Option<PeerIdentity>,
+    ) -> Result<EnrollResponse, String> {
         if VersionRange::SUPPORTED
             .negotiate(&request.versions)
             .is_none()
@@ -104,6 +143,13 @@ impl Gateway {
                 request.versions,
                 VersionRange::SUPPORTED
             ));
+        }
+        match holder {
+            Some(PeerIdentity::Node(node)) => return self.renew_agent(node, request).await,
+            Some(PeerIdentity::Server(name)) => {
+                return Err(format!("server `{name}` already holds a certificate"));
+            }
+            None => {}
         }
         if request.kind == JoinKind::Agent {
             return self.enroll_agent(request).await;
