@@ -21,8 +21,8 @@ pub use files::{IssuedCert, TlsIdentity};
 pub use identity::{PeerIdentity, peer_identity, peer_serial, validity_of};
 pub use revocation::{RevocationList, serial_hex, serial_of};
 pub use tls::{
-    IDLE_TIMEOUT, KEEP_ALIVE, install_crypto_provider, pem_fingerprint, quinn_client_config,
-    quinn_enroll_client_config, quinn_gateway_config, quinn_server_config,
+    IDLE_TIMEOUT, KEEP_ALIVE, install_crypto_provider, pem_der, pem_fingerprint,
+    quinn_client_config, quinn_enroll_client_config, quinn_gateway_config, quinn_server_config,
     quinn_server_config_with_enrollment,
 };
 

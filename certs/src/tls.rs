@@ -215,6 +215,11 @@ fn sha256_hex(der: &[u8]) -> String {
         .collect()
 }
 
+/// The DER of the first certificate in `pem`.
+pub fn pem_der(pem: &str) -> Result<Vec<u8>, CertError> {
+    Ok(certs(pem, "the certificate")?[0].to_vec())
+}
+
 /// The SHA-256 fingerprint (lowercase hex of the DER) of the first certificate in `pem`,
 /// as join tokens carry it.
 pub fn pem_fingerprint(pem: &str) -> Result<String, CertError> {

@@ -295,3 +295,32 @@ fn an_agent_renews_its_certificate_before_it_expires() {
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert_eq!(nodes(&cluster, &admin).len(), 1);
 }
+
+#[test]
+fn the_dev_node_can_be_revoked_too() {
+    // `windflow dev` issues its agent's certificate itself; its serial is recorded all the
+    // same, so revoking the node keeps its agent out.
+    let dev = windflow_tests::DevServer::start().unwrap();
+    let (status, revoked) = http_json(
+        dev.http_addr,
+        "POST",
+        "/v1/nodes/N1/revoke",
+        Some(&dev.token),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{revoked}");
+    wait_for(
+        "the dev agent to be refused at the handshake",
+        DEADLINE,
+        || {
+            strip_ansi(&dev.log())
+                .lines()
+                .any(|l| {
+                    l.contains("refused connection at the TLS handshake") && l.contains("Revoked")
+                })
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+}
