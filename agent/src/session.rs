@@ -164,6 +164,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 tracing::error!(%server, %reason, "the server refused this agent; stopping");
                 break Err(AgentError::Refused { reason });
             }
+            Err(e) if e.certificate_refusal().is_some() => {
+                let reason = e.certificate_refusal().unwrap_or_default().to_owned();
+                tracing::error!(%server, error = %e, %reason, "refused at the TLS handshake; stopping");
+                break Err(AgentError::Refused { reason });
+            }
             Err(e) => {
                 next += 1;
                 tracing::warn!(
