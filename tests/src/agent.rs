@@ -53,6 +53,8 @@ pub struct AgentSpec {
 pub struct Agent {
     pub spec: AgentSpec,
     child: Option<Child>,
+    /// Where this start's output begins in the log, which earlier starts share.
+    log_start: usize,
 }
 
 impl Agent {
@@ -62,6 +64,7 @@ impl Agent {
             .create(true)
             .append(true)
             .open(Self::log_path(&spec))?;
+        let log_start = log.metadata()?.len() as usize;
         let mut cmd = Command::new(agent_bin());
         cmd.arg("--servers")
             .arg(servers.join(","))
@@ -83,6 +86,7 @@ impl Agent {
         Ok(Agent {
             spec,
             child: Some(child),
+            log_start,
         })
     }
 
@@ -93,6 +97,12 @@ impl Agent {
     /// What the agent has logged, across its starts.
     pub fn log(&self) -> String {
         std::fs::read_to_string(Self::log_path(&self.spec)).unwrap_or_default()
+    }
+
+    /// What this start of the agent has logged.
+    pub fn log_of_this_start(&self) -> String {
+        let log = std::fs::read(Self::log_path(&self.spec)).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default()).into_owned()
     }
 
     /// Waits for the process to exit by itself.

@@ -316,3 +316,66 @@ fn the_dev_node_can_be_revoked_too() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
 }
+
+#[test]
+fn in_a_cluster_an_agent_enrolls_through_a_follower_and_every_server_refuses_it_once_revoked() {
+    let cluster = Cluster::start(3).unwrap();
+    let admin = cluster.token();
+    let leader = cluster.wait_for_leader(DEADLINE).unwrap();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let created = create_token(
+        &cluster,
+        &admin,
+        json!({"uses": 1, "labels": {"via": "follower"}}),
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+    // The agent knows only the follower: its enrollment is written through the leader.
+    let mut only_follower = spec(&cluster, "far", None, Some(&token));
+    only_follower.servers = vec![cluster.servers[follower].quic_addr];
+    let mut agent = Agent::start(only_follower).unwrap();
+    let follower_http = cluster.servers[follower].http_addr;
+    let node = wait_for("the agent to connect to the follower", DEADLINE, || {
+        let (_, nodes) = http_json(follower_http, "GET", "/v1/nodes", Some(&admin), None).ok()?;
+        let n = nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "far")?
+            .clone();
+        (n["status"] == "ready" && n["labels"] == json!({"via": "follower"})).then_some(n)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), cluster.logs()));
+
+    // Revoked through the leader; the follower holding the session applies it and closes
+    // the door.
+    let id = node["id"].as_str().unwrap();
+    let (status, revoked) = http_json(
+        cluster.servers[leader].http_addr,
+        "POST",
+        &format!("/v1/nodes/{id}/revoke"),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{revoked}");
+    assert!(!agent.wait_exit(DEADLINE).unwrap().success());
+    let follower_log = strip_ansi(&cluster.servers[follower].log());
+    assert!(
+        follower_log
+            .lines()
+            .any(|l| l.contains("refused connection at the TLS handshake") && l.contains("Revoked")),
+        "{follower_log}"
+    );
+    // Every server refuses it: started against each alone, it gets in nowhere.
+    for server in &cluster.servers {
+        let mut one = spec(&cluster, "far", None, None);
+        one.servers = vec![server.quic_addr];
+        let mut again = Agent::start(one).unwrap();
+        assert!(
+            !again.wait_exit(DEADLINE).unwrap().success(),
+            "{}",
+            server.name
+        );
+        let log = strip_ansi(&again.log_of_this_start());
+        assert!(log.contains("it was revoked"), "{}: {log}", server.name);
+    }
+}
