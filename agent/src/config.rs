@@ -1,6 +1,7 @@
 //! How an agent runs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest wait between reconnection attempts unless configured otherwise.
@@ -19,6 +20,11 @@ pub struct AgentConfig {
     pub hostname: String,
     /// The longest wait between reconnection attempts (starting at 200ms, doubling).
     pub reconnect_max_backoff: Duration,
+    /// The local address the QUIC client binds to (any, if `None`).
+    pub bind: Option<IpAddr>,
+    /// Where renewed certificates are written (`node.crt`, `node.key`); `None` keeps them
+    /// in memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -33,6 +39,8 @@ impl AgentConfig {
             identity,
             hostname: hostname.into(),
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
+            bind: None,
+            data_dir: None,
         }
     }
 }

@@ -20,3 +20,37 @@ pub enum AgentError {
     #[error("protocol: {0}")]
     Protocol(String),
 }
+
+/// TLS alerts a server sends when it refuses this node's certificate for good.
+const ALERT_CERTIFICATE_REVOKED: u8 = 44;
+const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
+
+impl AgentError {
+    /// Why the server refused this node's certificate at the TLS handshake, when retrying
+    /// cannot help: it was revoked, or it expired (renewal needs a valid one).
+    pub(crate) fn certificate_refusal(&self) -> Option<&'static str> {
+        use windflow_certs::wire::WireError;
+        let conn = match self {
+            AgentError::Connection(e) => e,
+            AgentError::Wire(WireError::Read(quinn::ReadExactError::ReadError(
+                quinn::ReadError::ConnectionLost(e),
+            ))) => e,
+            _ => return None,
+        };
+        let quinn::ConnectionError::ConnectionClosed(close) = conn else {
+            return None;
+        };
+        if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_REVOKED) {
+            Some(
+                "the servers refuse this node's certificate: it was revoked (windflow node revoke)",
+            )
+        } else if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED) {
+            Some(
+                "the servers refuse this node's certificate: it expired; enroll again with a new \
+                 token and an empty data dir",
+            )
+        } else {
+            None
+        }
+    }
+}

@@ -6,9 +6,11 @@
 
 mod config;
 pub mod drivers;
+pub mod enroll;
 mod error;
 pub mod fingerprint;
 mod outbox;
+pub mod renew;
 mod session;
 
 pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};

@@ -1,6 +1,6 @@
 //! `windflow-agent`: the node agent as its own process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -14,9 +14,16 @@ struct Args {
     /// Servers' QUIC addresses, comma-separated.
     #[arg(long, env = "WINDFLOW_SERVERS", value_delimiter = ',', required = true)]
     servers: Vec<SocketAddr>,
-    /// Holds ca.crt, node.crt and node.key.
+    /// Holds ca.crt, node.crt and node.key (written by enrollment with --token).
     #[arg(long, env = "WINDFLOW_AGENT_DATA_DIR")]
     data_dir: PathBuf,
+    /// An agent join token (`windflow agent token create`): used once, when the data dir
+    /// holds no identity yet, to get this node's certificate.
+    #[arg(long, env = "WINDFLOW_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The local IP address to connect from [default: any]
+    #[arg(long, env = "WINDFLOW_AGENT_BIND")]
+    bind: Option<IpAddr>,
     /// The name this host reports [default: the system's hostname]
     #[arg(long)]
     hostname: Option<String>,
@@ -41,15 +48,32 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     windflow_certs::install_crypto_provider();
-    let identity =
-        windflow_certs::TlsIdentity::read(&args.data_dir, "node").with_context(|| {
+    let hostname = args.hostname.unwrap_or_else(system_hostname);
+    let identity = match &args.token {
+        Some(token) if !windflow_agent::enroll::has_identity(&args.data_dir) => {
+            let token = token.parse().context("--token (WINDFLOW_AGENT_TOKEN)")?;
+            let (node, identity) = windflow_agent::enroll::enroll_agent(
+                &token,
+                &args.servers,
+                &hostname,
+                args.bind,
+                &args.data_dir,
+            )
+            .await
+            .context("enrolling with the join token")?;
+            tracing::info!(%node, dir = %args.data_dir.display(), "this host is node {node}");
+            identity
+        }
+        _ => windflow_certs::TlsIdentity::read(&args.data_dir, "node").with_context(|| {
             format!(
-                "reading the agent's certificates from {}",
+                "reading the agent's certificates from {} (enroll with --token first)",
                 args.data_dir.display()
             )
-        })?;
-    let hostname = args.hostname.unwrap_or_else(system_hostname);
-    let config = windflow_agent::AgentConfig::new(args.servers, identity, hostname);
+        })?,
+    };
+    let mut config = windflow_agent::AgentConfig::new(args.servers, identity, hostname);
+    config.bind = args.bind;
+    config.data_dir = Some(args.data_dir);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

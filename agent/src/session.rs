@@ -118,13 +118,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     windflow_certs::install_crypto_provider();
     let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
-    let bind: SocketAddr = if config.servers.iter().any(SocketAddr::is_ipv6) {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
+    let bind =
+        crate::enroll::bind_addr(config.bind, config.servers.iter().any(SocketAddr::is_ipv6));
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(client);
+    let renewal = tokio::spawn(crate::renew::run(
+        config.clone(),
+        endpoint.clone(),
+        shutdown.child_token(),
+    ));
 
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
     let work = Arc::new(Work {
@@ -162,6 +164,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 tracing::error!(%server, %reason, "the server refused this agent; stopping");
                 break Err(AgentError::Refused { reason });
             }
+            Err(e) if e.certificate_refusal().is_some() => {
+                let reason = e.certificate_refusal().unwrap_or_default().to_owned();
+                tracing::error!(%server, error = %e, %reason, "refused at the TLS handshake; stopping");
+                break Err(AgentError::Refused { reason });
+            }
             Err(e) => {
                 next += 1;
                 tracing::warn!(
@@ -180,6 +187,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     };
     work.stop_all();
+    renewal.abort();
     endpoint.close(0u32.into(), b"agent stopping");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     tracing::info!(unacknowledged = work.outbox.len(), "agent stopped");

@@ -20,6 +20,9 @@ use crate::{CertError, IssuedCert, SERVER_NAME, files};
 pub const CA_VALIDITY: Duration = Duration::days(3650);
 /// How long server and node certificates are valid.
 pub const LEAF_VALIDITY: Duration = Duration::days(365);
+/// How long a node certificate enrolled with a join token is valid unless configured
+/// otherwise; agents renew theirs before it ends.
+pub const NODE_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 /// Leeway for clocks that are a little behind.
 const BACKDATE: Duration = Duration::hours(1);
 
@@ -185,7 +188,8 @@ impl ClusterCa {
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Signs a leaf for `public_key`; every name and use in it comes from us.
+    /// Signs a leaf for `public_key`, valid for [`LEAF_VALIDITY`]; every name and use in it
+    /// comes from us.
     fn sign(
         &self,
         cn: &str,
@@ -193,16 +197,29 @@ impl ClusterCa {
         usages: Vec<ExtendedKeyUsagePurpose>,
         public_key: &impl PublicKeyData,
     ) -> Result<String, CertError> {
+        let now = OffsetDateTime::now_utc();
+        let window = (now - BACKDATE, now + LEAF_VALIDITY);
+        self.sign_in(cn, sans, usages, public_key, random_serial()?, window)
+    }
+
+    fn sign_in(
+        &self,
+        cn: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        public_key: &impl PublicKeyData,
+        serial: SerialNumber,
+        (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+    ) -> Result<String, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(cn);
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        params.not_after = now + LEAF_VALIDITY;
-        params.serial_number = Some(random_serial()?);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(serial);
         let cert = params
             .signed_by(public_key, &self.issuer)
             .map_err(generated("a certificate"))?;
@@ -285,6 +302,76 @@ impl ClusterCa {
             .map_err(|e| CertError::parse("the certificate signing request", e))?;
         let (cn, sans, usages) = node_names(node)?;
         self.sign(&cn, sans, usages, &csr.public_key)
+    }
+
+    /// Like [`ClusterCa::sign_node_csr`], with the serial and validity of `plan` (recorded
+    /// through raft before signing, so that the certificate can be revoked).
+    pub fn sign_node_csr_planned(
+        &self,
+        node: NodeId,
+        csr_pem: &str,
+        plan: &NodeCertPlan,
+    ) -> Result<String, CertError> {
+        let csr = parse_csr(csr_pem)?;
+        let (cn, sans, usages) = node_names(node)?;
+        let serial = SerialNumber::from_slice(&plan.serial);
+        let window = (plan.not_before, plan.not_after);
+        self.sign_in(&cn, sans, usages, &csr.public_key, serial, window)
+    }
+}
+
+/// Checks that a CSR parses and is signed by its key, so that a garbled one is refused
+/// before a join token's use is spent on it.
+pub fn check_csr(csr_pem: &str) -> Result<(), CertError> {
+    parse_csr(csr_pem).map(drop)
+}
+
+fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, CertError> {
+    CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| CertError::parse("the certificate signing request", e))
+}
+
+/// A node certificate about to be issued: serial and validity are chosen first, so that
+/// they can be recorded through raft before the certificate exists.
+#[derive(Debug, Clone)]
+pub struct NodeCertPlan {
+    serial: [u8; 16],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl NodeCertPlan {
+    /// A fresh random serial, valid from now for `validity`, back-dated for skewed clocks
+    /// by an hour or a tenth of `validity`, whichever is less (renewal comes at two thirds
+    /// of the whole span, so a short validity must not be dwarfed by the back-dating).
+    pub fn new(validity: std::time::Duration) -> Result<NodeCertPlan, CertError> {
+        let now = OffsetDateTime::now_utc();
+        let backdate = BACKDATE.min(Duration::try_from(validity / 10).unwrap_or(BACKDATE));
+        Self::between(now - backdate, now + validity)
+    }
+
+    /// A fresh random serial valid between two instants (tests issue expired certificates).
+    pub fn between(
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<NodeCertPlan, CertError> {
+        let mut serial = [0u8; 16];
+        serial.copy_from_slice(random_serial()?.as_ref());
+        Ok(NodeCertPlan {
+            serial,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// The serial as the revocation list keeps it.
+    pub fn serial_hex(&self) -> String {
+        crate::serial_hex(&self.serial)
+    }
+
+    /// When the certificate ends, in ms since the Unix epoch.
+    pub fn not_after_ms(&self) -> u64 {
+        (self.not_after.unix_timestamp_nanos() / 1_000_000).max(0) as u64
     }
 }
 

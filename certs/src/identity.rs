@@ -1,6 +1,9 @@
 //! Who is on the other end of a connection: read from its certificate, never from what it says.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use windflow_protocol::NodeId;
 
 use crate::CertError;
@@ -22,6 +25,30 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, CertError
         .ok_or(CertError::NoPeerCertificate)?;
     let leaf = chain.first().ok_or(CertError::NoPeerCertificate)?;
     identity_of(leaf)
+}
+
+/// The serial of the peer's verified certificate (see [`crate::serial_hex`]).
+pub fn peer_serial(conn: &quinn::Connection) -> Result<String, CertError> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(CertError::NoPeerCertificate)?;
+    let leaf = chain.first().ok_or(CertError::NoPeerCertificate)?;
+    crate::serial_of(leaf)
+}
+
+/// When a certificate (PEM) starts and stops being valid.
+pub fn validity_of(cert_pem: &str) -> Result<(SystemTime, SystemTime), CertError> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| CertError::parse("the certificate", e))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| CertError::parse("the certificate", e))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        UNIX_EPOCH + Duration::from_secs(secs)
+    };
+    let validity = cert.validity();
+    Ok((at(validity.not_before), at(validity.not_after)))
 }
 
 fn identity_of(der: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {

@@ -8,10 +8,12 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::revocation::{CheckRevoked, RevocationList};
 use crate::{CertError, TlsIdentity};
 
 /// QUIC keep-alives, so an idle session is not mistaken for a dead one.
@@ -79,7 +81,7 @@ pub fn quinn_server_config(
     identity: &TlsIdentity,
     alpns: &[&[u8]],
 ) -> Result<quinn::ServerConfig, CertError> {
-    server_config(identity, alpns, ClientAuth::Required)
+    server_config(identity, alpns, ClientAuth::Required, None)
 }
 
 /// Like [`quinn_server_config`], but a peer *without* a client certificate also completes
@@ -93,13 +95,30 @@ pub fn quinn_server_config_with_enrollment(
     identity: &TlsIdentity,
     alpns: &[&[u8]],
 ) -> Result<quinn::ServerConfig, CertError> {
-    server_config(identity, alpns, ClientAuth::OptionalForEnrollment)
+    server_config(identity, alpns, ClientAuth::OptionalForEnrollment, None)
+}
+
+/// The gateway's config: [`quinn_server_config_with_enrollment`], and a client certificate
+/// whose serial is on `revoked` fails the handshake. The list is read at every handshake,
+/// so changes to it apply to the next connection without rebuilding the config.
+pub fn quinn_gateway_config(
+    identity: &TlsIdentity,
+    alpns: &[&[u8]],
+    revoked: RevocationList,
+) -> Result<quinn::ServerConfig, CertError> {
+    server_config(
+        identity,
+        alpns,
+        ClientAuth::OptionalForEnrollment,
+        Some(revoked),
+    )
 }
 
 fn server_config(
     identity: &TlsIdentity,
     alpns: &[&[u8]],
     auth: ClientAuth,
+    revoked: Option<RevocationList>,
 ) -> Result<quinn::ServerConfig, CertError> {
     let provider = provider();
     let builder =
@@ -110,6 +129,13 @@ fn server_config(
     }
     .build()
     .map_err(tls_err)?;
+    let verifier: Arc<dyn ClientCertVerifier> = match revoked {
+        Some(revoked) => Arc::new(CheckRevoked {
+            inner: verifier,
+            revoked,
+        }),
+        None => verifier,
+    };
     // The CA goes after the leaf, so that a newcomer can pin it by its fingerprint.
     let mut chain = certs(&identity.cert.cert_pem, "the server certificate")?;
     chain.extend(certs(&identity.ca_pem, "the CA certificate")?);
@@ -120,6 +146,10 @@ fn server_config(
         .with_single_cert(chain, key(&identity.cert.key_pem)?)
         .map_err(tls_err)?;
     tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
+    // No session resumption: a resumed handshake skips the client certificate checks, so
+    // a certificate revoked or expired since the first connection would get back in.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport()?);
@@ -210,6 +240,18 @@ fn sha256_hex(der: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The DER of the first certificate in `pem`.
+pub fn pem_der(pem: &str) -> Result<Vec<u8>, CertError> {
+    Ok(certs(pem, "the certificate")?[0].to_vec())
+}
+
+/// The SHA-256 fingerprint (lowercase hex of the DER) of the first certificate in `pem`,
+/// as join tokens carry it.
+pub fn pem_fingerprint(pem: &str) -> Result<String, CertError> {
+    let first = certs(pem, "the CA certificate")?;
+    Ok(sha256_hex(&first[0]))
 }
 
 impl ServerCertVerifier for PinnedCa {

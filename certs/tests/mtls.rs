@@ -1,5 +1,6 @@
 //! Mutual TLS between real quinn endpoints on loopback: the server learns who the client is
-//! from its certificate, and refuses clients from another CA before any byte is exchanged.
+//! from its certificate, and refuses clients from another CA, expired certificates and
+//! revoked ones before any byte is exchanged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,9 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use windflow_certs::{
-    ClusterCa, PeerIdentity, SERVER_NAME, TlsIdentity, install_crypto_provider, peer_identity,
-    quinn_client_config, quinn_enroll_client_config, quinn_server_config,
-    quinn_server_config_with_enrollment,
+    CertRequest, ClusterCa, NodeCertPlan, PeerIdentity, RevocationList, SERVER_NAME, TlsIdentity,
+    install_crypto_provider, peer_identity, quinn_client_config, quinn_enroll_client_config,
+    quinn_gateway_config, quinn_server_config, quinn_server_config_with_enrollment, serial_of,
 };
 use windflow_protocol::NodeId;
 use windflow_protocol::enroll::ALPN_ENROLL;
@@ -257,4 +258,112 @@ async fn with_enrollment_open_another_ca_is_still_refused_at_the_handshake() {
     let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
     assert_refused(server);
     assert!(client.is_err());
+}
+
+/// A node certificate signed for a fresh key with `plan`'s serial and validity.
+fn planned_node(ca: &ClusterCa, node: NodeId, plan: &NodeCertPlan) -> TlsIdentity {
+    let request = CertRequest::node(node).unwrap();
+    let cert_pem = ca
+        .sign_node_csr_planned(node, &request.csr_pem, plan)
+        .unwrap();
+    TlsIdentity {
+        ca_pem: ca.cert_pem().into(),
+        cert: request.into_issued(cert_pem),
+    }
+}
+
+/// The gateway's config: enrollment open, and the revocation list checked.
+fn setup_gateway(revoked: &RevocationList) -> Setup {
+    let revoked = revoked.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::create(&dir.path().join("ca")).unwrap();
+    let identity = TlsIdentity {
+        ca_pem: ca.cert_pem().into(),
+        cert: ca
+            .issue_server("s1", &[], &["127.0.0.1".parse().unwrap()])
+            .unwrap(),
+    };
+    let config = quinn_gateway_config(&identity, &[ALPN, ALPN_ENROLL], revoked).unwrap();
+    let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    Setup {
+        _dir: dir,
+        ca,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_node_certificate_is_refused_at_the_handshake() {
+    install_crypto_provider();
+    let s = setup_gateway(&RevocationList::default());
+    let now = time::OffsetDateTime::now_utc();
+    let expired =
+        NodeCertPlan::between(now - time::Duration::days(2), now - time::Duration::days(1))
+            .unwrap();
+    let identity = planned_node(&s.ca, NodeId(3), &expired);
+    let (server, client) = run(&s, quinn_client_config(&identity, ALPN).unwrap()).await;
+    match &server {
+        ServerSaw::Refused(e) => assert!(e.to_string().to_lowercase().contains("expired"), "{e}"),
+        other => panic!("the server did not refuse an expired certificate: {other:?}"),
+    }
+    assert!(client.is_err(), "the exchange went through: {client:?}");
+    // The same CA's current certificate still gets in.
+    let current = planned_node(
+        &s.ca,
+        NodeId(3),
+        &NodeCertPlan::new(Duration::from_secs(3600)).unwrap(),
+    );
+    let (server, _) = run(&s, quinn_client_config(&current, ALPN).unwrap()).await;
+    assert!(
+        matches!(
+            server,
+            ServerSaw::Connected(Ok(PeerIdentity::Node(NodeId(3))))
+        ),
+        "{server:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_serial_is_refused_at_the_handshake_from_the_next_connection() {
+    install_crypto_provider();
+    let revoked = RevocationList::default();
+    let s = setup_gateway(&revoked);
+    let plan = NodeCertPlan::new(Duration::from_secs(3600)).unwrap();
+    let identity = planned_node(&s.ca, NodeId(4), &plan);
+    let other = planned_node(
+        &s.ca,
+        NodeId(5),
+        &NodeCertPlan::new(Duration::from_secs(3600)).unwrap(),
+    );
+    // The serial recorded before signing is the one the certificate carries.
+    let der = CertificateDer::from_pem_slice(identity.cert.cert_pem.as_bytes()).unwrap();
+    assert_eq!(serial_of(&der).unwrap(), plan.serial_hex());
+
+    // One client config throughout, as an agent keeps: it would resume its first TLS
+    // session if the server let it, skipping the certificate checks.
+    let agent = quinn_client_config(&identity, ALPN).unwrap();
+    let (server, client) = run(&s, agent.clone()).await;
+    assert!(matches!(server, ServerSaw::Connected(Ok(_))), "{server:?}");
+    assert_eq!(client.unwrap().0, b"ping");
+
+    revoked.replace([plan.serial_hex()]);
+    let (server, client) = run(&s, agent).await;
+    match &server {
+        ServerSaw::Refused(e) => assert!(e.to_string().to_lowercase().contains("revoked"), "{e}"),
+        other => panic!("the server did not refuse a revoked certificate: {other:?}"),
+    }
+    assert!(client.is_err(), "the exchange went through: {client:?}");
+    // Even on the enrollment ALPN: a revoked certificate is refused whatever it asks for.
+    let (server, _) = run(&s, quinn_client_config(&identity, ALPN_ENROLL).unwrap()).await;
+    assert_refused(server);
+    // Another node of the same CA is not affected.
+    let (server, client) = run(&s, quinn_client_config(&other, ALPN).unwrap()).await;
+    assert!(
+        matches!(
+            server,
+            ServerSaw::Connected(Ok(PeerIdentity::Node(NodeId(5))))
+        ),
+        "{server:?}"
+    );
+    assert_eq!(client.unwrap().0, b"ping");
 }

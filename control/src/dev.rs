@@ -43,6 +43,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<DevCluster> {
         identity,
         hostname: hostname(),
         reconnect_max_backoff: std::time::Duration::from_secs(5),
+        bind: None,
+        data_dir: Some(config.data_dir.join(AGENT_DIR)),
     };
     let agent_stop = server.shutdown_token().child_token();
     let stop = agent_stop.clone();
@@ -81,8 +83,34 @@ async fn agent_identity(server: &RunningServer, data_dir: &Path) -> anyhow::Resu
         ca_pem: server.ca.cert_pem().to_owned(),
         cert: server.ca.issue_node(node.id)?,
     };
+    record_serial(server, node.id, &identity.cert.cert_pem).await?;
     identity.write(&dir, "node")?;
     Ok(identity)
+}
+
+/// Records the certificate's serial, so that `windflow node revoke` can revoke it.
+async fn record_serial(
+    server: &RunningServer,
+    node: windflow_protocol::NodeId,
+    cert_pem: &str,
+) -> anyhow::Result<()> {
+    let der = windflow_certs::pem_der(cert_pem)?;
+    let (_, not_after) = windflow_certs::validity_of(cert_pem)?;
+    let not_after = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    server
+        .raft
+        .write(Command::NodeCertIssued {
+            node,
+            serial: windflow_certs::serial_of(&der)?,
+            not_after: Timestamp(not_after),
+            at: Timestamp::now(),
+        })
+        .await
+        .context("recording the dev node's certificate")?;
+    Ok(())
 }
 
 pub fn hostname() -> String {

@@ -20,7 +20,7 @@ use windflow_raft::{ApplyError, Command, NewToken, QuicNetwork, RaftConfig, Raft
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::cluster::{Peer, initial_cluster, server_id};
-use crate::gateway::{Gateway, RunOutputs, Sessions};
+use crate::gateway::{Gateway, Revocations, RunOutputs, Sessions};
 use crate::https::HttpsSource;
 use crate::join::JoinWithToken;
 use crate::metrics::Metrics;
@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub https: Option<HttpsSource>,
     /// Each API token's request rate on this server.
     pub rate_limit: RateLimit,
+    /// How long node certificates issued at enrollment are valid.
+    pub node_cert_validity: Duration,
 }
 
 /// How a server takes its place in a cluster.
@@ -95,6 +97,7 @@ impl ServerConfig {
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             https: None,
             rate_limit: RateLimit::default(),
+            node_cert_validity: windflow_certs::NODE_CERT_VALIDITY,
         }
     }
 
@@ -223,9 +226,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         None => None,
     };
 
-    let server_tls = windflow_certs::quinn_server_config_with_enrollment(
+    let revocations = Revocations::default();
+    let server_tls = windflow_certs::quinn_gateway_config(
         &identity,
         &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL, ALPN_KEYS],
+        revocations.list.clone(),
     )?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
     let mut endpoint = quinn::Endpoint::server(server_tls, config.quic_addr)
@@ -313,7 +318,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         heartbeat_interval: config.heartbeat_interval,
         ca: ca.clone(),
         secrets: secrets.clone(),
+        node_cert_validity: config.node_cert_validity,
+        revocations: revocations.clone(),
     };
+    revocations.load(raft.reader());
+    tasks.spawn(revocations.follow(raft.reader().clone(), shutdown.clone()));
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
     let leader = crate::leader::spawn(
         raft.clone(),

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::NodeId;
 use crate::messages::VersionRange;
 
 /// The ALPN of enrollment connections, the only one served without a client certificate.
@@ -143,6 +144,12 @@ pub enum EnrollResponse {
     },
     /// The request was refused; nothing was issued.
     Refused { reason: String },
+    /// An agent's node certificate (for its CSR's key), and the cluster CA to trust.
+    Node {
+        node: NodeId,
+        cert_pem: String,
+        ca_cert_pem: String,
+    },
 }
 
 /// Never prints the CA key.
@@ -157,6 +164,11 @@ impl fmt::Debug for EnrollResponse {
             EnrollResponse::Refused { reason } => {
                 f.debug_struct("Refused").field("reason", reason).finish()
             }
+            EnrollResponse::Node { node, cert_pem, .. } => f
+                .debug_struct("Node")
+                .field("node", node)
+                .field("cert_pem", cert_pem)
+                .finish_non_exhaustive(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Agent hosts as the servers know them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
@@ -53,4 +55,11 @@ pub struct Node {
     /// `driver.<name>.version`…
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// Labels given by the join token the node enrolled with (`--labels k=v`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When `windflow node revoke` revoked its certificates: its agent is refused at the
+    /// TLS handshake from then on.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
 }

@@ -138,6 +138,8 @@ pub enum Command {
         expires_at: Option<Timestamp>,
         /// How many enrollments it allows; `None` for no limit.
         uses: Option<u32>,
+        /// Given to every node an agent token enrolls.
+        labels: BTreeMap<String, String>,
         at: Timestamp,
     },
     /// Spends one use of the join token whose secret hashes to `hash`, for a party of
@@ -151,6 +153,27 @@ pub enum Command {
     },
     /// Revokes a join token: it enrolls nobody from then on.
     RevokeJoinToken { id: JoinTokenId, at: Timestamp },
+    /// An agent enrolls (see [`crate::node_certs`]): spends one use of the agent join
+    /// token whose secret hashes to `hash`, registers a node with the token's labels, and
+    /// records the certificate the proposer is about to sign for it (`serial`, lowercase
+    /// hex). Answers [`Applied::Node`].
+    EnrollNode {
+        hash: Vec<u8>,
+        hostname: String,
+        serial: String,
+        not_after: Timestamp,
+        at: Timestamp,
+    },
+    /// A node's certificate was renewed; refused for a revoked or unknown node.
+    NodeCertIssued {
+        node: NodeId,
+        serial: String,
+        not_after: Timestamp,
+        at: Timestamp,
+    },
+    /// Puts every certificate issued to `node` on the revocation list: its agent is
+    /// refused at the TLS handshake from then on, and it gets no new certificate.
+    RevokeNode { node: NodeId, at: Timestamp },
     /// Several commands in one entry, applied in order in one atomic batch (see
     /// [`crate::batch`]). Only [`Command::batchable`] commands go in one.
     Batch(Vec<Command>),
@@ -173,6 +196,9 @@ impl Command {
                 | Command::Batch(_)
                 // Rare, and two uses of one token must see each other's count.
                 | Command::UseJoinToken { .. }
+                | Command::EnrollNode { .. }
+                // Scans the node's certificates.
+                | Command::RevokeNode { .. }
                 // These scan the tree, which does not hold a batch's earlier writes.
                 | Command::DeleteUser { .. }
                 | Command::PruneAudit { .. }
@@ -207,6 +233,9 @@ impl Command {
             Command::CreateJoinToken { .. } => "create_join_token",
             Command::UseJoinToken { .. } => "use_join_token",
             Command::RevokeJoinToken { .. } => "revoke_join_token",
+            Command::EnrollNode { .. } => "enroll_node",
+            Command::NodeCertIssued { .. } => "node_cert_issued",
+            Command::RevokeNode { .. } => "revoke_node",
             Command::RestoreState { .. } => "restore_state",
             Command::Batch(_) => "batch",
         }
@@ -379,5 +408,19 @@ pub struct JoinTokenRecord {
     pub uses: u32,
     /// Who used it last (a server's name or an agent's hostname).
     pub last_used_by: Option<String>,
+    pub revoked_at: Option<Timestamp>,
+    /// Given to every node an agent token enrolls.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A certificate issued to a node, as the revocation list needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCert {
+    pub node: NodeId,
+    /// The certificate's serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    pub not_after: Timestamp,
+    pub issued_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }

@@ -1,6 +1,8 @@
 //! Join tokens in the state machine: issued, spent one use at a time, revoked. Servers
 //! keep only the SHA-256 of a token's secret, indexed to its record.
 
+use std::collections::BTreeMap;
+
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{JoinTokenId, Timestamp};
 
@@ -15,6 +17,7 @@ pub(crate) fn create(
     hash: Vec<u8>,
     expires_at: Option<Timestamp>,
     uses: Option<u32>,
+    labels: BTreeMap<String, String>,
     at: Timestamp,
 ) -> Result<Response, StoreError> {
     let hash_key = key::named(key::JOIN_TOKEN_HASH, &hash);
@@ -35,6 +38,7 @@ pub(crate) fn create(
         uses: 0,
         last_used_by: None,
         revoked_at: None,
+        labels,
     };
     p.put(hash_key, id.0.to_be_bytes().to_vec());
     p.put_as(key::id(key::JOIN_TOKEN, id.0), &record)?;
@@ -49,8 +53,19 @@ pub(crate) fn spend(
     by: String,
     at: Timestamp,
 ) -> Result<Response, StoreError> {
+    Ok(spend_record(p, kind, &hash, by, at)?.map(Applied::JoinToken))
+}
+
+/// Spends one use of a token and answers its record, or why it cannot be used.
+pub(crate) fn spend_record(
+    p: &mut Pending<'_>,
+    kind: JoinKind,
+    hash: &[u8],
+    by: String,
+    at: Timestamp,
+) -> Result<Result<JoinTokenRecord, ApplyError>, StoreError> {
     let refused = |why| Ok(Err(ApplyError::JoinTokenRefused(why)));
-    let Some(id) = id_of(p.get(&key::named(key::JOIN_TOKEN_HASH, &hash))?).map(JoinTokenId) else {
+    let Some(id) = id_of(p.get(&key::named(key::JOIN_TOKEN_HASH, hash))?).map(JoinTokenId) else {
         return refused(JoinTokenRefusal::Unknown);
     };
     let record_key = key::id(key::JOIN_TOKEN, id.0);
@@ -76,7 +91,7 @@ pub(crate) fn spend(
     record.uses += 1;
     record.last_used_by = Some(by);
     p.put_as(record_key, &record)?;
-    Ok(Ok(Applied::JoinToken(record)))
+    Ok(Ok(record))
 }
 
 /// `Command::RevokeJoinToken`.
@@ -128,6 +143,7 @@ mod tests {
                 hash: hash.to_vec(),
                 expires_at: expires.map(Timestamp),
                 uses,
+                labels: Default::default(),
                 at: Timestamp(10),
             },
         ) {

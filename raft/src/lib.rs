@@ -18,6 +18,7 @@ mod log_store;
 mod namespaces;
 mod network;
 mod node;
+mod node_certs;
 mod reader;
 mod secrets;
 mod state;
@@ -26,7 +27,7 @@ mod timings;
 
 pub use command::{
     Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
-    Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
+    NodeCert, Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

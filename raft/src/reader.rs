@@ -9,7 +9,7 @@ use windflow_protocol::{
     NamespaceInfo, Node, NodeId, Resources, Run, RunId, RunStatus, TokenId,
 };
 
-use crate::command::{JoinTokenRecord, TokenRecord, UserRecord};
+use crate::command::{JoinTokenRecord, NodeCert, TokenRecord, UserRecord};
 use crate::state::{id_of, key, u64_of};
 use crate::{StoreError, decode};
 
@@ -259,6 +259,17 @@ impl StateReader {
     /// Every evaluation, by ascending ID.
     pub fn evaluations(&self) -> Result<Vec<Evaluation>, StoreError> {
         self.scan(key::EVAL, "evaluation")
+    }
+
+    /// The revocation list: every revoked node certificate.
+    pub fn revoked_certs(&self) -> Result<Vec<NodeCert>, StoreError> {
+        self.scan(key::REVOKED, "revoked certificate")
+    }
+
+    /// How many certificates are on the revocation list; it only grows, so a reader that
+    /// keeps a copy reloads it when this moves.
+    pub fn revoked_count(&self) -> Result<u64, StoreError> {
+        Ok(self.id_at(key::REVOKED_COUNT)?.unwrap_or(0))
     }
 
     /// The token whose secret hashes to `hash` (revoked and expired ones too).

@@ -41,6 +41,12 @@ pub(crate) mod key {
     pub const JOIN_TOKEN_HASH: &[u8] = b"jointokenhash/";
     pub const NEXT_JOIN_TOKEN: &[u8] = b"counter/jointoken";
     pub const JOB_COUNT: &[u8] = b"count/jobs";
+    /// `nodecert/<node id><serial>`: certificates issued to a node.
+    pub const NODE_CERT: &[u8] = b"nodecert/";
+    /// `revoked/<serial>`: the certificate revocation list.
+    pub const REVOKED: &[u8] = b"revoked/";
+    /// How many serials are on the revocation list: readers reload it when this moves.
+    pub const REVOKED_COUNT: &[u8] = b"count/revoked";
     pub const NAMESPACE: &[u8] = b"ns/";
     pub const ALLOC: &[u8] = b"alloc/";
     /// `joballoc/<job>/<alloc>` and `nodealloc/<node>/<alloc>`: allocations by job, by node.
@@ -175,7 +181,7 @@ impl<'a> Pending<'a> {
         Ok(n)
     }
 
-    fn add(&mut self, counter: Vec<u8>, delta: i64) -> Result<(), StoreError> {
+    pub(crate) fn add(&mut self, counter: Vec<u8>, delta: i64) -> Result<(), StoreError> {
         let n = u64_of(self.get(&counter)?).saturating_add_signed(delta);
         self.put(counter, n.to_be_bytes().to_vec());
         Ok(())
@@ -261,6 +267,8 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 agent_version: None,
                 resources: Default::default(),
                 attributes: Default::default(),
+                labels: Default::default(),
+                revoked_at: None,
             };
             p.put_as(key::id(key::NODE, node.id.0), &node)?;
             Ok(Applied::Node(node))
@@ -399,8 +407,23 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             hash,
             expires_at,
             uses,
+            labels,
             at,
-        } => crate::join_tokens::create(p, kind, hash, expires_at, uses, at)?,
+        } => crate::join_tokens::create(p, kind, hash, expires_at, uses, labels, at)?,
+        Command::EnrollNode {
+            hash,
+            hostname,
+            serial,
+            not_after,
+            at,
+        } => crate::node_certs::enroll(p, hash, hostname, serial, not_after, at)?,
+        Command::NodeCertIssued {
+            node,
+            serial,
+            not_after,
+            at,
+        } => crate::node_certs::issued(p, node, serial, not_after, at)?,
+        Command::RevokeNode { node, at } => crate::node_certs::revoke(p, node, at)?,
         Command::UseJoinToken { kind, hash, by, at } => {
             crate::join_tokens::spend(p, kind, hash, by, at)?
         }

@@ -2,6 +2,7 @@
 //! process on 127.0.0.1 ports it picks, with its own `HOME` and data dir, and waits on
 //! conditions with deadlines.
 
+pub mod agent;
 pub mod cluster;
 pub mod history;
 
@@ -407,4 +408,23 @@ pub fn process_is_dead(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
+}
+
+/// A log without its ANSI colour codes, so that `field=value` can be searched for.
+pub fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

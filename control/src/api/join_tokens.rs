@@ -1,5 +1,8 @@
-//! `/v1/cluster/tokens`: server join tokens. The secret is shown once, in the answer to
-//! the call that created it; the servers keep only its SHA-256.
+//! `/v1/cluster/tokens` (server join tokens) and `/v1/agent/tokens` (agent join tokens,
+//! which may carry labels for the nodes they enroll). The secret is shown once, in the
+//! answer to the call that created it; the servers keep only its SHA-256.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -33,6 +36,55 @@ pub async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
+    create_kind(state, JoinKind::Server, body).await
+}
+
+/// `POST /v1/agent/tokens` with `{"ttl", "uses", "labels": {"k": "v"}}` (all optional):
+/// a token agents use to enroll; the nodes it enrolls get its labels.
+pub async fn create_agent(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
+    create_kind(state, JoinKind::Agent, body).await
+}
+
+/// The most labels a token may carry, and the longest key or value.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_LEN: usize = 253;
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::invalid_field(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_LEN
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        if !key_ok {
+            return Err(ApiError::invalid_field(
+                &format!("labels.{k}"),
+                "a label key is 1 to 253 letters, digits, `-`, `_`, `.` or `/`",
+            ));
+        }
+        if v.len() > MAX_LABEL_LEN || v.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                &format!("labels.{k}"),
+                "a label value is at most 253 characters, none of them control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn create_kind(
+    state: AppState,
+    kind: JoinKind,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
     let mut f = Fields::parse_or_empty(&body)?;
     let ttl = match f.optional_str("ttl")? {
         None => HumanDuration::from_secs(DEFAULT_TTL_SECS),
@@ -51,6 +103,11 @@ pub async fn create(
         Some(0) => None,
         Some(n) => Some(n),
     };
+    let labels = match kind {
+        JoinKind::Agent => f.optional_string_map("labels")?,
+        JoinKind::Server => BTreeMap::new(),
+    };
+    validate_labels(&labels)?;
     f.finish()?;
     let secret = auth::random_hex(32)
         .map_err(|_| ApiError::internal("no system randomness for a join token"))?;
@@ -59,10 +116,11 @@ pub async fn create(
     let applied = state
         .raft
         .write(Command::CreateJoinToken {
-            kind: JoinKind::Server,
+            kind,
             hash: auth::token_hash(&secret),
             expires_at: Some(expires_at),
             uses,
+            labels,
             at: now,
         })
         .await?;
@@ -75,7 +133,7 @@ pub async fn create(
         ca_fingerprint: state.ca_fingerprint.to_string(),
         secret,
     };
-    tracing::info!(id = %record.id, "server join token created");
+    tracing::info!(id = %record.id, %kind, "join token created");
     Ok((
         StatusCode::CREATED,
         Json(CreatedJoinToken {
@@ -90,14 +148,49 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<JoinTokenRec
     Ok(Json(state.raft.reader().join_tokens()?))
 }
 
+/// `GET /v1/agent/tokens`: the agent join tokens, without secrets.
+pub async fn list_agent(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<JoinTokenRecord>>, ApiError> {
+    let mut tokens = state.raft.reader().join_tokens()?;
+    tokens.retain(|t| t.kind == JoinKind::Agent);
+    Ok(Json(tokens))
+}
+
 /// `DELETE /v1/cluster/tokens/{id}`: the token enrolls nobody from now on.
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JoinTokenRecord>, ApiError> {
+    revoke_kind(state, None, id).await
+}
+
+/// `DELETE /v1/agent/tokens/{id}`: like [`revoke`], for agent tokens only (another kind's
+/// ID is not found here).
+pub async fn revoke_agent(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JoinTokenRecord>, ApiError> {
+    revoke_kind(state, Some(JoinKind::Agent), id).await
+}
+
+async fn revoke_kind(
+    state: AppState,
+    only: Option<JoinKind>,
+    id: String,
+) -> Result<Json<JoinTokenRecord>, ApiError> {
     let parsed: JoinTokenId = id
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
+    if let Some(kind) = only {
+        let tokens = state.raft.reader().join_tokens()?;
+        if !tokens.iter().any(|t| t.id == parsed && t.kind == kind) {
+            return Err(ApiError::not_found(
+                &format!("{kind} join token"),
+                &parsed.to_string(),
+            ));
+        }
+    }
     let applied = state
         .raft
         .write(Command::RevokeJoinToken {

@@ -181,6 +181,34 @@ fn v1_routes(fault_injection: bool) -> Routes {
             namespaces::delete,
         )
         .route(M::GET, "/nodes", CLUSTER_READ, "nodes.list", nodes::list)
+        .route(
+            M::POST,
+            "/nodes/{id}/revoke",
+            ADMIN,
+            "nodes.revoke",
+            nodes::revoke,
+        )
+        .route(
+            M::GET,
+            "/agent/tokens",
+            ADMIN,
+            "agent_tokens.list",
+            join_tokens::list_agent,
+        )
+        .route(
+            M::POST,
+            "/agent/tokens",
+            ADMIN,
+            "agent_tokens.create",
+            join_tokens::create_agent,
+        )
+        .route(
+            M::DELETE,
+            "/agent/tokens/{id}",
+            ADMIN,
+            "agent_tokens.revoke",
+            join_tokens::revoke_agent,
+        )
         .route(M::GET, "/users", ADMIN, "users.list", users::list)
         .route(M::POST, "/users", ADMIN, "users.create", users::create)
         .route(M::GET, "/users/{name}", ADMIN, "users.show", users::show)

@@ -286,3 +286,68 @@ async fn answers_carry_a_request_id_and_security_headers() {
         (&json!("admin"), &json!("admin"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_tokens_carry_labels_and_stay_apart_from_server_tokens() {
+    let h = Harness::start().await;
+    let body = json!({"uses": 3, "labels": {"rack": "r1", "zone/eu": "west 1"}});
+    let (status, agent) = h.call("POST", "/v1/agent/tokens", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{agent}");
+    assert_eq!(agent["kind"], "agent");
+    assert_eq!(agent["labels"], json!({"rack": "r1", "zone/eu": "west 1"}));
+    assert!(agent["token"].as_str().unwrap().starts_with("wfjoin1."));
+    let (status, server) = h.call("POST", "/v1/cluster/tokens", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{server}");
+
+    for (labels, field) in [
+        (json!({"a b": "x"}), "labels.a b"),
+        (json!({"": "x"}), "labels."),
+        (json!({"k": 1}), "labels.k"),
+        (json!(["k=v"]), "labels"),
+    ] {
+        let (status, err) = h
+            .call(
+                "POST",
+                "/v1/agent/tokens",
+                Some(json!({ "labels": labels })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    // Server tokens take no labels.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/v1/cluster/tokens",
+            Some(json!({"labels": {"k": "v"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, listed) = h.call("GET", "/v1/agent/tokens", None).await;
+    let ids: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert_eq!(ids, [&agent["id"]]);
+    let server_id = server["id"].as_str().unwrap();
+    let (status, _) = h
+        .call("DELETE", &format!("/v1/agent/tokens/{server_id}"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a server token is not revoked here"
+    );
+    let agent_id = agent["id"].as_str().unwrap();
+    let (status, revoked) = h
+        .call("DELETE", &format!("/v1/agent/tokens/{agent_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let (status, _) = h.call("POST", "/v1/nodes/N99/revoke", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -11,8 +11,8 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand, JobCreateArgs,
-    NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
+    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand,
+    JobCreateArgs, NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -82,6 +82,12 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(ClusterCommand::Token(cmd)) => cluster_token(&client, out, cmd).await,
+        Command::Agent(AgentCommand::Token(cmd)) => {
+            super::agents::agent_token(&client, out, cmd).await
+        }
+        Command::Node(NodeCommand::Revoke { node }) => {
+            super::agents::node_revoke(&client, out, &node).await
+        }
         Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Save { file })) => {
             let bytes = client.get_bytes("/v1/cluster/snapshot").await?;
             crate::server::write_secret_bytes(&file, &bytes)?;
@@ -112,7 +118,14 @@ pub async fn run(
             if output == OutputFormat::Json {
                 out.json(&nodes)?;
             } else {
-                let mut t = Table::new(vec!["ID", "NAME", "STATUS", "DRIVERS", "LAST SEEN"]);
+                let mut t = Table::new(vec![
+                    "ID",
+                    "NAME",
+                    "STATUS",
+                    "DRIVERS",
+                    "LAST SEEN",
+                    "LABELS",
+                ]);
                 for n in &nodes {
                     let drivers: Vec<&str> = n["drivers"]
                         .as_array()
@@ -126,6 +139,7 @@ pub async fn run(
                         text(&n["status"]),
                         drivers.join(","),
                         text(&n["last_seen_at"]),
+                        labels_text(&n["labels"]),
                     ]);
                 }
                 print!("{}", t.render());
@@ -373,6 +387,11 @@ async fn cluster_token(
             vec![revoked]
         }
     };
+    print_join_tokens(out, &tokens)
+}
+
+/// Join tokens as a table (or JSON): never secrets, there are none to show.
+pub(super) fn print_join_tokens(out: Printer, tokens: &[Value]) -> anyhow::Result<ExitCode> {
     if out.0 == OutputFormat::Json {
         out.json(&tokens)?;
         return Ok(ExitCode::SUCCESS);
@@ -385,8 +404,9 @@ async fn cluster_token(
         "USES",
         "LAST USED BY",
         "REVOKED",
+        "LABELS",
     ]);
-    for tk in &tokens {
+    for tk in tokens {
         let allowed = if tk["uses_allowed"].is_null() {
             "∞".to_owned()
         } else {
@@ -400,10 +420,26 @@ async fn cluster_token(
             format!("{}/{allowed}", text(&tk["uses"])),
             text(&tk["last_used_by"]),
             text(&tk["revoked_at"]),
+            labels_text(&tk["labels"]),
         ]);
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `k=v,k=v` of a labels object, `-` when there are none.
+pub(super) fn labels_text(labels: &Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join(",")
+    }
 }
 
 fn print_members(out: Printer, members: &[Value]) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The `windflow` command line: `windflow <noun> <verb>`, plus `server` and `dev`.
 
+mod agents;
 mod allocs;
 mod client;
 mod commands;
@@ -68,12 +69,15 @@ pub enum Command {
     /// Read what runs captured.
     #[command(subcommand)]
     Context(ContextCommand),
-    /// Look at the agent hosts.
+    /// Look at the agent hosts, revoke one.
     #[command(subcommand)]
     Node(NodeCommand),
     /// Where the scheduler placed service instances.
     #[command(subcommand)]
     Alloc(AllocCommand),
+    /// Enrolling agents: their join tokens.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// The cluster's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -364,6 +368,10 @@ pub struct ServerArgs {
     /// Requests each API token may make at once, above --rate-limit.
     #[arg(long, default_value_t = 100, env = "WINDFLOW_RATE_BURST")]
     pub rate_burst: u32,
+    /// How long the node certificates agents get at enrollment are valid (agents renew
+    /// theirs before the end).
+    #[arg(long, default_value = "30d", env = "WINDFLOW_NODE_CERT_VALIDITY")]
+    pub node_cert_validity: windflow_protocol::HumanDuration,
     /// The cluster CA made by `windflow ca init`, shared by every server of the set
     /// [default: DATA_DIR/ca, created on first start]
     #[arg(long, env = "WINDFLOW_CA_DIR")]
@@ -472,6 +480,41 @@ pub enum ContextCommand {
 pub enum NodeCommand {
     /// List nodes.
     List,
+    /// Revoke a node's certificates: its agent is refused at the TLS handshake from now on.
+    Revoke {
+        /// The node's ID (`N3`) or name.
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Join tokens that agents enroll with (`windflow-agent --token`).
+    #[command(subcommand)]
+    Token(AgentTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentTokenCommand {
+    /// Mint an agent join token; its secret is shown once.
+    Create {
+        /// How long it stays valid (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many agents may enroll with it; 0 for any number.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Labels for the nodes it enrolls: `k=v`, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    /// List agent join tokens (never their secrets).
+    List,
+    /// Revoke an agent join token: it enrolls nobody from now on.
+    Revoke {
+        /// The token's ID (`JT1`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -548,6 +591,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None, false) => None,
                 _ => anyhow::bail!("--tls-cert and --tls-key go together"),
             };
+            config.node_cert_validity = args.node_cert_validity.as_std();
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()

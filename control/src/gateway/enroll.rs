@@ -1,16 +1,19 @@
 //! Enrollment (ALPN `windflow-enroll/1`): a newcomer without a certificate presents a join
 //! token's secret and a CSR; one use of the token is spent through raft before anything is
-//! signed. Only server enrollment exists so far: the answer carries the server's
-//! certificate and the cluster CA (servers sign agents' certificates).
+//! signed. A server gets its certificate and the cluster CA (servers sign agents'
+//! certificates); an agent gets a node certificate valid for `node_cert_validity`, whose
+//! serial is recorded so that `windflow node revoke` can put it on the revocation list.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use windflow_certs::wire::{read_frame, write_frame};
+use windflow_certs::{NodeCertPlan, PeerIdentity};
+use windflow_protocol::NodeId;
 use windflow_protocol::Timestamp;
 use windflow_protocol::enroll::{EnrollRequest, EnrollResponse, JoinKind};
 use windflow_protocol::messages::VersionRange;
-use windflow_raft::{ApplyError, Command, WriteError};
+use windflow_raft::{Applied, ApplyError, Command, WriteError};
 
 use super::Gateway;
 use crate::auth;
@@ -22,6 +25,72 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IPS: usize = 16;
 
 impl Gateway {
+    /// An agent: the token's use, the node and its certificate's serial go through raft
+    /// in one command; then the CA signs the CSR as `node-N<id>`.
+    async fn enroll_agent(&self, request: &EnrollRequest) -> Result<EnrollResponse, String> {
+        validate_hostname(&request.name)?;
+        windflow_certs::check_csr(&request.csr_pem)
+            .map_err(|e| format!("unusable certificate request: {e}"))?;
+        let plan = NodeCertPlan::new(self.node_cert_validity)
+            .map_err(|e| format!("cannot plan a certificate: {e}"))?;
+        let applied = self
+            .raft
+            .write(Command::EnrollNode {
+                hash: auth::token_hash(&request.secret),
+                hostname: request.name.clone(),
+                serial: plan.serial_hex(),
+                not_after: Timestamp(plan.not_after_ms()),
+                at: Timestamp::now(),
+            })
+            .await
+            .map_err(token_refusal)?;
+        let Applied::Node(node) = applied else {
+            return Err(format!("enrolling was answered with {applied:?}"));
+        };
+        let cert_pem = self
+            .ca
+            .sign_node_csr_planned(node.id, &request.csr_pem, &plan)
+            .map_err(|e| format!("cannot sign the request: {e}"))?;
+        tracing::info!(node = %node.id, hostname = %node.name, serial = %plan.serial_hex(), "agent enrolled with a join token");
+        Ok(EnrollResponse::Node {
+            node: node.id,
+            cert_pem,
+            ca_cert_pem: self.ca.cert_pem().to_owned(),
+        })
+    }
+
+    /// An enrolled agent renews its certificate, authenticated by the one it holds: a new
+    /// serial is recorded (refused for a revoked node), then the CSR is signed.
+    async fn renew_agent(
+        &self,
+        node: NodeId,
+        request: &EnrollRequest,
+    ) -> Result<EnrollResponse, String> {
+        windflow_certs::check_csr(&request.csr_pem)
+            .map_err(|e| format!("unusable certificate request: {e}"))?;
+        let plan = NodeCertPlan::new(self.node_cert_validity)
+            .map_err(|e| format!("cannot plan a certificate: {e}"))?;
+        self.raft
+            .write(Command::NodeCertIssued {
+                node,
+                serial: plan.serial_hex(),
+                not_after: Timestamp(plan.not_after_ms()),
+                at: Timestamp::now(),
+            })
+            .await
+            .map_err(|e| format!("the cluster refused to renew node {node}: {e}"))?;
+        let cert_pem = self
+            .ca
+            .sign_node_csr_planned(node, &request.csr_pem, &plan)
+            .map_err(|e| format!("cannot sign the request: {e}"))?;
+        tracing::info!(%node, serial = %plan.serial_hex(), "agent certificate renewed");
+        Ok(EnrollResponse::Node {
+            node,
+            cert_pem,
+            ca_cert_pem: self.ca.cert_pem().to_owned(),
+        })
+    }
+
     pub(super) async fn serve_enrollment(&self, conn: quinn::Connection) {
         let (mut send, mut recv) =
             match tokio::time::timeout(REQUEST_TIMEOUT, conn.accept_bi()).await {
@@ -43,7 +112,9 @@ impl Gateway {
                     return;
                 }
             };
-        let response = match self.enroll(&request).await {
+        // A peer that presents a certificate (already verified, and not revoked) renews it.
+        let holder = windflow_certs::peer_identity(&conn).ok();
+        let response = match self.enroll(&request, holder).await {
             Ok(response) => response,
             Err(reason) => {
                 tracing::warn!(name = %request.name, kind = %request.kind, %reason, "enrollment refused");
@@ -58,7 +129,11 @@ impl Gateway {
 
     /// Checks the request, spends a use of the token and signs; `Err` is the reason given
     /// to the newcomer.
-    async fn enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse, String> {
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        holder: Option<PeerIdentity>,
+    ) -> Result<EnrollResponse, String> {
         if VersionRange::SUPPORTED
             .negotiate(&request.versions)
             .is_none()
@@ -69,11 +144,15 @@ impl Gateway {
                 VersionRange::SUPPORTED
             ));
         }
-        if request.kind != JoinKind::Server {
-            return Err(format!(
-                "this server enrolls servers only, not {}s",
-                request.kind
-            ));
+        match holder {
+            Some(PeerIdentity::Node(node)) => return self.renew_agent(node, request).await,
+            Some(PeerIdentity::Server(name)) => {
+                return Err(format!("server `{name}` already holds a certificate"));
+            }
+            None => {}
+        }
+        if request.kind == JoinKind::Agent {
+            return self.enroll_agent(request).await;
         }
         validate_server_name(&request.name)?;
         if request.ips.len() > MAX_IPS {
@@ -106,13 +185,7 @@ impl Gateway {
                 at: Timestamp::now(),
             })
             .await;
-        match spent {
-            Ok(_) => {}
-            Err(WriteError::Rejected(ApplyError::JoinTokenRefused(why))) => {
-                return Err(format!("the join token was refused: {why}"));
-            }
-            Err(e) => return Err(format!("the cluster could not record the token's use: {e}")),
-        }
+        spent.map_err(token_refusal)?;
         let cert_pem = self
             .ca
             .sign_server_csr(&request.name, &request.csr_pem, &ips)
@@ -123,6 +196,16 @@ impl Gateway {
             ca_cert_pem: self.ca.cert_pem().to_owned(),
             ca_key_pem: self.ca.key_pem(),
         })
+    }
+}
+
+/// What a refused use of a join token tells the newcomer.
+fn token_refusal(e: WriteError) -> String {
+    match e {
+        WriteError::Rejected(ApplyError::JoinTokenRefused(why)) => {
+            format!("the join token was refused: {why}")
+        }
+        e => format!("the cluster could not record the token's use: {e}"),
     }
 }
 
@@ -138,6 +221,18 @@ pub fn validate_server_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "server name `{name}` must be 1 to 63 letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
+
+/// An agent's hostname becomes the node's name: printable and not too long.
+fn validate_hostname(name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "hostname `{}` must be 1 to 253 printable characters without spaces",
+            name.escape_debug()
         ))
     }
 }

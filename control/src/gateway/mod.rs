@@ -5,6 +5,7 @@
 
 mod enroll;
 mod output;
+mod revocation;
 mod session;
 mod sessions;
 
@@ -23,6 +24,7 @@ use crate::secrets::Secrets;
 
 pub use enroll::validate_server_name;
 pub use output::RunOutputs;
+pub use revocation::Revocations;
 pub use sessions::Sessions;
 
 /// What the gateway needs to serve agents.
@@ -37,6 +39,10 @@ pub struct Gateway {
     pub ca: Arc<ClusterCa>,
     /// The key ring: handed to peer servers, and opens secret env for agents.
     pub secrets: Arc<Secrets>,
+    /// How long the node certificates enrollment issues are valid.
+    pub node_cert_validity: Duration,
+    /// Revoked certificate serials, refused at the handshake.
+    pub revocations: Revocations,
 }
 
 impl Gateway {

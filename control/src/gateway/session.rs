@@ -51,10 +51,21 @@ impl Gateway {
             }
         };
         tracing::Span::current().record("node", tracing::field::display(node));
+        // A certificate revoked mid-session loses its connection (the session then ends
+        // as on any loss); the verifier refuses its next handshake.
+        let serial = windflow_certs::peer_serial(&conn).unwrap_or_default();
+        let revocations = self.revocations.clone();
+        let watched = conn.clone();
+        let watch = tokio::spawn(async move {
+            revocations.revoked(&serial).await;
+            tracing::warn!(%node, %serial, "closing the session of a revoked certificate");
+            watched.close(3u32.into(), b"certificate revoked");
+        });
         match self.agent_session(&conn, node).await {
             Ok(()) => tracing::info!(%node, "agent session ended"),
             Err(e) => tracing::info!(%node, error = %e, "agent session ended"),
         }
+        watch.abort();
     }
 
     async fn agent_session(

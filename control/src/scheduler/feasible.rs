@@ -10,6 +10,8 @@ use windflow_protocol::{
 /// Why a node cannot take a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Filtered {
+    /// Its certificate was revoked: its agent can no longer connect.
+    Revoked,
     MissingDriver(DriverKind),
     /// The constraint, as the user wrote it.
     Constraint(String),
@@ -19,6 +21,7 @@ pub enum Filtered {
 impl fmt::Display for Filtered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Filtered::Revoked => f.write_str("revoked"),
             Filtered::MissingDriver(d) => write!(f, "driver {} missing", d.as_str()),
             Filtered::Constraint(c) => write!(f, "constraint `{c}` not met"),
             Filtered::Exhausted(d) => write!(f, "{d} exhausted"),
@@ -76,6 +79,9 @@ impl Checks {
 
     /// Whether `node`, with `free` resources left, can take one instance of the group.
     pub fn check(&self, node: &Node, free: &Resources) -> Result<(), Filtered> {
+        if node.revoked_at.is_some() {
+            return Err(Filtered::Revoked);
+        }
         if let Some(d) = self.drivers.iter().find(|d| !node.drivers.contains(d)) {
             return Err(Filtered::MissingDriver(*d));
         }
@@ -101,8 +107,12 @@ fn show(c: &Constraint) -> String {
     format!("{} {op} {}", c.attribute, c.value)
 }
 
-/// A node's attribute by name: `hostname`, or a fingerprinted one (`os`, `arch`…).
+/// A node's attribute by name: `hostname`, `label.<key>` (from its join token), or a
+/// fingerprinted one (`os`, `arch`…).
 fn attribute<'n>(node: &'n Node, name: &str) -> Option<&'n str> {
+    if let Some(label) = name.strip_prefix("label.") {
+        return node.labels.get(label).map(String::as_str);
+    }
     match name {
         "hostname" | "node.name" => Some(node.name.as_str()),
         _ => node.attributes.get(name).map(String::as_str),
@@ -218,6 +228,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            labels: BTreeMap::from([("zone".to_owned(), "eu-1".to_owned())]),
+            revoked_at: None,
         }
     }
 
@@ -266,6 +278,11 @@ mod tests {
         assert!(check(&[("kernel", Version, ">= 6.2")], &n).is_err());
         assert!(check(&[("arch", SetContains, "aarch64, x86_64")], &n).is_ok());
         assert!(check(&[("arch", SetContains, "aarch64,riscv64")], &n).is_err());
+        assert!(check(&[("label.zone", Equal, "eu-1")], &n).is_ok());
+        assert!(check(&[("label.zone", Regex, "^us-")], &n).is_err());
+        let mut revoked = n.clone();
+        revoked.revoked_at = Some(Timestamp(1));
+        assert_eq!(check(&[], &revoked), Err(Filtered::Revoked));
         assert_eq!(
             check(&[("os", Equal, "linux"), ("arch", Equal, "arm")], &n),
             Err(Filtered::Constraint("arch = arm".into()))

@@ -21,6 +21,8 @@ fn node(id: u64, cpu_mhz: u64, memory_mb: u64) -> Node {
             disk_mb: 0,
         },
         attributes: BTreeMap::from([("os".into(), "linux".into())]),
+        labels: BTreeMap::new(),
+        revoked_at: None,
     }
 }
 

@@ -1,0 +1,131 @@
+//! `windflow-agent` as a real process: enrolling with a join token or starting from the
+//! identity in its data dir, from a local address of its own.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::wait_for;
+
+/// The `windflow-agent` binary of this build, built on first use if `cargo test` has not.
+pub fn agent_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("windflow-agent");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "windflow-agent", "--bin", "windflow-agent"])
+                .status()
+                .expect("running cargo build");
+            assert!(
+                status.success(),
+                "building the windflow-agent binary failed"
+            );
+        }
+        bin
+    })
+    .clone()
+}
+
+/// How to start one agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub servers: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub hostname: String,
+    /// The local address its QUIC client binds to.
+    pub bind: Option<IpAddr>,
+    /// A join token, for the first start.
+    pub token: Option<String>,
+}
+
+/// A running (or exited) agent process; killed when dropped.
+pub struct Agent {
+    pub spec: AgentSpec,
+    child: Option<Child>,
+    /// Where this start's output begins in the log, which earlier starts share.
+    log_start: usize,
+}
+
+impl Agent {
+    pub fn start(spec: AgentSpec) -> anyhow::Result<Agent> {
+        let servers: Vec<String> = spec.servers.iter().map(ToString::to_string).collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Self::log_path(&spec))?;
+        let log_start = log.metadata()?.len() as usize;
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--servers")
+            .arg(servers.join(","))
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--hostname", &spec.hostname])
+            .env_remove("WINDFLOW_AGENT_TOKEN")
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(ip) = spec.bind {
+            cmd.arg("--bind").arg(ip.to_string());
+        }
+        if let Some(token) = &spec.token {
+            cmd.arg("--token").arg(token);
+        }
+        let child = cmd.spawn().context("starting windflow-agent")?;
+        Ok(Agent {
+            spec,
+            child: Some(child),
+            log_start,
+        })
+    }
+
+    fn log_path(spec: &AgentSpec) -> PathBuf {
+        spec.data_dir.with_extension("log")
+    }
+
+    /// What the agent has logged, across its starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(Self::log_path(&self.spec)).unwrap_or_default()
+    }
+
+    /// What this start of the agent has logged.
+    pub fn log_of_this_start(&self) -> String {
+        let log = std::fs::read(Self::log_path(&self.spec)).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.log_start..).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("the agent is not running")?;
+        let status = wait_for("the agent to exit", deadline, || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
