@@ -1,18 +1,19 @@
 //! The leader's scheduling loop: takes pending evaluations in order, plans each one and
-//! proposes the plan; when `apply` rejects placements (another plan took the room), plans
-//! again from the new state. An evaluation that leaves instances unplaced is `blocked`
+//! proposes the plans; when `apply` rejects placements (the view they were planned from
+//! was stale), the evaluation is planned again from the new state. An evaluation that leaves instances unplaced is `blocked`
 //! with the reasons, and is looked at again when the nodes change.
 
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use windflow_protocol::{EvalStatus, Evaluation, Resources, Timestamp};
+use windflow_protocol::{EvalStatus, Resources, Timestamp};
 use windflow_raft::{Applied, Command, RaftNode, WriteError};
 
 use super::plan::{ClusterView, plan_job};
 
-/// How many times an evaluation is planned again after `apply` rejected placements.
-const MAX_ATTEMPTS: usize = 5;
+/// How many plans are proposed at once.
+const PLANS_IN_FLIGHT: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What a failed evaluation round left behind.
@@ -72,77 +73,90 @@ impl Scheduler {
         }
     }
 
-    /// Plans every pending evaluation, from one view of the cluster that each plan's
-    /// placements are added to as they are chosen: reading thousands of nodes once per
-    /// round, not once per evaluation. A rejection means the view was stale: it is read
-    /// again.
-    async fn evaluate_pending(&self, view: &mut Option<ClusterView>) -> Result<(), ScheduleError> {
-        for eval in self.raft.reader().pending_evaluations()? {
-            self.evaluate(eval, view).await?;
-        }
-        Ok(())
-    }
-
-    /// Plans one evaluation to its end: complete, or blocked with the reasons.
-    #[tracing::instrument(skip_all, fields(eval = %eval.id, job = %eval.job))]
-    async fn evaluate(
+    /// Plans pending evaluations from one view of the cluster, to which each plan's
+    /// placements are added as they are chosen (thousands of nodes are read once per round,
+    /// not once per evaluation), and proposes up to [`PLANS_IN_FLIGHT`] plans at once so
+    /// raft can batch them into shared entries. A plan `apply` rejected part of was made
+    /// from a stale view: its evaluation stays pending and is planned again, from a fresh
+    /// view, in the next round.
+    #[tracing::instrument(skip_all)]
+    async fn evaluate_pending(
         &self,
-        eval: Evaluation,
         cached: &mut Option<ClusterView>,
     ) -> Result<(), ScheduleError> {
         let reader = self.raft.reader();
-        let mut unplaced = Vec::new();
-        for attempt in 1..=MAX_ATTEMPTS {
-            let job = reader.job(eval.job)?;
-            let existing = reader.allocations_of_job(eval.job)?;
+        let pending = reader.pending_evaluations()?;
+        for chunk in pending.chunks(PLANS_IN_FLIGHT) {
             let view = match cached {
                 Some(v) => v,
                 None => cached.insert(ClusterView::read(reader)?),
             };
-            let outcome = plan_job(
-                eval.job,
-                job.as_ref(),
-                &existing,
-                view,
-                eval.id,
-                Timestamp::now(),
-            );
-            unplaced = outcome.unplaced.clone();
-            if outcome.is_empty() {
-                break;
+            let mut planned = Vec::with_capacity(chunk.len());
+            for eval in chunk {
+                let job = reader.job(eval.job)?;
+                let existing = reader.allocations_of_job(eval.job)?;
+                let outcome = plan_job(
+                    eval.job,
+                    job.as_ref(),
+                    &existing,
+                    view,
+                    eval.id,
+                    Timestamp::now(),
+                );
+                planned.push((eval, outcome));
             }
-            let (places, stops) = (outcome.plan.place.len(), outcome.plan.stop.len());
-            let result = match self.raft.write(Command::SubmitPlan(outcome.plan)).await? {
-                Applied::Plan(r) => r,
-                other => return Err(ScheduleError::Unexpected(format!("{other:?}"))),
-            };
-            tracing::info!(
-                attempt,
-                placed = result.placed.len(),
-                rejected = result.rejected.len(),
-                stopped = stops,
-                of = places,
-                "plan applied"
-            );
-            if result.rejected.is_empty() {
-                break;
+            let mut writes = JoinSet::new();
+            for (i, (_, outcome)) in planned.iter().enumerate() {
+                if !outcome.is_empty() {
+                    let (raft, plan) = (self.raft.clone(), outcome.plan.clone());
+                    writes.spawn(async move { (i, raft.write(Command::SubmitPlan(plan)).await) });
+                }
             }
-            *cached = None;
+            let mut rejected = vec![false; planned.len()];
+            while let Some(done) = writes.join_next().await {
+                let (i, written) = done.map_err(|e| ScheduleError::Unexpected(e.to_string()))?;
+                let result = match written? {
+                    Applied::Plan(r) => r,
+                    other => return Err(ScheduleError::Unexpected(format!("{other:?}"))),
+                };
+                let (eval, outcome) = &planned[i];
+                tracing::info!(
+                    eval = %eval.id,
+                    job = %eval.job,
+                    placed = result.placed.len(),
+                    rejected = result.rejected.len(),
+                    stopped = outcome.plan.stop.len(),
+                    "plan applied"
+                );
+                rejected[i] = !result.rejected.is_empty();
+            }
+            if rejected.contains(&true) {
+                *cached = None;
+            }
+            let mut updates = JoinSet::new();
+            for ((eval, outcome), rejected) in planned.into_iter().zip(rejected) {
+                if rejected {
+                    continue;
+                }
+                let status = if outcome.unplaced.is_empty() {
+                    EvalStatus::Complete
+                } else {
+                    tracing::info!(eval = %eval.id, reasons = ?outcome.unplaced, "evaluation blocked");
+                    EvalStatus::Blocked
+                };
+                let update = Command::UpdateEvaluation {
+                    eval: eval.id,
+                    status,
+                    unplaced: outcome.unplaced,
+                    at: Timestamp::now(),
+                };
+                let raft = self.raft.clone();
+                updates.spawn(async move { raft.write(update).await });
+            }
+            while let Some(done) = updates.join_next().await {
+                done.map_err(|e| ScheduleError::Unexpected(e.to_string()))??;
+            }
         }
-        let status = if unplaced.is_empty() {
-            EvalStatus::Complete
-        } else {
-            tracing::info!(reasons = ?unplaced, "evaluation blocked");
-            EvalStatus::Blocked
-        };
-        self.raft
-            .write(Command::UpdateEvaluation {
-                eval: eval.id,
-                status,
-                unplaced,
-                at: Timestamp::now(),
-            })
-            .await?;
         Ok(())
     }
 
