@@ -1,0 +1,412 @@
+//! The arguments of the `windflow` subcommands: one clap type per noun.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// The namespaces you may see, with how many jobs each holds.
+    List,
+    Show {
+        name: String,
+    },
+    /// Delete an empty namespace.
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is asked for (or read from stdin).
+    Create {
+        name: String,
+        /// admin, writer or reader.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Delete a user; its tokens stop working.
+    Delete {
+        name: String,
+    },
+    /// Set a user's password (your own, or anyone's as admin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a named token; its secret is shown once.
+    Create {
+        name: String,
+        /// How long it lives, such as 30d [default: until revoked]
+        #[arg(long)]
+        expires: Option<String>,
+        /// admin, writer or reader [default: yours]
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token (by ID or name): it opens nothing from now on.
+    Revoke { token: String },
+    /// Give a token a new secret, shown once; the old one stops working at once.
+    Rotate { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Make a new cluster key current on every server and re-encrypt every stored secret
+    /// under it.
+    RotateKey,
+    /// Drop from every server's key ring the old keys no stored secret uses any more
+    /// (after a rotation); the current key always stays.
+    DropOldKeys,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit entries, newest first.
+    List {
+        /// Only entries newer than this, such as 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// An action (`jobs.create`), or a prefix of them ending in `.` (`jobs.`).
+        #[arg(long)]
+        action: Option<String>,
+        /// success, failed or denied.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the raft members: role, leader, replication lag.
+    Members,
+    /// Add a server started with `--join`: learner until it has caught up, then voter.
+    Join {
+        /// The new server's `--name`.
+        name: String,
+        /// Its QUIC address as the other servers reach it.
+        #[arg(long)]
+        address: String,
+    },
+    /// Take a server out of the cluster.
+    Remove {
+        /// The server's name (or raft ID).
+        name: String,
+    },
+    /// Back up the replicated state, or restore it into a fresh cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Join tokens for new servers (`windflow server --join-token`).
+    #[command(subcommand)]
+    Token(ClusterTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterTokenCommand {
+    /// Mint a server join token; its secret is shown once.
+    Create {
+        /// How long it stays valid (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many servers may join with it; 0 for any number.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// List join tokens (never their secrets).
+    List,
+    /// Revoke a join token: it enrolls nobody from now on.
+    Revoke {
+        /// The token's ID (`JT1`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write the whole replicated state to FILE (mode 0600: it holds token hashes).
+    Save { file: PathBuf },
+    /// Replace the state of a cluster that holds no jobs with the one in FILE.
+    Restore { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the cluster CA once, for servers started with `--ca-dir`.
+    Init {
+        /// Where to keep ca.crt and ca.key (the key is created 0600).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log debug detail to the console.
+    #[arg(long, conflicts_with = "silent")]
+    pub debug: bool,
+    /// Log only errors to the console.
+    #[arg(long)]
+    pub silent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// This server's name in the cluster.
+    #[arg(long, default_value = "s1", env = "WINDFLOW_NAME")]
+    pub name: String,
+    #[arg(long, env = "WINDFLOW_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7480", env = "WINDFLOW_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7481", env = "WINDFLOW_QUIC_ADDR")]
+    pub quic_addr: SocketAddr,
+    /// The initial servers of the cluster, NAME=HOST:PORT (QUIC), comma-separated,
+    /// this one included. Without it the server forms a cluster of one.
+    #[arg(long, env = "WINDFLOW_PEERS")]
+    pub peers: Option<String>,
+    /// Join a running cluster instead of forming one: start without initialising and wait
+    /// to be added with `windflow cluster join NAME --address THIS_QUIC_ADDR`.
+    #[arg(long, conflicts_with = "peers")]
+    pub join: bool,
+    /// A server join token (`windflow cluster token create`): on the first start, get this
+    /// server's certificate and the cluster CA from a running server, then wait to be added
+    /// like `--join`. Needs `--join-via`.
+    #[arg(
+        long,
+        env = "WINDFLOW_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "join_via",
+        conflicts_with_all = ["peers", "ca_dir"]
+    )]
+    pub join_token: Option<String>,
+    /// QUIC HOST:PORT of running servers to enroll through, comma-separated.
+    #[arg(long, env = "WINDFLOW_JOIN_VIA", requires = "join_token")]
+    pub join_via: Option<String>,
+    /// Serve PUT /v1/debug/faults, which cuts raft links (partition tests only).
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
+    /// Failed logins for a user or from an address, past 5 within this window of the
+    /// first, are refused until it has passed.
+    #[arg(long, default_value = "60s", env = "WINDFLOW_LOGIN_WINDOW")]
+    pub login_window: windflow_protocol::HumanDuration,
+    /// How long the audit log keeps an entry.
+    #[arg(long, default_value = "90d", env = "WINDFLOW_AUDIT_RETENTION")]
+    pub audit_retention: windflow_protocol::HumanDuration,
+    /// Serve the API over HTTPS with this certificate (PEM: the leaf, then its chain).
+    #[arg(
+        long,
+        env = "WINDFLOW_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_from_ca"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WINDFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the API over HTTPS with a certificate issued at every start from the cluster
+    /// CA, naming --http-addr's IP (the loopback IPs for 0.0.0.0), `localhost` and --tls-san.
+    /// Clients trust it with the CA: `windflow login` fetches it and shows its fingerprint.
+    #[arg(long, env = "WINDFLOW_TLS_FROM_CA")]
+    pub tls_from_ca: bool,
+    /// More DNS names or IPs for the --tls-from-ca certificate, comma-separated.
+    #[arg(
+        long,
+        env = "WINDFLOW_TLS_SAN",
+        value_delimiter = ',',
+        requires = "tls_from_ca"
+    )]
+    pub tls_san: Vec<String>,
+    /// Requests per second each API token may make on this server, on average.
+    #[arg(long, default_value_t = 50.0, env = "WINDFLOW_RATE_LIMIT")]
+    pub rate_limit: f64,
+    /// Requests each API token may make at once, above --rate-limit.
+    #[arg(long, default_value_t = 100, env = "WINDFLOW_RATE_BURST")]
+    pub rate_burst: u32,
+    /// How long the node certificates agents get at enrollment are valid (agents renew
+    /// theirs before the end).
+    #[arg(long, default_value = "30d", env = "WINDFLOW_NODE_CERT_VALIDITY")]
+    pub node_cert_validity: windflow_protocol::HumanDuration,
+    /// The cluster CA made by `windflow ca init`, shared by every server of the set
+    /// [default: DATA_DIR/ca, created on first start]
+    #[arg(long, env = "WINDFLOW_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep state here [default: a fresh temporary directory, removed on exit]
+    #[arg(long, env = "WINDFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7481")]
+    pub quic_addr: SocketAddr,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create a job that runs a shell command.
+    Create(Box<JobCreateArgs>),
+    /// List jobs.
+    List,
+    /// Show one job.
+    Show { job: String },
+    /// Run a job now.
+    Run {
+        job: String,
+        /// Wait for the run to end, print its output, and exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The runs of a job.
+    Runs { job: String },
+    /// Delete a job.
+    Delete { job: String },
+}
+
+#[derive(Debug, Args)]
+pub struct JobCreateArgs {
+    /// A unique name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The command, run with `sh -c`.
+    #[arg(long)]
+    pub cmd: String,
+    /// The directory the command starts in.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Kill the command after this long, e.g. 30s, 10m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// How many times to retry a failed attempt.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Wait before the first retry (doubling after), e.g. 5s.
+    #[arg(long)]
+    pub retry_delay: Option<String>,
+    /// An environment variable, KEY=VALUE; repeat for more.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// batch (runs when asked) or service (placed by the scheduler, kept running).
+    #[arg(long = "type", default_value = "batch")]
+    pub job_type: String,
+    /// How many instances of a service to keep running.
+    #[arg(long)]
+    pub count: Option<u32>,
+    /// CPU each instance holds, in MHz.
+    #[arg(long)]
+    pub cpu: Option<u64>,
+    /// Memory each instance holds, in MB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Disk each instance holds, in MB.
+    #[arg(long)]
+    pub disk: Option<u64>,
+    /// A rule on node attributes, `ATTRIBUTE OPERATOR VALUE` (operators: =, !=, regex,
+    /// version, set_contains), e.g. 'os = linux' or 'kernel version >= 5.10'; repeat for more.
+    #[arg(long = "constraint", value_name = "RULE")]
+    pub constraints: Vec<String>,
+    /// binpack (fill nodes up) or spread (use the emptiest).
+    #[arg(long)]
+    pub placement: Option<String>,
+    /// A secret environment variable, KEY=VALUE; repeat for more. Encrypted before it is
+    /// stored, never shown again, given only to the task.
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Show one run.
+    Show { run: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Print a context's value (by context ID, job ID or job name).
+    Show { context: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    List,
+    /// Revoke a node's certificates: its agent is refused at the TLS handshake from now on.
+    Revoke {
+        /// The node's ID (`N3`) or name.
+        node: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Join tokens that agents enroll with (`windflow-agent --token`).
+    #[command(subcommand)]
+    Token(AgentTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentTokenCommand {
+    /// Mint an agent join token; its secret is shown once.
+    Create {
+        /// How long it stays valid (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many agents may enroll with it; 0 for any number.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Labels for the nodes it enrolls: `k=v`, comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+    },
+    /// List agent join tokens (never their secrets).
+    List,
+    /// Revoke an agent join token: it enrolls nobody from now on.
+    Revoke {
+        /// The token's ID (`JT1`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AllocCommand {
+    /// Allocations, oldest first.
+    List {
+        /// Only this job's (ID or name).
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this node's (N1).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    Show {
+        alloc: String,
+    },
+}
