@@ -14,21 +14,30 @@ pub(crate) struct Fixture {
     pub(crate) reader: StateReader,
 }
 
+/// A state tree of its own, and the reader over it.
+pub(crate) fn store() -> (tempfile::TempDir, StateReader) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let reader = StateReader::new(db.open_tree("state").unwrap());
+    (dir, reader)
+}
+
+/// Applies one command and commits its writes, as the state machine does.
+pub(crate) fn apply(reader: &StateReader, cmd: Command) -> Response {
+    let mut p = Pending::new(reader.tree());
+    let response = state::apply(&mut p, cmd).unwrap();
+    p.commit().unwrap();
+    response
+}
+
 impl Fixture {
     pub(crate) fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        Fixture {
-            reader: StateReader::new(db.open_tree("state").unwrap()),
-            _dir: dir,
-        }
+        let (_dir, reader) = store();
+        Fixture { _dir, reader }
     }
 
     pub(crate) fn apply(&self, cmd: Command) -> Response {
-        let mut p = Pending::new(self.reader.tree());
-        let response = state::apply(&mut p, cmd).unwrap();
-        p.commit().unwrap();
-        response
+        apply(&self.reader, cmd)
     }
 
     fn job(&self, name: &str) -> JobId {

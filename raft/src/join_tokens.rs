@@ -112,23 +112,9 @@ pub(crate) fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply_tests::{apply, store};
     use crate::command::Command;
     use crate::reader::StateReader;
-    use crate::state::{self, Pending};
-
-    fn store() -> (tempfile::TempDir, StateReader) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let reader = StateReader::new(db.open_tree("state").unwrap());
-        (dir, reader)
-    }
-
-    fn apply(reader: &StateReader, cmd: Command) -> Response {
-        let mut p = Pending::new(reader.tree());
-        let response = state::apply(&mut p, cmd).unwrap();
-        p.commit().unwrap();
-        response
-    }
 
     fn create(
         reader: &StateReader,

@@ -124,23 +124,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::apply_tests::{apply, store};
     use crate::command::{Command, JoinTokenRefusal};
     use crate::reader::StateReader;
-    use crate::state;
-
-    fn store() -> (tempfile::TempDir, StateReader) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let reader = StateReader::new(db.open_tree("state").unwrap());
-        (dir, reader)
-    }
-
-    fn apply(reader: &StateReader, cmd: Command) -> Response {
-        let mut p = Pending::new(reader.tree());
-        let response = state::apply(&mut p, cmd).unwrap();
-        p.commit().unwrap();
-        response
-    }
 
     fn token(reader: &StateReader, kind: JoinKind, hash: &[u8], uses: Option<u32>) {
         let labels = BTreeMap::from([("rack".to_owned(), "r1".to_owned())]);

@@ -2,7 +2,7 @@
 //! identity in its data dir, from a local address of its own.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,27 +14,8 @@ use crate::wait_for;
 /// The `windflow-agent` binary of this build, built on first use if `cargo test` has not.
 pub fn agent_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("windflow-agent");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "windflow-agent", "--bin", "windflow-agent"])
-                .status()
-                .expect("running cargo build");
-            assert!(
-                status.success(),
-                "building the windflow-agent binary failed"
-            );
-        }
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| crate::built_bin("windflow-agent", "windflow-agent"))
+        .clone()
 }
 
 /// How to start one agent.

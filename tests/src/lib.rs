@@ -25,25 +25,28 @@ pub const START_DEADLINE: Duration = Duration::from_secs(60);
 /// The `windflow` binary of this build, built on first use if `cargo test` has not.
 pub fn windflow_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/<test> -> target/<profile>/windflow
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("windflow");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "windflow-control", "--bin", "windflow"])
-                .status()
-                .expect("running cargo build");
-            assert!(status.success(), "building the windflow binary failed");
-        }
-        bin
-    })
-    .clone()
+    BIN.get_or_init(|| built_bin("windflow-control", "windflow"))
+        .clone()
+}
+
+/// Binary `name` of `package` next to this test's target dir, built if it is missing.
+pub(crate) fn built_bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the {name} binary failed");
+    }
+    bin
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the OS may reuse it later).
