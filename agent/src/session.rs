@@ -236,6 +236,7 @@ async fn handshake(
         agent_version: env!("CARGO_PKG_VERSION").into(),
         drivers: drivers::available(),
         fingerprint: crate::fingerprint::host(),
+        alloc_index: 0,
     };
     write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
     let welcome = match read_frame::<ServerMessage>(&mut recv).await? {

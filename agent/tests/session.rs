@@ -117,6 +117,7 @@ async fn accept(endpoint: &quinn::Endpoint) -> Session {
             agent_version: String::new(),
             drivers: Vec::new(),
             fingerprint: Default::default(),
+            alloc_index: 0,
         },
     };
     match session.recv().await {

@@ -159,9 +159,78 @@ pub struct Allocation {
     pub eval: EvalId,
     pub created_at: Timestamp,
     pub modified_at: Timestamp,
+    /// Advances on every change to the allocation: a cluster-wide sequence kept by `apply`
+    /// (never a clock), so an agent that saw changes up to N asks for those after N.
+    #[serde(default)]
+    pub modify_index: u64,
+    /// How many times its node restarted its tasks in place (the restart policy).
+    #[serde(default)]
+    pub restarts: u32,
+    /// The allocation this one replaces, when it was rescheduled from a lost or failed one.
+    #[serde(default)]
+    pub previous: Option<AllocId>,
+    /// How many reschedules led to this one (0 for a first placement).
+    #[serde(default)]
+    pub reschedules: u32,
+    /// What happened to it, oldest first; at most [`ALLOC_EVENTS_MAX`], the oldest dropped.
+    #[serde(default)]
+    pub events: Vec<AllocEvent>,
+}
+
+/// The most events an allocation keeps.
+pub const ALLOC_EVENTS_MAX: usize = 32;
+
+/// One thing that happened to an allocation, for `windflow alloc show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocEvent {
+    pub at: Timestamp,
+    pub kind: AllocEventKind,
+    /// Said for people: an exit code, a reason, the node it moved from.
+    pub message: String,
+}
+
+/// What kind of thing happened to an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocEventKind {
+    /// The scheduler put it on its node.
+    Placed,
+    /// The node received it.
+    Received,
+    /// Its tasks started (again, after a restart).
+    Started,
+    /// A task exited; `message` has the code.
+    Exited,
+    /// The node restarts it in place per the restart policy.
+    Restarting,
+    /// Past its restart policy, or it could not start: it ended `failed`.
+    Failed,
+    /// Its node went down.
+    Lost,
+    /// It is told to stop (a scale down, a drain, the job deleted, a duplicate).
+    StopRequested,
+    /// Its tasks stopped on the node.
+    Stopped,
+    /// A replacement was placed elsewhere.
+    Rescheduled,
+    /// Its node is draining.
+    Draining,
 }
 
 impl Allocation {
+    /// Records an event, keeping the newest [`ALLOC_EVENTS_MAX`].
+    pub fn push_event(&mut self, at: Timestamp, kind: AllocEventKind, message: impl Into<String>) {
+        if self.events.len() >= ALLOC_EVENTS_MAX {
+            let excess = self.events.len() + 1 - ALLOC_EVENTS_MAX;
+            self.events.drain(..excess);
+        }
+        self.events.push(AllocEvent {
+            at,
+            kind,
+            message: message.into(),
+        });
+    }
+
     /// Whether it holds its node's resources: wanted running and not ended.
     pub fn is_live(&self) -> bool {
         self.desired == DesiredStatus::Run && !self.client.is_terminal()
@@ -178,6 +247,10 @@ pub enum EvalTrigger {
     NodeUpdate,
     /// A plan lost a race for a node's resources; the job is looked at again.
     PlanRejected,
+    /// A node it runs on is draining: its service allocations move first.
+    NodeDrain,
+    /// An allocation failed or was lost: its replacement is due (the reschedule policy).
+    AllocFailed,
 }
 
 /// Where an evaluation is.

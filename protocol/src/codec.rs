@@ -202,6 +202,7 @@ mod tests {
                     resources: crate::Resources::TASK_DEFAULT,
                     attributes: [("os".to_owned(), hostname)].into(),
                 },
+                alloc_index: 0,
             })),
         ]
     }

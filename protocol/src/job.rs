@@ -45,6 +45,89 @@ pub struct TaskGroup {
     pub constraints: Vec<crate::alloc::Constraint>,
     #[serde(default)]
     pub placement: crate::alloc::Placement,
+    /// What the node does when a task of a running allocation exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// What the scheduler does when an allocation fails or is lost.
+    #[serde(default)]
+    pub reschedule: ReschedulePolicy,
+}
+
+/// On the node: restart a service allocation's exited task up to `attempts` times within
+/// `interval`, waiting `delay` before each; past that, `mode` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub attempts: u32,
+    pub interval: HumanDuration,
+    pub delay: HumanDuration,
+    pub mode: RestartMode,
+}
+
+/// What a node does once an allocation used up its restart attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartMode {
+    /// The allocation ends `failed`, and the scheduler may reschedule it.
+    #[default]
+    Fail,
+    /// Wait out the rest of the interval, then start counting attempts again.
+    Delay,
+}
+
+impl Default for RestartPolicy {
+    /// Nomad's service default: 2 attempts in 30 minutes, 15 s apart, then fail.
+    fn default() -> Self {
+        RestartPolicy {
+            attempts: 2,
+            interval: HumanDuration::from_secs(30 * 60),
+            delay: HumanDuration::from_secs(15),
+            mode: RestartMode::Fail,
+        }
+    }
+}
+
+/// On the servers: how a failed or lost allocation is replaced on another node. The wait
+/// before the n-th replacement is `delay * 2^(n-1)`, capped at `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReschedulePolicy {
+    pub limit: RescheduleLimit,
+    pub delay: HumanDuration,
+    pub max_delay: HumanDuration,
+}
+
+/// How many replacements an allocation may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RescheduleLimit {
+    Unlimited,
+    /// At most `attempts` within any `interval`.
+    Attempts {
+        attempts: u32,
+        interval: HumanDuration,
+    },
+}
+
+impl Default for ReschedulePolicy {
+    /// Nomad's service default: unlimited, 30 s doubling up to an hour.
+    fn default() -> Self {
+        ReschedulePolicy {
+            limit: RescheduleLimit::Unlimited,
+            delay: HumanDuration::from_secs(30),
+            max_delay: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+impl ReschedulePolicy {
+    /// The wait before replacement number `n` (1-based).
+    pub fn delay_before(&self, n: u32) -> std::time::Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.delay
+            .0
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay.0)
+            .min(self.max_delay.0)
+    }
 }
 
 impl TaskGroup {
@@ -161,6 +244,8 @@ impl JobSpec {
                 tasks: vec![task],
                 constraints: Vec::new(),
                 placement: Default::default(),
+                restart: Default::default(),
+                reschedule: Default::default(),
             }],
             name,
             namespace: Default::default(),

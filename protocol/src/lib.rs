@@ -19,7 +19,7 @@ pub mod secret;
 pub mod time;
 
 pub use alloc::{
-    Allocation, ClientStatus, Constraint, DesiredStatus, Dimension, EvalStatus, EvalTrigger,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint, DesiredStatus, Dimension, EvalStatus, EvalTrigger,
     Evaluation, Operator, Placement, Resources,
 };
 pub use codec::CodecError;
@@ -28,9 +28,12 @@ pub use ids::{
     AllocId, AuditId, ContextId, EvalId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId,
     UserId,
 };
-pub use job::{DriverConfig, ExecConfig, Job, JobSpec, JobType, RetryPolicy, TaskGroup, TaskSpec};
+pub use job::{
+    DriverConfig, ExecConfig, Job, JobSpec, JobType, RescheduleLimit, ReschedulePolicy, RestartMode,
+    RestartPolicy, RetryPolicy, TaskGroup, TaskSpec,
+};
 pub use namespace::{Namespace, NamespaceInfo};
-pub use node::{DriverKind, Fingerprint, Node};
+pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};

@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobId, NodeId, RunId};
-use crate::job::TaskSpec;
+use crate::alloc::{AllocEvent, Allocation, ClientStatus};
+use crate::ids::{AllocId, JobId, NodeId, RunId};
+use crate::job::{RestartPolicy, TaskSpec};
 use crate::node::DriverKind;
 use crate::run::RunOutcome;
 use crate::time::{HumanDuration, Timestamp};
@@ -61,6 +62,19 @@ pub enum AgentMessage {
     },
     Output(OutputChunk),
     Finished(TaskFinished),
+    /// What the node's allocation is doing now; sent on every change and again after a
+    /// reconnect until acknowledged with [`ServerMessage::AllocUpdateAck`].
+    AllocUpdate(AllocUpdate),
+}
+
+/// An allocation's state on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocUpdate {
+    pub alloc: AllocId,
+    pub client: ClientStatus,
+    pub restarts: u32,
+    /// What happened since the last update the server acknowledged, oldest first.
+    pub events: Vec<AllocEvent>,
 }
 
 /// The first message of every session.
@@ -71,6 +85,9 @@ pub struct Hello {
     pub agent_version: String,
     pub drivers: Vec<DriverKind>,
     pub fingerprint: crate::node::Fingerprint,
+    /// The highest [`Allocation::modify_index`] this agent has seen (0: none): the server
+    /// sends the node's allocation changes after it.
+    pub alloc_index: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +151,31 @@ pub enum ServerMessage {
     FinishedAck {
         run: RunId,
     },
+    /// This node's allocations that changed after the agent's index, up to `index`.
+    Allocations(AllocSync),
+    /// The update with this status was recorded.
+    AllocUpdateAck {
+        alloc: AllocId,
+        client: ClientStatus,
+    },
+}
+
+/// A batch of allocation changes for one node. The agent keeps `index` and sends it in
+/// its next Hello, so a reconnect (to any server) gets exactly what it missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocSync {
+    pub index: u64,
+    pub allocs: Vec<AllocAssignment>,
+}
+
+/// One allocation as its node must run it. For a `run` allocation `tasks` are its group's
+/// tasks with their secret env opened into `env` (plaintext, as in [`RunTask`]: never
+/// logged or stored); for a `stop` one they are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocAssignment {
+    pub alloc: Allocation,
+    pub tasks: Vec<TaskSpec>,
+    pub restart: RestartPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,4 +62,42 @@ pub struct Node {
     /// TLS handshake from then on.
     #[serde(default)]
     pub revoked_at: Option<Timestamp>,
+    /// Whether its agent is heard from: `down` once heartbeats stop for the grace period.
+    #[serde(default)]
+    pub status: NodeStatus,
+    /// Whether the scheduler may place new work on it.
+    #[serde(default)]
+    pub eligibility: Eligibility,
+    /// Set while `windflow node drain` moves its work away.
+    #[serde(default)]
+    pub drain: Option<DrainStrategy>,
+}
+
+/// Whether a node's agent is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Registered, no session yet.
+    #[default]
+    Initializing,
+    Ready,
+    /// Missed its heartbeats for the grace period; its allocations are `lost`.
+    Down,
+}
+
+/// Whether the scheduler may place new allocations (and the dispatcher new runs) on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Eligibility {
+    #[default]
+    Eligible,
+    Ineligible,
+}
+
+/// A drain in progress: service allocations move elsewhere, batch work finishes; past
+/// `deadline`, what is left is stopped. The node ends ineligible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStrategy {
+    pub started_at: Timestamp,
+    pub deadline: Option<Timestamp>,
 }

@@ -120,6 +120,11 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     eval: plan.eval,
                     created_at: plan.at,
                     modified_at: plan.at,
+                    modify_index: 0,
+                    restarts: 0,
+                    previous: None,
+                    reschedules: 0,
+                    events: Vec::new(),
                 };
                 p.put(key::pair(key::ALLOC_BY_JOB, a.job.0, a.id.0), Vec::new());
                 p.put(key::pair(key::ALLOC_BY_NODE, a.node.0, a.id.0), Vec::new());

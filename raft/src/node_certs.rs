@@ -61,6 +61,9 @@ pub(crate) fn enroll(
         attributes: Default::default(),
         labels: token.labels,
         revoked_at: None,
+        status: Default::default(),
+        eligibility: Default::default(),
+        drain: None,
     };
     p.put_as(key::id(key::NODE, node.id.0), &node)?;
     record_cert(p, node.id, serial, not_after, at)?;

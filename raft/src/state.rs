@@ -269,6 +269,9 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 attributes: Default::default(),
                 labels: Default::default(),
                 revoked_at: None,
+                status: Default::default(),
+                eligibility: Default::default(),
+                drain: None,
             };
             p.put_as(key::id(key::NODE, node.id.0), &node)?;
             Ok(Applied::Node(node))

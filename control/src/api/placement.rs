@@ -92,6 +92,8 @@ pub fn parse(f: &mut Fields) -> Result<Shape, ApiError> {
             tasks: Vec::new(),
             constraints: vec![constraint.clone()],
             placement: Placement::default(),
+            restart: Default::default(),
+            reschedule: Default::default(),
         })
         .map_err(|e| ApiError::invalid_field(&format!("constraints[{i}]"), e))?;
         constraints.push(constraint);

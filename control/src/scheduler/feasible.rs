@@ -230,6 +230,9 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             labels: BTreeMap::from([("zone".to_owned(), "eu-1".to_owned())]),
             revoked_at: None,
+            status: Default::default(),
+            eligibility: Default::default(),
+            drain: None,
         }
     }
 
@@ -247,6 +250,8 @@ mod tests {
                 })
                 .collect(),
             placement: Default::default(),
+            restart: Default::default(),
+            reschedule: Default::default(),
         }
     }
 

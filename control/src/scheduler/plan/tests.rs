@@ -23,6 +23,9 @@ fn node(id: u64, cpu_mhz: u64, memory_mb: u64) -> Node {
         attributes: BTreeMap::from([("os".into(), "linux".into())]),
         labels: BTreeMap::new(),
         revoked_at: None,
+        status: Default::default(),
+        eligibility: Default::default(),
+        drain: None,
     }
 }
 
@@ -157,6 +160,11 @@ fn alloc(id: u64, index: u32, node: u64) -> Allocation {
         eval: EvalId(1),
         created_at: Timestamp(0),
         modified_at: Timestamp(0),
+        modify_index: 0,
+        restarts: 0,
+        previous: None,
+        reschedules: 0,
+        events: Vec::new(),
     }
 }
 
