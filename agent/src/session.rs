@@ -405,6 +405,9 @@ async fn session_loop(
                 Some(ServerMessage::HeartbeatAck { seq }) => tracing::trace!(seq, "heartbeat acknowledged"),
                 Some(ServerMessage::Refused { reason }) => return Err(AgentError::Refused { reason }),
                 Some(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second Welcome"),
+                Some(ServerMessage::Allocations(_) | ServerMessage::AllocUpdateAck { .. }) => {
+                    tracing::warn!("this agent does not run allocations yet; ignoring them");
+                }
             },
             _ = heartbeat.tick() => {
                 seq += 1;
