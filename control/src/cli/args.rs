@@ -255,7 +255,39 @@ pub struct ServerArgs {
     #[arg(long, env = "WINDFLOW_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub liveness: LivenessArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// How agents are heard, and how long a silent node stays `ready`.
+#[derive(Debug, Args)]
+pub struct LivenessArgs {
+    /// How often agents send heartbeats (and each server reports the ones it heard).
+    #[arg(long, default_value = "2s", env = "WINDFLOW_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: windflow_protocol::HumanDuration,
+    /// A node not heard from for this long is marked down and its allocations lost; more
+    /// than twice --heartbeat-interval.
+    #[arg(long, default_value = "10s", env = "WINDFLOW_HEARTBEAT_GRACE")]
+    pub heartbeat_grace: windflow_protocol::HumanDuration,
+}
+
+impl LivenessArgs {
+    pub fn check(&self) -> anyhow::Result<crate::lifecycle::Liveness> {
+        let (interval, grace) = (self.heartbeat_interval, self.heartbeat_grace);
+        if interval.0 < std::time::Duration::from_millis(100) {
+            anyhow::bail!("--heartbeat-interval must be at least 100ms, not {interval}");
+        }
+        if grace.0 <= interval.0 * 2 {
+            anyhow::bail!(
+                "--heartbeat-grace ({grace}) must be more than twice --heartbeat-interval ({interval})"
+            );
+        }
+        Ok(crate::lifecycle::Liveness {
+            interval: interval.0,
+            grace: grace.0,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +299,8 @@ pub struct DevArgs {
     pub http_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7481")]
     pub quic_addr: SocketAddr,
+    #[command(flatten)]
+    pub liveness: LivenessArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
