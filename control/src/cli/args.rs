@@ -374,6 +374,41 @@ pub struct JobCreateArgs {
     /// stored, never shown again, given only to the task.
     #[arg(long = "secret-env", value_name = "KEY=VALUE")]
     pub secret_env: Vec<String>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+/// A service's restart policy (on its node) and reschedule policy (on the servers).
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// Restarts of an exited task on its node within --restart-interval [default: 2].
+    #[arg(long)]
+    pub restart_attempts: Option<u32>,
+    /// The window restart attempts are counted in [default: 30m].
+    #[arg(long)]
+    pub restart_interval: Option<String>,
+    /// Wait before each restart [default: 15s].
+    #[arg(long)]
+    pub restart_delay: Option<String>,
+    /// Past the attempts: fail (then reschedule elsewhere) or delay (wait out the interval).
+    #[arg(long)]
+    pub restart_mode: Option<String>,
+    /// Replacements of a failed or lost instance within --reschedule-interval
+    /// [default: unlimited].
+    #[arg(long, conflicts_with = "reschedule_unlimited")]
+    pub reschedule_attempts: Option<u32>,
+    /// The window reschedule attempts are counted in [default: 1h].
+    #[arg(long, requires = "reschedule_attempts")]
+    pub reschedule_interval: Option<String>,
+    /// Wait before the first replacement, doubling for each further one [default: 30s].
+    #[arg(long)]
+    pub reschedule_delay: Option<String>,
+    /// The longest wait between replacements [default: 1h].
+    #[arg(long)]
+    pub reschedule_max_delay: Option<String>,
+    /// Replace failed or lost instances however often it takes.
+    #[arg(long)]
+    pub reschedule_unlimited: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -396,6 +431,31 @@ pub enum NodeCommand {
     Revoke {
         /// The node's ID (`N3`) or name.
         node: String,
+    },
+    /// One node: status, eligibility, drain, resources and what is used, attributes,
+    /// labels and its allocations.
+    Show {
+        /// The node's ID (`N3`) or name.
+        node: String,
+    },
+    /// Move a node's work away: it takes no new work at once, its service allocations are
+    /// replaced elsewhere, running batch runs finish; the node ends ineligible.
+    Drain {
+        /// The node's ID (`N3`) or name.
+        node: String,
+        /// Stop whatever is still there after this long, e.g. 1h.
+        #[arg(long, conflicts_with = "cancel")]
+        deadline: Option<String>,
+        /// Cancel the drain under way (the node stays ineligible).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Whether the scheduler may place new work on a node.
+    Eligibility {
+        /// The node's ID (`N3`) or name.
+        node: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 

@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 mod identity;
 mod namespaces;
+mod nodes;
 mod table;
 mod trust;
 
