@@ -443,6 +443,8 @@ pub(crate) async fn read_barrier(
 }
 
 #[cfg(test)]
+mod nodes_tests;
+#[cfg(test)]
 mod secrets_tests;
 #[cfg(test)]
 mod tests;
