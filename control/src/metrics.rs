@@ -108,7 +108,11 @@ impl Collector for StateCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for status in [NodeStatus::Initializing, NodeStatus::Ready, NodeStatus::Down] {
+            for status in [
+                NodeStatus::Initializing,
+                NodeStatus::Ready,
+                NodeStatus::Down,
+            ] {
                 let n = nodes.iter().filter(|n| n.status == status).count();
                 let labels = [("status", node_status(status))];
                 ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;

@@ -4,8 +4,8 @@
 //! no longer fit are rejected, deterministically, on every server.
 
 use windflow_protocol::{
-    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, EvalStatus,
-    EvalTrigger, Evaluation, Eligibility, JobId, Node, NodeId, NodeStatus, Resources, Timestamp,
+    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, Eligibility, EvalId,
+    EvalStatus, EvalTrigger, Evaluation, JobId, Node, NodeId, NodeStatus, Resources, Timestamp,
 };
 
 use crate::StoreError;
@@ -25,7 +25,11 @@ fn set_used(p: &mut Pending<'_>, node: NodeId, used: Resources) -> Result<(), St
 }
 
 /// Stores an allocation, keeping its node's usage in step with whether it is live.
-pub(crate) fn put_alloc(p: &mut Pending<'_>, alloc: &Allocation, was_live: bool) -> Result<(), StoreError> {
+pub(crate) fn put_alloc(
+    p: &mut Pending<'_>,
+    alloc: &Allocation,
+    was_live: bool,
+) -> Result<(), StoreError> {
     let live = alloc.is_live();
     if live != was_live {
         let before = used(p, alloc.node)?;
@@ -186,8 +190,8 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     None => a.push_event(plan.at, AllocEventKind::Placed, placed),
                     Some((mut old, kind)) => {
                         a.previous = Some(old.id);
-                        a.reschedules = old.reschedules
-                            + u32::from(kind == ReplaceKind::Reschedule);
+                        a.reschedules =
+                            old.reschedules + u32::from(kind == ReplaceKind::Reschedule);
                         a.push_event(
                             plan.at,
                             AllocEventKind::Placed,

@@ -31,10 +31,10 @@ pub use command::{
     KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection, ReplaceKind, Replacement,
     Response, StopAlloc, TokenRecord, UserRecord,
 };
-pub use nodes::NodeLiveness;
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
+pub use nodes::NodeLiveness;
 pub use openraft::BasicNode;
 pub use reader::StateReader;
 pub use timings::RaftTimings;

@@ -193,7 +193,11 @@ fn a_silent_node_goes_down_its_live_allocations_are_lost_and_their_jobs_evaluate
     );
     let evals = f.reader.evaluations().unwrap();
     let new: Vec<_> = evals[evals_before..].iter().collect();
-    assert_eq!(new.len(), 1, "one evaluation, for the job that lost something");
+    assert_eq!(
+        new.len(),
+        1,
+        "one evaluation, for the job that lost something"
+    );
     assert_eq!(new[0].job, JobId(1));
     assert_eq!(new[0].trigger, EvalTrigger::AllocFailed);
     assert_eq!(new[0].status, EvalStatus::Pending);
@@ -326,7 +330,11 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
     )[0];
     let (old, new) = (alloc(&f, first), alloc(&f, second));
     assert_eq!((new.previous, new.reschedules), (Some(first), 1));
-    assert!(new.events[0].message.contains(&format!("replacing {first}")));
+    assert!(
+        new.events[0]
+            .message
+            .contains(&format!("replacing {first}"))
+    );
     assert_eq!(old.desired, DesiredStatus::Stop);
     assert_eq!(old.client, ClientStatus::Lost);
     let last = old.events.last().unwrap();
@@ -375,5 +383,8 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
     assert_eq!(alloc(&f, moved).previous, Some(third));
     let kept = alloc(&f, third);
     assert_eq!(kept.desired, DesiredStatus::Run);
-    assert_eq!(kept.events.last().unwrap().kind, AllocEventKind::Rescheduled);
+    assert_eq!(
+        kept.events.last().unwrap().kind,
+        AllocEventKind::Rescheduled
+    );
 }

@@ -31,8 +31,10 @@ pub struct NodeLiveness {
 }
 
 pub(crate) fn liveness(p: &Pending<'_>, node: NodeId) -> Result<NodeLiveness, StoreError> {
-    Ok(p.get_as(&key::id(key::NODE_HEARD, node.0), "node liveness")?
-        .unwrap_or_default())
+    Ok(
+        p.get_as(&key::id(key::NODE_HEARD, node.0), "node liveness")?
+            .unwrap_or_default(),
+    )
 }
 
 fn node(p: &Pending<'_>, id: NodeId) -> Result<Option<Node>, StoreError> {
@@ -46,7 +48,11 @@ fn put_node(p: &mut Pending<'_>, n: &Node) -> Result<(), StoreError> {
 /// The node's agent was heard at `heard`: recorded if newer than what is known, and a node
 /// not yet ready (or down, and heard after its cutoff) becomes ready. True when the node
 /// itself changed (the caller stores it).
-pub(crate) fn heard(p: &mut Pending<'_>, n: &mut Node, heard: Timestamp) -> Result<bool, StoreError> {
+pub(crate) fn heard(
+    p: &mut Pending<'_>,
+    n: &mut Node,
+    heard: Timestamp,
+) -> Result<bool, StoreError> {
     let mut live = liveness(p, n.id)?;
     if live.last_heard.is_some_and(|last| heard <= last) {
         return Ok(false);

@@ -436,9 +436,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::RevokeJoinToken { id, at } => crate::join_tokens::revoke(p, id, at)?,
         Command::NodeHeartbeats { nodes, at: _ } => crate::nodes::heartbeats(p, nodes)?,
         Command::NodesDown { nodes, cutoff, at } => crate::nodes::down(p, nodes, cutoff, at)?,
-        Command::SetNodeDrain { node, change, at } => {
-            crate::nodes::set_drain(p, node, change, at)?
-        }
+        Command::SetNodeDrain { node, change, at } => crate::nodes::set_drain(p, node, change, at)?,
         Command::SetNodeEligibility {
             node,
             eligibility,

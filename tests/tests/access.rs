@@ -71,7 +71,12 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("GET", "/v1/nodes", CR, "/v1/nodes"),
     ("GET", "/v1/nodes/{id}", CR, "/v1/nodes/N999999"),
     ("POST", "/v1/nodes/{id}/drain", A, "/v1/nodes/N999999/drain"),
-    ("DELETE", "/v1/nodes/{id}/drain", A, "/v1/nodes/N999999/drain"),
+    (
+        "DELETE",
+        "/v1/nodes/{id}/drain",
+        A,
+        "/v1/nodes/N999999/drain",
+    ),
     (
         "PUT",
         "/v1/nodes/{id}/eligibility",

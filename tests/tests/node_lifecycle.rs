@@ -84,7 +84,10 @@ impl Setup {
     }
 
     fn nodes(&self) -> Vec<Value> {
-        self.get("/v1/nodes").as_array().cloned().unwrap_or_default()
+        self.get("/v1/nodes")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn node(&self, id: &str) -> Value {
@@ -124,10 +127,12 @@ impl Setup {
         let (status, job) = self.call(
             "POST",
             "/v1/jobs",
-            Some(json!({"name": name, "command": "sleep 1000", "type": "service",
+            Some(
+                json!({"name": name, "command": "sleep 1000", "type": "service",
                         "count": count, "placement": "spread",
                         "resources": {"cpu_mhz": 10, "memory_mb": 8},
-                        "reschedule": {"unlimited": true, "delay": "1s", "max_delay": "4s"}})),
+                        "reschedule": {"unlimited": true, "delay": "1s", "max_delay": "4s"}}),
+            ),
         );
         assert_eq!(status, 201, "{job}");
         let id = job["id"].as_str().unwrap().to_owned();
@@ -195,7 +200,10 @@ fn a_killed_agents_node_goes_down_its_allocations_are_replaced_and_it_comes_back
         let live: Vec<Value> = allocs.into_iter().filter(is_live).collect();
         (live.len() == 3).then_some(live)
     });
-    assert!(live.iter().all(|a| a["node"] != victim.as_str()), "{live:?}");
+    assert!(
+        live.iter().all(|a| a["node"] != victim.as_str()),
+        "{live:?}"
+    );
     for id in &on_victim {
         let replacement = live
             .iter()
@@ -309,7 +317,10 @@ fn a_drained_nodes_service_allocations_move_and_it_ends_ineligible() {
     }
     let live: Vec<Value> = s.allocs(&job).into_iter().filter(is_live).collect();
     assert_eq!(live.len(), 2, "{live:?}");
-    assert!(live.iter().all(|a| a["node"] != drained.as_str()), "{live:?}");
+    assert!(
+        live.iter().all(|a| a["node"] != drained.as_str()),
+        "{live:?}"
+    );
     let out = s.cli(&["node", "eligibility", &drained, "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.node(&drained)["eligibility"], "eligible");

@@ -38,7 +38,10 @@ async fn a_node_is_shown_drained_and_made_eligible_again_by_id_or_name() {
     assert_eq!(node["status"], "initializing");
     assert_eq!(node["eligibility"], "eligible");
     assert_eq!(node["connected"], false);
-    assert_eq!(node["used"], json!({"cpu_mhz": 0, "memory_mb": 0, "disk_mb": 0}));
+    assert_eq!(
+        node["used"],
+        json!({"cpu_mhz": 0, "memory_mb": 0, "disk_mb": 0})
+    );
     assert_eq!(node["allocations"], json!([]));
     let (status, by_name) = h.call("GET", "/v1/nodes/rack-7", None).await;
     assert_eq!((status, &by_name["id"]), (StatusCode::OK, &node["id"]));
@@ -57,7 +60,11 @@ async fn a_node_is_shown_drained_and_made_eligible_again_by_id_or_name() {
         assert!(message(&answer).contains(field), "{body}: {answer}");
     }
     let (status, drained) = h
-        .call("POST", "/v1/nodes/rack-7/drain", Some(json!({"deadline": "1h"})))
+        .call(
+            "POST",
+            "/v1/nodes/rack-7/drain",
+            Some(json!({"deadline": "1h"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{drained}");
     assert_eq!(drained["eligibility"], "ineligible");
@@ -65,7 +72,11 @@ async fn a_node_is_shown_drained_and_made_eligible_again_by_id_or_name() {
 
     let eligibility = format!("/v1/nodes/{id}/eligibility");
     let (status, answer) = h
-        .call("PUT", &eligibility, Some(json!({"eligibility": "eligible"})))
+        .call(
+            "PUT",
+            &eligibility,
+            Some(json!({"eligibility": "eligible"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(message(&answer).contains("draining"), "{answer}");
@@ -83,9 +94,16 @@ async fn a_node_is_shown_drained_and_made_eligible_again_by_id_or_name() {
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(message(&answer).contains("not draining"), "{answer}");
     let (status, on) = h
-        .call("PUT", &eligibility, Some(json!({"eligibility": "eligible"})))
+        .call(
+            "PUT",
+            &eligibility,
+            Some(json!({"eligibility": "eligible"})),
+        )
         .await;
-    assert_eq!((status, &on["eligibility"]), (StatusCode::OK, &json!("eligible")));
+    assert_eq!(
+        (status, &on["eligibility"]),
+        (StatusCode::OK, &json!("eligible"))
+    );
     // A drain with no body has no deadline.
     let (status, drained) = h.call("POST", &drain, None).await;
     assert_eq!(status, StatusCode::OK, "{drained}");
@@ -110,15 +128,30 @@ async fn restart_and_reschedule_policies_are_read_field_by_field() {
             "`restart`",
         ),
         (service(json!({"restart": "often"})), "`restart`"),
-        (service(json!({"restart": {"attempts": -1}})), "`restart.attempts`"),
-        (service(json!({"restart": {"attempts": 5000}})), "`restart.attempts`"),
-        (service(json!({"restart": {"interval": "0s"}})), "`restart.interval`"),
-        (service(json!({"restart": {"delay": "soon"}})), "`restart.delay`"),
+        (
+            service(json!({"restart": {"attempts": -1}})),
+            "`restart.attempts`",
+        ),
+        (
+            service(json!({"restart": {"attempts": 5000}})),
+            "`restart.attempts`",
+        ),
+        (
+            service(json!({"restart": {"interval": "0s"}})),
+            "`restart.interval`",
+        ),
+        (
+            service(json!({"restart": {"delay": "soon"}})),
+            "`restart.delay`",
+        ),
         (
             service(json!({"restart": {"delay": "2h", "interval": "1h"}})),
             "`restart.delay`",
         ),
-        (service(json!({"restart": {"mode": "retry"}})), "`restart.mode`"),
+        (
+            service(json!({"restart": {"mode": "retry"}})),
+            "`restart.mode`",
+        ),
         (service(json!({"restart": {"tries": 1}})), "`restart.tries`"),
         (
             service(json!({"reschedule": {"unlimited": true, "attempts": 3}})),

@@ -31,7 +31,10 @@ pub fn parse(f: &mut Fields, job_type: JobType) -> Result<Policies, ApiError> {
     let restart = f.optional_object("restart")?;
     let reschedule = f.optional_object("reschedule")?;
     if job_type != JobType::Service {
-        for (given, name) in [(restart.is_some(), "restart"), (reschedule.is_some(), "reschedule")] {
+        for (given, name) in [
+            (restart.is_some(), "restart"),
+            (reschedule.is_some(), "reschedule"),
+        ] {
             if given {
                 return Err(ApiError::invalid_field(
                     name,

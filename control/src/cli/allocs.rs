@@ -77,7 +77,10 @@ fn show(a: &Allocation) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<13} {v}\n"));
     line("ID:", a.id.to_string());
-    line("Job:", format!("{} (group {}, instance {})", a.job, a.group, a.index));
+    line(
+        "Job:",
+        format!("{} (group {}, instance {})", a.job, a.group, a.index),
+    );
     line("Namespace:", a.namespace.to_string());
     line("Node:", a.node.to_string());
     line("Desired:", word(&a.desired));

@@ -31,7 +31,11 @@ fn drain_text(d: &Value) -> String {
     }
     match &d["deadline"] {
         Value::Null => format!("since {}, no deadline", text(&d["started_at"])),
-        deadline => format!("since {}, deadline {}", text(&d["started_at"]), text(deadline)),
+        deadline => format!(
+            "since {}, deadline {}",
+            text(&d["started_at"]),
+            text(deadline)
+        ),
     }
 }
 
@@ -67,7 +71,11 @@ pub(super) async fn eligibility(
     node: &str,
     state: &str,
 ) -> anyhow::Result<ExitCode> {
-    let eligibility = if state == "on" { "eligible" } else { "ineligible" };
+    let eligibility = if state == "on" {
+        "eligible"
+    } else {
+        "ineligible"
+    };
     let n: Value = client
         .put(
             &format!("/v1/nodes/{}/eligibility", seg(node)),
@@ -193,7 +201,10 @@ mod tests {
     fn policy_flags_become_the_bodys_objects() {
         let mut body = Map::new();
         policies(&PolicyArgs::default(), &mut body);
-        assert!(body.is_empty(), "no flags, no policies: the server's defaults");
+        assert!(
+            body.is_empty(),
+            "no flags, no policies: the server's defaults"
+        );
         let args = PolicyArgs {
             restart_attempts: Some(0),
             restart_mode: Some("delay".into()),

@@ -89,7 +89,13 @@ pub fn silent_nodes(
         .nodes()?
         .into_iter()
         .filter(|n| n.status == NodeStatus::Ready)
-        .filter(|n| heard.get(&n.id).copied().flatten().is_none_or(|h| h <= cutoff))
+        .filter(|n| {
+            heard
+                .get(&n.id)
+                .copied()
+                .flatten()
+                .is_none_or(|h| h <= cutoff)
+        })
         .map(|n| n.id)
         .collect())
 }

@@ -271,6 +271,6 @@ impl XorShift {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod tests;

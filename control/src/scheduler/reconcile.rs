@@ -204,4 +204,3 @@ fn due(
         Due::At(when, delay)
     }
 }
-

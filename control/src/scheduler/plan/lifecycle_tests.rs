@@ -55,7 +55,11 @@ fn a_lost_instance_is_replaced_on_another_node_once_its_delay_passed() {
     let lost = ended(1, 1, ClientStatus::Lost, 1000);
     // 5 s after it was lost: due.
     let o = at(&job, std::slice::from_ref(&lost), &mut v, 6000);
-    assert!(o.unplaced.is_empty() && o.waiting.is_empty(), "{:?}", o.unplaced);
+    assert!(
+        o.unplaced.is_empty() && o.waiting.is_empty(),
+        "{:?}",
+        o.unplaced
+    );
     assert_eq!(o.plan.place.len(), 1);
     let p = &o.plan.place[0];
     assert_eq!((p.node, p.index), (NodeId(2), 0));
