@@ -269,6 +269,11 @@ pub(crate) fn set_status(
         a.client = client;
         a.modified_at = at;
         put_alloc(p, &a, was_live)?;
+        // A wanted instance that ended is the scheduler's to replace (the reschedule
+        // policy for a failed one), in the same entry.
+        if was_live && client.is_terminal() {
+            create_eval(p, a.job, EvalTrigger::AllocFailed, at)?;
+        }
     }
     Ok(Ok(Applied::Allocation(a)))
 }

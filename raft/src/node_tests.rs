@@ -388,3 +388,33 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
         AllocEventKind::Rescheduled
     );
 }
+
+#[test]
+fn a_wanted_allocation_that_fails_queues_its_jobs_evaluation() {
+    let f = Fixture::new();
+    let id = hello(&f, 1);
+    let placed = submit(&f, vec![], vec![place(4, 0, id, None)], 2);
+    let pending = |f: &Fixture| {
+        f.reader
+            .pending_evaluations()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.job == JobId(4) && e.trigger == EvalTrigger::AllocFailed)
+            .count()
+    };
+    let status = |client| {
+        f.apply(Command::AllocStatus {
+            alloc: placed[0],
+            client,
+            at: Timestamp(3),
+        })
+        .unwrap();
+    };
+    status(ClientStatus::Running);
+    assert_eq!(pending(&f), 0);
+    status(ClientStatus::Failed);
+    assert_eq!(pending(&f), 1);
+    // Said again, nothing more.
+    status(ClientStatus::Failed);
+    assert_eq!(pending(&f), 1);
+}
