@@ -3,7 +3,8 @@
 //! goes down after the grace period, its service allocations are lost and replaced on the
 //! other nodes (the lost ones told to stop), and it is ready again when the agent comes
 //! back. A drained node's service allocations are replaced elsewhere, no new run goes
-//! there, and it ends ineligible with its drain complete.
+//! there, and it ends ineligible with its drain complete. In a cluster of three, a new
+//! leader takes no node down: every node gets a fresh grace period.
 
 use std::net::IpAddr;
 use std::process::{Command, Output, Stdio};
@@ -22,18 +23,35 @@ struct Setup {
     admin: String,
     agents: Vec<Agent>,
     names: Vec<String>,
+    /// The server the API calls go to.
+    api: usize,
+    /// The servers the agents connect to.
+    agent_servers: Vec<std::net::SocketAddr>,
 }
 
 impl Setup {
     /// One server and `n` enrolled agents, all ready.
     fn start(n: usize) -> Setup {
         let cluster = Cluster::start_with(1, LIVENESS).unwrap();
+        let servers = vec![cluster.servers[0].quic_addr];
+        Self::with(cluster, 0, servers, n)
+    }
+
+    /// `n` agents enrolled into `cluster` through `agent_servers`, all ready.
+    fn with(
+        cluster: Cluster,
+        api: usize,
+        agent_servers: Vec<std::net::SocketAddr>,
+        n: usize,
+    ) -> Setup {
         let admin = cluster.token();
         let mut s = Setup {
             cluster,
             admin,
             agents: Vec::new(),
             names: Vec::new(),
+            api,
+            agent_servers,
         };
         let (status, token) = s.call(
             "POST",
@@ -57,7 +75,7 @@ impl Setup {
 
     fn spec(&self, name: &str, i: usize, token: Option<&str>) -> AgentSpec {
         AgentSpec {
-            servers: vec![self.cluster.servers[0].quic_addr],
+            servers: self.agent_servers.clone(),
             data_dir: self.cluster.root.path().join(name),
             hostname: name.to_owned(),
             bind: Some(format!("127.0.0.{}", i + 2).parse::<IpAddr>().unwrap()),
@@ -68,7 +86,7 @@ impl Setup {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string());
         http_json(
-            self.cluster.servers[0].http_addr,
+            self.cluster.servers[self.api].http_addr,
             method,
             path,
             Some(&self.admin),
@@ -107,7 +125,7 @@ impl Setup {
             .env("HOME", self.cluster.root.path())
             .env(
                 "WINDFLOW_ADDR",
-                format!("http://{}", self.cluster.servers[0].http_addr),
+                format!("http://{}", self.cluster.servers[self.api].http_addr),
             )
             .env("WINDFLOW_TOKEN", &self.admin)
             .stdin(Stdio::null())
@@ -324,4 +342,57 @@ fn a_drained_nodes_service_allocations_move_and_it_ends_ineligible() {
     let out = s.cli(&["node", "eligibility", &drained, "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.node(&drained)["eligibility"], "eligible");
+}
+
+#[test]
+fn a_new_leader_gives_every_node_a_fresh_grace_period() {
+    let cluster = Cluster::start_with(3, LIVENESS).unwrap();
+    let leader = cluster.wait_for_leader(DEADLINE).unwrap();
+    // The agents hold their sessions with one follower, which stays up throughout.
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (kept, restarted) = (others[0], others[1]);
+    let servers = vec![cluster.servers[kept].quic_addr];
+    let mut s = Setup::with(cluster, kept, servers, 3);
+    let job = s.service("web", 3);
+
+    // No quorum: nothing commits, so what the cluster knows of the nodes' heartbeats ages
+    // past the grace period while their agents keep heartbeating to the kept server.
+    s.cluster.kill(leader);
+    s.cluster.kill(restarted);
+    s.wait(
+        "every recorded heartbeat to be older than the grace period",
+        |s| {
+            let stale = windflow_protocol::Timestamp(windflow_protocol::Timestamp::now().0 - 4000);
+            s.nodes()
+                .iter()
+                .all(|n| {
+                    let heard = s.node(n["id"].as_str().unwrap())["last_heard_at"].clone();
+                    serde_json::from_value::<windflow_protocol::Timestamp>(heard)
+                        .is_ok_and(|t| t < stale)
+                })
+                .then_some(())
+        },
+    );
+    s.cluster.restart(restarted).unwrap();
+    s.cluster.wait_for_leader(DEADLINE).unwrap();
+    let elected = windflow_protocol::Timestamp::now();
+    // Once every node was heard well past the new leader's own grace period, its monitor
+    // has looked: nothing went down, so nothing was lost.
+    let past = windflow_protocol::Timestamp(elected.0 + 4000);
+    s.wait("every node heard past the new leader's grace period", |s| {
+        s.nodes()
+            .iter()
+            .all(|n| {
+                let heard = s.node(n["id"].as_str().unwrap())["last_heard_at"].clone();
+                serde_json::from_value::<windflow_protocol::Timestamp>(heard)
+                    .is_ok_and(|t| t >= past)
+            })
+            .then_some(())
+    });
+    for n in s.nodes() {
+        assert_eq!(n["status"], "ready", "{n}");
+    }
+    let allocs = s.allocs(&job);
+    assert_eq!(allocs.len(), 3, "{allocs:?}");
+    assert!(allocs.iter().all(is_live), "{allocs:?}");
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use windflow_protocol::{NodeId, Timestamp};
 use windflow_raft::{Command, RaftNode};
 
-use super::{Liveness, next_wait};
+use super::Liveness;
 use crate::gateway::Sessions;
 
 /// Reports this server's agent sessions to raft; runs on every server, leader or not.
@@ -31,23 +31,26 @@ impl HeartbeatReporter {
         }
     }
 
+    /// Reports every interval. A failed or slow report is not backed off: a report late
+    /// by more than the grace period would take live nodes down, so each one gets at most
+    /// an interval, and the next tick reports again (apply keeps the newest time, so a
+    /// report that commits after all changes nothing).
     pub async fn run(mut self, stop: CancellationToken) {
         let tick = self.liveness.interval.max(Duration::from_millis(100));
-        let mut backoff = tick;
-        let mut wait = tick;
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = ticks.tick() => {}
             }
-            let ok = match self.report().await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reporting heartbeats failed; retrying");
-                    false
-                }
-            };
-            wait = next_wait(ok, tick, &mut backoff);
+            match tokio::time::timeout(tick, self.report()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "reporting heartbeats failed; retrying"),
+                Err(_) => tracing::warn!(
+                    "reporting heartbeats took longer than the interval (no raft leader?); retrying"
+                ),
+            }
         }
     }
 
