@@ -124,8 +124,12 @@ pub async fn print_placement(client: &Client, job: &Job) -> anyhow::Result<()> {
         .await?;
     if let Some(last) = evals.first() {
         let status = json!(last.status);
+        let waits = last
+            .wait_until
+            .map(|t| format!(" (waits until {t})"))
+            .unwrap_or_default();
         println!(
-            "Last evaluation: {} {}",
+            "Last evaluation: {} {}{waits}",
             last.id,
             status.as_str().unwrap_or("?")
         );

@@ -131,6 +131,8 @@ pub async fn run(
                     "ID",
                     "NAME",
                     "STATUS",
+                    "ELIGIBILITY",
+                    "DRAIN",
                     "DRIVERS",
                     "LAST SEEN",
                     "LABELS",
@@ -146,6 +148,13 @@ pub async fn run(
                         text(&n["id"]),
                         text(&n["name"]),
                         text(&n["status"]),
+                        text(&n["eligibility"]),
+                        if n["drain"].is_null() {
+                            "-"
+                        } else {
+                            "draining"
+                        }
+                        .to_owned(),
                         drivers.join(","),
                         text(&n["last_seen_at"]),
                         labels_text(&n["labels"]),
