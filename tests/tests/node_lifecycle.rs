@@ -342,6 +342,52 @@ fn a_drained_nodes_service_allocations_move_and_it_ends_ineligible() {
     let out = s.cli(&["node", "eligibility", &drained, "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.node(&drained)["eligibility"], "eligible");
+    let out = s.cli(&["node", "list"]);
+    assert!(stdout(&out).contains("eligible"), "{}", stdout(&out));
+
+    // The policies from the CLI's flags, and a flag the server refuses by field.
+    let out = s.cli(&[
+        "job",
+        "create",
+        "svc",
+        "--cmd",
+        "sleep 100",
+        "--type",
+        "service",
+        "--restart-attempts",
+        "1",
+        "--restart-mode",
+        "delay",
+        "--reschedule-attempts",
+        "2",
+        "--reschedule-interval",
+        "10m",
+        "--reschedule-delay",
+        "2s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, job) = s.call("GET", "/v1/jobs/svc", None);
+    let group = &job["spec"]["groups"][0];
+    assert_eq!(group["restart"]["attempts"], 1, "{job}");
+    assert_eq!(group["restart"]["mode"], "delay", "{job}");
+    assert_eq!(
+        group["reschedule"]["limit"],
+        json!({"attempts": {"attempts": 2, "interval": "10m"}}),
+        "{job}"
+    );
+    let out = s.cli(&[
+        "job",
+        "create",
+        "bad",
+        "--cmd",
+        "true",
+        "--type",
+        "service",
+        "--restart-mode",
+        "never",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("restart.mode"), "{}", stderr(&out));
 }
 
 #[test]
