@@ -1,4 +1,6 @@
-//! The leader's dispatcher: sends pending runs to connected agents that can run them.
+//! The leader's dispatcher: sends pending runs to connected agents that can run them,
+//! on nodes that take new work (ready, eligible, not draining, not revoked): runs already
+//! running on a node that goes down or drains are left to finish.
 //!
 //! A run is first marked dispatched through raft (so only one leader ever places it), then
 //! sent to the agent. If the send is lost, the agent gets it again when its session resumes.
@@ -83,6 +85,13 @@ impl Dispatcher {
                 *load.entry(node).or_default() += 1;
             }
         }
+        // Nodes that may take new runs now.
+        let open: std::collections::HashSet<NodeId> = reader
+            .nodes()?
+            .iter()
+            .filter(|n| crate::scheduler::feasible::unschedulable(n).is_none())
+            .map(|n| n.id)
+            .collect();
         for run in pending {
             let Some(job) = reader.job(run.job)? else {
                 continue;
@@ -94,7 +103,7 @@ impl Dispatcher {
                 DriverConfig::Exec(_) => DriverKind::Exec,
             };
             // No agent can take it now; a joining agent wakes us.
-            let Some(node) = self.sessions.pick(driver, &load) else {
+            let Some(node) = pick(&self.sessions.offering(driver), &open, &load) else {
                 continue;
             };
             // Opened before the run is placed: a run whose secrets cannot be opened here
@@ -140,5 +149,35 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+/// The least loaded of the connected `nodes` that is `open` to new work.
+fn pick(
+    nodes: &[NodeId],
+    open: &std::collections::HashSet<NodeId>,
+    load: &HashMap<NodeId, usize>,
+) -> Option<NodeId> {
+    nodes
+        .iter()
+        .filter(|n| open.contains(n))
+        .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_go_to_the_least_loaded_open_node_only() {
+        let connected = [NodeId(1), NodeId(2), NodeId(3)];
+        let open = std::collections::HashSet::from([NodeId(2), NodeId(3)]);
+        let load = HashMap::from([(NodeId(2), 4), (NodeId(3), 1)]);
+        assert_eq!(pick(&connected, &open, &load), Some(NodeId(3)));
+        // Node 1 (down, draining or ineligible) is idle but closed.
+        let only_one = std::collections::HashSet::from([NodeId(2)]);
+        assert_eq!(pick(&connected, &only_one, &load), Some(NodeId(2)));
+        assert_eq!(pick(&connected, &Default::default(), &load), None);
     }
 }

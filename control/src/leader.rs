@@ -10,16 +10,20 @@ use std::time::Duration;
 use crate::audit_retention::AuditRetention;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
+use crate::lifecycle::Liveness;
+use crate::lifecycle::drain::DrainWatcher;
+use crate::lifecycle::monitor::NodeMonitor;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
 
-/// Watches raft and runs [`Dispatcher`], [`Scheduler`] and [`AuditRetention`] (and later
-/// cron and webhooks) while leader.
+/// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`]
+/// and [`DrainWatcher`] (and later cron and webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
     secrets: std::sync::Arc<Secrets>,
     audit_retention: Duration,
+    liveness: Liveness,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -37,6 +41,8 @@ pub fn spawn(
                     let retention = AuditRetention::new(raft.clone(), audit_retention);
                     tokio::spawn(retention.run(token.clone()));
                     tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
+                    tokio::spawn(NodeMonitor::new(raft.clone(), liveness).run(token.clone()));
+                    tokio::spawn(DrainWatcher::new(raft.clone(), liveness).run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod https;
 pub mod join;
 pub mod leader;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod password;

@@ -9,7 +9,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use windflow_protocol::RunStatus;
+use windflow_protocol::{Eligibility, NodeStatus, RunStatus};
 use windflow_raft::RaftNode;
 
 use crate::gateway::Sessions;
@@ -101,6 +101,38 @@ impl Collector for StateCollector {
                 ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
             }
         }
+        if let Ok(nodes) = reader.nodes() {
+            let mut metric = encoder.encode_descriptor(
+                "windflow_nodes",
+                "Registered nodes, by status (as the replicated state says).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for status in [
+                NodeStatus::Initializing,
+                NodeStatus::Ready,
+                NodeStatus::Down,
+            ] {
+                let n = nodes.iter().filter(|n| n.status == status).count();
+                let labels = [("status", node_status(status))];
+                ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
+            }
+            gauge(
+                &mut encoder,
+                "windflow_nodes_draining",
+                "Nodes whose drain is under way.",
+                nodes.iter().filter(|n| n.drain.is_some()).count() as i64,
+            )?;
+            gauge(
+                &mut encoder,
+                "windflow_nodes_ineligible",
+                "Nodes marked ineligible for new work (draining ones included).",
+                nodes
+                    .iter()
+                    .filter(|n| n.eligibility == Eligibility::Ineligible)
+                    .count() as i64,
+            )?;
+        }
         let m = self.raft.metrics().borrow().clone();
         gauge(
             &mut encoder,
@@ -154,5 +186,13 @@ impl Collector for StateCollector {
             self.sessions.len() as i64,
         )?;
         Ok(())
+    }
+}
+
+fn node_status(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Initializing => "initializing",
+        NodeStatus::Ready => "ready",
+        NodeStatus::Down => "down",
     }
 }

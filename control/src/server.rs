@@ -44,7 +44,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
-    pub heartbeat_interval: Duration,
+    /// How often agents are heard, and how long a node may stay silent before it is down.
+    pub liveness: crate::lifecycle::Liveness,
     /// The initial member list; empty for a single server.
     pub peers: Vec<Peer>,
     /// A shared CA directory (`windflow ca init`); by default the CA lives in `DATA_DIR/ca`
@@ -86,7 +87,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             http_addr: ([127, 0, 0, 1], 7480).into(),
             quic_addr: ([127, 0, 0, 1], 7481).into(),
-            heartbeat_interval: Duration::from_secs(5),
+            liveness: Default::default(),
             peers: Vec::new(),
             shared_ca_dir: None,
             start: Start::Form,
@@ -315,7 +316,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         raft: raft.clone(),
         sessions: sessions.clone(),
         outputs: outputs.clone(),
-        heartbeat_interval: config.heartbeat_interval,
+        heartbeat_interval: config.liveness.interval,
         ca: ca.clone(),
         secrets: secrets.clone(),
         node_cert_validity: config.node_cert_validity,
@@ -324,11 +325,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     revocations.load(raft.reader());
     tasks.spawn(revocations.follow(raft.reader().clone(), shutdown.clone()));
     tasks.spawn(gateway.serve(endpoint, shutdown.clone()));
+    tasks.spawn(
+        crate::lifecycle::heartbeats::HeartbeatReporter::new(
+            raft.clone(),
+            sessions.clone(),
+            config.liveness,
+        )
+        .run(shutdown.clone()),
+    );
     let leader = crate::leader::spawn(
         raft.clone(),
         sessions.clone(),
         secrets.clone(),
         config.audit_retention,
+        config.liveness,
         shutdown.clone(),
     );
     tasks.spawn(async move {

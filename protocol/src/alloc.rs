@@ -276,4 +276,8 @@ pub struct Evaluation {
     pub unplaced: Vec<String>,
     pub created_at: Timestamp,
     pub modified_at: Timestamp,
+    /// A pending evaluation waits until then (a replacement's reschedule delay has not
+    /// passed yet): the scheduler leaves it in the queue and wakes for it at that time.
+    #[serde(default)]
+    pub wait_until: Option<Timestamp>,
 }

@@ -43,13 +43,20 @@ fn place(node: NodeId, index: u32, memory_mb: u64) -> NewAlloc {
             memory_mb,
             disk_mb: 0,
         },
+        replaces: None,
     }
 }
 
 fn submit(f: &Fixture, stop: Vec<windflow_protocol::AllocId>, place: Vec<NewAlloc>) -> PlanResult {
     match f.apply(Command::SubmitPlan(Plan {
         eval: EvalId(1),
-        stop,
+        stop: stop
+            .into_iter()
+            .map(|alloc| crate::command::StopAlloc {
+                alloc,
+                reason: "test".into(),
+            })
+            .collect(),
         place,
         at: Timestamp(3),
     })) {

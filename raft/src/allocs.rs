@@ -4,12 +4,14 @@
 //! no longer fit are rejected, deterministically, on every server.
 
 use windflow_protocol::{
-    AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, EvalStatus, EvalTrigger, Evaluation,
-    JobId, Node, NodeId, Resources, Timestamp,
+    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, Eligibility, EvalId,
+    EvalStatus, EvalTrigger, Evaluation, JobId, Node, NodeId, NodeStatus, Resources, Timestamp,
 };
 
 use crate::StoreError;
-use crate::command::{Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, Response};
+use crate::command::{
+    Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, ReplaceKind, Response,
+};
 use crate::state::{Pending, key};
 
 /// What a node's live allocations hold.
@@ -23,7 +25,11 @@ fn set_used(p: &mut Pending<'_>, node: NodeId, used: Resources) -> Result<(), St
 }
 
 /// Stores an allocation, keeping its node's usage in step with whether it is live.
-fn put_alloc(p: &mut Pending<'_>, alloc: &Allocation, was_live: bool) -> Result<(), StoreError> {
+pub(crate) fn put_alloc(
+    p: &mut Pending<'_>,
+    alloc: &Allocation,
+    was_live: bool,
+) -> Result<(), StoreError> {
     let live = alloc.is_live();
     if live != was_live {
         let before = used(p, alloc.node)?;
@@ -37,8 +43,37 @@ fn put_alloc(p: &mut Pending<'_>, alloc: &Allocation, was_live: bool) -> Result<
     p.put_as(key::id(key::ALLOC, alloc.id.0), alloc)
 }
 
-fn alloc(p: &Pending<'_>, id: AllocId) -> Result<Option<Allocation>, StoreError> {
+pub(crate) fn alloc(p: &Pending<'_>, id: AllocId) -> Result<Option<Allocation>, StoreError> {
     p.get_as(&key::id(key::ALLOC, id.0), "allocation")
+}
+
+/// The IDs under an index prefix (`joballoc/<job>`, `nodealloc/<node>`), read from the
+/// committed tree: only commands that go alone in their entry may call it.
+pub(crate) fn ids_under(p: &Pending<'_>, prefix: Vec<u8>) -> Vec<AllocId> {
+    p.tree()
+        .scan_prefix(prefix)
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter_map(|k| <[u8; 8]>::try_from(&k[k.len().saturating_sub(8)..]).ok())
+        .map(|b| AllocId(u64::from_be_bytes(b)))
+        .collect()
+}
+
+/// Tells a live allocation to stop, saying why in its events.
+pub(crate) fn request_stop(
+    p: &mut Pending<'_>,
+    mut a: Allocation,
+    at: Timestamp,
+    reason: &str,
+) -> Result<(), StoreError> {
+    if a.desired == DesiredStatus::Stop {
+        return Ok(());
+    }
+    let was_live = a.is_live();
+    a.desired = DesiredStatus::Stop;
+    a.modified_at = at;
+    a.push_event(at, AllocEventKind::StopRequested, reason);
+    put_alloc(p, &a, was_live)
 }
 
 /// `Command::CreateEvaluation`, and a service job's registration: a new pending evaluation.
@@ -56,6 +91,7 @@ pub(crate) fn create_eval(
         unplaced: Vec::new(),
         created_at: at,
         modified_at: at,
+        wait_until: None,
     };
     p.put_as(key::id(key::EVAL, eval.id.0), &eval)?;
     p.put(key::id(key::EVAL_PENDING, eval.id.0), Vec::new());
@@ -77,6 +113,7 @@ pub(crate) fn update_eval(
     eval.status = status;
     eval.unplaced = unplaced;
     eval.modified_at = at;
+    eval.wait_until = None;
     if status == EvalStatus::Pending {
         p.put(key::id(key::EVAL_PENDING, id.0), Vec::new());
     } else {
@@ -86,17 +123,35 @@ pub(crate) fn update_eval(
     Ok(Ok(Applied::Evaluation(eval)))
 }
 
+/// `Command::WaitEvaluation`: the evaluation stays in the queue, due at `until`.
+pub(crate) fn wait_eval(
+    p: &mut Pending<'_>,
+    id: EvalId,
+    until: Timestamp,
+    unplaced: Vec<String>,
+    at: Timestamp,
+) -> Result<Response, StoreError> {
+    let Some(mut eval) = p.get_as::<Evaluation>(&key::id(key::EVAL, id.0), "evaluation")? else {
+        return Ok(Err(ApplyError::not_found("evaluation", id)));
+    };
+    eval.status = EvalStatus::Pending;
+    eval.unplaced = unplaced;
+    eval.modified_at = at;
+    eval.wait_until = Some(until);
+    p.put(key::id(key::EVAL_PENDING, id.0), Vec::new());
+    p.put_as(key::id(key::EVAL, id.0), &eval)?;
+    Ok(Ok(Applied::Evaluation(eval)))
+}
+
 /// `Command::SubmitPlan`: stops first (they free resources), then each placement if its
-/// node exists and still has room; the others are rejected with the reason.
+/// node exists and still has room; the others are rejected with the reason. A placement
+/// that replaces an allocation links to it (`previous`); a rescheduled one counts one
+/// more reschedule and stops the one it replaces.
 pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, StoreError> {
-    for id in &plan.stop {
-        let Some(mut a) = alloc(p, *id)? else {
-            continue;
-        };
-        let was_live = a.is_live();
-        a.desired = DesiredStatus::Stop;
-        a.modified_at = plan.at;
-        put_alloc(p, &a, was_live)?;
+    for stop in &plan.stop {
+        if let Some(a) = alloc(p, stop.alloc)? {
+            request_stop(p, a, plan.at, &stop.reason)?;
+        }
     }
     let mut result = PlanResult::default();
     for (i, place) in plan.place.into_iter().enumerate() {
@@ -107,7 +162,11 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                 reason,
             }),
             None => {
-                let a = Allocation {
+                let replaced = match place.replaces {
+                    Some(r) => alloc(p, r.alloc)?.map(|old| (old, r.kind)),
+                    None => None,
+                };
+                let mut a = Allocation {
                     id: AllocId(p.next(key::NEXT_ALLOC)?),
                     job: place.job,
                     namespace: place.namespace,
@@ -126,6 +185,34 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     reschedules: 0,
                     events: Vec::new(),
                 };
+                let placed = format!("placed on {} by {}", a.node, plan.eval);
+                match replaced {
+                    None => a.push_event(plan.at, AllocEventKind::Placed, placed),
+                    Some((mut old, kind)) => {
+                        a.previous = Some(old.id);
+                        a.reschedules =
+                            old.reschedules + u32::from(kind == ReplaceKind::Reschedule);
+                        a.push_event(
+                            plan.at,
+                            AllocEventKind::Placed,
+                            format!("{placed}, replacing {} on {}", old.id, old.node),
+                        );
+                        let was_live = old.is_live();
+                        old.modified_at = plan.at;
+                        old.push_event(
+                            plan.at,
+                            AllocEventKind::Rescheduled,
+                            format!("replaced by {} on {}", a.id, a.node),
+                        );
+                        // A migrating one runs on until its replacement does (the planner
+                        // stops it then); any other is told to stop now, so its node, if
+                        // it comes back, stops the duplicate.
+                        if kind != ReplaceKind::Migrate {
+                            old.desired = DesiredStatus::Stop;
+                        }
+                        put_alloc(p, &old, was_live)?;
+                    }
+                }
                 p.put(key::pair(key::ALLOC_BY_JOB, a.job.0, a.id.0), Vec::new());
                 p.put(key::pair(key::ALLOC_BY_NODE, a.node.0, a.id.0), Vec::new());
                 put_alloc(p, &a, false)?;
@@ -141,6 +228,12 @@ fn check(p: &Pending<'_>, place: &NewAlloc) -> Result<Option<String>, StoreError
     let Some(node) = p.get_as::<Node>(&key::id(key::NODE, place.node.0), "node")? else {
         return Ok(Some(format!("node {} does not exist", place.node)));
     };
+    if node.status == NodeStatus::Down {
+        return Ok(Some(format!("node {} is down", node.id)));
+    }
+    if node.eligibility == Eligibility::Ineligible {
+        return Ok(Some(format!("node {} is ineligible", node.id)));
+    }
     let free = node.resources.saturating_sub(used(p, node.id)?);
     Ok(place.resources.exceeds(&free).map(|d| {
         format!(
@@ -153,23 +246,9 @@ fn check(p: &Pending<'_>, place: &NewAlloc) -> Result<Option<String>, StoreError
 /// A deleted job's allocations are all told to stop. Only from `DeleteJob`, which is never
 /// batched: the scan reads the committed tree.
 pub(crate) fn stop_job(p: &mut Pending<'_>, job: JobId, at: Timestamp) -> Result<(), StoreError> {
-    let ids: Vec<AllocId> = p
-        .tree()
-        .scan_prefix(key::id(key::ALLOC_BY_JOB, job.0))
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter_map(|k| <[u8; 8]>::try_from(&k[k.len().saturating_sub(8)..]).ok())
-        .map(|b| AllocId(u64::from_be_bytes(b)))
-        .collect();
-    for id in ids {
-        let Some(mut a) = alloc(p, id)? else {
-            continue;
-        };
-        if a.desired == DesiredStatus::Run {
-            let was_live = a.is_live();
-            a.desired = DesiredStatus::Stop;
-            a.modified_at = at;
-            put_alloc(p, &a, was_live)?;
+    for id in ids_under(p, key::id(key::ALLOC_BY_JOB, job.0)) {
+        if let Some(a) = alloc(p, id)? {
+            request_stop(p, a, at, "the job was deleted")?;
         }
     }
     Ok(())
@@ -190,6 +269,11 @@ pub(crate) fn set_status(
         a.client = client;
         a.modified_at = at;
         put_alloc(p, &a, was_live)?;
+        // A wanted instance that ended is the scheduler's to replace (the reschedule
+        // policy for a failed one), in the same entry.
+        if was_live && client.is_terminal() {
+            create_eval(p, a.job, EvalTrigger::AllocFailed, at)?;
+        }
     }
     Ok(Ok(Applied::Allocation(a)))
 }

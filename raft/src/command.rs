@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, EvalId, EvalStatus,
-    EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId,
-    Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome, Sealed,
-    Timestamp, TokenId, TokenKind, TokenView, UserView,
+    AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility, EvalId,
+    EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
+    JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
+    Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
@@ -180,6 +180,65 @@ pub enum Command {
     /// Replaces the whole replicated state with a backup's (see [`crate::backup`]); raft's
     /// own bookkeeping (last applied, membership) is kept.
     RestoreState { pairs: Vec<KeyValue> },
+    /// Every heartbeat interval, each server lists the nodes whose agents it heard from
+    /// and when it last did (see [`crate::nodes`]): one entry per server, not per node.
+    NodeHeartbeats {
+        nodes: Vec<(NodeId, Timestamp)>,
+        at: Timestamp,
+    },
+    /// The leader found these nodes not heard from since `cutoff` or before: each still
+    /// silent is `down`, its live allocations `lost`, and their jobs evaluated again.
+    NodesDown {
+        nodes: Vec<NodeId>,
+        cutoff: Timestamp,
+        at: Timestamp,
+    },
+    /// Starts or cancels a node's drain.
+    SetNodeDrain {
+        node: NodeId,
+        change: DrainChange,
+        at: Timestamp,
+    },
+    /// Whether the scheduler may place new work on a node; refused as `eligible` while
+    /// the node drains.
+    SetNodeEligibility {
+        node: NodeId,
+        eligibility: Eligibility,
+        at: Timestamp,
+    },
+    /// A drain ends: nothing is left on the node, or its deadline passed (what is left is
+    /// told to stop). The node stays ineligible.
+    FinishDrain {
+        node: NodeId,
+        end: DrainEnd,
+        at: Timestamp,
+    },
+    /// A pending evaluation waits until `until` (a replacement's reschedule delay): it
+    /// stays in the queue, and the scheduler plans it again then.
+    WaitEvaluation {
+        eval: EvalId,
+        until: Timestamp,
+        unplaced: Vec<String>,
+        at: Timestamp,
+    },
+}
+
+/// What [`Command::SetNodeDrain`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainChange {
+    /// Starts a drain (or moves the deadline of the one under way).
+    Start { deadline: Option<Timestamp> },
+    /// Cancels the drain; the node stays ineligible until made eligible again.
+    Cancel,
+}
+
+/// How a drain ends ([`Command::FinishDrain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainEnd {
+    /// No live allocation (and no running batch run) is left on the node.
+    Complete,
+    /// The deadline passed: what is left is stopped.
+    Deadline,
 }
 
 /// A key and its value in the state tree.
@@ -202,6 +261,10 @@ impl Command {
                 // These scan the tree, which does not hold a batch's earlier writes.
                 | Command::DeleteUser { .. }
                 | Command::PruneAudit { .. }
+                // These scan a node's allocations.
+                | Command::NodesDown { .. }
+                | Command::SetNodeDrain { .. }
+                | Command::FinishDrain { .. }
         )
     }
 
@@ -238,6 +301,12 @@ impl Command {
             Command::RevokeNode { .. } => "revoke_node",
             Command::RestoreState { .. } => "restore_state",
             Command::Batch(_) => "batch",
+            Command::NodeHeartbeats { .. } => "node_heartbeats",
+            Command::NodesDown { .. } => "nodes_down",
+            Command::SetNodeDrain { .. } => "set_node_drain",
+            Command::SetNodeEligibility { .. } => "set_node_eligibility",
+            Command::FinishDrain { .. } => "finish_drain",
+            Command::WaitEvaluation { .. } => "wait_evaluation",
         }
     }
 }
@@ -265,7 +334,7 @@ pub struct NewToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub eval: EvalId,
-    pub stop: Vec<AllocId>,
+    pub stop: Vec<StopAlloc>,
     pub place: Vec<NewAlloc>,
     pub at: Timestamp,
 }
@@ -279,6 +348,35 @@ pub struct NewAlloc {
     pub index: u32,
     pub node: NodeId,
     pub resources: Resources,
+    /// The allocation it replaces, and why; `None` for a first placement.
+    #[serde(default)]
+    pub replaces: Option<Replacement>,
+}
+
+/// An allocation a plan stops, and why (said in its events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAlloc {
+    pub alloc: AllocId,
+    pub reason: String,
+}
+
+/// What a placement replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    pub alloc: AllocId,
+    pub kind: ReplaceKind,
+}
+
+/// Why an allocation is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplaceKind {
+    /// It failed or was lost: the replacement counts one more reschedule, and the old
+    /// one is told to stop at once (its node, if it comes back, stops the duplicate).
+    Reschedule,
+    /// Its node drains: the old one keeps running until the replacement runs.
+    Migrate,
+    /// It completed (a service is kept running): placed again, not counted.
+    Renew,
 }
 
 /// What `apply` made of a plan.
@@ -322,6 +420,8 @@ pub enum Applied {
     },
     /// Entries that carry no command (blank and membership entries).
     Nothing,
+    /// The nodes a command changed.
+    Nodes(Vec<Node>),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

@@ -19,6 +19,7 @@ mod namespaces;
 mod network;
 mod node;
 mod node_certs;
+mod nodes;
 mod reader;
 mod secrets;
 mod state;
@@ -26,12 +27,14 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
-    NodeCert, Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
+    Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord, JoinTokenRefusal,
+    KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection, ReplaceKind, Replacement,
+    Response, StopAlloc, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
+pub use nodes::NodeLiveness;
 pub use openraft::BasicNode;
 pub use reader::StateReader;
 pub use timings::RaftTimings;

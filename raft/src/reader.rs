@@ -227,6 +227,25 @@ impl StateReader {
         self.allocs_by_index(key::id(key::ALLOC_BY_NODE, node.0))
     }
 
+    /// When each node's agent was last heard, for the nodes ever heard.
+    pub fn node_liveness(&self) -> Result<Vec<(NodeId, crate::NodeLiveness)>, StoreError> {
+        self.tree
+            .scan_prefix(key::NODE_HEARD)
+            .map(|e| {
+                let (k, v) = e?;
+                let id = id_of(k.get(key::NODE_HEARD.len()..).map(sled::IVec::from)).unwrap_or(0);
+                Ok((NodeId(id), decode(&v, "node liveness")?))
+            })
+            .collect()
+    }
+
+    /// What one node's live allocations hold.
+    pub fn node_used(&self, node: NodeId) -> Result<Resources, StoreError> {
+        Ok(self
+            .get(&key::id(key::NODE_USED, node.0), "node usage")?
+            .unwrap_or_default())
+    }
+
     /// What every node's live allocations hold, for the nodes that hold anything.
     pub fn node_usage(&self) -> Result<Vec<(NodeId, Resources)>, StoreError> {
         self.tree

@@ -59,6 +59,8 @@ pub(crate) mod key {
     /// `evalpending/<eval>`: the scheduler's queue.
     pub const EVAL_PENDING: &[u8] = b"evalpending/";
     pub const NEXT_EVAL: &[u8] = b"counter/eval";
+    /// `nodeheard/<node>`: when its agent was last heard (see `crate::nodes`).
+    pub const NODE_HEARD: &[u8] = b"nodeheard/";
     /// `count/nsjobs/<namespace>`: how many jobs a namespace holds.
     pub const NAMESPACE_JOBS: &[u8] = b"count/nsjobs/";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
@@ -293,6 +295,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             n.resources = fingerprint.resources;
             n.attributes = fingerprint.attributes;
             n.last_seen_at = Some(at);
+            crate::nodes::heard(p, &mut n, at)?;
             p.put_as(key::id(key::NODE, node.0), &n)?;
             Ok(Applied::Node(n))
         }
@@ -431,6 +434,21 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             crate::join_tokens::spend(p, kind, hash, by, at)?
         }
         Command::RevokeJoinToken { id, at } => crate::join_tokens::revoke(p, id, at)?,
+        Command::NodeHeartbeats { nodes, at: _ } => crate::nodes::heartbeats(p, nodes)?,
+        Command::NodesDown { nodes, cutoff, at } => crate::nodes::down(p, nodes, cutoff, at)?,
+        Command::SetNodeDrain { node, change, at } => crate::nodes::set_drain(p, node, change, at)?,
+        Command::SetNodeEligibility {
+            node,
+            eligibility,
+            at: _,
+        } => crate::nodes::set_eligibility(p, node, eligibility)?,
+        Command::FinishDrain { node, end, at } => crate::nodes::finish_drain(p, node, end, at)?,
+        Command::WaitEvaluation {
+            eval,
+            until,
+            unplaced,
+            at,
+        } => crate::allocs::wait_eval(p, eval, until, unplaced, at)?,
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {

@@ -69,6 +69,20 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
         "/v1/namespaces/nowhere",
     ),
     ("GET", "/v1/nodes", CR, "/v1/nodes"),
+    ("GET", "/v1/nodes/{id}", CR, "/v1/nodes/N999999"),
+    ("POST", "/v1/nodes/{id}/drain", A, "/v1/nodes/N999999/drain"),
+    (
+        "DELETE",
+        "/v1/nodes/{id}/drain",
+        A,
+        "/v1/nodes/N999999/drain",
+    ),
+    (
+        "PUT",
+        "/v1/nodes/{id}/eligibility",
+        A,
+        "/v1/nodes/N999999/eligibility",
+    ),
     (
         "POST",
         "/v1/nodes/{id}/revoke",

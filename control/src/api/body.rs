@@ -58,7 +58,7 @@ impl Fields {
             .as_std();
         if d.is_zero() || d > max {
             return Err(ApiError::invalid_field(
-                name,
+                &self.path(name),
                 format!(
                     "must be more than 0 and at most {}",
                     windflow_protocol::HumanDuration(max)
@@ -143,7 +143,7 @@ impl Fields {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(ApiError::invalid_field(
-                name,
+                &self.path(name),
                 format!("must be a string, not {}", kind(&other)),
             )),
         }
@@ -163,10 +163,35 @@ impl Fields {
                     )
                 }),
             Some(other) => Err(ApiError::invalid_field(
-                name,
+                &self.path(name),
                 format!("must be a number, not {}", kind(&other)),
             )),
         }
+    }
+
+    pub fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(ApiError::invalid_field(
+                &self.path(name),
+                format!("must be true or false, not {}", kind(&other)),
+            )),
+        }
+    }
+
+    /// A duration such as `15s` or `1h30m`, which may be 0.
+    pub fn optional_any_duration(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<windflow_protocol::HumanDuration>, ApiError> {
+        let path = self.path(name);
+        self.optional_str(name)?
+            .map(|s| {
+                s.parse::<windflow_protocol::HumanDuration>()
+                    .map_err(|e| ApiError::invalid_field(&path, e))
+            })
+            .transpose()
     }
 
     pub fn optional_string_map(

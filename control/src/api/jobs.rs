@@ -28,7 +28,8 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// `{"name", "command", "workdir"?, "env"?, "secret_env"?, "timeout"?, "max_retries"?,
 /// "retry_delay"?, "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?:
 /// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
-/// "value"}], "placement"?: "binpack"|"spread"}`. A service job is placed by the scheduler
+/// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…}}` (the
+/// policies of a service job, see [`super::policies`]). A service job is placed by the scheduler
 /// and kept running at its count; a batch job runs when asked. Secret env values are sealed
 /// here, before the job is proposed; the answer (like every job view) shows them only as
 /// redacted markers.
@@ -160,6 +161,7 @@ pub(crate) fn parse_job_spec(
     }
     let delay = duration_field(&mut f, "retry_delay")?.unwrap_or(RetryPolicy::default().delay);
     let shape = placement::parse(&mut f)?;
+    let policies = super::policies::parse(&mut f, shape.job_type)?;
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
@@ -177,6 +179,12 @@ pub(crate) fn parse_job_spec(
     group.count = shape.count;
     group.constraints = shape.constraints;
     group.placement = shape.placement;
+    if let Some(restart) = policies.restart {
+        group.restart = restart;
+    }
+    if let Some(reschedule) = policies.reschedule {
+        group.reschedule = reschedule;
+    }
     Ok((spec, secret_env))
 }
 

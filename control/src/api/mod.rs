@@ -18,6 +18,7 @@ mod log_level;
 pub mod namespaces;
 mod nodes;
 mod placement;
+mod policies;
 mod runs;
 mod secrets;
 mod session;
@@ -181,6 +182,34 @@ fn v1_routes(fault_injection: bool) -> Routes {
             namespaces::delete,
         )
         .route(M::GET, "/nodes", CLUSTER_READ, "nodes.list", nodes::list)
+        .route(
+            M::GET,
+            "/nodes/{id}",
+            CLUSTER_READ,
+            "nodes.show",
+            nodes::show,
+        )
+        .route(
+            M::POST,
+            "/nodes/{id}/drain",
+            ADMIN,
+            "nodes.drain",
+            nodes::drain,
+        )
+        .route(
+            M::DELETE,
+            "/nodes/{id}/drain",
+            ADMIN,
+            "nodes.drain_cancel",
+            nodes::cancel_drain,
+        )
+        .route(
+            M::PUT,
+            "/nodes/{id}/eligibility",
+            ADMIN,
+            "nodes.eligibility",
+            nodes::eligibility,
+        )
         .route(
             M::POST,
             "/nodes/{id}/revoke",
@@ -413,6 +442,8 @@ pub(crate) async fn read_barrier(
     }
 }
 
+#[cfg(test)]
+mod nodes_tests;
 #[cfg(test)]
 mod secrets_tests;
 #[cfg(test)]

@@ -34,9 +34,10 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
                 .await?;
             if out.0 == OutputFormat::Json {
                 out.json(&a)?;
-                return Ok(ExitCode::SUCCESS);
+            } else {
+                print!("{}", show(&a));
             }
-            vec![a]
+            return Ok(ExitCode::SUCCESS);
         }
     };
     if out.0 == OutputFormat::Json {
@@ -44,7 +45,8 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = Table::new(vec![
-        "ID", "JOB", "GROUP", "INDEX", "NODE", "DESIRED", "STATUS", "CPU", "MEMORY", "CREATED",
+        "ID", "JOB", "GROUP", "INDEX", "NODE", "DESIRED", "STATUS", "RESTARTS", "CPU", "MEMORY",
+        "CREATED",
     ]);
     for a in &allocs {
         t.row(vec![
@@ -53,8 +55,9 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
             a.group.clone(),
             a.index.to_string(),
             a.node.to_string(),
-            json!(a.desired).as_str().unwrap_or("?").to_owned(),
-            json!(a.client).as_str().unwrap_or("?").to_owned(),
+            word(&a.desired),
+            word(&a.client),
+            a.restarts.to_string(),
             format!("{} MHz", a.resources.cpu_mhz),
             format!("{} MB", a.resources.memory_mb),
             a.created_at.to_string(),
@@ -62,6 +65,49 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// An enum as its JSON word (`run`, `lost`, `rescheduled`).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    json!(v).as_str().unwrap_or("?").to_owned()
+}
+
+/// `windflow alloc show`: the allocation, its lineage and its events.
+fn show(a: &Allocation) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<13} {v}\n"));
+    line("ID:", a.id.to_string());
+    line(
+        "Job:",
+        format!("{} (group {}, instance {})", a.job, a.group, a.index),
+    );
+    line("Namespace:", a.namespace.to_string());
+    line("Node:", a.node.to_string());
+    line("Desired:", word(&a.desired));
+    line("Status:", word(&a.client));
+    line("Evaluation:", a.eval.to_string());
+    line("Created:", a.created_at.to_string());
+    line("Modified:", a.modified_at.to_string());
+    line("Restarts:", a.restarts.to_string());
+    line(
+        "Previous:",
+        a.previous.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+    );
+    line("Reschedules:", a.reschedules.to_string());
+    line(
+        "Resources:",
+        format!(
+            "{} MHz CPU, {} MB memory, {} MB disk",
+            a.resources.cpu_mhz, a.resources.memory_mb, a.resources.disk_mb
+        ),
+    );
+    let mut t = Table::new(vec!["TIME", "EVENT", "MESSAGE"]);
+    for e in &a.events {
+        t.row(vec![e.at.to_string(), word(&e.kind), e.message.clone()]);
+    }
+    s.push_str("\nEvents:\n");
+    s.push_str(&t.render());
+    s
 }
 
 /// Under `job show` of a service: its live allocations and, if the last evaluation left
@@ -78,8 +124,12 @@ pub async fn print_placement(client: &Client, job: &Job) -> anyhow::Result<()> {
         .await?;
     if let Some(last) = evals.first() {
         let status = json!(last.status);
+        let waits = last
+            .wait_until
+            .map(|t| format!(" (waits until {t})"))
+            .unwrap_or_default();
         println!(
-            "Last evaluation: {} {}",
+            "Last evaluation: {} {}{waits}",
             last.id,
             status.as_str().unwrap_or("?")
         );
@@ -101,4 +151,49 @@ pub fn constraint(rule: &str) -> anyhow::Result<Value> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("--constraint `{rule}`"))?;
     Ok(json!({"attribute": attribute, "operator": operator, "value": value.trim()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use windflow_protocol::{
+        AllocEventKind, AllocId, ClientStatus, DesiredStatus, EvalId, JobId, NodeId, Resources,
+        Timestamp,
+    };
+
+    use super::*;
+
+    #[test]
+    fn show_says_lineage_and_events() {
+        let mut a = Allocation {
+            id: AllocId(7),
+            job: JobId(2),
+            namespace: Default::default(),
+            group: "web".into(),
+            index: 1,
+            node: NodeId(3),
+            resources: Resources::TASK_DEFAULT,
+            desired: DesiredStatus::Stop,
+            client: ClientStatus::Lost,
+            eval: EvalId(4),
+            created_at: Timestamp(0),
+            modified_at: Timestamp(0),
+            modify_index: 9,
+            restarts: 2,
+            previous: Some(AllocId(5)),
+            reschedules: 1,
+            events: Vec::new(),
+        };
+        a.push_event(Timestamp(1), AllocEventKind::Lost, "node N3 is down");
+        let text = show(&a);
+        for want in [
+            "Desired:      stop",
+            "Status:       lost",
+            "Previous:     AL5",
+            "Reschedules:  1",
+            "Restarts:     2",
+            "lost   node N3 is down",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+    }
 }

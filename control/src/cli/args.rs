@@ -255,7 +255,39 @@ pub struct ServerArgs {
     #[arg(long, env = "WINDFLOW_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub liveness: LivenessArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// How agents are heard, and how long a silent node stays `ready`.
+#[derive(Debug, Args)]
+pub struct LivenessArgs {
+    /// How often agents send heartbeats (and each server reports the ones it heard).
+    #[arg(long, default_value = "2s", env = "WINDFLOW_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: windflow_protocol::HumanDuration,
+    /// A node not heard from for this long is marked down and its allocations lost; more
+    /// than twice --heartbeat-interval.
+    #[arg(long, default_value = "10s", env = "WINDFLOW_HEARTBEAT_GRACE")]
+    pub heartbeat_grace: windflow_protocol::HumanDuration,
+}
+
+impl LivenessArgs {
+    pub fn check(&self) -> anyhow::Result<crate::lifecycle::Liveness> {
+        let (interval, grace) = (self.heartbeat_interval, self.heartbeat_grace);
+        if interval.0 < std::time::Duration::from_millis(100) {
+            anyhow::bail!("--heartbeat-interval must be at least 100ms, not {interval}");
+        }
+        if grace.0 <= interval.0 * 2 {
+            anyhow::bail!(
+                "--heartbeat-grace ({grace}) must be more than twice --heartbeat-interval ({interval})"
+            );
+        }
+        Ok(crate::lifecycle::Liveness {
+            interval: interval.0,
+            grace: grace.0,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +299,8 @@ pub struct DevArgs {
     pub http_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7481")]
     pub quic_addr: SocketAddr,
+    #[command(flatten)]
+    pub liveness: LivenessArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -340,6 +374,41 @@ pub struct JobCreateArgs {
     /// stored, never shown again, given only to the task.
     #[arg(long = "secret-env", value_name = "KEY=VALUE")]
     pub secret_env: Vec<String>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+/// A service's restart policy (on its node) and reschedule policy (on the servers).
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// Restarts of an exited task on its node within --restart-interval [default: 2].
+    #[arg(long)]
+    pub restart_attempts: Option<u32>,
+    /// The window restart attempts are counted in [default: 30m].
+    #[arg(long)]
+    pub restart_interval: Option<String>,
+    /// Wait before each restart [default: 15s].
+    #[arg(long)]
+    pub restart_delay: Option<String>,
+    /// Past the attempts: fail (then reschedule elsewhere) or delay (wait out the interval).
+    #[arg(long)]
+    pub restart_mode: Option<String>,
+    /// Replacements of a failed or lost instance within --reschedule-interval
+    /// [default: unlimited].
+    #[arg(long, conflicts_with = "reschedule_unlimited")]
+    pub reschedule_attempts: Option<u32>,
+    /// The window reschedule attempts are counted in [default: 1h].
+    #[arg(long, requires = "reschedule_attempts")]
+    pub reschedule_interval: Option<String>,
+    /// Wait before the first replacement, doubling for each further one [default: 30s].
+    #[arg(long)]
+    pub reschedule_delay: Option<String>,
+    /// The longest wait between replacements [default: 1h].
+    #[arg(long)]
+    pub reschedule_max_delay: Option<String>,
+    /// Replace failed or lost instances however often it takes.
+    #[arg(long)]
+    pub reschedule_unlimited: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +431,31 @@ pub enum NodeCommand {
     Revoke {
         /// The node's ID (`N3`) or name.
         node: String,
+    },
+    /// One node: status, eligibility, drain, resources and what is used, attributes,
+    /// labels and its allocations.
+    Show {
+        /// The node's ID (`N3`) or name.
+        node: String,
+    },
+    /// Move a node's work away: it takes no new work at once, its service allocations are
+    /// replaced elsewhere, running batch runs finish; the node ends ineligible.
+    Drain {
+        /// The node's ID (`N3`) or name.
+        node: String,
+        /// Stop whatever is still there after this long, e.g. 1h.
+        #[arg(long, conflicts_with = "cancel")]
+        deadline: Option<String>,
+        /// Cancel the drain under way (the node stays ineligible).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Whether the scheduler may place new work on a node.
+    Eligibility {
+        /// The node's ID (`N3`) or name.
+        node: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 

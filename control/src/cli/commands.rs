@@ -88,6 +88,15 @@ pub async fn run(
         Command::Node(NodeCommand::Revoke { node }) => {
             super::agents::node_revoke(&client, out, &node).await
         }
+        Command::Node(NodeCommand::Show { node }) => super::nodes::show(&client, out, &node).await,
+        Command::Node(NodeCommand::Drain {
+            node,
+            deadline,
+            cancel,
+        }) => super::nodes::drain(&client, out, &node, deadline, cancel).await,
+        Command::Node(NodeCommand::Eligibility { node, state }) => {
+            super::nodes::eligibility(&client, out, &node, &state).await
+        }
         Command::Cluster(ClusterCommand::Snapshot(SnapshotCommand::Save { file })) => {
             let bytes = client.get_bytes("/v1/cluster/snapshot").await?;
             crate::server::write_secret_bytes(&file, &bytes)?;
@@ -122,6 +131,8 @@ pub async fn run(
                     "ID",
                     "NAME",
                     "STATUS",
+                    "ELIGIBILITY",
+                    "DRAIN",
                     "DRIVERS",
                     "LAST SEEN",
                     "LABELS",
@@ -137,6 +148,13 @@ pub async fn run(
                         text(&n["id"]),
                         text(&n["name"]),
                         text(&n["status"]),
+                        text(&n["eligibility"]),
+                        if n["drain"].is_null() {
+                            "-"
+                        } else {
+                            "draining"
+                        }
+                        .to_owned(),
                         drivers.join(","),
                         text(&n["last_seen_at"]),
                         labels_text(&n["labels"]),
@@ -335,6 +353,7 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     if let Some(p) = args.placement {
         body.insert("placement".into(), p.into());
     }
+    super::nodes::policies(&args.policies, &mut body);
     let mut secret_env = Map::new();
     for pair in args.secret_env {
         // The error names the variable, never the value.

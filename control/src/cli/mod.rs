@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 mod identity;
 mod namespaces;
+mod nodes;
 mod table;
 mod trust;
 
@@ -188,6 +189,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("--tls-cert and --tls-key go together"),
             };
             config.node_cert_validity = args.node_cert_validity.as_std();
+            config.liveness = args.liveness.check()?;
             if let Some(token) = &args.join_token {
                 let token = token
                     .parse()
@@ -251,6 +253,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut config = ServerConfig::new(data_dir);
             config.http_addr = args.http_addr;
             config.quic_addr = args.quic_addr;
+            config.liveness = args.liveness.check()?;
             crate::dev::run(config, temp.is_some()).await?;
             drop(temp);
             Ok(ExitCode::SUCCESS)

@@ -202,6 +202,8 @@ impl Gateway {
         while let Some(msg) = read_frame::<AgentMessage>(recv).await? {
             match msg {
                 AgentMessage::Heartbeat(hb) => {
+                    // Liveness: what the heartbeat reporter tells raft (crate::heartbeats).
+                    self.sessions.heard(node);
                     let _ = tx.send(ServerMessage::HeartbeatAck { seq: hb.seq }).await;
                 }
                 AgentMessage::AttemptStarted { run, attempt, .. } => {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use windflow_protocol::messages::ServerMessage;
-use windflow_protocol::{DriverKind, NodeId};
+use windflow_protocol::{DriverKind, NodeId, Timestamp};
 
 #[derive(Clone)]
 pub struct Sessions {
@@ -18,6 +18,8 @@ struct Entry {
     session: u64,
     tx: mpsc::Sender<ServerMessage>,
     drivers: Vec<DriverKind>,
+    /// When its agent was last heard: the session opening, then each heartbeat.
+    heard: Timestamp,
 }
 
 impl Default for Sessions {
@@ -60,6 +62,7 @@ impl Sessions {
                 session,
                 tx,
                 drivers,
+                heard: Timestamp::now(),
             },
         );
         self.changed.send_modify(|n| *n += 1);
@@ -73,6 +76,39 @@ impl Sessions {
             drop(map);
             self.changed.send_modify(|n| *n += 1);
         }
+    }
+
+    /// The node's agent sent a heartbeat on its current session.
+    pub(super) fn heard(&self, node: NodeId) {
+        if let Some(e) = self.lock().get_mut(&node) {
+            e.heard = Timestamp::now();
+        }
+    }
+
+    /// The nodes whose agents were heard at `since` or later, and when last: what this
+    /// server reports through raft each heartbeat interval. A connection whose agent died
+    /// without closing it lingers until QUIC's idle timeout, but falls silent at once.
+    pub fn heard_since(&self, since: Timestamp) -> Vec<(NodeId, Timestamp)> {
+        let mut heard: Vec<(NodeId, Timestamp)> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.heard >= since)
+            .map(|(node, e)| (*node, e.heard))
+            .collect();
+        heard.sort();
+        heard
+    }
+
+    /// The connected nodes offering `driver`, by ID.
+    pub fn offering(&self, driver: DriverKind) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.drivers.contains(&driver))
+            .map(|(node, _)| *node)
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -116,5 +152,19 @@ mod tests {
         assert!(s.is_connected(NodeId(2)));
         s.remove(NodeId(2), 2);
         assert_eq!(s.pick(DriverKind::Exec, &load), Some(NodeId(1)));
+        assert_eq!(s.offering(DriverKind::Exec), [NodeId(1)]);
+    }
+
+    #[test]
+    fn only_agents_heard_since_a_time_are_reported() {
+        let s = Sessions::default();
+        let (tx, _rx) = mpsc::channel(1);
+        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx, vec![DriverKind::Exec]);
+        let later = Timestamp(Timestamp::now().0 + 60_000);
+        assert_eq!(s.heard_since(later), []);
+        s.lock().get_mut(&NodeId(2)).unwrap().heard = later;
+        assert_eq!(s.heard_since(later), [(NodeId(2), later)]);
+        assert_eq!(s.heard_since(Timestamp(0)).len(), 2);
     }
 }

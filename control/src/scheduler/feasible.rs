@@ -4,7 +4,8 @@
 use std::fmt;
 
 use windflow_protocol::{
-    Constraint, Dimension, DriverConfig, DriverKind, Node, Operator, Resources, TaskGroup,
+    Constraint, Dimension, DriverConfig, DriverKind, Eligibility, Node, NodeStatus, Operator,
+    Resources, TaskGroup,
 };
 
 /// Why a node cannot take a group.
@@ -12,6 +13,14 @@ use windflow_protocol::{
 pub enum Filtered {
     /// Its certificate was revoked: its agent can no longer connect.
     Revoked,
+    /// Its agent missed its heartbeats for the grace period.
+    Down,
+    /// Its agent has not connected yet.
+    Initializing,
+    /// A drain is moving its work away.
+    Draining,
+    /// Marked ineligible (`windflow node eligibility NODE off`, or a finished drain).
+    Ineligible,
     MissingDriver(DriverKind),
     /// The constraint, as the user wrote it.
     Constraint(String),
@@ -22,6 +31,10 @@ impl fmt::Display for Filtered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Filtered::Revoked => f.write_str("revoked"),
+            Filtered::Down => f.write_str("down"),
+            Filtered::Initializing => f.write_str("initializing (its agent has not connected)"),
+            Filtered::Draining => f.write_str("draining"),
+            Filtered::Ineligible => f.write_str("ineligible"),
             Filtered::MissingDriver(d) => write!(f, "driver {} missing", d.as_str()),
             Filtered::Constraint(c) => write!(f, "constraint `{c}` not met"),
             Filtered::Exhausted(d) => write!(f, "{d} exhausted"),
@@ -79,8 +92,8 @@ impl Checks {
 
     /// Whether `node`, with `free` resources left, can take one instance of the group.
     pub fn check(&self, node: &Node, free: &Resources) -> Result<(), Filtered> {
-        if node.revoked_at.is_some() {
-            return Err(Filtered::Revoked);
+        if let Some(why) = unschedulable(node) {
+            return Err(why);
         }
         if let Some(d) = self.drivers.iter().find(|d| !node.drivers.contains(d)) {
             return Err(Filtered::MissingDriver(*d));
@@ -93,6 +106,24 @@ impl Checks {
         self.ask
             .exceeds(free)
             .map_or(Ok(()), |d| Err(Filtered::Exhausted(d)))
+    }
+}
+
+/// Why no new work may go to the node at all, whatever it asks: revoked, draining,
+/// ineligible, down or not connected yet.
+pub fn unschedulable(node: &Node) -> Option<Filtered> {
+    if node.revoked_at.is_some() {
+        Some(Filtered::Revoked)
+    } else if node.drain.is_some() {
+        Some(Filtered::Draining)
+    } else if node.eligibility == Eligibility::Ineligible {
+        Some(Filtered::Ineligible)
+    } else {
+        match node.status {
+            NodeStatus::Ready => None,
+            NodeStatus::Down => Some(Filtered::Down),
+            NodeStatus::Initializing => Some(Filtered::Initializing),
+        }
     }
 }
 
@@ -230,7 +261,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             labels: BTreeMap::from([("zone".to_owned(), "eu-1".to_owned())]),
             revoked_at: None,
-            status: Default::default(),
+            status: NodeStatus::Ready,
             eligibility: Default::default(),
             drain: None,
         }
@@ -288,6 +319,20 @@ mod tests {
         let mut revoked = n.clone();
         revoked.revoked_at = Some(Timestamp(1));
         assert_eq!(check(&[], &revoked), Err(Filtered::Revoked));
+        let mut down = n.clone();
+        down.status = NodeStatus::Down;
+        assert_eq!(check(&[], &down), Err(Filtered::Down));
+        let mut new = n.clone();
+        new.status = NodeStatus::Initializing;
+        assert_eq!(check(&[], &new), Err(Filtered::Initializing));
+        let mut off = n.clone();
+        off.eligibility = Eligibility::Ineligible;
+        assert_eq!(check(&[], &off), Err(Filtered::Ineligible));
+        off.drain = Some(windflow_protocol::DrainStrategy {
+            started_at: Timestamp(1),
+            deadline: None,
+        });
+        assert_eq!(check(&[], &off), Err(Filtered::Draining));
         assert_eq!(
             check(&[("os", Equal, "linux"), ("arch", Equal, "arm")], &n),
             Err(Filtered::Constraint("arch = arm".into()))

@@ -5,4 +5,5 @@
 
 pub mod feasible;
 pub mod plan;
+mod reconcile;
 pub mod worker;

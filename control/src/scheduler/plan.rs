@@ -19,18 +19,32 @@ const NAMED_NODES: usize = 20;
 pub struct ClusterView {
     nodes: Vec<Node>,
     used: HashMap<NodeId, Resources>,
+    by_id: HashMap<NodeId, usize>,
 }
 
 impl ClusterView {
+    pub fn new(nodes: Vec<Node>, used: HashMap<NodeId, Resources>) -> Self {
+        let by_id = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        ClusterView { nodes, used, by_id }
+    }
+
     pub fn read(reader: &StateReader) -> Result<Self, StoreError> {
-        Ok(ClusterView {
-            nodes: reader.nodes()?,
-            used: reader.node_usage()?.into_iter().collect(),
-        })
+        Ok(Self::new(
+            reader.nodes()?,
+            reader.node_usage()?.into_iter().collect(),
+        ))
     }
 
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    fn node(&self, id: NodeId) -> Option<&Node> {
+        self.by_id.get(&id).map(|i| &self.nodes[*i])
+    }
+
+    pub(super) fn draining(&self, id: NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.drain.is_some())
     }
 
     fn free(&self, node: &Node) -> Resources {
@@ -39,10 +53,17 @@ impl ClusterView {
     }
 }
 
-/// A plan, and why the instances it could not place fit nowhere.
+/// A plan, and what it leaves for later.
 pub struct Outcome {
     pub plan: Plan,
+    /// Instances that fit on no node now: per node, why.
     pub unplaced: Vec<String>,
+    /// Replacements whose reschedule delay has not passed, with when they are due.
+    pub waiting: Vec<String>,
+    /// When the first waiting replacement is due.
+    pub wait_until: Option<Timestamp>,
+    /// Failed or lost instances that will not be replaced (their reschedule limit).
+    pub failed: Vec<String>,
 }
 
 impl Outcome {
@@ -52,6 +73,10 @@ impl Outcome {
 }
 
 /// Plans `job` (`None`: deleted) against `view`, given the job's allocations so far.
+///
+/// Per instance index: a live allocation stays (duplicates stop); one on a draining node
+/// gets a replacement elsewhere and stops once that runs; an ended one is replaced, a
+/// failed or lost one per the group's reschedule policy (its delay, doubling; its limit).
 pub fn plan_job(
     job_id: windflow_protocol::JobId,
     job: Option<&Job>,
@@ -60,68 +85,65 @@ pub fn plan_job(
     eval: EvalId,
     at: Timestamp,
 ) -> Outcome {
-    let mut plan = Plan {
-        eval,
-        stop: Vec::new(),
-        place: Vec::new(),
-        at,
+    let mut out = Outcome {
+        plan: Plan {
+            eval,
+            stop: Vec::new(),
+            place: Vec::new(),
+            at,
+        },
+        unplaced: Vec::new(),
+        waiting: Vec::new(),
+        wait_until: None,
+        failed: Vec::new(),
     };
-    let mut unplaced = Vec::new();
-    let live: Vec<&Allocation> = existing.iter().filter(|a| a.is_live()).collect();
     let Some(job) = job else {
-        plan.stop = live.iter().map(|a| a.id).collect();
-        return Outcome { plan, unplaced };
+        for a in existing.iter().filter(|a| a.is_live()) {
+            super::reconcile::stop(&mut out, a, "the job was deleted".into());
+        }
+        return out;
     };
+    let by_id: HashMap<AllocId, &Allocation> = existing.iter().map(|a| (a.id, a)).collect();
     // Spread a job's instances: nodes already running it score lower.
     let mut on_node: HashMap<NodeId, u32> = HashMap::new();
-    for a in &live {
+    for a in existing.iter().filter(|a| a.is_live()) {
         *on_node.entry(a.node).or_default() += 1;
     }
     let mut rng = XorShift::new(eval.0 ^ job_id.0.rotate_left(32));
     for group in &job.spec.groups {
-        let mut by_index: BTreeMap<u32, Vec<AllocId>> = BTreeMap::new();
-        for a in live.iter().filter(|a| a.group == group.name) {
-            by_index.entry(a.index).or_default().push(a.id);
-        }
-        // Instances past the count, and duplicates of one index, stop.
-        for (index, ids) in &by_index {
-            let keep = usize::from(*index < group.count);
-            plan.stop.extend(ids.iter().skip(keep));
-        }
-        let missing: Vec<u32> = (0..group.count)
-            .filter(|i| !by_index.contains_key(i))
-            .collect();
-        if missing.is_empty() {
+        let wanted = super::reconcile::reconcile(group, existing, &by_id, view, at, &mut out);
+        if wanted.is_empty() {
             continue;
         }
         let checks = match Checks::of(group) {
             Ok(c) => c,
             Err(e) => {
-                unplaced.push(format!("group {}: {e}", group.name));
+                out.unplaced.push(format!("group {}: {e}", group.name));
                 continue;
             }
         };
-        for (n, index) in missing.iter().enumerate() {
-            match choose(group, &checks, view, &on_node, &mut rng) {
+        for (n, want) in wanted.iter().enumerate() {
+            match choose(group, &checks, view, &on_node, want.avoid, &mut rng) {
                 Ok(node) => {
                     let used = view.used.entry(node).or_default();
                     *used = used.saturating_add(checks.ask);
                     *on_node.entry(node).or_default() += 1;
-                    plan.place.push(NewAlloc {
+                    out.plan.place.push(NewAlloc {
                         job: job_id,
                         namespace: job.spec.namespace.clone(),
                         group: group.name.clone(),
-                        index: *index,
+                        index: want.index,
                         node,
                         resources: checks.ask,
+                        replaces: want.replaces,
                     });
                 }
                 Err(why) => {
                     // Nothing changed since: the rest of the group fits nowhere either.
-                    unplaced.push(format!(
+                    out.unplaced.push(format!(
                         "group {}: {} of {} instance(s) fit on no node: {why}",
                         group.name,
-                        missing.len() - n,
+                        wanted.len() - n,
                         group.count
                     ));
                     break;
@@ -129,7 +151,7 @@ pub fn plan_job(
             }
         }
     }
-    Outcome { plan, unplaced }
+    out
 }
 
 /// The best of a few feasible nodes, sampled from a random start: enough to place well
@@ -140,6 +162,7 @@ fn choose(
     checks: &Checks,
     view: &ClusterView,
     on_node: &HashMap<NodeId, u32>,
+    avoid: Option<NodeId>,
     rng: &mut XorShift,
 ) -> Result<NodeId, String> {
     let n = view.nodes.len();
@@ -156,7 +179,10 @@ fn choose(
         let free = view.free(node);
         match checks.check(node, &free) {
             Ok(()) => {
-                let s = score(group.placement, node, &free, &checks.ask, on_node);
+                let mut s = score(group.placement, node, &free, &checks.ask, on_node);
+                if avoid == Some(node.id) {
+                    s -= 1.0;
+                }
                 if best.is_none_or(|(b, _)| s > b) {
                     best = Some((s, node.id));
                 }
@@ -244,5 +270,7 @@ impl XorShift {
     }
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,18 @@
 //! The leader's scheduling loop: takes pending evaluations in order, plans each one and
 //! proposes the plans; when `apply` rejects placements (the view they were planned from
-//! was stale), the evaluation is planned again from the new state. An evaluation that leaves instances unplaced is `blocked`
-//! with the reasons, and is looked at again when the nodes change.
+//! was stale), the evaluation is planned again from the new state. An evaluation that
+//! leaves instances unplaced is `blocked` with the reasons, and is looked at again when the
+//! nodes change; one whose replacements are not due yet (reschedule delay) waits in the
+//! queue with `wait_until`, and the loop wakes for it then; one whose instances may not be
+//! rescheduled any more ends `failed`, saying why.
 
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::{EvalStatus, Resources, Timestamp};
+
+use super::feasible::unschedulable;
 use windflow_raft::{Applied, Command, RaftNode, WriteError};
 
 use super::plan::{ClusterView, plan_job};
@@ -36,6 +41,8 @@ pub struct Scheduler {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct NodesSignature {
     nodes: usize,
+    /// Those that may take new work (ready, eligible, not draining or revoked).
+    schedulable: usize,
     capacity: Resources,
 }
 
@@ -54,21 +61,25 @@ impl Scheduler {
                 self.unblock_if_nodes_changed(&mut nodes, &mut view).await?;
                 self.evaluate_pending(&mut view).await
             };
-            let wait = match round.await {
-                Ok(()) => {
+            // After an error: back off. Otherwise: the next change, or the first waiting
+            // evaluation's due time.
+            let (retry, due) = match round.await {
+                Ok(due) => {
                     backoff = Duration::from_millis(100);
-                    None
+                    (None, due)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduling round failed; retrying");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    Some(backoff)
+                    (Some(backoff), None)
                 }
             };
+            let until_due = due.map(|t| t.saturating_since(Timestamp::now()));
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
-                changed = applied.changed(), if wait.is_none() => if changed.is_err() { return },
+                _ = tokio::time::sleep(retry.unwrap_or(Duration::MAX)), if retry.is_some() => {}
+                _ = tokio::time::sleep(until_due.unwrap_or(Duration::MAX)), if until_due.is_some() => {}
+                changed = applied.changed(), if retry.is_none() => if changed.is_err() { return },
             }
         }
     }
@@ -78,14 +89,26 @@ impl Scheduler {
     /// not once per evaluation), and proposes up to [`PLANS_IN_FLIGHT`] plans at once so
     /// raft can batch them into shared entries. A plan `apply` rejected part of was made
     /// from a stale view: its evaluation stays pending and is planned again, from a fresh
-    /// view, in the next round.
+    /// view, in the next round. Evaluations waiting for a later time are left alone, and
+    /// only one evaluation per job is planned in a round (the others see its result in
+    /// the next). Answers when the first waiting evaluation is due.
     #[tracing::instrument(skip_all)]
     async fn evaluate_pending(
         &self,
         cached: &mut Option<ClusterView>,
-    ) -> Result<(), ScheduleError> {
+    ) -> Result<Option<Timestamp>, ScheduleError> {
         let reader = self.raft.reader();
-        let pending = reader.pending_evaluations()?;
+        let now = Timestamp::now();
+        let mut due: Option<Timestamp> = None;
+        let mut jobs = std::collections::HashSet::new();
+        let mut pending = reader.pending_evaluations()?;
+        pending.retain(|e| match e.wait_until {
+            Some(t) if t > now => {
+                due = Some(due.map_or(t, |d| d.min(t)));
+                false
+            }
+            _ => jobs.insert(e.job),
+        });
         for chunk in pending.chunks(PLANS_IN_FLIGHT) {
             let view = match cached {
                 Some(v) => v,
@@ -138,18 +161,10 @@ impl Scheduler {
                 if rejected {
                     continue;
                 }
-                let status = if outcome.unplaced.is_empty() {
-                    EvalStatus::Complete
-                } else {
-                    tracing::info!(eval = %eval.id, reasons = ?outcome.unplaced, "evaluation blocked");
-                    EvalStatus::Blocked
-                };
-                let update = Command::UpdateEvaluation {
-                    eval: eval.id,
-                    status,
-                    unplaced: outcome.unplaced,
-                    at: Timestamp::now(),
-                };
+                let update = settle(eval.id, outcome);
+                if let Command::WaitEvaluation { until, .. } = &update {
+                    due = Some(due.map_or(*until, |d| d.min(*until)));
+                }
                 let raft = self.raft.clone();
                 updates.spawn(async move { raft.write(update).await });
             }
@@ -157,7 +172,7 @@ impl Scheduler {
                 done.map_err(|e| ScheduleError::Unexpected(e.to_string()))??;
             }
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Puts blocked evaluations back in the queue when a node came, went or changed size.
@@ -174,6 +189,7 @@ impl Scheduler {
         .nodes();
         let now = NodesSignature {
             nodes: nodes.len(),
+            schedulable: nodes.iter().filter(|n| unschedulable(n).is_none()).count(),
             capacity: nodes.iter().fold(Resources::default(), |sum, n| {
                 sum.saturating_add(n.resources)
             }),
@@ -195,5 +211,39 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// What an evaluation becomes once its plan is applied: waiting for its first due
+/// replacement, blocked on what fits nowhere, failed for what may not be rescheduled, or
+/// complete. Every reason is kept, for `windflow job show`.
+fn settle(eval: windflow_protocol::EvalId, o: super::plan::Outcome) -> Command {
+    let at = Timestamp::now();
+    let mut reasons = o.unplaced.clone();
+    reasons.extend(o.waiting);
+    reasons.extend(o.failed.iter().cloned());
+    if let Some(until) = o.wait_until {
+        tracing::info!(%eval, %until, reasons = ?reasons, "evaluation waits for a reschedule delay");
+        return Command::WaitEvaluation {
+            eval,
+            until,
+            unplaced: reasons,
+            at,
+        };
+    }
+    let status = if !o.unplaced.is_empty() {
+        tracing::info!(%eval, reasons = ?reasons, "evaluation blocked");
+        EvalStatus::Blocked
+    } else if !o.failed.is_empty() {
+        tracing::info!(%eval, reasons = ?reasons, "evaluation failed: reschedule limit");
+        EvalStatus::Failed
+    } else {
+        EvalStatus::Complete
+    };
+    Command::UpdateEvaluation {
+        eval,
+        status,
+        unplaced: reasons,
+        at,
     }
 }

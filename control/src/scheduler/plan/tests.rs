@@ -7,7 +7,7 @@ use windflow_protocol::{
 
 use super::*;
 
-fn node(id: u64, cpu_mhz: u64, memory_mb: u64) -> Node {
+pub(super) fn node(id: u64, cpu_mhz: u64, memory_mb: u64) -> Node {
     Node {
         id: NodeId(id),
         name: format!("host-{id}"),
@@ -23,20 +23,17 @@ fn node(id: u64, cpu_mhz: u64, memory_mb: u64) -> Node {
         attributes: BTreeMap::from([("os".into(), "linux".into())]),
         labels: BTreeMap::new(),
         revoked_at: None,
-        status: Default::default(),
+        status: windflow_protocol::NodeStatus::Ready,
         eligibility: Default::default(),
         drain: None,
     }
 }
 
-fn view(nodes: Vec<Node>) -> ClusterView {
-    ClusterView {
-        nodes,
-        used: HashMap::new(),
-    }
+pub(super) fn view(nodes: Vec<Node>) -> ClusterView {
+    ClusterView::new(nodes, HashMap::new())
 }
 
-fn service(count: u32, cpu_mhz: u64, memory_mb: u64) -> Job {
+pub(super) fn service(count: u32, cpu_mhz: u64, memory_mb: u64) -> Job {
     let mut task = TaskSpec::exec("web", "httpd");
     task.resources = Resources {
         cpu_mhz,
@@ -54,8 +51,12 @@ fn service(count: u32, cpu_mhz: u64, memory_mb: u64) -> Job {
     }
 }
 
-fn plan(job: &Job, existing: &[Allocation], view: &mut ClusterView) -> Outcome {
+pub(super) fn plan(job: &Job, existing: &[Allocation], view: &mut ClusterView) -> Outcome {
     plan_job(job.id, Some(job), existing, view, EvalId(1), Timestamp(1))
+}
+
+pub(super) fn stopped(o: &Outcome) -> Vec<AllocId> {
+    o.plan.stop.iter().map(|s| s.alloc).collect()
 }
 
 fn placed_on(o: &Outcome) -> BTreeMap<NodeId, u32> {
@@ -146,7 +147,7 @@ fn binpack_prefers_busy_nodes_spread_empty_ones_and_instances_spread_out() {
     );
 }
 
-fn alloc(id: u64, index: u32, node: u64) -> Allocation {
+pub(super) fn alloc(id: u64, index: u32, node: u64) -> Allocation {
     Allocation {
         id: AllocId(id),
         job: JobId(1),
@@ -175,12 +176,13 @@ fn running_instances_stay_extra_ones_stop_and_a_deleted_job_stops() {
     ended.client = ClientStatus::Failed;
     let existing = vec![alloc(1, 0, 1), alloc(2, 0, 1), alloc(3, 5, 1), ended];
     let o = plan(&service(2, 100, 64), &existing, &mut v);
-    // Index 0 runs (its duplicate stops), 5 is past the count, 1 ended and is placed again.
-    assert_eq!(o.plan.stop, [AllocId(2), AllocId(3)]);
-    assert_eq!(o.plan.place.len(), 1);
-    assert_eq!(o.plan.place[0].index, 1);
+    // Index 0 runs (its duplicate stops), 5 is past the count, 1 failed: its replacement
+    // waits for the default reschedule delay (30 s after it failed).
+    assert_eq!(stopped(&o), [AllocId(3), AllocId(2)]);
+    assert!(o.plan.place.is_empty());
+    assert_eq!(o.wait_until, Some(Timestamp(30_000)));
 
     let gone = plan_job(JobId(1), None, &existing, &mut v, EvalId(2), Timestamp(2));
-    assert_eq!(gone.plan.stop, [AllocId(1), AllocId(2), AllocId(3)]);
+    assert_eq!(stopped(&gone), [AllocId(1), AllocId(2), AllocId(3)]);
     assert!(gone.plan.place.is_empty());
 }
