@@ -26,7 +26,7 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
+    AllocReport, Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
     NodeCert, Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
@@ -72,6 +72,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         })
 }
 
+#[cfg(test)]
+mod alloc_sync_tests;
 #[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]
