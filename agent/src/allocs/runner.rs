@@ -40,7 +40,8 @@ enum TaskEnd {
 }
 
 /// Runs the allocation until it ends by itself or `stop` is cancelled; processes still
-/// running when this future is dropped are killed with their groups.
+/// running when this future is dropped are killed with their groups. Each task gets
+/// `WINDFLOW_ALLOC_ID`, `WINDFLOW_ALLOC_INDEX`, `WINDFLOW_JOB_ID` and `WINDFLOW_GROUP`.
 pub(crate) async fn run(
     assignment: AllocAssignment,
     grace: Duration,
@@ -56,7 +57,18 @@ pub(crate) async fn run(
     // Cancelled by a stop request, or by the first task that fails.
     let tasks_stop = stop.child_token();
     let mut tasks = JoinSet::new();
-    for task in assignment.tasks {
+    let a = &assignment.alloc;
+    let env = [
+        ("WINDFLOW_ALLOC_ID", a.id.to_string()),
+        ("WINDFLOW_ALLOC_INDEX", a.index.to_string()),
+        ("WINDFLOW_JOB_ID", a.job.to_string()),
+        ("WINDFLOW_GROUP", a.group.clone()),
+    ];
+    for mut task in assignment.tasks {
+        // Who it is, for the task itself (as Nomad's NOMAD_ALLOC_ID); the job's own env wins.
+        for (k, v) in &env {
+            task.env.entry((*k).to_owned()).or_insert_with(|| v.clone());
+        }
         let span = tracing::info_span!("task", task = %task.name);
         tasks.spawn(
             supervise(

@@ -113,7 +113,7 @@ impl Gateway {
             }),
         )
         .await?;
-        tracing::info!(%node, hostname = %hello.hostname, version, "agent connected");
+        tracing::info!(%node, hostname = %hello.hostname, version, alloc_index = hello.alloc_index, "agent connected");
 
         let (tx, mut rx) = mpsc::channel::<ServerMessage>(256);
         let session = SESSION_SEQ.fetch_add(1, Ordering::Relaxed);
