@@ -11,8 +11,8 @@ use windflow_protocol::messages::{
     AgentMessage, AllocAssignment, AllocSync, AllocUpdate, ServerMessage,
 };
 use windflow_protocol::{
-    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, HumanDuration,
-    JobId, JobType, NodeId, Resources, RestartMode, RestartPolicy, TaskSpec, Timestamp,
+    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, HumanDuration, JobId,
+    JobType, NodeId, Resources, RestartMode, RestartPolicy, TaskSpec, Timestamp,
 };
 
 fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
@@ -107,9 +107,7 @@ async fn allocations_run_stop_and_resume_by_index_across_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let (endpoint, addr) = server_endpoint(&pki.server);
-    let agent = start_agent_with(&pki, vec![addr], |c| {
-        c.kill_grace = Duration::from_secs(2)
-    });
+    let agent = start_agent_with(&pki, vec![addr], |c| c.kill_grace = Duration::from_secs(2));
 
     let mut s1 = accept(&endpoint).await;
     assert_eq!(s1.hello.alloc_index, 0, "a new agent has seen nothing");
@@ -136,8 +134,11 @@ async fn allocations_run_stop_and_resume_by_index_across_reconnects() {
     let mut s2 = accept(&endpoint).await;
     assert_eq!(s2.hello.alloc_index, 5);
     s2.welcome().await;
-    s2.send(sync(5, vec![running(1, 5, &sleeper(&pidfile), RestartPolicy::default())]))
-        .await;
+    s2.send(sync(
+        5,
+        vec![running(1, 5, &sleeper(&pidfile), RestartPolicy::default())],
+    ))
+    .await;
     // Told to stop while a change it has already seen is replayed: it stops once.
     s2.send(sync(8, vec![stopped(1, 8)])).await;
     let (done, between) =
@@ -181,8 +182,7 @@ async fn a_crash_looping_task_is_restarted_per_its_policy_then_failed() {
         mode: RestartMode::Fail,
     };
     s.send(sync(3, vec![running(4, 3, "exit 7", policy)])).await;
-    let (failed, before) =
-        updates_until(&mut s, true, |u| u.client == ClientStatus::Failed).await;
+    let (failed, before) = updates_until(&mut s, true, |u| u.client == ClientStatus::Failed).await;
     assert_eq!(failed.restarts, 3);
     let mut all = before;
     all.push(failed);
@@ -198,9 +198,6 @@ async fn a_crash_looping_task_is_restarted_per_its_policy_then_failed() {
         .filter(|e| e.kind == AllocEventKind::Started)
         .map(|e| e.at.0)
         .collect();
-    assert!(
-        starts.windows(2).all(|w| w[1] - w[0] >= 200),
-        "{starts:?}"
-    );
+    assert!(starts.windows(2).all(|w| w[1] - w[0] >= 200), "{starts:?}");
     agent.stop().await;
 }

@@ -67,12 +67,7 @@ fn plan(f: &Fixture, stop: Vec<AllocId>, place: &[NodeId]) -> Vec<AllocId> {
     }
 }
 
-fn report(
-    alloc: AllocId,
-    node: NodeId,
-    client: ClientStatus,
-    events: Vec<AllocEvent>,
-) -> Command {
+fn report(alloc: AllocId, node: NodeId, client: ClientStatus, events: Vec<AllocEvent>) -> Command {
     Command::AllocStatus(AllocReport {
         alloc,
         node,
@@ -111,7 +106,11 @@ fn the_modify_index_strictly_increases_on_every_change() {
     let mut seen = |f: &Fixture, id: AllocId| {
         let i = get(f, id).modify_index;
         assert!(i > last, "index {i} after {last}");
-        assert_eq!(f.reader.alloc_index().unwrap(), i, "the counter is the latest");
+        assert_eq!(
+            f.reader.alloc_index().unwrap(),
+            i,
+            "the counter is the latest"
+        );
         last = i;
     };
     seen(&f, b);
@@ -181,17 +180,11 @@ fn the_since_query_returns_exactly_the_nodes_changed_allocations() {
     f.apply(report(a2, n1, ClientStatus::Failed, vec![]))
         .unwrap();
     let now = f.reader.alloc_index().unwrap();
-    let (changed, upto) = f
-        .reader
-        .allocations_of_node_since(n1, after_place)
-        .unwrap();
+    let (changed, upto) = f.reader.allocations_of_node_since(n1, after_place).unwrap();
     assert_eq!(ids(&changed), [a3, a2]);
     assert_eq!(changed[1].client, ClientStatus::Failed);
     assert_eq!(upto, now);
-    let (other, _) = f
-        .reader
-        .allocations_of_node_since(n2, after_place)
-        .unwrap();
+    let (other, _) = f.reader.allocations_of_node_since(n2, after_place).unwrap();
     assert_eq!(ids(&other), [b1]);
     // From an index in the middle: only what changed after it.
     let b1_index = get(&f, b1).modify_index;
@@ -216,7 +209,12 @@ fn the_since_query_returns_exactly_the_nodes_changed_allocations() {
             .collect::<Vec<_>>(),
         [n1]
     );
-    assert!(f.reader.nodes_with_alloc_changes(now, now).unwrap().is_empty());
+    assert!(
+        f.reader
+            .nodes_with_alloc_changes(now, now)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -259,7 +257,11 @@ fn a_terminal_status_stays_terminal() {
     .unwrap();
     let failed = get(&f, a);
     assert_eq!(failed.client, ClientStatus::Failed);
-    for late in [ClientStatus::Running, ClientStatus::Pending, ClientStatus::Complete] {
+    for late in [
+        ClientStatus::Running,
+        ClientStatus::Pending,
+        ClientStatus::Complete,
+    ] {
         f.apply(report(
             a,
             n,
@@ -291,7 +293,11 @@ fn events_are_appended_bounded_and_restarts_recorded() {
     let got = get(&f, a);
     assert_eq!(got.restarts, 40);
     assert_eq!(got.events.len(), ALLOC_EVENTS_MAX);
-    assert_eq!(got.events.last().unwrap().at, Timestamp(139), "the newest kept");
+    assert_eq!(
+        got.events.last().unwrap().at,
+        Timestamp(139),
+        "the newest kept"
+    );
     assert!(got.events.iter().all(|e| e.message.len() <= 1024));
     // Restarts never go back, whatever an agent says.
     f.apply(Command::AllocStatus(AllocReport {

@@ -5,12 +5,14 @@
 
 use windflow_protocol::run::capped_text;
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, EvalStatus, EvalTrigger, Evaluation,
-    JobId, Node, NodeId, Resources, Timestamp,
+    ALLOC_EVENTS_MAX, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, EvalStatus,
+    EvalTrigger, Evaluation, JobId, Node, NodeId, Resources, Timestamp,
 };
 
 use crate::StoreError;
-use crate::command::{AllocReport, Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, Response};
+use crate::command::{
+    AllocReport, Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, Response,
+};
 use crate::state::{Pending, key};
 
 /// What a node's live allocations hold.
@@ -222,7 +224,10 @@ pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Res
     a.client = report.client;
     a.restarts = a.restarts.max(report.restarts);
     for e in report.events.into_iter().rev().take(ALLOC_EVENTS_MAX).rev() {
-        if a.events.iter().any(|k| k.at == e.at && k.kind == e.kind && k.message == e.message) {
+        if a.events
+            .iter()
+            .any(|k| k.at == e.at && k.kind == e.kind && k.message == e.message)
+        {
             continue;
         }
         let message = capped_text(e.message.as_bytes(), EVENT_MESSAGE_MAX).0;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, EvalId, EvalStatus,
-    EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId,
-    Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome, Sealed,
-    Timestamp, TokenId, TokenKind, TokenView, UserView,
+    AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, EvalId,
+    EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
+    JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
+    Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.

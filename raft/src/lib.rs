@@ -26,8 +26,8 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    AllocReport, Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken,
-    NodeCert, Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
+    AllocReport, Applied, ApplyError, Command, JoinTokenRecord, JoinTokenRefusal, KeyValue,
+    NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection, Response, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

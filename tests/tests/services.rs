@@ -64,7 +64,14 @@ impl Env {
             token: Some(self.token.clone()),
         };
         let memory = memory_mb.to_string();
-        let args = ["--memory-mb", &memory, "--cpu-mhz", "4000", "--kill-grace", "2s"];
+        let args = [
+            "--memory-mb",
+            &memory,
+            "--cpu-mhz",
+            "4000",
+            "--kill-grace",
+            "2s",
+        ];
         self.agents
             .push(Agent::start_with_args(spec, &args).unwrap());
     }
@@ -100,9 +107,9 @@ impl Env {
                     .filter(|a| a["desired"] == "run")
                     .collect();
                 let ready = live.len() == count
-                    && live.iter().all(|a| {
-                        a["client"] == "running" && pid_of(&self.pids, a).is_some()
-                    });
+                    && live
+                        .iter()
+                        .all(|a| a["client"] == "running" && pid_of(&self.pids, a).is_some());
                 ready.then_some(live)
             },
         )
@@ -174,7 +181,11 @@ fn service_allocations_run_on_agents_within_capacity_and_resume_by_index() {
         agents: Vec::new(),
     };
     // Room for 4, 2 and 1 instances of 100 MB.
-    let sizes = [("big", "127.0.0.2", 450), ("mid", "127.0.0.3", 250), ("small", "127.0.0.4", 150)];
+    let sizes = [
+        ("big", "127.0.0.2", 450),
+        ("mid", "127.0.0.3", 250),
+        ("small", "127.0.0.4", 150),
+    ];
     for (name, bind, memory) in sizes {
         env.start_agent(name, bind, memory);
     }
@@ -204,14 +215,25 @@ fn service_allocations_run_on_agents_within_capacity_and_resume_by_index() {
     let placed = env.running(&web, 6);
     let mut used: HashMap<String, u64> = HashMap::new();
     for a in &placed {
-        *used.entry(a["node"].as_str().unwrap().to_owned()).or_default() +=
-            a["resources"]["memory_mb"].as_u64().unwrap();
+        *used
+            .entry(a["node"].as_str().unwrap().to_owned())
+            .or_default() += a["resources"]["memory_mb"].as_u64().unwrap();
     }
     for (node, used) in &used {
-        assert!(used <= &capacity[node], "{node} holds {used} MB of {}", capacity[node]);
+        assert!(
+            used <= &capacity[node],
+            "{node} holds {used} MB of {}",
+            capacity[node]
+        );
     }
-    let web_pids: Vec<u32> = placed.iter().map(|a| pid_of(&env.pids, a).unwrap()).collect();
-    assert!(web_pids.iter().all(|p| !process_is_dead(*p)), "{web_pids:?}");
+    let web_pids: Vec<u32> = placed
+        .iter()
+        .map(|a| pid_of(&env.pids, a).unwrap())
+        .collect();
+    assert!(
+        web_pids.iter().all(|p| !process_is_dead(*p)),
+        "{web_pids:?}"
+    );
 
     // Fits nowhere: blocked, and `job show` says why for every node.
     let huge = env.create(service(&env.pids, "huge", 1, 600));
@@ -261,9 +283,11 @@ fn service_allocations_run_on_agents_within_capacity_and_resume_by_index() {
         process_is_dead(side_pid).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
-    wait_for("the deleted service's allocation to be complete", DEADLINE, || {
-        (env.allocs(&side)[0]["client"] == "complete").then_some(())
-    })
+    wait_for(
+        "the deleted service's allocation to be complete",
+        DEADLINE,
+        || (env.allocs(&side)[0]["client"] == "complete").then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     // Every agent is back with the new server process, and nothing that ran was started
     // again: the same processes, one start each.
@@ -277,8 +301,7 @@ fn service_allocations_run_on_agents_within_capacity_and_resume_by_index() {
     for name in ["big", "mid", "small", "huge-host"] {
         let hello = log
             .lines()
-            .filter(|l| l.contains("agent connected") && l.contains(&format!("hostname={name} ")))
-            .next_back()
+            .rfind(|l| l.contains("agent connected") && l.contains(&format!("hostname={name} ")))
             .unwrap_or_else(|| panic!("no session of {name}:\n{log}"));
         let index: u64 = hello
             .split("alloc_index=")
@@ -311,5 +334,8 @@ fn service_allocations_run_on_agents_within_capacity_and_resume_by_index() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     let huge_pid = pid_of(&env.pids, &huge_alloc).unwrap();
-    assert!(!process_is_dead(huge_pid), "another job's process was stopped");
+    assert!(
+        !process_is_dead(huge_pid),
+        "another job's process was stopped"
+    );
 }

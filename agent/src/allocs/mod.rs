@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate};
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus,
-    DesiredStatus, Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
+    Timestamp,
 };
 
 use runner::Change;
@@ -204,9 +204,11 @@ impl Allocs {
             }
         });
         let stop = CancellationToken::new();
-        let span = tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
+        let span =
+            tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
         tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
-        let handle = tokio::spawn(runner::run(a, self.grace, report, stop.clone()).instrument(span));
+        let handle =
+            tokio::spawn(runner::run(a, self.grace, report, stop.clone()).instrument(span));
         Runner { stop, handle }
     }
 
@@ -254,7 +256,12 @@ impl Allocs {
 
     /// The updates to send now in session `session`: for each allocation with news and no
     /// update in flight in this session (or one in flight for longer than `resend_after`).
-    pub(crate) fn due(&self, session: u64, now: Instant, resend_after: Duration) -> Vec<AllocUpdate> {
+    pub(crate) fn due(
+        &self,
+        session: u64,
+        now: Instant,
+        resend_after: Duration,
+    ) -> Vec<AllocUpdate> {
         let mut st = self.lock();
         let mut due = Vec::new();
         for (id, e) in st.entries.iter_mut() {

@@ -37,9 +37,7 @@ impl RestartTracker {
     pub(crate) fn on_exit(&mut self, now: Instant) -> Decision {
         let interval = self.policy.interval.0;
         let (start, used) = match self.window {
-            Some((start, used)) if now.saturating_duration_since(start) < interval => {
-                (start, used)
-            }
+            Some((start, used)) if now.saturating_duration_since(start) < interval => (start, used),
             _ => (now, 0),
         };
         if used < self.policy.attempts {

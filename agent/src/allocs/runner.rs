@@ -18,10 +18,19 @@ use crate::drivers::exec::{self, ProcessExit};
 /// What a runner tells the allocation's keeper, as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    Started { task: String, pid: u32 },
-    Exited { task: String, exit: ProcessExit },
+    Started {
+        task: String,
+        pid: u32,
+    },
+    Exited {
+        task: String,
+        exit: ProcessExit,
+    },
     /// Counted as a restart; `why` says how long and which attempt.
-    Restarting { task: String, why: String },
+    Restarting {
+        task: String,
+        why: String,
+    },
     /// The allocation failed: the runner has ended.
     Failed(String),
     /// Every task ended by itself with success (a batch allocation): the runner has ended.

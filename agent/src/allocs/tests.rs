@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
-    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, HumanDuration,
-    JobId, JobType, NodeId, Resources, RestartMode, RestartPolicy, TaskSpec, Timestamp,
+    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, EvalId, HumanDuration, JobId,
+    JobType, NodeId, Resources, RestartMode, RestartPolicy, TaskSpec, Timestamp,
 };
 
 use super::Allocs;
@@ -122,7 +122,10 @@ async fn an_exiting_task_is_restarted_attempts_times_after_its_delay_then_fails(
     let st = a.lock();
     let events = &st.entries[&AllocId(1)].unacked;
     assert!(events[2].message.contains("exit code 3"), "{events:?}");
-    assert!(events[9].message.contains("past its restart policy"), "{events:?}");
+    assert!(
+        events[9].message.contains("past its restart policy"),
+        "{events:?}"
+    );
     // Each restart waited out the delay after the exit before it.
     for (exited, started) in [(2, 4), (5, 7)] {
         let gap = events[started].at.0 - events[exited].at.0;
@@ -179,7 +182,9 @@ async fn a_batch_allocation_that_exits_0_is_complete_and_a_service_one_restarts(
     a.apply(run(1, 1, "true", restart(5, 10), JobType::Batch));
     a.apply(run(2, 2, "true", restart(1, 10), JobType::Service));
     until("both to end", || {
-        [1, 2].iter().all(|id| seen(&a, *id).is_some_and(|(c, ..)| c.is_terminal()))
+        [1, 2]
+            .iter()
+            .all(|id| seen(&a, *id).is_some_and(|(c, ..)| c.is_terminal()))
     })
     .await;
     let (client, restarts, _) = seen(&a, 1).unwrap();

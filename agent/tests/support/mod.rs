@@ -12,8 +12,8 @@ use windflow_agent::{AgentConfig, AgentError};
 use windflow_certs::{ClusterCa, PeerIdentity, TlsIdentity};
 use windflow_protocol::codec::{self, HEADER_LEN};
 use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Hello, PROTOCOL_VERSION, ServerMessage,
-    TaskFinished, VersionRange, Welcome,
+    ALPN_AGENT, AgentMessage, Hello, PROTOCOL_VERSION, ServerMessage, TaskFinished, VersionRange,
+    Welcome,
 };
 use windflow_protocol::{HumanDuration, NodeId, RunId};
 
@@ -188,7 +188,10 @@ impl Session {
     }
 }
 
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> impl std::future::Future<Output = ()> {
+pub fn wait_until(
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> impl std::future::Future<Output = ()> {
     let deadline = Instant::now() + DEADLINE;
     let what = what.to_owned();
     async move {
@@ -211,4 +214,3 @@ pub fn process_is_dead(pid: u32) -> bool {
 pub fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
-

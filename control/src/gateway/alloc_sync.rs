@@ -130,12 +130,14 @@ impl Gateway {
         match (alloc.desired, group) {
             (DesiredStatus::Run, Some(group)) => {
                 for task in &group.tasks {
-                    let task = self.secrets.reveal(task).await.map_err(|e| {
-                        SyncError::Secrets {
+                    let task = self
+                        .secrets
+                        .reveal(task)
+                        .await
+                        .map_err(|e| SyncError::Secrets {
                             job: alloc.job,
                             error: e.to_string(),
-                        }
-                    })?;
+                        })?;
                     tasks.push(task);
                 }
             }

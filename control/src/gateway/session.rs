@@ -232,7 +232,9 @@ impl Gateway {
                 AgentMessage::AllocUpdate(update) => {
                     let (alloc, client) = (update.alloc, update.client);
                     if self.record_alloc_update(node, update).await {
-                        let _ = tx.send(ServerMessage::AllocUpdateAck { alloc, client }).await;
+                        let _ = tx
+                            .send(ServerMessage::AllocUpdateAck { alloc, client })
+                            .await;
                     }
                 }
                 AgentMessage::Hello(_) => {

@@ -105,7 +105,11 @@ impl ExecProcess {
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(exit) => exit,
             Err(_) => {
-                tracing::info!(pid = self.pid, grace_ms = grace.as_millis() as u64, "still running after SIGTERM; sending SIGKILL");
+                tracing::info!(
+                    pid = self.pid,
+                    grace_ms = grace.as_millis() as u64,
+                    "still running after SIGTERM; sending SIGKILL"
+                );
                 kill_group(self.group.0.take());
                 self.wait().await
             }
