@@ -107,6 +107,21 @@ impl Agent {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGTERM, and waits for the agent to exit (it stops its tasks on the way out); SIGKILL
+    /// if it does not within `deadline`.
+    pub fn stop(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.pid().context("the agent is not running")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let exited = self.wait_exit(deadline);
+        if exited.is_err() {
+            self.kill();
+        }
+        exited
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

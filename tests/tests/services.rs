@@ -132,6 +132,15 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// Agents stop their tasks when stopped gently; killed, they would leave them running.
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            let _ = agent.stop(Duration::from_secs(10));
+        }
+    }
+}
+
 /// The pid the allocation's task wrote (it is the process group's leader).
 fn pid_of(dir: &Path, alloc: &Value) -> Option<u32> {
     let id = alloc["id"].as_str()?;
