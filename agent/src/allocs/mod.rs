@@ -3,7 +3,8 @@
 //!
 //! The highest index received goes into every Hello, so a session with any server resumes
 //! with exactly the changes this agent missed. A desired-`run` allocation not running here
-//! is started; a desired-`stop` one is stopped (and one never seen is reported `complete`).
+//! is started; a desired-`stop` one, or one the servers have ended (`lost`), is stopped
+//! (and one never seen is reported `complete`).
 //! Each allocation has at most one update in flight: it is sent again after a reconnect or
 //! when its ack is late, and what changed meanwhile goes in the next one.
 
@@ -164,11 +165,18 @@ impl Allocs {
                 return;
             }
             e.alloc = a.alloc;
-            if e.alloc.desired == DesiredStatus::Stop
+            // Stopped, or ended by the servers' account (lost while this node was away):
+            // its resources are no longer counted here, so it must not keep running.
+            let why = match (e.alloc.desired, e.alloc.client.is_terminal()) {
+                (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
+                (_, true) => Some("the servers consider it ended"),
+                _ => None,
+            };
+            if let Some(why) = why
                 && let Some(r) = &e.runner
                 && !r.stop.is_cancelled()
             {
-                tracing::info!(alloc = %id, "stopping the allocation: the servers want it stopped");
+                tracing::info!(alloc = %id, why, "stopping the allocation");
                 r.stop.cancel();
             }
             if e.forgettable() {

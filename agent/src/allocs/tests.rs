@@ -237,3 +237,27 @@ async fn one_update_in_flight_until_acknowledged_and_resent_in_a_new_session() {
     assert!(seen(&a, 7).is_none());
     assert_eq!(a.index(), 11);
 }
+
+#[tokio::test]
+async fn an_allocation_the_servers_marked_lost_is_stopped_here() {
+    let a = Allocs::new(Duration::from_millis(300));
+    a.apply(run(
+        1,
+        1,
+        "exec sleep 300",
+        restart(2, 10),
+        JobType::Service,
+    ));
+    until("it runs", || {
+        seen(&a, 1).is_some_and(|(c, ..)| c == ClientStatus::Running)
+    })
+    .await;
+    // The node was away; the servers marked it lost (still desired `run`).
+    let mut lost = run(1, 2, "exec sleep 300", restart(2, 10), JobType::Service);
+    lost.allocs[0].alloc.client = ClientStatus::Lost;
+    a.apply(lost);
+    until("it to stop", || a.running() == 0).await;
+    let (client, _, kinds) = seen(&a, 1).unwrap();
+    assert_eq!(client, ClientStatus::Complete);
+    assert_eq!(kinds.last(), Some(&AllocEventKind::Stopped));
+}
