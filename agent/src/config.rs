@@ -25,6 +25,33 @@ pub struct AgentConfig {
     /// Where renewed certificates are written (`node.crt`, `node.key`); `None` keeps them
     /// in memory only.
     pub data_dir: Option<PathBuf>,
+    /// What to report instead of the fingerprinted CPU, memory and disk.
+    pub resources: ResourceOverride,
+    /// When an allocation's task is stopped: the wait between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// The default wait between SIGTERM and SIGKILL when a task is stopped.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Capacity given by the operator rather than read from the host (like Nomad's
+/// `cpu_total_compute` and `memory_total_mb`): what the scheduler may place here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceOverride {
+    pub cpu_mhz: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub disk_mb: Option<u64>,
+}
+
+impl ResourceOverride {
+    /// The fingerprint with the given figures in place of the measured ones.
+    pub fn apply(&self, mut f: windflow_protocol::Fingerprint) -> windflow_protocol::Fingerprint {
+        let r = &mut f.resources;
+        r.cpu_mhz = self.cpu_mhz.unwrap_or(r.cpu_mhz);
+        r.memory_mb = self.memory_mb.unwrap_or(r.memory_mb);
+        r.disk_mb = self.disk_mb.unwrap_or(r.disk_mb);
+        f
+    }
 }
 
 impl AgentConfig {
@@ -41,6 +68,8 @@ impl AgentConfig {
             reconnect_max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             bind: None,
             data_dir: None,
+            resources: ResourceOverride::default(),
+            kill_grace: DEFAULT_KILL_GRACE,
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The Windflow node agent.
 //!
 //! It dials out to a server over mutual-TLS QUIC, says Hello, sends heartbeats, runs the
-//! tasks it is given with its drivers, streams their output, and reports each result until
+//! tasks and allocations it is given with its drivers, streams their output, and reports each result until
 //! the server acknowledges it, across reconnects.
 
+mod allocs;
 mod config;
 pub mod drivers;
 pub mod enroll;
@@ -13,6 +14,9 @@ mod outbox;
 pub mod renew;
 mod session;
 
-pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};
+pub use config::{
+    AgentConfig, DEFAULT_KILL_GRACE, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF,
+    ResourceOverride,
+};
 pub use error::AgentError;
 pub use session::run;

@@ -27,6 +27,18 @@ struct Args {
     /// The name this host reports [default: the system's hostname]
     #[arg(long)]
     hostname: Option<String>,
+    /// CPU (MHz) the scheduler may place here, instead of cores × speed fingerprinted
+    #[arg(long, env = "WINDFLOW_AGENT_CPU_MHZ")]
+    cpu_mhz: Option<u64>,
+    /// Memory (MB) the scheduler may place here, instead of the host's total
+    #[arg(long, env = "WINDFLOW_AGENT_MEMORY_MB")]
+    memory_mb: Option<u64>,
+    /// Disk (MB) the scheduler may place here, instead of the free space on `/`
+    #[arg(long, env = "WINDFLOW_AGENT_DISK_MB")]
+    disk_mb: Option<u64>,
+    /// How long a stopped allocation's task gets between SIGTERM and SIGKILL
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    kill_grace: windflow_protocol::HumanDuration,
     #[arg(long, conflicts_with = "silent")]
     debug: bool,
     #[arg(long)]
@@ -74,6 +86,12 @@ async fn main() -> anyhow::Result<()> {
     let mut config = windflow_agent::AgentConfig::new(args.servers, identity, hostname);
     config.bind = args.bind;
     config.data_dir = Some(args.data_dir);
+    config.resources = windflow_agent::ResourceOverride {
+        cpu_mhz: args.cpu_mhz,
+        memory_mb: args.memory_mb,
+        disk_mb: args.disk_mb,
+    };
+    config.kill_grace = args.kill_grace.0;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -87,6 +105,11 @@ async fn main() -> anyhow::Result<()> {
     });
     windflow_agent::run(config, shutdown).await?;
     Ok(())
+}
+
+fn parse_duration(s: &str) -> Result<windflow_protocol::HumanDuration, String> {
+    s.parse()
+        .map_err(|e| format!("`{s}` is not a duration such as 5s or 1m30s: {e}"))
 }
 
 /// The kernel's idea of this host's name, else `/etc/hostname`, else `localhost`.

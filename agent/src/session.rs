@@ -21,6 +21,7 @@ use windflow_protocol::messages::{
     ALPN_AGENT, AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, VersionRange, Welcome,
 };
 
+use crate::allocs::Allocs;
 use crate::config::FIRST_RECONNECT_BACKOFF;
 use crate::outbox::Outbox;
 use crate::{AgentConfig, AgentError, drivers};
@@ -52,6 +53,8 @@ struct Work {
     finished: Notify,
     /// Live output and attempt events from the drivers.
     events: mpsc::Sender<AgentMessage>,
+    /// The node's allocations (their updates wait there until acknowledged).
+    allocs: Arc<Allocs>,
 }
 
 impl Work {
@@ -134,6 +137,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         outbox: Outbox::default(),
         finished: Notify::new(),
         events: events_tx,
+        allocs: Allocs::new(config.kill_grace),
     });
     let max_backoff = config.reconnect_max_backoff.max(FIRST_RECONNECT_BACKOFF);
     let mut backoff = FIRST_RECONNECT_BACKOFF;
@@ -187,6 +191,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     };
     work.stop_all();
+    work.allocs.stop_all();
     renewal.abort();
     endpoint.close(0u32.into(), b"agent stopping");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
@@ -217,6 +222,7 @@ async fn handshake(
     endpoint: &quinn::Endpoint,
     server: SocketAddr,
     config: &AgentConfig,
+    alloc_index: u64,
 ) -> Result<
     (
         quinn::Connection,
@@ -235,8 +241,8 @@ async fn handshake(
         hostname: config.hostname.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         drivers: drivers::available(),
-        fingerprint: crate::fingerprint::host(),
-        alloc_index: 0,
+        fingerprint: config.resources.apply(crate::fingerprint::host()),
+        alloc_index,
     };
     write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
     let welcome = match read_frame::<ServerMessage>(&mut recv).await? {
@@ -278,7 +284,7 @@ async fn session(
 ) -> Result<SessionEnd, AgentError> {
     let (conn, send, recv, welcome) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, server, config)) => {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, server, config, work.allocs.index())) => {
             r.map_err(|_| AgentError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??
         }
     };
@@ -343,8 +349,8 @@ impl Link<'_> {
         })
     }
 
-    /// Sends the results this session has not sent yet, and those waiting too long for
-    /// their ack. Queued live output goes first, so a run's last output always comes
+    /// Sends the results and allocation updates this session has not sent yet, and those
+    /// waiting too long for their ack. Queued live output goes first, so a run's last output always comes
     /// before its result.
     async fn send_results(
         &mut self,
@@ -357,6 +363,10 @@ impl Link<'_> {
         for finished in work.outbox.due(self.session, Instant::now(), RESEND_AFTER) {
             tracing::debug!(run = %finished.run, "sending a result");
             self.send(AgentMessage::Finished(finished)).await?;
+        }
+        for update in work.allocs.due(self.session, Instant::now(), RESEND_AFTER) {
+            tracing::debug!(alloc = %update.alloc, client = ?update.client, "sending an allocation update");
+            self.send(AgentMessage::AllocUpdate(update)).await?;
         }
         Ok(())
     }
@@ -405,9 +415,8 @@ async fn session_loop(
                 Some(ServerMessage::HeartbeatAck { seq }) => tracing::trace!(seq, "heartbeat acknowledged"),
                 Some(ServerMessage::Refused { reason }) => return Err(AgentError::Refused { reason }),
                 Some(ServerMessage::Welcome(_)) => tracing::warn!("ignoring a second Welcome"),
-                Some(ServerMessage::Allocations(_) | ServerMessage::AllocUpdateAck { .. }) => {
-                    tracing::warn!("this agent does not run allocations yet; ignoring them");
-                }
+                Some(ServerMessage::Allocations(sync)) => work.allocs.apply(sync),
+                Some(ServerMessage::AllocUpdateAck { alloc, client }) => work.allocs.ack(alloc, client),
             },
             _ = heartbeat.tick() => {
                 seq += 1;
@@ -416,6 +425,7 @@ async fn session_loop(
                 lost_on_err!(link.send_results(work, events).await);
             }
             _ = work.finished.notified() => lost_on_err!(link.send_results(work, events).await),
+            _ = work.allocs.changed.notified() => lost_on_err!(link.send_results(work, events).await),
             Some(event) = events.recv() => lost_on_err!(link.send(event).await),
         }
     }

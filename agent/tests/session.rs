@@ -1,183 +1,17 @@
 //! The agent against a real QUIC server endpoint, made here with the cluster CA, that speaks
 //! the protocol the way the servers do.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use windflow_agent::{AgentConfig, AgentError};
-use windflow_certs::{ClusterCa, PeerIdentity, TlsIdentity};
-use windflow_protocol::codec::{self, HEADER_LEN};
+use support::*;
+use windflow_agent::AgentError;
 use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Hello, OutputStream, PROTOCOL_VERSION, RunTask, ServerMessage,
-    TaskFinished, VersionRange, Welcome,
+    AgentMessage, OutputStream, RunTask, ServerMessage, VersionRange,
 };
-use windflow_protocol::{DriverKind, HumanDuration, JobId, NodeId, RunId, RunOutcome, TaskSpec};
-
-/// How long any one expected thing may take.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A CA, a server identity and an agent identity (node 1).
-struct Pki {
-    _dir: tempfile::TempDir,
-    server: TlsIdentity,
-    agent: TlsIdentity,
-}
-
-fn pki() -> Pki {
-    windflow_certs::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ClusterCa::create(&dir.path().join("ca")).unwrap();
-    let server = TlsIdentity {
-        ca_pem: ca.cert_pem().to_owned(),
-        cert: ca
-            .issue_server("s1", &[], &[Ipv4Addr::LOCALHOST.into()])
-            .unwrap(),
-    };
-    let agent = TlsIdentity {
-        ca_pem: ca.cert_pem().to_owned(),
-        cert: ca.issue_node(NodeId(1)).unwrap(),
-    };
-    Pki {
-        _dir: dir,
-        server,
-        agent,
-    }
-}
-
-fn server_endpoint(identity: &TlsIdentity) -> (quinn::Endpoint, SocketAddr) {
-    let config = windflow_certs::quinn_server_config(identity, &[ALPN_AGENT]).unwrap();
-    let endpoint = quinn::Endpoint::server(config, (Ipv4Addr::LOCALHOST, 0).into()).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    (endpoint, addr)
-}
-
-/// The agent under test, running until `stop` is cancelled.
-struct Agent {
-    stop: CancellationToken,
-    handle: JoinHandle<Result<(), AgentError>>,
-}
-
-fn start_agent(pki: &Pki, servers: Vec<SocketAddr>) -> Agent {
-    let mut config = AgentConfig::new(servers, pki.agent.clone(), "test-host");
-    config.reconnect_max_backoff = Duration::from_secs(1);
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(windflow_agent::run(config, stop.clone()));
-    Agent { stop, handle }
-}
-
-impl Agent {
-    async fn stop(self) {
-        self.stop.cancel();
-        let result = within("the agent to stop", self.handle).await.unwrap();
-        assert!(result.is_ok(), "the agent stopped with {result:?}");
-    }
-}
-
-/// The server's side of one agent session.
-struct Session {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    hello: Hello,
-}
-
-/// Accepts the next agent connection and reads its Hello.
-async fn accept(endpoint: &quinn::Endpoint) -> Session {
-    let incoming = within("a connection", endpoint.accept())
-        .await
-        .expect("endpoint closed");
-    let conn = within("the TLS handshake", incoming.accept().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        windflow_certs::peer_identity(&conn).unwrap(),
-        PeerIdentity::Node(NodeId(1))
-    );
-    let (send, recv) = within("the control stream", conn.accept_bi())
-        .await
-        .unwrap();
-    let mut session = Session {
-        conn,
-        send,
-        recv,
-        hello: Hello {
-            versions: VersionRange { min: 0, max: 0 },
-            hostname: String::new(),
-            agent_version: String::new(),
-            drivers: Vec::new(),
-            fingerprint: Default::default(),
-            alloc_index: 0,
-        },
-    };
-    match session.recv().await {
-        AgentMessage::Hello(hello) => session.hello = hello,
-        other => panic!("expected Hello, got {other:?}"),
-    }
-    session
-}
-
-impl Session {
-    async fn send(&mut self, msg: ServerMessage) {
-        self.send
-            .write_all(&codec::encode(&msg).unwrap())
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&mut self) -> AgentMessage {
-        within("a message from the agent", async {
-            let mut header = [0u8; HEADER_LEN];
-            self.recv.read_exact(&mut header).await.unwrap();
-            let mut payload = vec![0u8; codec::decode_len(header).unwrap()];
-            self.recv.read_exact(&mut payload).await.unwrap();
-            codec::decode_payload(&payload).unwrap()
-        })
-        .await
-    }
-
-    async fn welcome(&mut self) {
-        self.send(ServerMessage::Welcome(Welcome {
-            version: PROTOCOL_VERSION,
-            node: NodeId(1),
-            heartbeat_interval: HumanDuration::from_millis(100),
-        }))
-        .await;
-    }
-
-    /// Reads messages until `pick` takes one; returns it and everything read before it.
-    async fn until<T>(
-        &mut self,
-        mut pick: impl FnMut(&AgentMessage) -> Option<T>,
-    ) -> (T, Vec<AgentMessage>) {
-        let mut before = Vec::new();
-        loop {
-            let msg = self.recv().await;
-            if let Some(t) = pick(&msg) {
-                return (t, before);
-            }
-            before.push(msg);
-        }
-    }
-
-    async fn finished(&mut self, run: RunId) -> (TaskFinished, Vec<AgentMessage>) {
-        self.until(|m| match m {
-            AgentMessage::Finished(f) if f.run == run => Some(f.clone()),
-            _ => None,
-        })
-        .await
-    }
-}
+use windflow_protocol::{DriverKind, JobId, RunId, RunOutcome, TaskSpec};
 
 fn exec(command: &str) -> TaskSpec {
     TaskSpec::exec("t", command)
@@ -209,30 +43,6 @@ fn attempts_started(events: &[AgentMessage], run: RunId) -> usize {
         .iter()
         .filter(|m| matches!(m, AgentMessage::AttemptStarted { run: r, .. } if *r == run))
         .count()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> impl std::future::Future<Output = ()> {
-    let deadline = Instant::now() + DEADLINE;
-    let what = what.to_owned();
-    async move {
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn process_is_dead(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[tokio::test]

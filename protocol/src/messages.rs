@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alloc::{AllocEvent, Allocation, ClientStatus};
 use crate::ids::{AllocId, JobId, NodeId, RunId};
-use crate::job::{RestartPolicy, TaskSpec};
+use crate::job::{JobType, RestartPolicy, TaskSpec};
 use crate::node::DriverKind;
 use crate::run::RunOutcome;
 use crate::time::{HumanDuration, Timestamp};
@@ -176,6 +176,8 @@ pub struct AllocAssignment {
     pub alloc: Allocation,
     pub tasks: Vec<TaskSpec>,
     pub restart: RestartPolicy,
+    /// A batch job's allocation that exits 0 is `complete`; a service's is restarted.
+    pub job_type: JobType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

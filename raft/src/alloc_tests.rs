@@ -6,7 +6,7 @@ use windflow_protocol::{
 };
 
 use crate::apply_tests::Fixture;
-use crate::command::{Applied, Command, NewAlloc, Plan, PlanResult};
+use crate::command::{AllocReport, Applied, Command, NewAlloc, Plan, PlanResult};
 
 fn node_with(f: &Fixture, capacity: Resources) -> NodeId {
     let Ok(Applied::Node(n)) = f.apply(Command::RegisterNode {
@@ -111,19 +111,25 @@ fn stopped_and_ended_allocations_free_their_resources() {
     let swap = submit(&f, vec![a], vec![place(node, 1, 1000)]);
     assert_eq!(swap.placed.len(), 1, "{swap:?}");
     assert_eq!(used(&f, node).memory_mb, 1000);
-    f.apply(Command::AllocStatus {
+    f.apply(Command::AllocStatus(AllocReport {
         alloc: swap.placed[0],
+        node,
         client: ClientStatus::Failed,
+        restarts: 0,
+        events: Vec::new(),
         at: Timestamp(4),
-    })
+    }))
     .unwrap();
     assert_eq!(used(&f, node), Resources::default());
     // A terminal status stays: a late "running" does not take the room back.
-    f.apply(Command::AllocStatus {
+    f.apply(Command::AllocStatus(AllocReport {
         alloc: swap.placed[0],
+        node,
         client: ClientStatus::Running,
+        restarts: 0,
+        events: Vec::new(),
         at: Timestamp(5),
-    })
+    }))
     .unwrap();
     assert_eq!(used(&f, node), Resources::default());
 }

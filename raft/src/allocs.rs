@@ -3,14 +3,17 @@
 //! the same snapshot can never overcommit a node, because the later one's placements that
 //! no longer fit are rejected, deterministically, on every server.
 
+use windflow_protocol::run::capped_text;
 use windflow_protocol::{
-    AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus, Eligibility, EvalId,
-    EvalStatus, EvalTrigger, Evaluation, JobId, Node, NodeId, NodeStatus, Resources, Timestamp,
+    ALLOC_EVENTS_MAX, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
+    Eligibility, EvalId, EvalStatus, EvalTrigger, Evaluation, JobId, Node, NodeId, NodeStatus,
+    Resources, Timestamp,
 };
 
 use crate::StoreError;
 use crate::command::{
-    Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, ReplaceKind, Response,
+    AllocReport, Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, ReplaceKind,
+    Response,
 };
 use crate::state::{Pending, key};
 
@@ -24,12 +27,15 @@ fn set_used(p: &mut Pending<'_>, node: NodeId, used: Resources) -> Result<(), St
     p.put_as(key::id(key::NODE_USED, node.0), &used)
 }
 
-/// Stores an allocation, keeping its node's usage in step with whether it is live.
+/// Stores an allocation, keeping its node's usage in step with whether it is live, and
+/// stamping the next modify index (the one place allocations are written, so every change
+/// gets one). The change indexes move with it: each allocation is listed once, at its
+/// latest index. Returns the index it was given.
 pub(crate) fn put_alloc(
     p: &mut Pending<'_>,
     alloc: &Allocation,
     was_live: bool,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let live = alloc.is_live();
     if live != was_live {
         let before = used(p, alloc.node)?;
@@ -40,7 +46,26 @@ pub(crate) fn put_alloc(
         };
         set_used(p, alloc.node, after)?;
     }
-    p.put_as(key::id(key::ALLOC, alloc.id.0), alloc)
+    // From the stored copy, not the caller's: a stale index entry would outlive the change.
+    if let Some(old) = self::alloc(p, alloc.id)?.map(|a| a.modify_index)
+        && old > 0
+    {
+        p.del(key::id(key::ALLOC_CHANGE, old));
+        p.del(key::pair(key::NODE_ALLOC_CHANGE, alloc.node.0, old));
+    }
+    let index = p.next(key::NEXT_ALLOC_INDEX)?;
+    let mut stored = alloc.clone();
+    stored.modify_index = index;
+    p.put(
+        key::id(key::ALLOC_CHANGE, index),
+        [alloc.node.0.to_be_bytes(), alloc.id.0.to_be_bytes()].concat(),
+    );
+    p.put(
+        key::pair(key::NODE_ALLOC_CHANGE, alloc.node.0, index),
+        alloc.id.0.to_be_bytes().to_vec(),
+    );
+    p.put_as(key::id(key::ALLOC, alloc.id.0), &stored)?;
+    Ok(index)
 }
 
 pub(crate) fn alloc(p: &Pending<'_>, id: AllocId) -> Result<Option<Allocation>, StoreError> {
@@ -73,7 +98,7 @@ pub(crate) fn request_stop(
     a.desired = DesiredStatus::Stop;
     a.modified_at = at;
     a.push_event(at, AllocEventKind::StopRequested, reason);
-    put_alloc(p, &a, was_live)
+    put_alloc(p, &a, was_live).map(|_| ())
 }
 
 /// `Command::CreateEvaluation`, and a service job's registration: a new pending evaluation.
@@ -254,25 +279,47 @@ pub(crate) fn stop_job(p: &mut Pending<'_>, job: JobId, at: Timestamp) -> Result
     Ok(())
 }
 
-/// `Command::AllocStatus`: what the node says of an allocation. A terminal status stays.
-pub(crate) fn set_status(
-    p: &mut Pending<'_>,
-    id: AllocId,
-    client: ClientStatus,
-    at: Timestamp,
-) -> Result<Response, StoreError> {
-    let Some(mut a) = alloc(p, id)? else {
-        return Ok(Err(ApplyError::not_found("allocation", id)));
+/// The longest event message apply keeps (the gateway caps them first; this is the rule).
+pub(crate) const EVENT_MESSAGE_MAX: usize = 1024;
+
+/// `Command::AllocStatus`: what the node says of an allocation. Refused for an allocation
+/// on another node; a terminal status stays (nothing more is recorded then); a report that
+/// changes nothing writes nothing, so it does not advance the modify index.
+pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Response, StoreError> {
+    let Some(mut a) = alloc(p, report.alloc)? else {
+        return Ok(Err(ApplyError::not_found("allocation", report.alloc)));
     };
-    if !a.client.is_terminal() {
-        let was_live = a.is_live();
-        a.client = client;
-        a.modified_at = at;
-        put_alloc(p, &a, was_live)?;
+    if a.node != report.node {
+        return Ok(Err(ApplyError::Refused(format!(
+            "allocation {} is not on node {}",
+            a.id, report.node
+        ))));
+    }
+    if a.client.is_terminal() {
+        return Ok(Ok(Applied::Allocation(a)));
+    }
+    let was_live = a.is_live();
+    let mut changed = a.client != report.client || a.restarts < report.restarts;
+    a.client = report.client;
+    a.restarts = a.restarts.max(report.restarts);
+    for e in report.events.into_iter().rev().take(ALLOC_EVENTS_MAX).rev() {
+        if a.events
+            .iter()
+            .any(|k| k.at == e.at && k.kind == e.kind && k.message == e.message)
+        {
+            continue;
+        }
+        let message = capped_text(e.message.as_bytes(), EVENT_MESSAGE_MAX).0;
+        a.push_event(e.at, e.kind, message);
+        changed = true;
+    }
+    if changed {
+        a.modified_at = report.at;
+        a.modify_index = put_alloc(p, &a, was_live)?;
         // A wanted instance that ended is the scheduler's to replace (the reschedule
         // policy for a failed one), in the same entry.
-        if was_live && client.is_terminal() {
-            create_eval(p, a.job, EvalTrigger::AllocFailed, at)?;
+        if was_live && a.client.is_terminal() {
+            create_eval(p, a.job, EvalTrigger::AllocFailed, report.at)?;
         }
     }
     Ok(Ok(Applied::Allocation(a)))

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility, EvalId,
+    AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility,
+    EvalId,
     EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
     JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
     Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
@@ -72,12 +73,9 @@ pub enum Command {
     /// The scheduler's plan for an evaluation. Each placement is re-checked against its
     /// node's free resources; those that no longer fit are rejected, the rest applied.
     SubmitPlan(Plan),
-    /// What a node says of an allocation.
-    AllocStatus {
-        alloc: AllocId,
-        client: ClientStatus,
-        at: Timestamp,
-    },
+    /// What a node says of an allocation: refused unless the allocation is on that node;
+    /// a terminal client status stays.
+    AllocStatus(AllocReport),
     /// A new agent host; assigns the next [`NodeId`].
     RegisterNode {
         name: String,
@@ -285,7 +283,7 @@ impl Command {
             Command::CreateEvaluation { .. } => "create_evaluation",
             Command::UpdateEvaluation { .. } => "update_evaluation",
             Command::SubmitPlan(_) => "submit_plan",
-            Command::AllocStatus { .. } => "alloc_status",
+            Command::AllocStatus(_) => "alloc_status",
             Command::NodeHello { .. } => "node_hello",
             Command::CreateJob { .. } => "create_job",
             Command::ResealSecretEnv { .. } => "reseal_secret_env",
@@ -336,6 +334,21 @@ pub struct Plan {
     pub eval: EvalId,
     pub stop: Vec<StopAlloc>,
     pub place: Vec<NewAlloc>,
+    pub at: Timestamp,
+}
+
+/// The fields of [`Command::AllocStatus`]: what an agent reported, checked and capped by
+/// the gateway. `node` comes from the agent's certificate, never from its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocReport {
+    pub alloc: AllocId,
+    pub node: NodeId,
+    pub client: ClientStatus,
+    /// How many times the node restarted its tasks in place.
+    pub restarts: u32,
+    /// New events, oldest first; those already recorded (same time, kind and message) are
+    /// skipped, so a resent report adds nothing twice.
+    pub events: Vec<AllocEvent>,
     pub at: Timestamp,
 }
 

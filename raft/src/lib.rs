@@ -27,9 +27,9 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord, JoinTokenRefusal,
-    KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection, ReplaceKind, Replacement,
-    Response, StopAlloc, TokenRecord, UserRecord,
+    AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,
+    JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection,
+    ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
@@ -75,6 +75,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         })
 }
 
+#[cfg(test)]
+mod alloc_sync_tests;
 #[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use windflow_protocol::{
 
 use crate::apply_tests::Fixture;
 use crate::command::{
+    AllocReport,
     Applied, ApplyError, Command, DrainChange, DrainEnd, NewAlloc, Plan, ReplaceKind, Replacement,
     StopAlloc,
 };
@@ -162,11 +163,14 @@ fn a_silent_node_goes_down_its_live_allocations_are_lost_and_their_jobs_evaluate
         vec![],
         21,
     );
-    f.apply(Command::AllocStatus {
+    f.apply(Command::AllocStatus(AllocReport {
         alloc: placed[3],
+        node: f.reader.allocation(placed[3]).unwrap().unwrap().node,
         client: ClientStatus::Failed,
+        restarts: 0,
+        events: vec![],
         at: Timestamp(22),
-    })
+    }))
     .unwrap();
     heartbeat(&f, &[(other, 500)]);
     let evals_before = f.reader.evaluations().unwrap().len();
@@ -341,11 +345,14 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
     assert_eq!(last.kind, AllocEventKind::Rescheduled);
     assert!(last.message.contains(&second.to_string()), "{last:?}");
     // And again: the count grows along the lineage.
-    f.apply(Command::AllocStatus {
+    f.apply(Command::AllocStatus(AllocReport {
         alloc: second,
+        node: f.reader.allocation(second).unwrap().unwrap().node,
         client: ClientStatus::Failed,
+        restarts: 0,
+        events: vec![],
         at: Timestamp(12),
-    })
+    }))
     .unwrap();
     heartbeat(&f, &[(a, 20)]);
     let third = submit(
@@ -403,11 +410,14 @@ fn a_wanted_allocation_that_fails_queues_its_jobs_evaluation() {
             .count()
     };
     let status = |client| {
-        f.apply(Command::AllocStatus {
+        f.apply(Command::AllocStatus(AllocReport {
             alloc: placed[0],
+            node: f.reader.allocation(placed[0]).unwrap().unwrap().node,
             client,
+            restarts: 0,
+            events: vec![],
             at: Timestamp(3),
-        })
+        }))
         .unwrap();
     };
     status(ClientStatus::Running);

@@ -246,6 +246,62 @@ impl StateReader {
             .unwrap_or_default())
     }
 
+    /// The allocations' modify index now: the highest any allocation has had.
+    pub fn alloc_index(&self) -> Result<u64, StoreError> {
+        Ok(u64_of(self.tree.get(key::NEXT_ALLOC_INDEX)?))
+    }
+
+    /// The node's allocations changed after index `since`, in the order they changed, and
+    /// the index they are complete up to: every change up to it is either in the list or
+    /// was overtaken by a later one (listed then with its newer state, or due after the
+    /// returned index). Reads only the node's changes, not its whole history.
+    pub fn allocations_of_node_since(
+        &self,
+        node: NodeId,
+        since: u64,
+    ) -> Result<(Vec<Allocation>, u64), StoreError> {
+        // The counter first: a batch commits its index entries and the counter together,
+        // so every entry at or below it is already there.
+        let upto = self.alloc_index()?;
+        if upto <= since {
+            return Ok((Vec::new(), upto));
+        }
+        let from = key::pair(key::NODE_ALLOC_CHANGE, node.0, since + 1);
+        let to = key::pair(key::NODE_ALLOC_CHANGE, node.0, upto);
+        let mut allocs = Vec::new();
+        for entry in self.tree.range(from..=to) {
+            let (_, v) = entry?;
+            if let Some(a) = id_of(Some(v)).map(AllocId)
+                && let Some(a) = self.allocation(a)?
+            {
+                allocs.push(a);
+            }
+        }
+        Ok((allocs, upto))
+    }
+
+    /// Which nodes' allocations changed after index `after` up to `upto` (each node once),
+    /// for the gateway's one feed to wake only the sessions concerned.
+    pub fn nodes_with_alloc_changes(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Result<std::collections::BTreeSet<NodeId>, StoreError> {
+        let mut nodes = std::collections::BTreeSet::new();
+        if upto <= after {
+            return Ok(nodes);
+        }
+        let from = key::id(key::ALLOC_CHANGE, after + 1);
+        let to = key::id(key::ALLOC_CHANGE, upto);
+        for entry in self.tree.range(from..=to) {
+            let (_, v) = entry?;
+            if let Some(node) = id_of(v.get(..8).map(sled::IVec::from)) {
+                nodes.insert(NodeId(node));
+            }
+        }
+        Ok(nodes)
+    }
+
     /// What every node's live allocations hold, for the nodes that hold anything.
     pub fn node_usage(&self) -> Result<Vec<(NodeId, Resources)>, StoreError> {
         self.tree

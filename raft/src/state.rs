@@ -55,6 +55,13 @@ pub(crate) mod key {
     /// `nodeused/<node>`: the resources its live allocations hold.
     pub const NODE_USED: &[u8] = b"nodeused/";
     pub const NEXT_ALLOC: &[u8] = b"counter/alloc";
+    /// The allocations' modify index: a sequence advanced on every change of one.
+    pub const NEXT_ALLOC_INDEX: &[u8] = b"counter/allocindex";
+    /// `allocchange/<modify index>` → node and alloc: each allocation once, at its latest
+    /// change, so the gateway finds what changed after an index with one range scan.
+    pub const ALLOC_CHANGE: &[u8] = b"allocchange/";
+    /// `nodeallocchange/<node>/<modify index>` → alloc: the same, per node.
+    pub const NODE_ALLOC_CHANGE: &[u8] = b"nodeallocchange/";
     pub const EVAL: &[u8] = b"eval/";
     /// `evalpending/<eval>`: the scheduler's queue.
     pub const EVAL_PENDING: &[u8] = b"evalpending/";
@@ -256,9 +263,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             at,
         } => crate::allocs::update_eval(p, eval, status, unplaced, at)?,
         Command::SubmitPlan(plan) => crate::allocs::submit_plan(p, plan)?,
-        Command::AllocStatus { alloc, client, at } => {
-            crate::allocs::set_status(p, alloc, client, at)?
-        }
+        Command::AllocStatus(report) => crate::allocs::set_status(p, report)?,
         Command::RegisterNode { name, drivers, at } => {
             let node = Node {
                 id: NodeId(p.next(key::NEXT_NODE)?),

@@ -40,6 +40,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(spec: AgentSpec) -> anyhow::Result<Agent> {
+        Self::start_with_args(spec, &[])
+    }
+
+    /// Starts an agent with more flags (`--memory-mb 512`…).
+    pub fn start_with_args(spec: AgentSpec, args: &[&str]) -> anyhow::Result<Agent> {
         let servers: Vec<String> = spec.servers.iter().map(ToString::to_string).collect();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -63,6 +68,7 @@ impl Agent {
         if let Some(token) = &spec.token {
             cmd.arg("--token").arg(token);
         }
+        cmd.args(args);
         let child = cmd.spawn().context("starting windflow-agent")?;
         Ok(Agent {
             spec,
@@ -94,6 +100,26 @@ impl Agent {
         })?;
         self.child = None;
         Ok(status)
+    }
+
+    /// The process's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, and waits for the agent to exit (it stops its tasks on the way out); SIGKILL
+    /// if it does not within `deadline`.
+    pub fn stop(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.pid().context("the agent is not running")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let exited = self.wait_exit(deadline);
+        if exited.is_err() {
+            self.kill();
+        }
+        exited
     }
 
     /// SIGKILL.

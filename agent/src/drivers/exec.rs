@@ -306,5 +306,8 @@ async fn pump(
     (kept, dropped)
 }
 
+mod process;
+pub use process::{ExecProcess, ProcessExit, spawn_process};
+
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 //! certificate from another CA fails the handshake; a peer with no certificate at all gets
 //! past it only to enroll, and is closed on any other ALPN before a frame is read.
 
+mod alloc_feed;
+mod alloc_sync;
 mod enroll;
 mod output;
 mod revocation;
@@ -48,6 +50,12 @@ pub struct Gateway {
 impl Gateway {
     /// Accepts connections until `shutdown`, each served on its own task.
     pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+        // One follower of allocation changes for all of this server's agent sessions.
+        let feed = alloc_feed::AllocFeed::default();
+        tokio::spawn(
+            feed.clone()
+                .follow(self.raft.reader().clone(), shutdown.clone()),
+        );
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -58,6 +66,7 @@ impl Gateway {
             };
             let gateway = self.clone();
             let stop = shutdown.clone();
+            let feed = feed.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 // A failed handshake (no certificate, another CA, expired) ends here,
@@ -94,7 +103,7 @@ impl Gateway {
                         let span = tracing::info_span!("agent_session", %remote, node = tracing::field::Empty);
                         tokio::select! {
                             _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
-                            _ = gateway.serve_agent(conn.clone()).instrument(span) => {}
+                            _ = gateway.serve_agent(conn.clone(), feed).instrument(span) => {}
                         }
                     }
                     Some(a) if a == ALPN_RAFT => {

@@ -16,6 +16,7 @@ use windflow_protocol::{
 use windflow_raft::{Command, WriteError};
 
 use super::Gateway;
+use super::alloc_feed::AllocFeed;
 use windflow_certs::wire::{WireError, read_frame, write_frame};
 
 /// How long an agent has to say Hello after connecting.
@@ -36,7 +37,7 @@ enum SessionError {
 }
 
 impl Gateway {
-    pub(super) async fn serve_agent(&self, conn: quinn::Connection) {
+    pub(super) async fn serve_agent(&self, conn: quinn::Connection, feed: AllocFeed) {
         let node = match windflow_certs::peer_identity(&conn) {
             Ok(PeerIdentity::Node(node)) => node,
             Ok(other) => {
@@ -61,7 +62,7 @@ impl Gateway {
             tracing::warn!(%node, %serial, "closing the session of a revoked certificate");
             watched.close(3u32.into(), b"certificate revoked");
         });
-        match self.agent_session(&conn, node).await {
+        match self.agent_session(&conn, node, feed).await {
             Ok(()) => tracing::info!(%node, "agent session ended"),
             Err(e) => tracing::info!(%node, error = %e, "agent session ended"),
         }
@@ -72,6 +73,7 @@ impl Gateway {
         &self,
         conn: &quinn::Connection,
         node: NodeId,
+        feed: AllocFeed,
     ) -> Result<(), SessionError> {
         let (mut send, mut recv) = conn.accept_bi().await?;
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<AgentMessage>(&mut recv))
@@ -111,7 +113,7 @@ impl Gateway {
             }),
         )
         .await?;
-        tracing::info!(%node, hostname = %hello.hostname, version, "agent connected");
+        tracing::info!(%node, hostname = %hello.hostname, version, alloc_index = hello.alloc_index, "agent connected");
 
         let (tx, mut rx) = mpsc::channel::<ServerMessage>(256);
         let session = SESSION_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -125,8 +127,16 @@ impl Gateway {
             }
         });
         self.resend_running(node, &tx).await;
+        // Subscribed before the first read of the node's changes: none falls in between.
+        let allocs = tokio::spawn({
+            let gateway = self.clone();
+            let feed = feed.subscribe(node);
+            let tx = tx.clone();
+            async move { gateway.sync_allocs(node, hello.alloc_index, feed, tx).await }
+        });
         let result = self.read_loop(node, &mut recv, &tx).await;
         self.sessions.remove(node, session);
+        allocs.abort();
         writer.abort();
         result
     }
@@ -221,11 +231,16 @@ impl Gateway {
                             .await;
                     }
                 }
+                AgentMessage::AllocUpdate(update) => {
+                    let (alloc, client) = (update.alloc, update.client);
+                    if self.record_alloc_update(node, update).await {
+                        let _ = tx
+                            .send(ServerMessage::AllocUpdateAck { alloc, client })
+                            .await;
+                    }
+                }
                 AgentMessage::Hello(_) => {
                     tracing::warn!(%node, "ignoring a second Hello in one session");
-                }
-                AgentMessage::AllocUpdate(update) => {
-                    tracing::warn!(%node, alloc = %update.alloc, "allocation updates are not recorded yet; ignoring one");
                 }
             }
         }

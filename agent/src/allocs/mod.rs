@@ -1,0 +1,337 @@
+//! The node's allocations: what the servers want of each (received as `Allocations` batches
+//! by index), what runs here, and what the servers have yet to hear of it.
+//!
+//! The highest index received goes into every Hello, so a session with any server resumes
+//! with exactly the changes this agent missed. A desired-`run` allocation not running here
+//! is started; a desired-`stop` one, or one the servers have ended (`lost`), is stopped
+//! (and one never seen is reported `complete`).
+//! Each allocation has at most one update in flight: it is sent again after a reconnect or
+//! when its ack is late, and what changed meanwhile goes in the next one.
+
+mod policy;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate};
+use windflow_protocol::{
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
+    Timestamp,
+};
+
+use runner::Change;
+
+/// One allocation as this agent knows it.
+struct Entry {
+    /// The servers' latest version of it.
+    alloc: Allocation,
+    /// What it is doing here.
+    client: ClientStatus,
+    restarts: u32,
+    /// Events no server has acknowledged yet, oldest first.
+    unacked: Vec<AllocEvent>,
+    /// The status and restarts a server last acknowledged.
+    acked: Option<(ClientStatus, u32)>,
+    in_flight: Option<InFlight>,
+    runner: Option<Runner>,
+}
+
+/// The update sent and not yet acknowledged.
+struct InFlight {
+    session: u64,
+    at: Instant,
+    client: ClientStatus,
+    restarts: u32,
+    /// How many of `unacked` it carried (the oldest ones).
+    events: usize,
+}
+
+struct Runner {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Entry {
+    fn new(alloc: Allocation, client: ClientStatus) -> Self {
+        Entry {
+            alloc,
+            client,
+            restarts: 0,
+            unacked: Vec::new(),
+            acked: None,
+            in_flight: None,
+            runner: None,
+        }
+    }
+
+    /// Whether a server has yet to hear something of it.
+    fn dirty(&self) -> bool {
+        !self.unacked.is_empty() || self.acked != Some((self.client, self.restarts))
+    }
+
+    /// Done with for good: ended here, the servers know it, and they have it ended too.
+    fn forgettable(&self) -> bool {
+        self.runner.is_none()
+            && self.client.is_terminal()
+            && !self.dirty()
+            && self.alloc.client.is_terminal()
+    }
+
+    fn event(&mut self, kind: AllocEventKind, message: String) {
+        if self.unacked.len() >= ALLOC_EVENTS_MAX {
+            let drop = self.unacked.len() + 1 - ALLOC_EVENTS_MAX;
+            self.unacked.drain(..drop);
+            if let Some(f) = &mut self.in_flight {
+                f.events = f.events.saturating_sub(drop);
+            }
+        }
+        self.unacked.push(AllocEvent {
+            at: Timestamp::now(),
+            kind,
+            message,
+        });
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The highest allocation index received from a server.
+    index: u64,
+    entries: BTreeMap<AllocId, Entry>,
+}
+
+/// The node's allocations, shared by the sessions and the runners.
+pub(crate) struct Allocs {
+    state: Mutex<State>,
+    /// Something new for the servers: an update is due.
+    pub(crate) changed: Notify,
+    /// Between SIGTERM and SIGKILL when a task is stopped.
+    grace: Duration,
+    me: Weak<Allocs>,
+}
+
+impl Allocs {
+    pub(crate) fn new(grace: Duration) -> Arc<Self> {
+        Arc::new_cyclic(|me| Allocs {
+            state: Mutex::default(),
+            changed: Notify::new(),
+            grace,
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index to name in the next Hello.
+    pub(crate) fn index(&self) -> u64 {
+        self.lock().index
+    }
+
+    /// Allocations running here now (their runners alive).
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.runner.is_some())
+            .count()
+    }
+
+    /// Takes a batch of changes from a server: starts, stops, remembers its index.
+    pub(crate) fn apply(&self, sync: AllocSync) {
+        let mut st = self.lock();
+        for a in sync.allocs {
+            self.take(&mut st, a);
+        }
+        if sync.index > st.index {
+            st.index = sync.index;
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    fn take(&self, st: &mut State, a: AllocAssignment) {
+        let id = a.alloc.id;
+        if let Some(e) = st.entries.get_mut(&id) {
+            if a.alloc.modify_index <= e.alloc.modify_index {
+                return;
+            }
+            e.alloc = a.alloc;
+            // Stopped, or ended by the servers' account (lost while this node was away):
+            // its resources are no longer counted here, so it must not keep running.
+            let why = match (e.alloc.desired, e.alloc.client.is_terminal()) {
+                (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
+                (_, true) => Some("the servers consider it ended"),
+                _ => None,
+            };
+            if let Some(why) = why
+                && let Some(r) = &e.runner
+                && !r.stop.is_cancelled()
+            {
+                tracing::info!(alloc = %id, why, "stopping the allocation");
+                r.stop.cancel();
+            }
+            if e.forgettable() {
+                st.entries.remove(&id);
+            }
+            return;
+        }
+        // Ended already, by the servers' account: nothing to run and nothing to say.
+        if a.alloc.client.is_terminal() {
+            return;
+        }
+        match a.alloc.desired {
+            DesiredStatus::Stop => {
+                let mut e = Entry::new(a.alloc, ClientStatus::Complete);
+                e.event(AllocEventKind::Stopped, "not running on this node".into());
+                st.entries.insert(id, e);
+            }
+            DesiredStatus::Run => {
+                let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
+                e.event(AllocEventKind::Received, "received by the node".into());
+                e.runner = Some(self.start(a));
+                st.entries.insert(id, e);
+            }
+        }
+    }
+
+    fn start(&self, a: AllocAssignment) -> Runner {
+        let id = a.alloc.id;
+        let me = self.me.clone();
+        let report: runner::Report = Arc::new(move |change| {
+            if let Some(allocs) = me.upgrade() {
+                allocs.record(id, change);
+            }
+        });
+        let stop = CancellationToken::new();
+        let span =
+            tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
+        tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
+        let handle =
+            tokio::spawn(runner::run(a, self.grace, report, stop.clone()).instrument(span));
+        Runner { stop, handle }
+    }
+
+    /// What a runner says happened.
+    fn record(&self, id: AllocId, change: Change) {
+        let mut st = self.lock();
+        let Some(e) = st.entries.get_mut(&id) else {
+            return;
+        };
+        match change {
+            Change::Started { task, pid } => {
+                if !e.client.is_terminal() {
+                    e.client = ClientStatus::Running;
+                }
+                e.event(
+                    AllocEventKind::Started,
+                    format!("task {task} started (pid {pid})"),
+                );
+            }
+            Change::Exited { task, exit } => {
+                e.event(AllocEventKind::Exited, format!("task {task}: {exit}"))
+            }
+            Change::Restarting { why, .. } => {
+                e.restarts = e.restarts.saturating_add(1);
+                e.event(AllocEventKind::Restarting, why);
+            }
+            Change::Failed(why) => {
+                e.client = ClientStatus::Failed;
+                e.event(AllocEventKind::Failed, why);
+                e.runner = None;
+            }
+            Change::Complete => {
+                e.client = ClientStatus::Complete;
+                e.runner = None;
+            }
+            Change::Stopped => {
+                e.client = ClientStatus::Complete;
+                e.event(AllocEventKind::Stopped, "its tasks were stopped".into());
+                e.runner = None;
+            }
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// The updates to send now in session `session`: for each allocation with news and no
+    /// update in flight in this session (or one in flight for longer than `resend_after`).
+    pub(crate) fn due(
+        &self,
+        session: u64,
+        now: Instant,
+        resend_after: Duration,
+    ) -> Vec<AllocUpdate> {
+        let mut st = self.lock();
+        let mut due = Vec::new();
+        for (id, e) in st.entries.iter_mut() {
+            if !e.dirty() {
+                continue;
+            }
+            if let Some(f) = &e.in_flight
+                && f.session == session
+                && now.saturating_duration_since(f.at) < resend_after
+            {
+                continue;
+            }
+            e.in_flight = Some(InFlight {
+                session,
+                at: now,
+                client: e.client,
+                restarts: e.restarts,
+                events: e.unacked.len(),
+            });
+            due.push(AllocUpdate {
+                alloc: *id,
+                client: e.client,
+                restarts: e.restarts,
+                events: e.unacked.clone(),
+            });
+        }
+        due
+    }
+
+    /// A server recorded the update in flight with status `client`.
+    pub(crate) fn ack(&self, alloc: AllocId, client: ClientStatus) {
+        let mut st = self.lock();
+        let Some(e) = st.entries.get_mut(&alloc) else {
+            return;
+        };
+        let Some(f) = e.in_flight.take_if(|f| f.client == client) else {
+            tracing::debug!(%alloc, ?client, "ignoring an ack for no update in flight");
+            return;
+        };
+        let n = f.events.min(e.unacked.len());
+        e.unacked.drain(..n);
+        e.acked = Some((f.client, f.restarts));
+        let more = e.dirty();
+        if e.forgettable() {
+            st.entries.remove(&alloc);
+        }
+        drop(st);
+        if more {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Kills every allocation's tasks (the agent is stopping).
+    pub(crate) fn stop_all(&self) {
+        for (id, e) in self.lock().entries.iter_mut() {
+            if let Some(r) = e.runner.take() {
+                tracing::info!(alloc = %id, "killing the allocation's tasks: the agent is stopping");
+                r.handle.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
