@@ -2,7 +2,9 @@
 //!
 //! It dials out to a server over mutual-TLS QUIC, says Hello, sends heartbeats, runs the
 //! tasks it is given with its drivers, streams their output, and reports each result until
-//! the server acknowledges it, across reconnects.
+//! the server acknowledges it, across reconnects and across restarts of the agent itself:
+//! tasks run under supervisor processes of their own, and the agent keeps what it runs and
+//! what it has not reported yet in its store.
 
 mod config;
 pub mod drivers;
@@ -10,9 +12,12 @@ pub mod enroll;
 mod error;
 pub mod fingerprint;
 mod outbox;
+pub mod process;
 pub mod renew;
 mod session;
+pub mod store;
 
 pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};
 pub use error::AgentError;
+pub use drivers::exec::main_if_invoked as supervise_if_invoked;
 pub use session::run;

@@ -38,14 +38,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<DevCluster> {
         None => server::read_bootstrap_token(&config.data_dir)?,
     };
     let identity = agent_identity(&server, &config.data_dir).await?;
-    let agent_config = windflow_agent::AgentConfig {
-        servers: vec![server.quic_addr],
-        identity,
-        hostname: hostname(),
-        reconnect_max_backoff: std::time::Duration::from_secs(5),
-        bind: None,
-        data_dir: Some(config.data_dir.join(AGENT_DIR)),
-    };
+    let mut agent_config =
+        windflow_agent::AgentConfig::new(vec![server.quic_addr], identity, hostname());
+    agent_config.reconnect_max_backoff = std::time::Duration::from_secs(5);
+    agent_config.data_dir = Some(config.data_dir.join(AGENT_DIR));
     let agent_stop = server.shutdown_token().child_token();
     let stop = agent_stop.clone();
     let agent = tokio::spawn(async move {
