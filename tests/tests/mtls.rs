@@ -21,6 +21,7 @@ fn hello() -> Vec<u8> {
         agent_version: "0".into(),
         drivers: vec![DriverKind::Exec],
         fingerprint: Default::default(),
+        alloc_index: 0,
     }))
     .unwrap()
 }

@@ -222,6 +222,9 @@ impl Gateway {
                 AgentMessage::Hello(_) => {
                     tracing::warn!(%node, "ignoring a second Hello in one session");
                 }
+                AgentMessage::AllocUpdate(update) => {
+                    tracing::warn!(%node, alloc = %update.alloc, "allocation updates are not recorded yet; ignoring one");
+                }
             }
         }
         Ok(())
