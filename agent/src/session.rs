@@ -92,7 +92,6 @@ impl Work {
     }
 
     fn recover(self: &Arc<Self>) -> Result<(), AgentError> {
-        let mut running = lock(&self.running);
         for record in self.store.runs()? {
             let run = record.run;
             let _span = tracing::info_span!("run", %run, job = %record.job, task = %record.task).entered();
@@ -103,6 +102,8 @@ impl Work {
             match Supervised::recover(&record.exec) {
                 Recovered::Running(exec) => {
                     tracing::info!(supervisor = exec.supervisor().pid, "re-attached to the running task");
+                    // Held across the spawn: the watcher's end removes the run from it.
+                    let mut running = lock(&self.running);
                     running.insert(run, self.watch(record, exec));
                 }
                 Recovered::Ended(result) => {
@@ -112,6 +113,7 @@ impl Work {
             }
         }
         // Directories no run refers to any more (an ack came just before a crash).
+        let running = lock(&self.running);
         if let Ok(dirs) = std::fs::read_dir(&self.runs_dir) {
             for dir in dirs.flatten() {
                 let name = dir.file_name();
@@ -156,6 +158,7 @@ impl Work {
         if let Err(e) = self.store.put_run(&record) {
             let why = format!("the agent cannot record the run before starting it: {e}");
             tracing::error!(error = %e, "not starting the run");
+            drop(running);
             self.complete(dir.path(), ExecResult::failed(0, Timestamp::now(), why).into_finished(run));
             return;
         }
@@ -165,6 +168,7 @@ impl Work {
             Err(e) => {
                 let why = format!("cannot start the task's supervisor {}: {e}", self.supervisor.program.display());
                 tracing::error!(error = %e, "not starting the run");
+                drop(running);
                 self.complete(&record.exec.dir, ExecResult::failed(0, Timestamp::now(), why).into_finished(run));
                 return;
             }
