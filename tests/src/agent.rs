@@ -96,6 +96,33 @@ impl Agent {
         Ok(status)
     }
 
+    /// The agent process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then waits for the agent to exit by itself.
+    pub fn terminate(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.pid().context("the agent is not running")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .context("sending SIGTERM to the agent")?;
+        self.wait_exit(deadline)
+    }
+
+    /// Starts the agent again on the same data dir, from the identity it keeps there (no
+    /// token); the previous process must have exited.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the agent is still running");
+        let mut spec = self.spec.clone();
+        spec.token = None;
+        let again = Agent::start(spec)?;
+        *self = again;
+        Ok(())
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
