@@ -18,6 +18,6 @@ mod session;
 pub mod store;
 
 pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};
-pub use error::AgentError;
 pub use drivers::exec::main_if_invoked as supervise_if_invoked;
+pub use error::AgentError;
 pub use session::run;

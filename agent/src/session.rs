@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Heartbeat, Hello, OutputChunk, RunTask, ServerMessage,
-    TaskFinished, Welcome,
+    ALPN_AGENT, AgentMessage, Heartbeat, Hello, OutputChunk, RunTask, ServerMessage, TaskFinished,
+    Welcome,
 };
 use windflow_protocol::{RunId, Timestamp};
 
@@ -94,14 +94,18 @@ impl Work {
     fn recover(self: &Arc<Self>) -> Result<(), AgentError> {
         for record in self.store.runs()? {
             let run = record.run;
-            let _span = tracing::info_span!("run", %run, job = %record.job, task = %record.task).entered();
+            let _span =
+                tracing::info_span!("run", %run, job = %record.job, task = %record.task).entered();
             if self.outbox.contains(run) {
                 self.store.remove_run(run)?;
                 continue;
             }
             match Supervised::recover(&record.exec) {
                 Recovered::Running(exec) => {
-                    tracing::info!(supervisor = exec.supervisor().pid, "re-attached to the running task");
+                    tracing::info!(
+                        supervisor = exec.supervisor().pid,
+                        "re-attached to the running task"
+                    );
                     // Held across the spawn: the watcher's end removes the run from it.
                     let mut running = lock(&self.running);
                     running.insert(run, self.watch(record, exec));
@@ -127,7 +131,11 @@ impl Work {
             }
         }
         if !running.is_empty() || self.outbox.len() > 0 {
-            tracing::info!(running = running.len(), unacknowledged = self.outbox.len(), "took back the previous agent's work");
+            tracing::info!(
+                running = running.len(),
+                unacknowledged = self.outbox.len(),
+                "took back the previous agent's work"
+            );
         }
         Ok(())
     }
@@ -142,7 +150,8 @@ impl Work {
             return;
         }
         let run = task.run;
-        let _span = tracing::info_span!("run", %run, job = %task.job, task = %task.task.name).entered();
+        let _span =
+            tracing::info_span!("run", %run, job = %task.job, task = %task.task.name).entered();
         let dir = ExecDir::new(self.runs_dir.join(run.to_string()));
         let mut record = RunRecord {
             run,
@@ -159,17 +168,26 @@ impl Work {
             let why = format!("the agent cannot record the run before starting it: {e}");
             tracing::error!(error = %e, "not starting the run");
             drop(running);
-            self.complete(dir.path(), ExecResult::failed(0, Timestamp::now(), why).into_finished(run));
+            self.complete(
+                dir.path(),
+                ExecResult::failed(0, Timestamp::now(), why).into_finished(run),
+            );
             return;
         }
         let _ = dir.remove();
         let exec = match Supervised::spawn(&self.supervisor, dir, &drivers::exec::spec(task.task)) {
             Ok(exec) => exec,
             Err(e) => {
-                let why = format!("cannot start the task's supervisor {}: {e}", self.supervisor.program.display());
+                let why = format!(
+                    "cannot start the task's supervisor {}: {e}",
+                    self.supervisor.program.display()
+                );
                 tracing::error!(error = %e, "not starting the run");
                 drop(running);
-                self.complete(&record.exec.dir, ExecResult::failed(0, Timestamp::now(), why).into_finished(run));
+                self.complete(
+                    &record.exec.dir,
+                    ExecResult::failed(0, Timestamp::now(), why).into_finished(run),
+                );
                 return;
             }
         };
@@ -198,9 +216,16 @@ impl Work {
                                 attempt,
                                 at: Timestamp::now(),
                             },
-                            Progress::Output { attempt, stream, data } => {
-                                AgentMessage::Output(OutputChunk { run, attempt, stream, data })
-                            }
+                            Progress::Output {
+                                attempt,
+                                stream,
+                                data,
+                            } => AgentMessage::Output(OutputChunk {
+                                run,
+                                attempt,
+                                stream,
+                                data,
+                            }),
                         };
                         // Live output is dropped, not waited for, when the link is slow.
                         let _ = events.try_send(msg);

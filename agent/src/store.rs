@@ -184,7 +184,11 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let runs: Vec<u64> = store.runs().unwrap().iter().map(|r| r.run.0).collect();
-        assert_eq!(runs, [1, 300], "ordered by run, the finished and removed ones gone");
+        assert_eq!(
+            runs,
+            [1, 300],
+            "ordered by run, the finished and removed ones gone"
+        );
         assert_eq!(store.runs().unwrap()[0], record(1));
         assert_eq!(store.outbox().unwrap(), [finished(2)]);
         store.ack(RunId(2)).unwrap();
@@ -204,7 +208,10 @@ mod tests {
     fn an_unreadable_entry_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.tree.insert(key(RUN, RunId(5)), b"junk".to_vec()).unwrap();
+        store
+            .tree
+            .insert(key(RUN, RunId(5)), b"junk".to_vec())
+            .unwrap();
         let err = store.runs().unwrap_err().to_string();
         assert!(err.contains("unreadable entry `run/"), "{err}");
     }

@@ -59,7 +59,10 @@ async fn a_supervised_task_is_followed_live_and_its_spec_is_gone() {
     let result = tokio::time::timeout(DEADLINE, exec.wait(|p| seen.push(p)))
         .await
         .expect("the execution ended");
-    assert_eq!((result.outcome, result.exit_code, result.attempts), (RunOutcome::Failed, Some(1), 2));
+    assert_eq!(
+        (result.outcome, result.exit_code, result.attempts),
+        (RunOutcome::Failed, Some(1), 2)
+    );
     assert_eq!(result.stdout, b"one\n");
     let out = |attempt, stream, data: &[u8]| Progress::Output {
         attempt,
@@ -71,8 +74,14 @@ async fn a_supervised_task_is_followed_live_and_its_spec_is_gone() {
             .iter()
             .position(|p| *p == Progress::AttemptStarted { attempt })
             .unwrap_or_else(|| panic!("attempt {attempt} not seen: {seen:?}"));
-        assert!(seen[at..].contains(&out(attempt, OutputStream::Stdout, b"one\n")), "{seen:?}");
-        assert!(seen[at..].contains(&out(attempt, OutputStream::Stderr, b"two\n")), "{seen:?}");
+        assert!(
+            seen[at..].contains(&out(attempt, OutputStream::Stdout, b"one\n")),
+            "{seen:?}"
+        );
+        assert!(
+            seen[at..].contains(&out(attempt, OutputStream::Stderr, b"two\n")),
+            "{seen:?}"
+        );
     }
     assert!(
         !ExecDir::new(&exec_dir).spec().exists(),
@@ -107,7 +116,10 @@ async fn a_dropped_watcher_leaves_the_task_running_and_recover_finds_it() {
     let result = tokio::time::timeout(DEADLINE, exec.wait(|p| live.push(p)))
         .await
         .expect("the execution ended");
-    assert_eq!((result.outcome, result.attempts), (RunOutcome::Succeeded, 1));
+    assert_eq!(
+        (result.outcome, result.attempts),
+        (RunOutcome::Succeeded, 1)
+    );
     assert_eq!(result.stdout, b"late-output\ndone\n");
     let lines = std::fs::read_to_string(&starts).unwrap();
     assert_eq!(lines.lines().count(), 1, "started again: {lines}");
@@ -123,7 +135,10 @@ async fn a_dropped_watcher_leaves_the_task_running_and_recover_finds_it() {
         })
         .flatten()
         .collect();
-    assert_eq!(followed, b"late-output\ndone\n", "output after re-attaching is followed live");
+    assert_eq!(
+        followed, b"late-output\ndone\n",
+        "output after re-attaching is followed live"
+    );
     // Ended now: recovering again just reads the result.
     let Recovered::Ended(again) = Supervised::recover(&handle) else {
         panic!("an ended execution was re-attached");

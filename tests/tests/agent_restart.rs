@@ -53,11 +53,15 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 /// Waits until this start of the agent has taken the run back from its store.
 fn wait_reattached(agent: &Agent, cluster: &Cluster) {
-    wait_for("the restarted agent to re-attach to the task", DEADLINE, || {
-        strip_ansi(&agent.log_of_this_start())
-            .contains("re-attached to the running task")
-            .then_some(())
-    })
+    wait_for(
+        "the restarted agent to re-attach to the task",
+        DEADLINE,
+        || {
+            strip_ansi(&agent.log_of_this_start())
+                .contains("re-attached to the running task")
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), cluster.logs()));
 }
 
@@ -96,7 +100,12 @@ fn a_running_exec_task_survives_sigterm_and_sigkill_of_its_agent_and_is_recorded
         json!({"name": "long", "command": command}),
     );
     let job_id = job["id"].as_str().unwrap().to_owned();
-    let run = post(&cluster, &admin, &format!("/v1/jobs/{job_id}/run"), json!({}));
+    let run = post(
+        &cluster,
+        &admin,
+        &format!("/v1/jobs/{job_id}/run"),
+        json!({}),
+    );
     let run_id = run["id"].as_str().unwrap().to_owned();
     let pid = wait_for("the task to start", DEADLINE, || read_pid(&pidfile))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), cluster.logs()));
@@ -107,15 +116,25 @@ fn a_running_exec_task_survives_sigterm_and_sigkill_of_its_agent_and_is_recorded
 
     // SIGTERM: the agent stops cleanly and leaves the task to its supervisor.
     let status = agent.terminate(DEADLINE).unwrap();
-    assert!(status.success(), "the agent did not stop cleanly: {status:?}\n{}", agent.log());
-    assert!(!process_is_dead(pid), "the task died with the agent (SIGTERM)");
+    assert!(
+        status.success(),
+        "the agent did not stop cleanly: {status:?}\n{}",
+        agent.log()
+    );
+    assert!(
+        !process_is_dead(pid),
+        "the task died with the agent (SIGTERM)"
+    );
     agent.restart().unwrap();
     wait_reattached(&agent, &cluster);
     assert!(!process_is_dead(pid), "the task died across the restart");
 
     // SIGKILL: no chance to clean up at all.
     agent.kill();
-    assert!(!process_is_dead(pid), "the task died with the agent (SIGKILL)");
+    assert!(
+        !process_is_dead(pid),
+        "the task died with the agent (SIGKILL)"
+    );
     agent.restart().unwrap();
     wait_reattached(&agent, &cluster);
 
@@ -124,7 +143,12 @@ fn a_running_exec_task_survives_sigterm_and_sigkill_of_its_agent_and_is_recorded
         (run["status"] != "running" && run["status"] != "pending").then_some(run)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), cluster.logs()));
-    assert_eq!(finished["status"], "succeeded", "{finished}\n{}", agent.log());
+    assert_eq!(
+        finished["status"],
+        "succeeded",
+        "{finished}\n{}",
+        agent.log()
+    );
     assert_eq!(finished["attempts"], 1, "{finished}");
     assert_eq!(finished["exit_code"], 0, "{finished}");
 

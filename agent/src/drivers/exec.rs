@@ -18,9 +18,7 @@ mod supervised;
 
 pub use files::{ExecDir, ExecResult, SuperviseSpec};
 pub use supervise::{SUBCOMMAND, main_if_invoked};
-pub use supervised::{
-    Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
-};
+pub use supervised::{Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand};
 
 /// The most bytes an attempt's output file takes per stream: live output stops there (the
 /// result's stdout head and stderr tail are kept regardless), and disk use is bounded.

@@ -179,8 +179,12 @@ pub fn read_value<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let (value, _) = codec::decode_frame(&bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+    let (value, _) = codec::decode_frame(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
     Ok(Some(value))
 }
 

@@ -33,7 +33,9 @@ pub fn main_if_invoked() -> Option<ExitCode> {
     Some(match (args.next(), args.next(), args.next()) {
         (Some(flag), Some(spec), None) if flag == "--spec" => supervise_main(PathBuf::from(spec)),
         _ => {
-            eprintln!("usage: {SUBCOMMAND} --spec FILE (the agent starts this; not for use by hand)");
+            eprintln!(
+                "usage: {SUBCOMMAND} --spec FILE (the agent starts this; not for use by hand)"
+            );
             ExitCode::from(2)
         }
     })

@@ -250,7 +250,10 @@ fn vanished(dir: &ExecDir, started_at: Timestamp, why: &str) -> ExecResult {
         && let Ok(Some(group)) = read_value::<ProcessIdentity>(&dir.group(attempt))
         && group.signal_group(Signal::SIGKILL)
     {
-        tracing::warn!(pgid = group.pid, "killed the process group its dead supervisor left");
+        tracing::warn!(
+            pgid = group.pid,
+            "killed the process group its dead supervisor left"
+        );
     }
     let mut result = ExecResult::failed(attempt, started_at, why.to_owned());
     result.stdout = std::fs::read(dir.output(attempt.max(1), OutputStream::Stdout))

@@ -41,9 +41,18 @@ async fn a_command_that_succeeds_reports_its_stdout_and_leaves_it_in_files() {
     assert_eq!(f.stdout, b"hello\n");
     assert_eq!(f.stderr_tail, b"oops\n");
     let exec = ExecDir::new(dir.path());
-    assert_eq!(std::fs::read(exec.output(1, OutputStream::Stdout)).unwrap(), b"hello\n");
-    assert_eq!(std::fs::read(exec.output(1, OutputStream::Stderr)).unwrap(), b"oops\n");
-    assert!(exec.group(1).exists(), "the attempt's process group is recorded");
+    assert_eq!(
+        std::fs::read(exec.output(1, OutputStream::Stdout)).unwrap(),
+        b"hello\n"
+    );
+    assert_eq!(
+        std::fs::read(exec.output(1, OutputStream::Stderr)).unwrap(),
+        b"oops\n"
+    );
+    assert!(
+        exec.group(1).exists(),
+        "the attempt's process group is recorded"
+    );
 }
 
 #[tokio::test]
@@ -55,7 +64,10 @@ async fn a_failing_command_is_retried_and_reports_its_exit_code() {
     assert_eq!((f.exit_code, f.attempts), (Some(3), 3));
     let exec = ExecDir::new(dir.path());
     for attempt in 1..=3 {
-        assert_eq!(std::fs::read(exec.output(attempt, OutputStream::Stdout)).unwrap(), b"try\n");
+        assert_eq!(
+            std::fs::read(exec.output(attempt, OutputStream::Stdout)).unwrap(),
+            b"try\n"
+        );
     }
     assert!(!exec.output(4, OutputStream::Stdout).exists());
 }
@@ -167,7 +179,9 @@ async fn a_missing_workdir_fails_naming_it() {
     assert_eq!((f.outcome, f.attempts), (RunOutcome::Failed, 1));
     assert!(f.error.unwrap().contains("/no/such/dir"));
     assert!(
-        !ExecDir::new(dir.path()).output(1, OutputStream::Stdout).exists(),
+        !ExecDir::new(dir.path())
+            .output(1, OutputStream::Stdout)
+            .exists(),
         "nothing was started"
     );
 }
@@ -205,7 +219,9 @@ async fn an_output_file_stops_at_its_cap_but_the_result_keeps_the_tail() {
         output_file_cap: 5000,
     };
     let f = run_all(&exec, &spec, &CancellationToken::new()).await;
-    let in_file = std::fs::metadata(exec.output(1, OutputStream::Stderr)).unwrap().len();
+    let in_file = std::fs::metadata(exec.output(1, OutputStream::Stderr))
+        .unwrap()
+        .len();
     assert_eq!(in_file, 5000);
     assert!(f.stderr_tail.ends_with(b"END\n"));
 }
