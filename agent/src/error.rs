@@ -9,6 +9,8 @@ pub enum AgentError {
     NoDataDir,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot find the agent's own binary, which supervises its tasks: {0}")]
+    OwnBinary(std::io::Error),
     #[error(transparent)]
     Tls(#[from] windflow_certs::CertError),
     #[error("local endpoint: {0}")]

@@ -16,6 +16,7 @@ pub mod process;
 pub mod renew;
 mod session;
 pub mod store;
+mod work;
 
 pub use config::{AgentConfig, DEFAULT_RECONNECT_MAX_BACKOFF, FIRST_RECONNECT_BACKOFF};
 pub use drivers::exec::main_if_invoked as supervise_if_invoked;

@@ -9,28 +9,21 @@
 //! is no link, their results wait in the outbox (kept on disk) until acknowledged, and an
 //! agent that starts again takes back the runs the previous one left.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Heartbeat, Hello, OutputChunk, RunTask, ServerMessage, TaskFinished,
-    Welcome,
+    ALPN_AGENT, AgentMessage, Heartbeat, Hello, ServerMessage, Welcome,
 };
-use windflow_protocol::{RunId, Timestamp};
 
 use crate::config::FIRST_RECONNECT_BACKOFF;
-use crate::drivers::exec::{
-    ExecDir, ExecResult, Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
-};
-use crate::outbox::Outbox;
-use crate::store::{RunRecord, Store};
+use crate::drivers::exec::SupervisorCommand;
+use crate::work::Work;
 use crate::{AgentConfig, AgentError, drivers};
 use windflow_certs::wire::{read_frame, write_frame};
 
@@ -46,234 +39,6 @@ const RESEND_AFTER: Duration = Duration::from_secs(30);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 /// On shutdown, how long the last messages get to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What the agent is doing, shared by the sessions and the running tasks. Each run executes
-/// under its own supervisor process (see [`drivers::exec`]); what is here watches them, and
-/// what the store holds lets the next agent process watch them again.
-struct Work {
-    /// The watchers of running executions, by run.
-    running: Mutex<HashMap<RunId, JoinHandle<()>>>,
-    /// Results not yet acknowledged by a server.
-    outbox: Outbox,
-    /// A run has finished and its result is in the outbox.
-    finished: Notify,
-    /// Live output and attempt events from the drivers.
-    events: mpsc::Sender<AgentMessage>,
-    store: Store,
-    supervisor: SupervisorCommand,
-    /// `DATA_DIR/runs`: one directory per execution.
-    runs_dir: PathBuf,
-}
-
-impl Work {
-    /// Opens the agent's store and takes back what the previous agent process left: runs
-    /// still executing are watched again, runs that ended meanwhile are reported.
-    fn open(
-        data_dir: &Path,
-        supervisor: SupervisorCommand,
-        events: mpsc::Sender<AgentMessage>,
-    ) -> Result<Arc<Work>, AgentError> {
-        let store = Store::open(data_dir)?;
-        let work = Arc::new(Work {
-            running: Mutex::default(),
-            outbox: Outbox::open(store.clone())?,
-            finished: Notify::new(),
-            events,
-            store,
-            supervisor,
-            runs_dir: data_dir.join("runs"),
-        });
-        work.recover()?;
-        Ok(work)
-    }
-
-    fn recover(self: &Arc<Self>) -> Result<(), AgentError> {
-        for record in self.store.runs()? {
-            let run = record.run;
-            let _span =
-                tracing::info_span!("run", %run, job = %record.job, task = %record.task).entered();
-            if self.outbox.contains(run) {
-                self.store.remove_run(run)?;
-                continue;
-            }
-            match Supervised::recover(&record.exec) {
-                Recovered::Running(exec) => {
-                    tracing::info!(
-                        supervisor = exec.supervisor().pid,
-                        "re-attached to the running task"
-                    );
-                    // Held across the spawn: the watcher's end removes the run from it.
-                    let mut running = lock(&self.running);
-                    running.insert(run, self.watch(record, exec));
-                }
-                Recovered::Ended(result) => {
-                    tracing::info!(outcome = ?result.outcome, error = ?result.error, "the task ended while the agent was down");
-                    self.complete(&record.exec.dir, result.into_finished(run));
-                }
-            }
-        }
-        // Directories no run refers to any more (an ack came just before a crash).
-        let running = lock(&self.running);
-        if let Ok(dirs) = std::fs::read_dir(&self.runs_dir) {
-            for dir in dirs.flatten() {
-                let name = dir.file_name();
-                let known = name
-                    .to_str()
-                    .and_then(|n| n.parse::<RunId>().ok())
-                    .is_some_and(|r| running.contains_key(&r) || self.outbox.contains(r));
-                if !known {
-                    let _ = ExecDir::new(dir.path()).remove();
-                }
-            }
-        }
-        if !running.is_empty() || self.outbox.len() > 0 {
-            tracing::info!(
-                running = running.len(),
-                unacknowledged = self.outbox.len(),
-                "took back the previous agent's work"
-            );
-        }
-        Ok(())
-    }
-
-    /// Starts a task unless this agent already has the run, running or finished and
-    /// unacknowledged (a server sends its running work again on every session, and a
-    /// restarted agent has taken back its runs before its first session).
-    fn start(self: &Arc<Self>, task: RunTask) {
-        let mut running = lock(&self.running);
-        if running.contains_key(&task.run) || self.outbox.contains(task.run) {
-            tracing::debug!(run = %task.run, "already have this run");
-            return;
-        }
-        let run = task.run;
-        let _span =
-            tracing::info_span!("run", %run, job = %task.job, task = %task.task.name).entered();
-        let dir = ExecDir::new(self.runs_dir.join(run.to_string()));
-        let mut record = RunRecord {
-            run,
-            job: task.job,
-            task: task.task.name.clone(),
-            exec: SupervisedHandle {
-                dir: dir.path().to_owned(),
-                supervisor: None,
-                started_at: Timestamp::now(),
-            },
-        };
-        // Recorded before it starts: a run that may be running is never started twice.
-        if let Err(e) = self.store.put_run(&record) {
-            let why = format!("the agent cannot record the run before starting it: {e}");
-            tracing::error!(error = %e, "not starting the run");
-            drop(running);
-            self.complete(
-                dir.path(),
-                ExecResult::failed(0, Timestamp::now(), why).into_finished(run),
-            );
-            return;
-        }
-        let _ = dir.remove();
-        let exec = match Supervised::spawn(&self.supervisor, dir, &drivers::exec::spec(task.task)) {
-            Ok(exec) => exec,
-            Err(e) => {
-                let why = format!(
-                    "cannot start the task's supervisor {}: {e}",
-                    self.supervisor.program.display()
-                );
-                tracing::error!(error = %e, "not starting the run");
-                drop(running);
-                self.complete(
-                    &record.exec.dir,
-                    ExecResult::failed(0, Timestamp::now(), why).into_finished(run),
-                );
-                return;
-            }
-        };
-        tracing::info!(supervisor = exec.supervisor().pid, "started");
-        record.exec = exec.handle();
-        if let Err(e) = self.store.put_run(&record) {
-            // The supervisor writes its own identity into the run's directory too.
-            tracing::warn!(error = %e, "cannot record the run's supervisor");
-        }
-        running.insert(run, self.watch(record, exec));
-    }
-
-    /// Follows an execution to its end, then reports it.
-    fn watch(self: &Arc<Self>, record: RunRecord, exec: Supervised) -> JoinHandle<()> {
-        let work = self.clone();
-        let run = record.run;
-        let events = self.events.clone();
-        let span = tracing::info_span!("run", %run, job = %record.job, task = %record.task);
-        tokio::spawn(
-            async move {
-                let result = exec
-                    .wait(|progress| {
-                        let msg = match progress {
-                            Progress::AttemptStarted { attempt } => AgentMessage::AttemptStarted {
-                                run,
-                                attempt,
-                                at: Timestamp::now(),
-                            },
-                            Progress::Output {
-                                attempt,
-                                stream,
-                                data,
-                            } => AgentMessage::Output(OutputChunk {
-                                run,
-                                attempt,
-                                stream,
-                                data,
-                            }),
-                        };
-                        // Live output is dropped, not waited for, when the link is slow.
-                        let _ = events.try_send(msg);
-                    })
-                    .await;
-                work.complete(&record.exec.dir, result.into_finished(run));
-            }
-            .instrument(span),
-        )
-    }
-
-    /// A run has ended: its result goes to the outbox (and the store), its directory away.
-    fn complete(&self, dir: &Path, finished: TaskFinished) {
-        tracing::info!(
-            outcome = ?finished.outcome,
-            exit_code = ?finished.exit_code,
-            attempts = finished.attempts,
-            "finished"
-        );
-        let run = finished.run;
-        // Into the outbox before leaving `running`, so a resent RunTask always finds the
-        // run in one or the other.
-        if self.outbox.insert(finished) {
-            let _ = ExecDir::new(dir).remove();
-        }
-        lock(&self.running).remove(&run);
-        self.finished.notify_one();
-    }
-
-    fn running(&self) -> Vec<RunId> {
-        let mut runs: Vec<RunId> = lock(&self.running).keys().copied().collect();
-        runs.sort();
-        runs
-    }
-
-    /// Stops watching: the tasks keep running under their supervisors, and the next agent
-    /// process on this data dir takes them back. Returns the watchers, to wait for.
-    fn stop_all(&self) -> Vec<JoinHandle<()>> {
-        lock(&self.running)
-            .drain()
-            .map(|(run, watcher)| {
-                tracing::info!(%run, "leaving the run to its supervisor: the agent is stopping");
-                watcher.abort();
-                watcher
-            })
-            .collect()
-    }
-}
 
 /// Why a session that was established ended.
 enum SessionEnd {
@@ -292,7 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let data_dir = config.data_dir.clone().ok_or(AgentError::NoDataDir)?;
     let supervisor = match &config.supervisor {
         Some(s) => s.clone(),
-        None => SupervisorCommand::current_exe()?,
+        None => SupervisorCommand::current_exe().map_err(AgentError::OwnBinary)?,
     };
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
     let work = Work::open(&data_dir, supervisor, events_tx)?;

@@ -159,6 +159,11 @@ async fn a_killed_supervisor_is_reported_and_its_task_is_killed() {
     let watcher = tokio::spawn(exec.wait(|_| {}));
     wait_until("the task to start", || read_pid(&pidfile).is_some()).await;
     let sleep = read_pid(&pidfile).unwrap();
+    let group = ExecDir::new(&handle.dir).group(1);
+    wait_until("the attempt's process group to be recorded", || {
+        group.exists()
+    })
+    .await;
     watcher.abort();
     let _ = watcher.await;
 

@@ -106,6 +106,8 @@ impl Supervised {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
+                // The agent's own join token is none of the task's business.
+                .env_remove("WINDFLOW_AGENT_TOKEN")
                 // The point of a supervisor is to outlive the agent.
                 .kill_on_drop(false)
                 .spawn()?;
@@ -256,12 +258,13 @@ fn vanished(dir: &ExecDir, started_at: Timestamp, why: &str) -> ExecResult {
         );
     }
     let mut result = ExecResult::failed(attempt, started_at, why.to_owned());
-    result.stdout = std::fs::read(dir.output(attempt.max(1), OutputStream::Stdout))
-        .map(|mut out| {
-            out.truncate(windflow_protocol::CONTEXT_MAX_BYTES);
-            out
-        })
-        .unwrap_or_default();
+    // What the last attempt printed before it was lost, as far as the context keeps.
+    if let Ok(file) = File::open(dir.output(attempt.max(1), OutputStream::Stdout)) {
+        let cap = windflow_protocol::CONTEXT_MAX_BYTES as u64;
+        let _ = file.take(cap).read_to_end(&mut result.stdout);
+        result.stdout_truncated = std::fs::metadata(dir.output(attempt, OutputStream::Stdout))
+            .is_ok_and(|m| m.len() > cap);
+    }
     result
 }
 
