@@ -1,8 +1,8 @@
 //! The agent's own state, in sled under `DATA_DIR/state`: the runs it is executing (how to
 //! find each one's supervisor again) and the results no server has acknowledged yet. A run
 //! moves from one to the other in one atomic batch, so after any crash a run is either
-//! still being watched or has its result waiting, never both and never neither. Every
-//! change is flushed before it is acted on. sled's lock on the directory also keeps a
+//! still being watched or has its result waiting, never both and never neither. A run is
+//! flushed to disk before its supervisor starts and its result before its files go. sled's lock on the directory also keeps a
 //! second agent off the same data dir.
 
 use std::path::Path;
@@ -94,10 +94,17 @@ impl Store {
             .collect()
     }
 
-    /// Records a run as executing (or updates it).
+    /// Records a run as executing, on disk before this returns.
     pub fn put_run(&self, record: &RunRecord) -> Result<(), StoreError> {
         self.tree.insert(key(RUN, record.run), encode(record)?)?;
         self.flush()
+    }
+
+    /// Updates a run's record without waiting for the disk (sled writes it within half a
+    /// second): for what the run's directory also says, such as its supervisor.
+    pub fn update_run(&self, record: &RunRecord) -> Result<(), StoreError> {
+        self.tree.insert(key(RUN, record.run), encode(record)?)?;
+        Ok(())
     }
 
     /// The runs being executed, by run ID.
@@ -125,10 +132,11 @@ impl Store {
         self.scan(OUTBOX)
     }
 
-    /// Forgets an acknowledged result.
+    /// Forgets an acknowledged result. Not waited for on disk: a forgotten ack only means
+    /// the result is sent once more, and the servers acknowledge a result they already have.
     pub fn ack(&self, run: RunId) -> Result<(), StoreError> {
         self.tree.remove(key(OUTBOX, run))?;
-        self.flush()
+        Ok(())
     }
 }
 

@@ -166,7 +166,7 @@ impl Work {
         };
         tracing::info!(supervisor = exec.supervisor().pid, "started");
         record.exec = exec.handle();
-        if let Err(e) = self.store.put_run(&record) {
+        if let Err(e) = self.store.update_run(&record) {
             // The supervisor writes its own identity into the run's directory too.
             tracing::warn!(error = %e, "cannot record the run's supervisor");
         }

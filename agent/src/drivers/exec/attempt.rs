@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::OutputStream;
 use windflow_protocol::{ExecConfig, HumanDuration, RunOutcome, STDERR_TAIL_BYTES};
 
-use super::files::{ExecDir, PRIVATE, write_value};
+use super::files::{Durability, ExecDir, PRIVATE, write_value};
 use crate::process::ProcessIdentity;
 
 /// The most bytes read from a pipe at once.
@@ -129,7 +129,12 @@ pub(super) async fn run_attempt(
     let pgid = Pid::from_raw(pid as i32);
     // So that an agent finding this supervisor dead can still kill what it started.
     if let Some(leader) = ProcessIdentity::of(pid)
-        && let Err(e) = write_value(&dir.group(attempt), &leader, PRIVATE)
+        && let Err(e) = write_value(
+            &dir.group(attempt),
+            &leader,
+            PRIVATE,
+            Durability::ProcessCrash,
+        )
     {
         tracing::warn!(error = %e, "cannot record the attempt's process group");
     }

@@ -1,7 +1,7 @@
 //! What a supervised execution leaves on disk, in its own directory: the spec the agent
 //! hands over, the supervisor's identity, each attempt's output and process group, and the
-//! result. Everything but the output files is written whole (temporary file, fsync,
-//! rename), so a reader after any crash sees either nothing or all of it.
+//! result. Everything but the output files is written whole (temporary file, rename), so a
+//! reader after any crash sees either nothing or all of it.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -141,9 +141,26 @@ impl ExecDir {
     }
 }
 
+/// What a file written whole must survive. Every one survives the death of any process
+/// (the page cache keeps it); only what must outlive the machine is flushed to disk, since
+/// a machine that goes down takes the supervisors and their tasks with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Only processes dying: the spec, the identities of live processes.
+    ProcessCrash,
+    /// A power loss too: the result (its rename is made durable by the agent's store
+    /// flush that follows when it takes the result).
+    PowerLoss,
+}
+
 /// Writes `bytes` to `path` whole: a temporary file with mode `mode` in the same
-/// directory, flushed to disk, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// directory, flushed to disk when `durability` asks, then renamed over `path`.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -155,10 +172,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename itself is durable once the directory is.
-        fs::File::open(dir)?.sync_all()
+        if durability == Durability::PowerLoss {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -167,9 +184,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Writes a value whole, in the protocol's encoding.
-pub fn write_value<T: Serialize>(path: &Path, value: &T, mode: u32) -> io::Result<()> {
+pub fn write_value<T: Serialize>(
+    path: &Path,
+    value: &T,
+    mode: u32,
+    durability: Durability,
+) -> io::Result<()> {
     let bytes = codec::encode(value).map_err(io::Error::other)?;
-    write_atomic(path, &bytes, mode)
+    write_atomic(path, &bytes, mode, durability)
 }
 
 /// Reads a value written by [`write_value`]; `None` when the file does not exist.
@@ -200,7 +222,7 @@ mod tests {
         let exec = ExecDir::new(dir.path().join("runs/R1"));
         exec.create().unwrap();
         let result = ExecResult::failed(2, Timestamp(5), "boom".into());
-        write_value(&exec.result(), &result, PRIVATE).unwrap();
+        write_value(&exec.result(), &result, PRIVATE, Durability::PowerLoss).unwrap();
         assert_eq!(read_value(&exec.result()).unwrap(), Some(result));
         let mode = fs::metadata(exec.result()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use windflow_protocol::{DriverConfig, HumanDuration, RunOutcome, Timestamp};
 
 use super::attempt::{Attempt, AttemptPlan, run_attempt};
-use super::files::{ExecDir, ExecResult, PRIVATE, SuperviseSpec, read_value, write_value};
+use super::files::{
+    Durability, ExecDir, ExecResult, PRIVATE, SuperviseSpec, read_value, write_value,
+};
 use crate::process::ProcessIdentity;
 
 /// The hidden subcommand both binaries (`windflow-agent`, and `windflow` for `windflow dev`)
@@ -106,7 +108,7 @@ pub(crate) async fn supervise(
 ) -> io::Result<()> {
     let started_at = Timestamp::now();
     if let Some(me) = ProcessIdentity::current() {
-        write_value(&dir.supervisor(), &me, PRIVATE)?;
+        write_value(&dir.supervisor(), &me, PRIVATE, Durability::ProcessCrash)?;
     }
     let spec = read_value::<SuperviseSpec>(spec_path);
     let _ = std::fs::remove_file(spec_path);
@@ -115,7 +117,7 @@ pub(crate) async fn supervise(
         Ok(None) => ExecResult::failed(0, started_at, "the task's spec file is missing".into()),
         Err(e) => ExecResult::failed(0, started_at, format!("cannot read the task's spec: {e}")),
     };
-    write_value(&dir.result(), &result, PRIVATE)
+    write_value(&dir.result(), &result, PRIVATE, Durability::PowerLoss)
 }
 
 /// Runs an exec task's attempts with their retries; the result of the last one.

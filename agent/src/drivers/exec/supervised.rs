@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use windflow_protocol::Timestamp;
 use windflow_protocol::messages::OutputStream;
 
-use super::files::{ExecDir, ExecResult, PRIVATE, SuperviseSpec, read_value, write_value};
+use super::files::{
+    Durability, ExecDir, ExecResult, PRIVATE, SuperviseSpec, read_value, write_value,
+};
 use super::supervise::SUBCOMMAND;
 use crate::process::ProcessIdentity;
 
@@ -94,7 +96,7 @@ impl Supervised {
     ) -> io::Result<Supervised> {
         let spawned = (|| {
             dir.create()?;
-            write_value(&dir.spec(), spec, PRIVATE)?;
+            write_value(&dir.spec(), spec, PRIVATE, Durability::ProcessCrash)?;
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
