@@ -269,3 +269,38 @@ async fn an_execution_whose_supervisor_never_existed_is_reported_failed() {
     );
     assert_eq!(f.stdout, b"partial\n");
 }
+
+#[tokio::test]
+async fn a_live_process_on_the_supervisors_reused_pid_is_not_re_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = ExecDir::new(dir.path().join("R2"));
+    exec.create().unwrap();
+    // A live process now holds the pid the supervisor had, but it started later.
+    let mut other = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let live = crate::process::ProcessIdentity::of(other.id()).unwrap();
+    let supervisor = crate::process::ProcessIdentity {
+        pid: live.pid,
+        start_ticks: live.start_ticks.saturating_sub(1),
+    };
+    let handle = SupervisedHandle {
+        dir: exec.path().to_owned(),
+        supervisor: Some(supervisor),
+        started_at: windflow_protocol::Timestamp(1),
+    };
+    let recovered = Supervised::recover(&handle);
+    let alive = live.is_alive();
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert!(alive, "the other process was left alone");
+    let Recovered::Ended(f) = recovered else {
+        panic!("a process on a reused pid was taken for the supervisor");
+    };
+    assert_eq!(f.outcome, RunOutcome::Failed);
+    assert_eq!(
+        f.error.as_deref(),
+        Some("the task's supervisor died while the agent was down")
+    );
+}
