@@ -19,8 +19,8 @@ pub mod secret;
 pub mod time;
 
 pub use alloc::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint, DesiredStatus, Dimension, EvalStatus, EvalTrigger,
-    Evaluation, Operator, Placement, Resources,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint,
+    DesiredStatus, Dimension, EvalStatus, EvalTrigger, Evaluation, Operator, Placement, Resources,
 };
 pub use codec::CodecError;
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
@@ -29,8 +29,8 @@ pub use ids::{
     UserId,
 };
 pub use job::{
-    DriverConfig, ExecConfig, Job, JobSpec, JobType, RescheduleLimit, ReschedulePolicy, RestartMode,
-    RestartPolicy, RetryPolicy, TaskGroup, TaskSpec,
+    DriverConfig, ExecConfig, Job, JobSpec, JobType, RescheduleLimit, ReschedulePolicy,
+    RestartMode, RestartPolicy, RetryPolicy, TaskGroup, TaskSpec,
 };
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};

@@ -3,8 +3,13 @@
 //! writers. One writer alone sees no delay: a batch is whatever is queued when an in-flight
 //! slot frees up. Up to [`MAX_IN_FLIGHT`] entries are proposed at once, so the leader's
 //! flush of one overlaps the replication of the one before.
+//!
+//! Lazy writes (bookkeeping nobody waits on, such as audit entries) take no entry of their
+//! own while real writes keep coming: they ride in the next batch, and go alone only when
+//! no write arrives within [`LAZY_WAIT`].
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -18,15 +23,25 @@ const MAX_COMMANDS: usize = 256;
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// The most batches one server has proposed and not yet seen answered.
 const MAX_IN_FLIGHT: usize = 3;
+/// How long a lazy write waits for a real one to share its entry.
+pub(crate) const LAZY_WAIT: Duration = Duration::from_millis(20);
 
 pub(crate) struct Queued {
     pub cmd: Command,
     pub reply: oneshot::Sender<Result<Applied, WriteError>>,
 }
 
+/// Where a node's batchable writes queue: `eager` for writes someone waits on, `lazy` for
+/// those that may wait for company.
+pub(crate) struct Queues {
+    pub eager: mpsc::Sender<Queued>,
+    pub lazy: mpsc::Sender<Queued>,
+}
+
 /// Starts the batcher of a node; it stops when the node is dropped.
-pub(crate) fn spawn(node: Weak<Inner>) -> mpsc::Sender<Queued> {
+pub(crate) fn spawn(node: Weak<Inner>) -> Queues {
     let (tx, mut rx) = mpsc::channel::<Queued>(4 * MAX_COMMANDS);
+    let (lazy_tx, mut lazy) = mpsc::channel::<Queued>(4 * MAX_COMMANDS);
     tokio::spawn(async move {
         let mut carry: Option<Queued> = None;
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -34,24 +49,32 @@ pub(crate) fn spawn(node: Weak<Inner>) -> mpsc::Sender<Queued> {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let first = match carry.take() {
-                Some(q) => q,
-                None => match rx.recv().await {
-                    Some(q) => q,
-                    None => return,
-                },
-            };
-            let mut bytes = size(&first.cmd);
-            let mut batch = vec![first];
-            while batch.len() < MAX_COMMANDS {
-                let Ok(next) = rx.try_recv() else { break };
-                let next_bytes = size(&next.cmd);
-                if bytes + next_bytes > MAX_BYTES {
-                    carry = Some(next);
-                    break;
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            match carry.take() {
+                Some(q) => batch.push(q),
+                None => {
+                    let Some(first) = first(&mut rx, &mut lazy).await else {
+                        return;
+                    };
+                    batch.extend(first);
                 }
-                bytes += next_bytes;
-                batch.push(next);
+            }
+            for q in &batch {
+                bytes += size(&q.cmd);
+            }
+            // Eager writes first, then lazy ones, while the entry has room.
+            for queue in [&mut rx, &mut lazy] {
+                while batch.len() < MAX_COMMANDS && carry.is_none() {
+                    let Ok(next) = queue.try_recv() else { break };
+                    let next_bytes = size(&next.cmd);
+                    if bytes + next_bytes > MAX_BYTES {
+                        carry = Some(next);
+                        break;
+                    }
+                    bytes += next_bytes;
+                    batch.push(next);
+                }
             }
             let Some(inner) = node.upgrade() else { return };
             tokio::spawn(async move {
@@ -60,7 +83,28 @@ pub(crate) fn spawn(node: Weak<Inner>) -> mpsc::Sender<Queued> {
             });
         }
     });
-    tx
+    Queues {
+        eager: tx,
+        lazy: lazy_tx,
+    }
+}
+
+/// What starts the next batch: an eager write as soon as one comes; a lazy one waits up to
+/// [`LAZY_WAIT`] for an eager one to go with. `None` once the node is gone.
+async fn first(
+    eager: &mut mpsc::Receiver<Queued>,
+    lazy: &mut mpsc::Receiver<Queued>,
+) -> Option<Vec<Queued>> {
+    let waiting = tokio::select! {
+        biased;
+        q = eager.recv() => return q.map(|q| vec![q]),
+        q = lazy.recv() => q?,
+    };
+    match tokio::time::timeout(LAZY_WAIT, eager.recv()).await {
+        Ok(Some(q)) => Some(vec![q, waiting]),
+        Ok(None) => None,
+        Err(_) => Some(vec![waiting]),
+    }
 }
 
 fn size(cmd: &Command) -> usize {

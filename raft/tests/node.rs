@@ -109,3 +109,51 @@ async fn concurrent_writes_share_entries_and_each_gets_its_answer() {
     assert!(matches!(b, Ok(windflow_raft::Applied::Job(_))));
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lazy_write_rides_in_the_next_entry_or_goes_alone_when_none_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _) = common::single_server(dir.path(), 10_000).await;
+    let last = |node: &RaftNode| node.metrics().borrow().last_log_index.unwrap_or(0);
+
+    // Alone, it is still committed: after its short wait, in an entry of its own.
+    let before = last(&node);
+    let answer = node.write_lazily(common::create_job("lazy-alone")).await;
+    assert!(
+        matches!(answer, Ok(windflow_raft::Applied::Job(_))),
+        "{answer:?}"
+    );
+    assert_eq!(last(&node) - before, 1);
+
+    // Followed by a real write, both share one entry, and each gets its own answer.
+    let before = last(&node);
+    // Polled in this order, the lazy write is queued first and waits for company.
+    let (lazy, eager) = tokio::join!(
+        node.write_lazily(common::create_job("lazy-1")),
+        node.write(common::create_job("eager-1"))
+    );
+    assert!(
+        matches!(eager, Ok(windflow_raft::Applied::Job(_))),
+        "{eager:?}"
+    );
+    assert!(
+        matches!(lazy, Ok(windflow_raft::Applied::Job(_))),
+        "{lazy:?}"
+    );
+    assert_eq!(
+        last(&node) - before,
+        1,
+        "a lazy write and the write after it took more than one entry"
+    );
+    let reader = node.reader();
+    for name in ["lazy-alone", "lazy-1", "eager-1"] {
+        assert!(
+            reader
+                .job_by_name(&Default::default(), name)
+                .unwrap()
+                .is_some(),
+            "{name}"
+        );
+    }
+    node.shutdown().await.unwrap();
+}

@@ -340,8 +340,9 @@ impl Pending {
         }
     }
 
-    /// Proposes the entry through raft without holding up the answer. An entry that cannot
-    /// be committed (no quorum) is logged here instead.
+    /// Proposes the entry through raft without holding up the answer, riding in the next
+    /// write's entry (`write_lazily`). An entry that cannot be committed (no quorum) is
+    /// logged here instead.
     pub(crate) fn record(
         self,
         state: &AppState,
@@ -381,7 +382,7 @@ impl Pending {
         let raft = state.raft.clone();
         tokio::spawn(async move {
             if let Err(e) = raft
-                .write(windflow_raft::Command::RecordAudit(entry.clone()))
+                .write_lazily(windflow_raft::Command::RecordAudit(entry.clone()))
                 .await
             {
                 tracing::warn!(error = %e, ?entry, "an audit entry was not recorded");
