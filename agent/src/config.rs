@@ -4,6 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use windflow_protocol::messages::VersionRange;
+
+use crate::drivers::exec::SupervisorCommand;
+
 /// The longest wait between reconnection attempts unless configured otherwise.
 pub const DEFAULT_RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The first wait before reconnecting; it doubles up to `reconnect_max_backoff`.
@@ -22,13 +26,19 @@ pub struct AgentConfig {
     pub reconnect_max_backoff: Duration,
     /// The local address the QUIC client binds to (any, if `None`).
     pub bind: Option<IpAddr>,
-    /// Where renewed certificates are written (`node.crt`, `node.key`); `None` keeps them
-    /// in memory only.
+    /// The agent's own directory: renewed certificates (`node.crt`, `node.key`), its state
+    /// store and its runs' files. Required by [`crate::run`].
     pub data_dir: Option<PathBuf>,
     /// What to report instead of the fingerprinted CPU, memory and disk.
     pub resources: ResourceOverride,
     /// When an allocation's task is stopped: the wait between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// The binary that supervises each task (the `supervise` subcommand); `None`: this
+    /// process's own binary, which must answer to it (`windflow-agent` and `windflow` do).
+    pub supervisor: Option<SupervisorCommand>,
+    /// The protocol versions offered in Hello; [`VersionRange::SUPPORTED`] unless testing
+    /// how servers treat agents of other versions.
+    pub versions: VersionRange,
 }
 
 /// The default wait between SIGTERM and SIGKILL when a task is stopped.
@@ -70,6 +80,8 @@ impl AgentConfig {
             data_dir: None,
             resources: ResourceOverride::default(),
             kill_grace: DEFAULT_KILL_GRACE,
+            supervisor: None,
+            versions: VersionRange::SUPPORTED,
         }
     }
 }

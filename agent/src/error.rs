@@ -5,6 +5,12 @@ pub enum AgentError {
     Refused { reason: String },
     #[error("no server addresses configured")]
     NoServers,
+    #[error("the agent needs a data dir for its state and its tasks' files")]
+    NoDataDir,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot find the agent's own binary, which supervises its tasks: {0}")]
+    OwnBinary(std::io::Error),
     #[error(transparent)]
     Tls(#[from] windflow_certs::CertError),
     #[error("local endpoint: {0}")]

@@ -45,8 +45,20 @@ struct Args {
     silent: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    // Each task runs under this binary started again as its supervisor.
+    if let Some(code) = windflow_agent::supervise_if_invoked() {
+        return Ok(code);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(agent())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn agent() -> anyhow::Result<()> {
     let args = Args::parse();
     let level = match (args.debug, args.silent) {
         (true, _) => "debug,quinn=info",

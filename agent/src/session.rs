@@ -4,26 +4,27 @@
 //! Per session, one writer task owns the `SendStream` and drains an mpsc of messages, one
 //! reader task owns the `RecvStream` and hands whole messages over (reading a frame is not
 //! cancel-safe), and the session loop in between sends heartbeats, forwards live output,
-//! starts tasks and sends results. Tasks run independently of the link: their live output
-//! is dropped while there is none, and their results wait in the outbox until acknowledged.
+//! starts tasks and sends results. Tasks run independently of the link and of the agent
+//! process itself (each under its own supervisor): their live output is dropped while there
+//! is no link, their results wait in the outbox (kept on disk) until acknowledged, and an
+//! agent that starts again takes back the runs the previous one left.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use windflow_protocol::RunId;
 use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Heartbeat, Hello, RunTask, ServerMessage, VersionRange, Welcome,
+    ALPN_AGENT, AgentMessage, Heartbeat, Hello, ServerMessage, Welcome,
 };
 
 use crate::allocs::Allocs;
 use crate::config::FIRST_RECONNECT_BACKOFF;
-use crate::outbox::Outbox;
+use crate::drivers::exec::SupervisorCommand;
+use crate::work::Work;
 use crate::{AgentConfig, AgentError, drivers};
 use windflow_certs::wire::{read_frame, write_frame};
 
@@ -40,71 +41,6 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 /// On shutdown, how long the last messages get to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What the agent is doing, shared by the sessions and the running tasks.
-struct Work {
-    running: Mutex<HashMap<RunId, AbortHandle>>,
-    /// Results not yet acknowledged by a server.
-    outbox: Outbox,
-    /// A run has finished and its result is in the outbox.
-    finished: Notify,
-    /// Live output and attempt events from the drivers.
-    events: mpsc::Sender<AgentMessage>,
-    /// The node's allocations (their updates wait there until acknowledged).
-    allocs: Arc<Allocs>,
-}
-
-impl Work {
-    /// Starts a task unless it is already running or finished and unacknowledged (a server
-    /// sends its running work again when a session resumes).
-    fn start(self: &Arc<Self>, task: RunTask) {
-        let mut running = lock(&self.running);
-        if running.contains_key(&task.run) || self.outbox.contains(task.run) {
-            tracing::debug!(run = %task.run, "already have this run");
-            return;
-        }
-        let run = task.run;
-        let work = self.clone();
-        let span = tracing::info_span!("run", %run, job = %task.job, task = %task.task.name);
-        let handle = tokio::spawn(
-            async move {
-                tracing::info!("starting");
-                let finished = drivers::run_task(run, &task.task, work.events.clone()).await;
-                tracing::info!(
-                    outcome = ?finished.outcome,
-                    exit_code = ?finished.exit_code,
-                    attempts = finished.attempts,
-                    "finished"
-                );
-                // Into the outbox before leaving `running`, so a resent RunTask always
-                // finds the run in one or the other.
-                work.outbox.insert(finished);
-                lock(&work.running).remove(&run);
-                work.finished.notify_one();
-            }
-            .instrument(span),
-        );
-        running.insert(run, handle.abort_handle());
-    }
-
-    fn running(&self) -> Vec<RunId> {
-        let mut runs: Vec<RunId> = lock(&self.running).keys().copied().collect();
-        runs.sort();
-        runs
-    }
-
-    /// Stops every running task (each kills its process group as it is dropped).
-    fn stop_all(&self) {
-        for (run, handle) in lock(&self.running).drain() {
-            tracing::info!(%run, "stopping the run: the agent is shutting down");
-            handle.abort();
-        }
-    }
-}
-
 /// Why a session that was established ended.
 enum SessionEnd {
     Shutdown,
@@ -119,6 +55,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if config.servers.is_empty() {
         return Err(AgentError::NoServers);
     }
+    let data_dir = config.data_dir.clone().ok_or(AgentError::NoDataDir)?;
+    let supervisor = match &config.supervisor {
+        Some(s) => s.clone(),
+        None => SupervisorCommand::current_exe().map_err(AgentError::OwnBinary)?,
+    };
+    let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
+    let work = Work::open(
+        &data_dir,
+        supervisor,
+        events_tx,
+        Allocs::new(config.kill_grace),
+    )?;
     windflow_certs::install_crypto_provider();
     let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
     let bind =
@@ -131,14 +79,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     ));
 
-    let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
-    let work = Arc::new(Work {
-        running: Mutex::default(),
-        outbox: Outbox::default(),
-        finished: Notify::new(),
-        events: events_tx,
-        allocs: Allocs::new(config.kill_grace),
-    });
     let max_backoff = config.reconnect_max_backoff.max(FIRST_RECONNECT_BACKOFF);
     let mut backoff = FIRST_RECONNECT_BACKOFF;
     let mut next = 0usize;
@@ -190,7 +130,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             break Ok(());
         }
     };
-    work.stop_all();
+    for watcher in work.stop_all() {
+        let _ = watcher.await;
+    }
     work.allocs.stop_all();
     renewal.abort();
     endpoint.close(0u32.into(), b"agent stopping");
@@ -237,7 +179,7 @@ async fn handshake(
         .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Hello {
-        versions: VersionRange::SUPPORTED,
+        versions: config.versions,
         hostname: config.hostname.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         drivers: drivers::available(),
@@ -262,7 +204,7 @@ async fn handshake(
             ));
         }
     };
-    let supported = VersionRange::SUPPORTED;
+    let supported = config.versions;
     if !(supported.min..=supported.max).contains(&welcome.version) {
         return Err(AgentError::Protocol(format!(
             "the server chose protocol version {}, this agent speaks {supported}",

@@ -90,18 +90,25 @@ async fn the_agent_runs_a_task_and_reports_its_output_and_result() {
 }
 
 #[tokio::test]
-async fn running_work_is_in_heartbeats_and_is_stopped_with_the_agent() {
+async fn running_work_outlives_the_agent_and_the_next_agent_takes_it_back() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
     let pidfile = dir.path().join("pid");
+    let go = dir.path().join("go");
+    let starts = dir.path().join("starts");
     let (endpoint, addr) = server_endpoint(&pki.server);
-    let agent = start_agent(&pki, vec![addr]);
+    let agent = start_agent_in(&pki, vec![addr], &data);
 
     let mut s = accept(&endpoint).await;
     s.welcome().await;
+    // Runs until the test lets it finish; a second start would add a line to `starts`.
     let command = format!(
-        "sleep 300 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
-        p = pidfile.display()
+        "echo $$ >> {starts}; echo $$ > {p}.tmp; mv {p}.tmp {p}; \
+         while [ ! -e {go} ]; do sleep 0.05; done; echo done-$$",
+        starts = starts.display(),
+        p = pidfile.display(),
+        go = go.display(),
     );
     s.send(run_task(3, &command)).await;
     s.until(|m| match m {
@@ -109,18 +116,84 @@ async fn running_work_is_in_heartbeats_and_is_stopped_with_the_agent() {
         _ => None,
     })
     .await;
-    wait_until("the task to start its child", || {
-        read_pid(&pidfile).is_some()
-    })
-    .await;
+    wait_until("the task to start", || read_pid(&pidfile).is_some()).await;
     let pid = read_pid(&pidfile).unwrap();
-    assert!(!process_is_dead(pid));
 
     agent.stop().await;
-    wait_until("the task's child to die with the agent", || {
-        process_is_dead(pid)
+    within("the agent to close the connection", s.conn.closed()).await;
+    assert!(!process_is_dead(pid), "the task died with the agent");
+
+    // The next agent on the same data dir: the run is in its first heartbeat, the server's
+    // resent RunTask does not start it again, and its result comes once it ends.
+    let agent = start_agent_in(&pki, vec![addr], &data);
+    let mut s = accept(&endpoint).await;
+    s.welcome().await;
+    s.send(run_task(3, &command)).await;
+    s.until(|m| match m {
+        AgentMessage::Heartbeat(hb) if hb.running == [RunId(3)] => Some(()),
+        _ => None,
     })
     .await;
+    std::fs::write(&go, b"").unwrap();
+    let (f, _) = s.finished(RunId(3)).await;
+    assert_eq!(f.outcome, RunOutcome::Succeeded, "{f:?}");
+    assert_eq!(f.attempts, 1);
+    assert_eq!(f.stdout, format!("done-{pid}\n").into_bytes());
+    assert_eq!(
+        std::fs::read_to_string(&starts).unwrap(),
+        format!("{pid}\n"),
+        "the task was started once"
+    );
+    s.send(ServerMessage::FinishedAck { run: RunId(3) }).await;
+    wait_until("the run's files to go once acknowledged", || {
+        !data.join("runs").join("R3").exists()
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_result_produced_while_the_agent_was_down_is_sent_by_the_next_one() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("agent");
+    let go = dir.path().join("go");
+    let (endpoint, addr) = server_endpoint(&pki.server);
+    let agent = start_agent_in(&pki, vec![addr], &data);
+    let mut s = accept(&endpoint).await;
+    s.welcome().await;
+    let command = format!(
+        "while [ ! -e {go} ]; do sleep 0.05; done; echo finished-alone",
+        go = go.display()
+    );
+    s.send(run_task(4, &command)).await;
+    s.until(|m| match m {
+        AgentMessage::Heartbeat(hb) if hb.running == [RunId(4)] => Some(()),
+        _ => None,
+    })
+    .await;
+    agent.stop().await;
+
+    // The task ends while no agent runs.
+    std::fs::write(&go, b"").unwrap();
+    let result = data.join("runs").join("R4").join("result");
+    wait_until("the supervisor to record the result", || result.exists()).await;
+
+    let agent = start_agent_in(&pki, vec![addr], &data);
+    let mut s = accept(&endpoint).await;
+    s.welcome().await;
+    let (f, _) = s.finished(RunId(4)).await;
+    assert_eq!((f.outcome, f.attempts), (RunOutcome::Succeeded, 1));
+    assert_eq!(f.stdout, b"finished-alone\n");
+    // Not acknowledged: the agent after this one sends it again, from its store.
+    agent.stop().await;
+    let agent = start_agent_in(&pki, vec![addr], &data);
+    let mut s = accept(&endpoint).await;
+    s.welcome().await;
+    let (again, _) = s.finished(RunId(4)).await;
+    assert_eq!(again, f);
+    s.send(ServerMessage::FinishedAck { run: RunId(4) }).await;
+    agent.stop().await;
 }
 
 #[tokio::test]

@@ -102,24 +102,41 @@ impl Agent {
         Ok(status)
     }
 
-    /// The process's pid while it runs.
+    /// The agent process's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// SIGTERM, and waits for the agent to exit (it stops its tasks on the way out); SIGKILL
-    /// if it does not within `deadline`.
-    pub fn stop(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+    /// SIGTERM, then waits for the agent to exit by itself.
+    pub fn terminate(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
         let pid = self.pid().context("the agent is not running")?;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,
-        )?;
-        let exited = self.wait_exit(deadline);
+        )
+        .context("sending SIGTERM to the agent")?;
+        self.wait_exit(deadline)
+    }
+
+    /// SIGTERM and a wait for the agent to exit (it stops its allocations' tasks on the way
+    /// out); SIGKILL if it does not within `deadline`.
+    pub fn stop(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let exited = self.terminate(deadline);
         if exited.is_err() {
             self.kill();
         }
         exited
+    }
+
+    /// Starts the agent again on the same data dir, from the identity it keeps there (no
+    /// token); the previous process must have exited.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the agent is still running");
+        let mut spec = self.spec.clone();
+        spec.token = None;
+        let again = Agent::start(spec)?;
+        *self = again;
+        Ok(())
     }
 
     /// SIGKILL.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use windflow_agent::drivers::exec::SupervisorCommand;
 use windflow_agent::{AgentConfig, AgentError};
 use windflow_certs::{ClusterCa, PeerIdentity, TlsIdentity};
 use windflow_protocol::codec::{self, HEADER_LEN};
@@ -65,10 +66,17 @@ pub fn server_endpoint(identity: &TlsIdentity) -> (quinn::Endpoint, SocketAddr) 
 pub struct Agent {
     pub stop: CancellationToken,
     pub handle: JoinHandle<Result<(), AgentError>>,
+    /// The data dir the agent was given, unless the test chose its own.
+    _data: tempfile::TempDir,
 }
 
 pub fn start_agent(pki: &Pki, servers: Vec<SocketAddr>) -> Agent {
     start_agent_with(pki, servers, |_| {})
+}
+
+/// An agent on `data_dir` (the next agent on the same dir takes back what it left).
+pub fn start_agent_in(pki: &Pki, servers: Vec<SocketAddr>, data_dir: &Path) -> Agent {
+    start_agent_with(pki, servers, |c| c.data_dir = Some(data_dir.to_owned()))
 }
 
 /// The agent, with its config changed by `configure` first.
@@ -79,10 +87,20 @@ pub fn start_agent_with(
 ) -> Agent {
     let mut config = AgentConfig::new(servers, pki.agent.clone(), "test-host");
     config.reconnect_max_backoff = Duration::from_secs(1);
+    let data = tempfile::tempdir().unwrap();
+    config.data_dir = Some(data.path().to_owned());
+    // Tasks run under the real binary's supervisor (this test binary has no such mode).
+    config.supervisor = Some(SupervisorCommand {
+        program: env!("CARGO_BIN_EXE_windflow-agent").into(),
+    });
     configure(&mut config);
     let stop = CancellationToken::new();
     let handle = tokio::spawn(windflow_agent::run(config, stop.clone()));
-    Agent { stop, handle }
+    Agent {
+        stop,
+        handle,
+        _data: data,
+    }
 }
 
 impl Agent {

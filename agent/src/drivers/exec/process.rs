@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use windflow_protocol::{DriverConfig, TaskSpec};
 
-use super::{GroupGuard, kill_group, signal_name};
+use super::attempt::{kill_group, signal_name};
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,24 @@ pub fn spawn_process(task: &TaskSpec) -> Result<ExecProcess, String> {
     })
 }
 
+/// Kills the task's process group when dropped, so an allocation abandoned midway (the
+/// agent stopping) leaves nothing behind. Disarmed once the group has been killed.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            kill_group(pgid);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl ExecProcess {
     /// The group leader's pid (the `sh`), which is also the process group's id.
     pub fn pid(&self) -> u32 {
@@ -92,7 +110,7 @@ impl ExecProcess {
             },
             Err(e) => ProcessExit::Error(format!("waiting for the command failed: {e}")),
         };
-        kill_group(self.group.0.take());
+        self.group.kill();
         exit
     }
 
@@ -110,7 +128,7 @@ impl ExecProcess {
                     grace_ms = grace.as_millis() as u64,
                     "still running after SIGTERM; sending SIGKILL"
                 );
-                kill_group(self.group.0.take());
+                self.group.kill();
                 self.wait().await
             }
         }

@@ -1,10 +1,15 @@
-//! The exec driver against real processes.
+//! The exec driver's supervisor work against real processes, run in this process (the
+//! supervisor as a process of its own is tested in `agent/tests/supervisor.rs`).
 
 use std::time::{Duration, Instant};
 
-use windflow_protocol::TaskSpec;
+use tokio_util::sync::CancellationToken;
+use windflow_protocol::messages::OutputStream;
+use windflow_protocol::{DriverConfig, HumanDuration, RunOutcome, STDERR_TAIL_BYTES, TaskSpec};
 
-use super::*;
+use super::files::{ExecDir, ExecResult, SuperviseSpec};
+use super::supervise::run_all;
+use super::supervised::{Recovered, Supervised, SupervisedHandle};
 
 fn task(command: &str) -> TaskSpec {
     let mut task = TaskSpec::exec("t", command);
@@ -12,38 +17,59 @@ fn task(command: &str) -> TaskSpec {
     task
 }
 
-async fn run_task(t: &TaskSpec) -> (TaskFinished, Vec<AgentMessage>) {
-    let (tx, mut rx) = mpsc::channel(1024);
-    let finished = run_exec(RunId(1), t, tx).await;
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    (finished, events)
+async fn run_capped(t: &TaskSpec, stdout_cap: usize) -> (ExecResult, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = ExecDir::new(dir.path());
+    let spec = SuperviseSpec {
+        task: t.clone(),
+        stdout_cap,
+        output_file_cap: super::OUTPUT_FILE_CAP,
+    };
+    let result = run_all(&exec, &spec, &CancellationToken::new()).await;
+    (result, dir)
+}
+
+async fn run_task(t: &TaskSpec) -> (ExecResult, tempfile::TempDir) {
+    run_capped(t, windflow_protocol::CONTEXT_MAX_BYTES).await
 }
 
 #[tokio::test]
-async fn a_command_that_succeeds_reports_its_stdout() {
-    let (f, events) = run_task(&task("echo hello; echo oops >&2")).await;
+async fn a_command_that_succeeds_reports_its_stdout_and_leaves_it_in_files() {
+    let (f, dir) = run_task(&task("echo hello; echo oops >&2")).await;
     assert_eq!(f.outcome, RunOutcome::Succeeded);
     assert_eq!((f.exit_code, f.attempts), (Some(0), 1));
     assert_eq!(f.stdout, b"hello\n");
     assert_eq!(f.stderr_tail, b"oops\n");
-    assert!(events.iter().any(|e| matches!(e, AgentMessage::Output(c) if c.data == b"hello\n" && c.stream == OutputStream::Stdout)));
+    let exec = ExecDir::new(dir.path());
+    assert_eq!(
+        std::fs::read(exec.output(1, OutputStream::Stdout)).unwrap(),
+        b"hello\n"
+    );
+    assert_eq!(
+        std::fs::read(exec.output(1, OutputStream::Stderr)).unwrap(),
+        b"oops\n"
+    );
+    assert!(
+        exec.group(1).exists(),
+        "the attempt's process group is recorded"
+    );
 }
 
 #[tokio::test]
 async fn a_failing_command_is_retried_and_reports_its_exit_code() {
-    let mut t = task("exit 3");
+    let mut t = task("echo try; exit 3");
     t.retry.max_retries = 2;
-    let (f, events) = run_task(&t).await;
+    let (f, dir) = run_task(&t).await;
     assert_eq!(f.outcome, RunOutcome::Failed);
     assert_eq!((f.exit_code, f.attempts), (Some(3), 3));
-    let starts = events
-        .iter()
-        .filter(|e| matches!(e, AgentMessage::AttemptStarted { .. }))
-        .count();
-    assert_eq!(starts, 3);
+    let exec = ExecDir::new(dir.path());
+    for attempt in 1..=3 {
+        assert_eq!(
+            std::fs::read(exec.output(attempt, OutputStream::Stdout)).unwrap(),
+            b"try\n"
+        );
+    }
+    assert!(!exec.output(4, OutputStream::Stdout).exists());
 }
 
 #[tokio::test]
@@ -69,6 +95,18 @@ fn process_is_dead(pid: u32) -> bool {
     }
 }
 
+async fn wait_dead(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process_is_dead(pid) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 #[tokio::test]
 async fn a_timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,19 +125,40 @@ async fn a_timeout_kills_the_whole_process_group() {
         started.elapsed() < Duration::from_secs(60),
         "the attempt did not end at its timeout"
     );
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&pidfile).unwrap();
+    wait_dead(pid, "the child sleep outlived its timed-out parent").await;
+}
+
+#[tokio::test]
+async fn a_stop_kills_the_process_group_and_ends_the_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut t = task(&format!(
+        "sleep 300 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pidfile.display()
+    ));
+    t.retry.max_retries = 3;
+    let exec = ExecDir::new(dir.path().join("exec"));
+    exec.create().unwrap();
+    let stop = CancellationToken::new();
+    let spec = super::spec(t);
+    let running = {
+        let (exec, stop) = (exec.clone(), stop.clone());
+        tokio::spawn(async move { run_all(&exec, &spec, &stop).await })
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !process_is_dead(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the child sleep {pid} outlived its timed-out parent"
-        );
+    let pid = loop {
+        if let Some(pid) = read_pid(&pidfile) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the command never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    stop.cancel();
+    let f = running.await.unwrap();
+    assert_eq!((f.outcome, f.attempts), (RunOutcome::Failed, 1));
+    assert!(f.error.unwrap().contains("stopped"));
+    wait_dead(pid, "the child sleep outlived the stop").await;
 }
 
 #[tokio::test]
@@ -116,10 +175,15 @@ async fn a_missing_workdir_fails_naming_it() {
     t.retry.max_retries = 3;
     let DriverConfig::Exec(cfg) = &mut t.driver;
     cfg.workdir = Some("/no/such/dir".into());
-    let (f, events) = run_task(&t).await;
+    let (f, dir) = run_task(&t).await;
     assert_eq!((f.outcome, f.attempts), (RunOutcome::Failed, 1));
     assert!(f.error.unwrap().contains("/no/such/dir"));
-    assert!(events.is_empty(), "nothing was started");
+    assert!(
+        !ExecDir::new(dir.path())
+            .output(1, OutputStream::Stdout)
+            .exists(),
+        "nothing was started"
+    );
 }
 
 #[tokio::test]
@@ -139,17 +203,27 @@ async fn workdir_and_env_reach_the_command() {
 
 #[tokio::test]
 async fn stdout_over_the_cap_is_cut_and_flagged() {
-    let (tx, _rx) = mpsc::channel(4096);
-    let f = run_exec_capped(
-        RunId(1),
-        &task("head -c 200000 /dev/zero | tr '\\0' 'a'"),
-        tx,
-        1000,
-    )
-    .await;
+    let (f, _) = run_capped(&task("head -c 200000 /dev/zero | tr '\\0' 'a'"), 1000).await;
     assert_eq!(f.outcome, RunOutcome::Succeeded);
     assert_eq!(f.stdout.len(), 1000);
     assert!(f.stdout_truncated);
+}
+
+#[tokio::test]
+async fn an_output_file_stops_at_its_cap_but_the_result_keeps_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = ExecDir::new(dir.path());
+    let spec = SuperviseSpec {
+        task: task("head -c 100000 /dev/zero | tr '\\0' 'e' >&2; echo END >&2"),
+        stdout_cap: 10,
+        output_file_cap: 5000,
+    };
+    let f = run_all(&exec, &spec, &CancellationToken::new()).await;
+    let in_file = std::fs::metadata(exec.output(1, OutputStream::Stderr))
+        .unwrap()
+        .len();
+    assert_eq!(in_file, 5000);
+    assert!(f.stderr_tail.ends_with(b"END\n"));
 }
 
 #[tokio::test]
@@ -174,32 +248,59 @@ async fn a_command_killed_by_a_signal_names_it() {
 }
 
 #[tokio::test]
-async fn an_abandoned_run_kills_its_process_group() {
+async fn an_execution_whose_supervisor_never_existed_is_reported_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("pid");
-    let t = task(&format!(
-        "sleep 300 & echo $! > {}.tmp; mv {0}.tmp {0}; wait",
-        pidfile.display()
-    ));
-    let (tx, _rx) = mpsc::channel(64);
-    let handle = tokio::spawn(async move { run_exec(RunId(1), &t, tx).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid: u32 = loop {
-        if let Ok(s) = std::fs::read_to_string(&pidfile) {
-            break s.trim().parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "the command never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let exec = ExecDir::new(dir.path().join("R1"));
+    exec.create().unwrap();
+    // Output of attempt 1, no supervisor, no result: what a vanished supervisor leaves.
+    std::fs::write(exec.output(1, OutputStream::Stdout), b"partial\n").unwrap();
+    let handle = SupervisedHandle {
+        dir: exec.path().to_owned(),
+        supervisor: None,
+        started_at: windflow_protocol::Timestamp(1),
     };
-    assert!(!process_is_dead(pid));
-    handle.abort();
-    let _ = handle.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !process_is_dead(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the child sleep {pid} outlived its abandoned run"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let Recovered::Ended(f) = Supervised::recover(&handle) else {
+        panic!("no supervisor, yet re-attached");
+    };
+    assert_eq!((f.outcome, f.attempts), (RunOutcome::Failed, 1));
+    assert_eq!(
+        f.error.as_deref(),
+        Some("the task's supervisor died while the agent was down")
+    );
+    assert_eq!(f.stdout, b"partial\n");
+}
+
+#[tokio::test]
+async fn a_live_process_on_the_supervisors_reused_pid_is_not_re_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = ExecDir::new(dir.path().join("R2"));
+    exec.create().unwrap();
+    // A live process now holds the pid the supervisor had, but it started later.
+    let mut other = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let live = crate::process::ProcessIdentity::of(other.id()).unwrap();
+    let supervisor = crate::process::ProcessIdentity {
+        pid: live.pid,
+        start_ticks: live.start_ticks.saturating_sub(1),
+    };
+    let handle = SupervisedHandle {
+        dir: exec.path().to_owned(),
+        supervisor: Some(supervisor),
+        started_at: windflow_protocol::Timestamp(1),
+    };
+    let recovered = Supervised::recover(&handle);
+    let alive = live.is_alive();
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert!(alive, "the other process was left alone");
+    let Recovered::Ended(f) = recovered else {
+        panic!("a process on a reused pid was taken for the supervisor");
+    };
+    assert_eq!(f.outcome, RunOutcome::Failed);
+    assert_eq!(
+        f.error.as_deref(),
+        Some("the task's supervisor died while the agent was down")
+    );
 }
