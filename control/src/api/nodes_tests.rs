@@ -25,6 +25,50 @@ async fn register(h: &Harness, name: &str) -> String {
     }
 }
 
+/// Puts a running batch run on the node.
+async fn keep_busy(h: &Harness, node: &str) {
+    let node: windflow_protocol::NodeId = node.parse().unwrap();
+    let spec = windflow_protocol::JobSpec::exec(
+        "keeps-the-node-busy",
+        windflow_protocol::TaskSpec::exec("t", "sleep 1000"),
+    );
+    let job = match h
+        .server
+        .raft
+        .write(Command::CreateJob {
+            spec,
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap()
+    {
+        Applied::Job(j) => j.id,
+        other => panic!("{other:?}"),
+    };
+    let run = match h
+        .server
+        .raft
+        .write(Command::CreateRun {
+            job,
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap()
+    {
+        Applied::Run(r) => r.id,
+        other => panic!("{other:?}"),
+    };
+    h.server
+        .raft
+        .write(Command::RunDispatched {
+            run,
+            node,
+            at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+}
+
 fn message(v: &Value) -> &str {
     v["error"]["message"].as_str().unwrap_or_default()
 }
@@ -59,6 +103,9 @@ async fn a_node_is_shown_drained_and_made_eligible_again_by_id_or_name() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         assert!(message(&answer).contains(field), "{body}: {answer}");
     }
+    // A batch run still running there keeps the drain open (the leader's drain watcher
+    // would otherwise complete it at once, racing the checks below).
+    keep_busy(&h, &id).await;
     let (status, drained) = h
         .call(
             "POST",
