@@ -260,6 +260,13 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
         fake.conn.close(0u32.into(), b"done");
     }
 
+    // An agent claiming an index the cluster never reached gets nothing, and keeps it.
+    let mut liar = Fake::connect(&identity, cluster.servers[0].quic_addr, u64::MAX).await;
+    let sync = liar.next_sync().await;
+    assert!(sync.allocs.is_empty());
+    assert_eq!(sync.index, u64::MAX);
+    liar.conn.close(0u32.into(), b"done");
+
     let mut fake = Fake::connect(&identity, cluster.servers[0].quic_addr, latest).await;
     assert!(fake.next_sync().await.allocs.is_empty());
     let mine = alloc_id(on_b[0]);
