@@ -292,8 +292,8 @@ impl Link<'_> {
     }
 
     /// Sends the results and allocation updates this session has not sent yet, and those
-    /// waiting too long for their ack. Queued live output goes first, so a run's last output always comes
-    /// before its result.
+    /// waiting too long for their ack. Queued live output goes first, so a run's last
+    /// output always comes before its result.
     async fn send_results(
         &mut self,
         work: &Work,

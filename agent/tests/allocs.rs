@@ -143,12 +143,17 @@ async fn allocations_run_stop_and_resume_by_index_across_reconnects() {
     s2.send(sync(8, vec![stopped(1, 8)])).await;
     let (done, between) =
         updates_until(&mut s2, false, |u| u.client == ClientStatus::Complete).await;
-    assert!(
-        kinds(&between)
-            .iter()
-            .all(|k| *k != AllocEventKind::Started),
-        "restarted on reconnect: {between:?}"
-    );
+    // The first session's last ack may not have made it before the link closed: then its
+    // update comes again, with the same start (same pid), never a new one.
+    let started = format!("(pid {pid})");
+    for e in between.iter().chain([&done]).flat_map(|u| &u.events) {
+        if e.kind == AllocEventKind::Started {
+            assert!(
+                e.message.contains(&started),
+                "restarted on reconnect: {e:?}"
+            );
+        }
+    }
     assert_eq!(done.events.last().unwrap().kind, AllocEventKind::Stopped);
     assert_eq!(read_pid(&pidfile), Some(pid), "the same process all along");
     wait_until("the stopped task to die", || process_is_dead(pid)).await;

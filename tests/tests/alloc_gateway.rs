@@ -44,6 +44,9 @@ struct Fake {
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    /// Messages read while waiting for something else (a change can be pushed before the
+    /// ack of the update that caused it).
+    unread: std::collections::VecDeque<ServerMessage>,
 }
 
 impl Fake {
@@ -62,6 +65,7 @@ impl Fake {
             conn,
             send,
             recv,
+            unread: Default::default(),
         };
         fake.send(&AgentMessage::Hello(Hello {
             versions: VersionRange::SUPPORTED,
@@ -86,6 +90,13 @@ impl Fake {
     }
 
     async fn recv(&mut self) -> ServerMessage {
+        if let Some(msg) = self.unread.pop_front() {
+            return msg;
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> ServerMessage {
         tokio::time::timeout(DEADLINE, async {
             let mut header = [0u8; codec::HEADER_LEN];
             self.recv.read_exact(&mut header).await.unwrap();
@@ -110,13 +121,12 @@ impl Fake {
         let (alloc, client) = (update.alloc, update.client);
         self.send(&AgentMessage::AllocUpdate(update)).await;
         loop {
-            if let ServerMessage::AllocUpdateAck {
-                alloc: a,
-                client: c,
-            } = self.recv().await
-                && (a, c) == (alloc, client)
-            {
-                return;
+            match self.read().await {
+                ServerMessage::AllocUpdateAck {
+                    alloc: a,
+                    client: c,
+                } if (a, c) == (alloc, client) => return,
+                other => self.unread.push_back(other),
             }
         }
     }
@@ -249,6 +259,13 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
         }
         fake.conn.close(0u32.into(), b"done");
     }
+
+    // An agent claiming an index the cluster never reached gets nothing, and keeps it.
+    let mut liar = Fake::connect(&identity, cluster.servers[0].quic_addr, u64::MAX).await;
+    let sync = liar.next_sync().await;
+    assert!(sync.allocs.is_empty());
+    assert_eq!(sync.index, u64::MAX);
+    liar.conn.close(0u32.into(), b"done");
 
     let mut fake = Fake::connect(&identity, cluster.servers[0].quic_addr, latest).await;
     assert!(fake.next_sync().await.allocs.is_empty());

@@ -236,6 +236,12 @@ async fn one_update_in_flight_until_acknowledged_and_resent_in_a_new_session() {
     a.apply(ended);
     assert!(seen(&a, 7).is_none());
     assert_eq!(a.index(), 11);
+    // A server behind the others (a lagging follower) never moves the index back.
+    a.apply(AllocSync {
+        index: 4,
+        allocs: Vec::new(),
+    });
+    assert_eq!(a.index(), 11);
 }
 
 #[tokio::test]

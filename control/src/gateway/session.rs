@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use windflow_certs::PeerIdentity;
 use windflow_protocol::messages::{
     AgentMessage, Hello, RunTask, ServerMessage, TaskFinished, VersionRange, Welcome,
@@ -133,6 +134,7 @@ impl Gateway {
             let feed = feed.subscribe(node);
             let tx = tx.clone();
             async move { gateway.sync_allocs(node, hello.alloc_index, feed, tx).await }
+                .instrument(tracing::Span::current())
         });
         let result = self.read_loop(node, &mut recv, &tx).await;
         self.sessions.remove(node, session);
