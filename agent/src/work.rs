@@ -14,10 +14,10 @@ use tracing::Instrument;
 use windflow_protocol::messages::{AgentMessage, OutputChunk, RunTask, TaskFinished};
 use windflow_protocol::{RunId, Timestamp};
 
+use crate::allocs::Allocs;
 use crate::drivers::exec::{
     ExecDir, ExecResult, Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
 };
-use crate::allocs::Allocs;
 use crate::outbox::Outbox;
 use crate::store::{RunRecord, Store};
 use crate::{AgentError, drivers};
