@@ -14,7 +14,9 @@
 //! `FANOUT_SESSIONS` (levels, ascending, default `1000,5000`; each level adds sessions to
 //! the previous one), `FANOUT_WINDOW` (seconds measured per level, 30), `FANOUT_SETTLE`
 //! (seconds between the last session up and the window, 10), `FANOUT_ENDPOINTS` (client
-//! UDP sockets, 8), `WINDFLOW_BIN` (default `target/release/windflow`, built if missing).
+//! UDP sockets, 8), `FANOUT_DIR` (where the server's data goes, default `target/`; a tmpfs
+//! such as `/dev/shm` takes fsync out of enrollment when the disk is busy), `WINDFLOW_BIN`
+//! (default `target/release/windflow`, built if missing).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,8 +34,15 @@ use windflow_protocol::messages::{
 };
 use windflow_protocol::{DriverKind, Fingerprint, Resources};
 
-/// Enrollments and session handshakes in flight at once.
+/// Session handshakes in flight at once.
 const CONCURRENCY: usize = 64;
+/// Enrollments in flight at once: each is a raft write (fsync) and a signature.
+const ENROLL_CONCURRENCY: usize = 16;
+/// An enrollment refused because its write was not committed in time (a slow disk on a
+/// shared machine) is tried again this many times.
+const ENROLL_ATTEMPTS: usize = 5;
+/// A session whose handshake fails (timed out on a busy machine) is opened again.
+const HANDSHAKE_ATTEMPTS: usize = 3;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const UP_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -44,6 +53,8 @@ struct Stats {
     acks: AtomicU64,
     /// Sessions whose stream or connection ended.
     lost: AtomicU64,
+    /// Handshakes tried again.
+    retried: AtomicU64,
     /// Heartbeat round trips, recorded while `measuring`.
     measuring: AtomicBool,
     rtts: Mutex<Vec<Duration>>,
@@ -60,7 +71,8 @@ fn main() {
     let settle = Duration::from_secs(env_or("FANOUT_SETTLE", 10));
     let endpoints = env_or("FANOUT_ENDPOINTS", 8usize).max(1);
     let bin = windflow_bin();
-    let dir = tempfile::tempdir_in(target_dir()).expect("bench dir");
+    let dir = tempfile::tempdir_in(std::env::var_os("FANOUT_DIR").map_or_else(target_dir, Into::into))
+        .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
     let pid = server.pid().to_string();
     println!(
@@ -73,7 +85,9 @@ fn main() {
         .api(
             "POST",
             "/v1/agent/tokens",
-            &format!(r#"{{"uses": {max}, "ttl": "2h"}}"#),
+            // Room for the uses of enrollments retried after a commit timeout: such a
+            // write may still be applied later.
+            &format!(r#"{{"uses": {}, "ttl": "2h"}}"#, max * ENROLL_ATTEMPTS),
         )
         .expect("creating the agent token");
     assert_eq!(status, 201, "agent token: {body}");
@@ -108,9 +122,11 @@ fn main() {
             .collect();
         let stats = Arc::new(Stats::default());
         let mut conns = Vec::with_capacity(max);
-        let mut rows = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
+        print_header();
         for &n in &levels {
             let started = Instant::now();
+            let ramp_cpu = proc_sample(&pid).cpu;
             let opened = open_sessions(
                 &clients,
                 server.quic,
@@ -131,14 +147,29 @@ fn main() {
                 "the server reports {:?} agents connected, not {n}",
                 server.metric("windflow_agents_connected")
             );
+            let ramp = started.elapsed();
             println!(
-                "{n} sessions up in {:.1} s (this level's new ones)",
-                started.elapsed().as_secs_f64()
+                "{n} sessions up in {:.1} s (this level's new ones; server CPU {:.0} % of one \
+                 core meanwhile; {} handshakes retried so far)",
+                ramp.as_secs_f64(),
+                100.0 * (proc_sample(&pid).cpu - ramp_cpu).as_secs_f64() / ramp.as_secs_f64(),
+                stats.retried.load(Ordering::Relaxed)
             );
             tokio::time::sleep(settle).await;
-            rows.push(measure(&server, &pid, &stats, n, window).await);
+            let row = measure(&server, &pid, &stats, n, window).await;
+            print_row(&row);
+            rows.push(row);
         }
-        print_table(&before, &rows, window);
+        println!(
+            "\nwindow {} s per level; server RSS before any session {} MiB; load average now {}",
+            window.as_secs(),
+            before.rss_kib / 1024,
+            loadavg()
+        );
+        print_header();
+        for row in &rows {
+            print_row(row);
+        }
         for c in &conns {
             c.close(0u32.into(), b"bench over");
         }
@@ -147,7 +178,7 @@ fn main() {
 
 /// N identities through the real enrollment exchange, `CONCURRENCY` at a time.
 async fn enroll_all(token: &JoinToken, server: SocketAddr, n: usize) -> Vec<TlsIdentity> {
-    let gate = Arc::new(Semaphore::new(CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(ENROLL_CONCURRENCY));
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let (gate, token) = (gate.clone(), token.clone());
@@ -175,10 +206,22 @@ async fn enroll(token: &JoinToken, server: SocketAddr, i: usize) -> TlsIdentity 
         csr_pem: key.csr_pem.clone(),
         ips: Vec::new(),
     };
-    let (_, answer) =
-        windflow_agent::enroll::ask_servers(token, &[server.to_string()], &request, None)
-            .await
-            .unwrap_or_else(|e| panic!("enrolling agent {i}: {e}"));
+    let mut attempt = 1;
+    let answer = loop {
+        let (_, answer) =
+            windflow_agent::enroll::ask_servers(token, &[server.to_string()], &request, None)
+                .await
+                .unwrap_or_else(|e| panic!("enrolling agent {i}: {e}"));
+        match answer {
+            EnrollResponse::Refused { reason }
+                if reason.contains("did not commit") && attempt < ENROLL_ATTEMPTS =>
+            {
+                eprintln!("enrolling agent {i}, attempt {attempt}: {reason}; trying again");
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
     match answer {
         EnrollResponse::Node {
             cert_pem,
@@ -215,9 +258,18 @@ async fn open_sessions(
             let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("semaphore");
-                let (conn, send, recv) = handshake(&endpoint, config, server, first + i)
-                    .await
-                    .unwrap_or_else(|e| panic!("session {}: {e}", first + i));
+                let mut attempt = 1;
+                let (conn, send, recv) = loop {
+                    match handshake(&endpoint, config.clone(), server, first + i).await {
+                        Ok(session) => break session,
+                        Err(e) if attempt < HANDSHAKE_ATTEMPTS => {
+                            eprintln!("session {}, attempt {attempt}: {e}; trying again", first + i);
+                            stats.retried.fetch_add(1, Ordering::Relaxed);
+                            attempt += 1;
+                        }
+                        Err(e) => panic!("session {}: {e}", first + i),
+                    }
+                };
                 tokio::spawn(heartbeats(send, phase, stats.clone()));
                 tokio::spawn(read_acks(recv, stats));
                 conn
@@ -372,33 +424,28 @@ async fn measure(
     }
 }
 
-fn print_table(before: &ProcSample, rows: &[Row], window: Duration) {
-    println!(
-        "\nwindow {} s per level; server RSS before any session {} MiB; load average now {}",
-        window.as_secs(),
-        before.rss_kib / 1024,
-        loadavg()
-    );
+fn print_header() {
     println!(
         "| sessions | server CPU (% of one core) | server RSS | RSS max in window | server threads | heartbeats/s sent | acks/s | ack RTT p50 | ack RTT p99 | generator CPU (% of one core) | sessions lost |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let secs = r.elapsed.as_secs_f64();
-        let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
-        println!(
-            "| {} | {:.1} % | {} MiB | {} MiB | {} | {:.0} | {:.0} | {} | {} | {:.1} % | {} |",
-            r.sessions,
-            pct(r.server_cpu),
-            r.server.rss_kib / 1024,
-            r.rss_max_kib / 1024,
-            r.server.threads,
-            r.heartbeats as f64 / secs,
-            r.acks as f64 / secs,
-            fmt_dur(r.rtt_p50),
-            fmt_dur(r.rtt_p99),
-            pct(r.generator_cpu),
-            r.lost
-        );
-    }
+}
+
+fn print_row(r: &Row) {
+    let secs = r.elapsed.as_secs_f64();
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+    println!(
+        "| {} | {:.1} % | {} MiB | {} MiB | {} | {:.0} | {:.0} | {} | {} | {:.1} % | {} |",
+        r.sessions,
+        pct(r.server_cpu),
+        r.server.rss_kib / 1024,
+        r.rss_max_kib / 1024,
+        r.server.threads,
+        r.heartbeats as f64 / secs,
+        r.acks as f64 / secs,
+        fmt_dur(r.rtt_p50),
+        fmt_dur(r.rtt_p99),
+        pct(r.generator_cpu),
+        r.lost
+    );
 }

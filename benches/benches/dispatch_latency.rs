@@ -10,8 +10,9 @@
 //! Runs go one at a time: the next is requested once the previous has finished.
 //!
 //! Run: `cargo bench -p windflow-benches --bench dispatch_latency`. Environment:
-//! `DISPATCH_RUNS` (1000), `DISPATCH_WARMUP` (20), `WINDFLOW_BIN`, `WINDFLOW_AGENT_BIN`
-//! (default `target/release/…`, built if missing).
+//! `DISPATCH_RUNS` (1000), `DISPATCH_WARMUP` (20), `DISPATCH_DIR` (where the server's data
+//! goes, default `target/`; a tmpfs such as `/dev/shm` shows what fsync costs), `WINDFLOW_BIN`,
+//! `WINDFLOW_AGENT_BIN` (default `target/release/…`, built if missing).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -48,7 +49,8 @@ fn main() {
     let runs = env_or("DISPATCH_RUNS", 1000usize);
     let warmup = env_or("DISPATCH_WARMUP", 20usize);
     let (bin, agent) = (windflow_bin(), agent_bin());
-    let dir = tempfile::tempdir_in(target_dir()).expect("bench dir");
+    let dir = tempfile::tempdir_in(std::env::var_os("DISPATCH_DIR").map_or_else(target_dir, Into::into))
+        .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
 
     // A real agent process, enrolled with a single-use token.
