@@ -102,6 +102,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    windflow_certs::install_crypto_provider();
     let client = http_client(RUN_DEADLINE);
     let base = format!("http://{}", server.http);
     let auth = format!("Bearer {}", server.token);
@@ -117,7 +118,7 @@ fn main() {
                 .send()
                 .await
                 .expect("POST run");
-            assert_eq!(resp.status(), 201, "run {i}");
+            assert_eq!(resp.status(), 202, "run {i}");
             resp.json().await.expect("run JSON")
         });
         let answered = now_ns();
