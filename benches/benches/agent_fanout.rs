@@ -66,13 +66,17 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let max = *levels.iter().max().expect("FANOUT_SESSIONS names at least one level");
+    let max = *levels
+        .iter()
+        .max()
+        .expect("FANOUT_SESSIONS names at least one level");
     let window = Duration::from_secs(env_or("FANOUT_WINDOW", 30));
     let settle = Duration::from_secs(env_or("FANOUT_SETTLE", 10));
     let endpoints = env_or("FANOUT_ENDPOINTS", 8usize).max(1);
     let bin = windflow_bin();
-    let dir = tempfile::tempdir_in(std::env::var_os("FANOUT_DIR").map_or_else(target_dir, Into::into))
-        .expect("bench dir");
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("FANOUT_DIR").map_or_else(target_dir, Into::into))
+            .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
     let pid = server.pid().to_string();
     println!(
@@ -251,8 +255,8 @@ async fn open_sessions(
         .iter()
         .enumerate()
         .map(|(i, identity)| {
-            let config = windflow_certs::quinn_client_config(identity, ALPN_AGENT)
-                .expect("client config");
+            let config =
+                windflow_certs::quinn_client_config(identity, ALPN_AGENT).expect("client config");
             let endpoint = clients[(first + i) % clients.len()].clone();
             let (gate, stats) = (gate.clone(), stats.clone());
             let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
@@ -263,7 +267,10 @@ async fn open_sessions(
                     match handshake(&endpoint, config.clone(), server, first + i).await {
                         Ok(session) => break session,
                         Err(e) if attempt < HANDSHAKE_ATTEMPTS => {
-                            eprintln!("session {}, attempt {attempt}: {e}; trying again", first + i);
+                            eprintln!(
+                                "session {}, attempt {attempt}: {e}; trying again",
+                                first + i
+                            );
                             stats.retried.fetch_add(1, Ordering::Relaxed);
                             attempt += 1;
                         }

@@ -49,8 +49,9 @@ fn main() {
     let runs = env_or("DISPATCH_RUNS", 1000usize);
     let warmup = env_or("DISPATCH_WARMUP", 20usize);
     let (bin, agent) = (windflow_bin(), agent_bin());
-    let dir = tempfile::tempdir_in(std::env::var_os("DISPATCH_DIR").map_or_else(target_dir, Into::into))
-        .expect("bench dir");
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("DISPATCH_DIR").map_or_else(target_dir, Into::into))
+            .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
 
     // A real agent process, enrolled with a single-use token.
@@ -76,7 +77,11 @@ fn main() {
     let connected = try_wait_until(Duration::from_secs(60), || {
         server.metric("windflow_agents_connected") == Some(1.0)
     });
-    assert!(connected, "agent not connected:\n{}", log_tail(&agent_log, 20));
+    assert!(
+        connected,
+        "agent not connected:\n{}",
+        log_tail(&agent_log, 20)
+    );
 
     let stamps = dir.path().join("dispatched");
     let baseline_stamps = dir.path().join("baseline");

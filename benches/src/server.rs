@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cluster::{
-    Procs, START_DEADLINE, free_port, free_udp_port, http, log_tail, spawn_logged,
-    try_wait_until, wait_until,
+    Procs, START_DEADLINE, free_port, free_udp_port, http, log_tail, spawn_logged, try_wait_until,
+    wait_until,
 };
 
 /// A single-server cluster: data in `dir/s1`, log in `dir/s1.log`.
@@ -43,7 +43,9 @@ impl SingleServer {
         );
         procs.set(0, child);
         let token_file = dir.join("s1/bootstrap-token");
-        wait_until("the bootstrap token", START_DEADLINE, || token_file.exists());
+        wait_until("the bootstrap token", START_DEADLINE, || {
+            token_file.exists()
+        });
         let token = std::fs::read_to_string(&token_file)
             .expect("token")
             .trim()
@@ -79,7 +81,9 @@ impl SingleServer {
         use std::io::{Read, Write};
         let mut stream =
             std::net::TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
@@ -135,9 +139,9 @@ pub fn proc_sample(pid: &str) -> ProcSample {
     let after = &stat[stat.rfind(')').expect("stat format") + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after `comm`.
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
     let kib = |key: &str| {
         status
             .lines()

@@ -99,9 +99,8 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
         put_alloc(p, &a, was_live)?;
     }
     let mut result = PlanResult::default();
-    let mut rooms = Rooms::default();
     for (i, place) in plan.place.into_iter().enumerate() {
-        match rooms.check(p, &place)? {
+        match check(p, &place)? {
             Some(reason) => result.rejected.push(Rejection {
                 index: i as u32,
                 node: place.node,
@@ -129,87 +128,26 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                 };
                 p.put(key::pair(key::ALLOC_BY_JOB, a.job.0, a.id.0), Vec::new());
                 p.put(key::pair(key::ALLOC_BY_NODE, a.node.0, a.id.0), Vec::new());
-                // As `put_alloc` of a new allocation, with the usage kept in `rooms`.
-                if a.is_live() {
-                    rooms.take(a.node, a.resources);
-                }
-                p.put_as(key::id(key::ALLOC, a.id.0), &a)?;
+                put_alloc(p, &a, false)?;
                 result.placed.push(a.id);
             }
         }
     }
-    rooms.write(p)?;
     Ok(Ok(Applied::Plan(result)))
 }
 
-/// The nodes a plan places on: each one's capacity and usage read once per plan, the
-/// usage written once after its placements (a plan of hundreds of placements otherwise
-/// reads and decodes the same node record for each).
-#[derive(Default)]
-struct Rooms {
-    nodes: std::collections::BTreeMap<NodeId, Room>,
-}
-
-struct Room {
-    /// `None`: no such node.
-    capacity: Option<Resources>,
-    used: Resources,
-    /// Whether a placement was accepted on it, so its usage must be written.
-    took: bool,
-}
-
-impl Rooms {
-    fn room(
-        &mut self,
-        p: &Pending<'_>,
-        node: NodeId,
-    ) -> Result<&mut Room, StoreError> {
-        if !self.nodes.contains_key(&node) {
-            let capacity = p
-                .get_as::<Node>(&key::id(key::NODE, node.0), "node")?
-                .map(|n| n.resources);
-            let room = Room {
-                capacity,
-                used: used(p, node)?,
-                took: false,
-            };
-            self.nodes.insert(node, room);
-        }
-        Ok(self.nodes.get_mut(&node).expect("inserted above"))
-    }
-
-    /// Why a placement cannot go on its node now, if it cannot.
-    fn check(&mut self, p: &Pending<'_>, place: &NewAlloc) -> Result<Option<String>, StoreError> {
-        let room = self.room(p, place.node)?;
-        let Some(capacity) = room.capacity else {
-            return Ok(Some(format!("node {} does not exist", place.node)));
-        };
-        let free = capacity.saturating_sub(room.used);
-        Ok(place.resources.exceeds(&free).map(|d| {
-            format!(
-                "node {} has too little {d} left (asked {:?}, free {:?})",
-                place.node, place.resources, free
-            )
-        }))
-    }
-
-    /// A placement accepted on `node` (checked, so the node is in `nodes`).
-    fn take(&mut self, node: NodeId, resources: Resources) {
-        if let Some(room) = self.nodes.get_mut(&node) {
-            room.used = room.used.saturating_add(resources);
-            room.took = true;
-        }
-    }
-
-    /// Writes the usage of every node that took a placement.
-    fn write(self, p: &mut Pending<'_>) -> Result<(), StoreError> {
-        for (node, room) in self.nodes {
-            if room.took {
-                set_used(p, node, room.used)?;
-            }
-        }
-        Ok(())
-    }
+/// Why a placement cannot go on its node now, if it cannot.
+fn check(p: &Pending<'_>, place: &NewAlloc) -> Result<Option<String>, StoreError> {
+    let Some(node) = p.get_as::<Node>(&key::id(key::NODE, place.node.0), "node")? else {
+        return Ok(Some(format!("node {} does not exist", place.node)));
+    };
+    let free = node.resources.saturating_sub(used(p, node.id)?);
+    Ok(place.resources.exceeds(&free).map(|d| {
+        format!(
+            "node {} has too little {d} left (asked {:?}, free {:?})",
+            node.id, place.resources, free
+        )
+    }))
 }
 
 /// A deleted job's allocations are all told to stop. Only from `DeleteJob`, which is never
