@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use windflow_benches::server::proc_sample;
 use windflow_benches::single_server;
 use windflow_control::scheduler::worker::Scheduler;
 use windflow_protocol::{
@@ -96,6 +97,7 @@ fn main() {
 
         let stop = CancellationToken::new();
         tokio::spawn(Scheduler::new(raft.clone()).run(stop.clone()));
+        let cpu_before = proc_sample("self").cpu;
         let started = Instant::now();
         let creating: Vec<_> = (0..jobs)
             .map(|i| {
@@ -115,6 +117,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let total = started.elapsed();
+        let cpu = proc_sample("self").cpu - cpu_before;
         stop.cancel();
 
         let evals = reader.evaluations().expect("evals");
@@ -136,9 +139,11 @@ fn main() {
         println!(
             "{jobs} service jobs x {count} instances over {nodes} nodes: {placements} placements \
              in {total:.2?} ({:.0} placements/s); jobs created in {created:.2?}; \
-             {} evaluations, none blocked; no node overcommitted",
+             {} evaluations, none blocked; no node overcommitted; CPU (user + system, all \
+             threads) {cpu:.2?}, {:.1} µs per placement",
             placements as f64 / total.as_secs_f64(),
-            evals.len()
+            evals.len(),
+            cpu.as_secs_f64() * 1e6 / placements as f64
         );
     });
 }

@@ -1,6 +1,7 @@
 //! Windflow's benches live in `benches/benches/`; this library holds what they share.
 
 pub mod cluster;
+pub mod server;
 
 use std::collections::BTreeMap;
 

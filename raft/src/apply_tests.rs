@@ -212,6 +212,17 @@ fn a_run_goes_pending_running_finished_and_writes_the_context() {
         (f.count(RunStatus::Pending), f.count(RunStatus::Running)),
         (0, 1)
     );
+    // The status index agrees with the counts: the dispatcher reads pending runs from it.
+    assert!(
+        f.reader
+            .runs_with_status(RunStatus::Pending)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.reader.runs_with_status(RunStatus::Running).unwrap()[0].id,
+        run
+    );
 
     let Ok(Applied::Run(done)) = f.finish(run, "out\n") else {
         panic!()
@@ -248,6 +259,16 @@ fn a_run_goes_pending_running_finished_and_writes_the_context() {
             .runs_with_status(RunStatus::Running)
             .unwrap()
             .is_empty()
+    );
+    assert!(
+        f.reader
+            .runs_with_status(RunStatus::Pending)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.reader.runs_with_status(RunStatus::Succeeded).unwrap()[0].id,
+        run
     );
 }
 

@@ -163,7 +163,9 @@ impl StateReader {
 
     /// The runs in one status, oldest first (from an index, not a scan of every run).
     pub fn runs_with_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
-        self.runs_by_index(key::named(key::RUN_BY_STATUS, &[key::status(status)]))
+        // The index key holds the status as 8 bytes (`key::pair`), so the prefix must too: a
+        // one-byte prefix of 0 would match every status.
+        self.runs_by_index(key::id(key::RUN_BY_STATUS, key::status(status).into()))
     }
 
     /// How many runs are in each status now.

@@ -130,8 +130,9 @@ pub(crate) fn id_of(bytes: Option<sled::IVec>) -> Option<u64> {
 /// Writes of one command, readable before they are committed to the tree.
 pub(crate) struct Pending<'a> {
     tree: &'a sled::Tree,
+    /// The command's writes (`None`: deleted), the last one per key; they become one
+    /// `sled::Batch` at commit, so each key and value is held once.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    batch: sled::Batch,
 }
 
 impl<'a> Pending<'a> {
@@ -139,7 +140,6 @@ impl<'a> Pending<'a> {
         Pending {
             tree,
             writes: HashMap::new(),
-            batch: sled::Batch::default(),
         }
     }
 
@@ -165,7 +165,6 @@ impl<'a> Pending<'a> {
     }
 
     pub(crate) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.batch.insert(k.clone(), v.clone());
         self.writes.insert(k, Some(v));
     }
 
@@ -179,7 +178,6 @@ impl<'a> Pending<'a> {
     }
 
     pub(crate) fn del(&mut self, k: Vec<u8>) {
-        self.batch.remove(k.clone());
         self.writes.insert(k, None);
     }
 
@@ -197,7 +195,16 @@ impl<'a> Pending<'a> {
     }
 
     pub(crate) fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tree.apply_batch(self.batch)?)
+        // A batch keeps the last write per key, as `writes` does: the same batch as
+        // writing each change into it in turn.
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        Ok(self.tree.apply_batch(batch)?)
     }
 
     /// Stores a run, keeping the status index and the per-status counts in step.
