@@ -7,11 +7,18 @@
 //! (and one never seen is reported `complete`).
 //! Each allocation has at most one update in flight: it is sent again after a reconnect or
 //! when its ack is late, and what changed meanwhile goes in the next one.
+//!
+//! Everything here but the updates in flight is kept in the agent's store ([`persist`]) as
+//! it changes, and each task runs under a supervisor process: an agent that stops (or is
+//! killed) leaves the tasks running, and the next one on the same data dir takes them back
+//! in [`Allocs::open`], names the same index in its Hello, and reports what ended meanwhile.
 
+mod persist;
 mod policy;
 mod runner;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,7 +32,12 @@ use windflow_protocol::{
     Timestamp,
 };
 
+use persist::{AllocStore, Saved};
 use runner::Change;
+pub(crate) use runner::Supervision;
+
+use crate::drivers::exec::SupervisedHandle;
+use crate::store::{Store, StoreError};
 
 /// One allocation as this agent knows it.
 struct Entry {
@@ -40,6 +52,8 @@ struct Entry {
     acked: Option<(ClientStatus, u32)>,
     in_flight: Option<InFlight>,
     runner: Option<Runner>,
+    /// Each running task's supervisor, by task name.
+    handles: BTreeMap<String, SupervisedHandle>,
 }
 
 /// The update sent and not yet acknowledged.
@@ -67,6 +81,33 @@ impl Entry {
             acked: None,
             in_flight: None,
             runner: None,
+            handles: BTreeMap::new(),
+        }
+    }
+
+    /// What the store keeps of it.
+    fn saved(&self) -> Saved {
+        Saved {
+            alloc: self.alloc.clone(),
+            client: self.client,
+            restarts: self.restarts,
+            unacked: self.unacked.clone(),
+            acked: self.acked,
+            active: self.runner.is_some(),
+            handles: self.handles.clone(),
+        }
+    }
+
+    fn from_saved(s: Saved) -> Self {
+        Entry {
+            alloc: s.alloc,
+            client: s.client,
+            restarts: s.restarts,
+            unacked: s.unacked,
+            acked: s.acked,
+            in_flight: None,
+            runner: None,
+            handles: s.handles,
         }
     }
 
@@ -106,24 +147,104 @@ struct State {
     entries: BTreeMap<AllocId, Entry>,
 }
 
+/// Why an allocation must not run here: stopped, or ended by the servers' account (lost
+/// while this node was away), so its resources are no longer counted here.
+fn stop_reason(alloc: &Allocation) -> Option<&'static str> {
+    match (alloc.desired, alloc.client.is_terminal()) {
+        (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
+        (_, true) => Some("the servers consider it ended"),
+        _ => None,
+    }
+}
+
 /// The node's allocations, shared by the sessions and the runners.
 pub(crate) struct Allocs {
     state: Mutex<State>,
     /// Something new for the servers: an update is due.
     pub(crate) changed: Notify,
-    /// Between SIGTERM and SIGKILL when a task is stopped.
-    grace: Duration,
+    how: Arc<Supervision>,
+    store: AllocStore,
     me: Weak<Allocs>,
 }
 
 impl Allocs {
-    pub(crate) fn new(grace: Duration) -> Arc<Self> {
-        Arc::new_cyclic(|me| Allocs {
+    /// Opens the allocations kept in `store` (their directories under `dir`) and takes them
+    /// back: tasks still running are re-attached, those that ended meanwhile go through the
+    /// restart policy, and what the servers stopped meanwhile is stopped once they say so.
+    pub(crate) fn open(
+        store: &Store,
+        dir: &Path,
+        how: Supervision,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = AllocStore::open(store, dir)?;
+        let allocs = Arc::new_cyclic(|me| Allocs {
             state: Mutex::default(),
             changed: Notify::new(),
-            grace,
+            how: Arc::new(how),
+            store,
             me: me.clone(),
-        })
+        });
+        allocs.recover()?;
+        Ok(allocs)
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        let (index, saved) = self.store.load()?;
+        let mut st = self.lock();
+        st.index = index;
+        let mut resumed = 0;
+        for s in saved {
+            let active = s.active;
+            let mut e = Entry::from_saved(s);
+            let id = e.alloc.id;
+            if active {
+                match self.store.read_assignment(id) {
+                    Ok(mut a) => {
+                        a.alloc = e.alloc.clone();
+                        let runner = self.start(a, e.handles.clone());
+                        if let Some(why) = stop_reason(&e.alloc) {
+                            tracing::info!(alloc = %id, why, "stopping the allocation");
+                            runner.stop.cancel();
+                        }
+                        e.runner = Some(runner);
+                        resumed += 1;
+                    }
+                    Err(why) => {
+                        tracing::error!(alloc = %id, %why, "cannot take the allocation back");
+                        e.client = ClientStatus::Failed;
+                        e.event(
+                            AllocEventKind::Failed,
+                            format!("cannot resume its tasks after an agent restart: {why}"),
+                        );
+                        self.save(&e, false);
+                    }
+                }
+            }
+            st.entries.insert(id, e);
+        }
+        if !st.entries.is_empty() {
+            tracing::info!(
+                allocations = st.entries.len(),
+                resumed,
+                index,
+                "took back the previous agent's allocations"
+            );
+        }
+        Ok(())
+    }
+
+    /// Keeps an allocation's state; a store that fails is logged (the allocation goes on:
+    /// only a restart of this agent would miss it).
+    fn save(&self, e: &Entry, flush: bool) {
+        if let Err(err) = self.store.save(&e.saved(), flush) {
+            tracing::error!(alloc = %e.alloc.id, error = %err, "cannot keep the allocation's state");
+        }
+    }
+
+    fn forget(&self, id: AllocId) {
+        if let Err(err) = self.store.forget(id) {
+            tracing::error!(alloc = %id, error = %err, "cannot forget the allocation");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -153,6 +274,9 @@ impl Allocs {
         }
         if sync.index > st.index {
             st.index = sync.index;
+            if let Err(e) = self.store.save_index(sync.index) {
+                tracing::error!(error = %e, "cannot keep the allocation index");
+            }
         }
         drop(st);
         self.changed.notify_one();
@@ -165,14 +289,7 @@ impl Allocs {
                 return;
             }
             e.alloc = a.alloc;
-            // Stopped, or ended by the servers' account (lost while this node was away):
-            // its resources are no longer counted here, so it must not keep running.
-            let why = match (e.alloc.desired, e.alloc.client.is_terminal()) {
-                (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
-                (_, true) => Some("the servers consider it ended"),
-                _ => None,
-            };
-            if let Some(why) = why
+            if let Some(why) = stop_reason(&e.alloc)
                 && let Some(r) = &e.runner
                 && !r.stop.is_cancelled()
             {
@@ -181,6 +298,9 @@ impl Allocs {
             }
             if e.forgettable() {
                 st.entries.remove(&id);
+                self.forget(id);
+            } else {
+                self.save(e, false);
             }
             return;
         }
@@ -192,18 +312,44 @@ impl Allocs {
             DesiredStatus::Stop => {
                 let mut e = Entry::new(a.alloc, ClientStatus::Complete);
                 e.event(AllocEventKind::Stopped, "not running on this node".into());
+                self.save(&e, false);
                 st.entries.insert(id, e);
             }
             DesiredStatus::Run => {
                 let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
                 e.event(AllocEventKind::Received, "received by the node".into());
-                e.runner = Some(self.start(a));
+                // Kept before it starts, so a later agent on this data dir knows it runs
+                // here and never starts it twice.
+                let kept = self
+                    .store
+                    .write_assignment(&a)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        let saved = Saved {
+                            active: true,
+                            ..e.saved()
+                        };
+                        self.store.save(&saved, true).map_err(|e| e.to_string())
+                    });
+                match kept {
+                    Ok(()) => e.runner = Some(self.start(a, BTreeMap::new())),
+                    Err(why) => {
+                        tracing::error!(alloc = %id, %why, "not starting the allocation");
+                        e.client = ClientStatus::Failed;
+                        e.event(
+                            AllocEventKind::Failed,
+                            format!(
+                                "the agent cannot keep the allocation before starting it: {why}"
+                            ),
+                        );
+                    }
+                }
                 st.entries.insert(id, e);
             }
         }
     }
 
-    fn start(&self, a: AllocAssignment) -> Runner {
+    fn start(&self, a: AllocAssignment, resume: BTreeMap<String, SupervisedHandle>) -> Runner {
         let id = a.alloc.id;
         let me = self.me.clone();
         let report: runner::Report = Arc::new(move |change| {
@@ -215,8 +361,9 @@ impl Allocs {
         let span =
             tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
         tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
-        let handle =
-            tokio::spawn(runner::run(a, self.grace, report, stop.clone()).instrument(span));
+        let dir = self.store.alloc_dir(id);
+        let run = runner::run(a, self.how.clone(), dir, resume, report, stop.clone());
+        let handle = tokio::spawn(run.instrument(span));
         Runner { stop, handle }
     }
 
@@ -226,7 +373,12 @@ impl Allocs {
         let Some(e) = st.entries.get_mut(&id) else {
             return;
         };
+        let mut flush = false;
         match change {
+            Change::Supervised { task, handle } => {
+                e.handles.insert(task, handle);
+                flush = true;
+            }
             Change::Started { task, pid } => {
                 if !e.client.is_terminal() {
                     e.client = ClientStatus::Running;
@@ -258,6 +410,10 @@ impl Allocs {
                 e.runner = None;
             }
         }
+        if e.runner.is_none() {
+            e.handles.clear();
+        }
+        self.save(e, flush);
         drop(st);
         self.changed.notify_one();
     }
@@ -315,6 +471,9 @@ impl Allocs {
         let more = e.dirty();
         if e.forgettable() {
             st.entries.remove(&alloc);
+            self.forget(alloc);
+        } else {
+            self.save(e, false);
         }
         drop(st);
         if more {
@@ -322,14 +481,20 @@ impl Allocs {
         }
     }
 
-    /// Kills every allocation's tasks (the agent is stopping).
-    pub(crate) fn stop_all(&self) {
-        for (id, e) in self.lock().entries.iter_mut() {
-            if let Some(r) = e.runner.take() {
-                tracing::info!(alloc = %id, "killing the allocation's tasks: the agent is stopping");
+    /// Stops watching (the agent is stopping): the tasks keep running under their
+    /// supervisors, and the next agent process on this data dir takes them back. Only the
+    /// servers' word stops an allocation. Returns the runners, to wait for.
+    pub(crate) fn detach_all(&self) -> Vec<JoinHandle<()>> {
+        let mut st = self.lock();
+        st.entries
+            .iter_mut()
+            .filter_map(|(id, e)| {
+                let r = e.runner.take()?;
+                tracing::info!(alloc = %id, "leaving the allocation's tasks running: the agent is stopping");
                 r.handle.abort();
-            }
-        }
+                Some(r.handle)
+            })
+            .collect()
     }
 }
 
