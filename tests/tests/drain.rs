@@ -82,7 +82,10 @@ fn a_drained_node_moves_its_service_first_finishes_its_batch_run_and_ends_inelig
     // While the batch run runs, the drain waits for it.
     let node = f.node(&drained);
     if f.get(&format!("/v1/runs/{slow_run}"))["status"] == "running" {
-        assert!(node["drain"].is_object(), "the drain ended under a running run: {node}");
+        assert!(
+            node["drain"].is_object(),
+            "the drain ended under a running run: {node}"
+        );
     }
     // No new run goes to the draining node.
     let (_, other_node) = run_on(&f);

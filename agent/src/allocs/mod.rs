@@ -216,7 +216,7 @@ impl Allocs {
                             AllocEventKind::Failed,
                             format!("cannot resume its tasks after an agent restart: {why}"),
                         );
-                        self.save(&e, false);
+                        self.save(&e);
                     }
                 }
             }
@@ -233,10 +233,11 @@ impl Allocs {
         Ok(())
     }
 
-    /// Keeps an allocation's state; a store that fails is logged (the allocation goes on:
-    /// only a restart of this agent would miss it).
-    fn save(&self, e: &Entry, flush: bool) {
-        if let Err(err) = self.store.save(&e.saved(), flush) {
+    /// Keeps an allocation's state, on disk before this returns (changes are few: starts,
+    /// exits, acks), so even a killed agent's successor knows what it had. A store that
+    /// fails is logged (the allocation goes on: only a restart of this agent would miss it).
+    fn save(&self, e: &Entry) {
+        if let Err(err) = self.store.save(&e.saved()) {
             tracing::error!(alloc = %e.alloc.id, error = %err, "cannot keep the allocation's state");
         }
     }
@@ -300,7 +301,7 @@ impl Allocs {
                 st.entries.remove(&id);
                 self.forget(id);
             } else {
-                self.save(e, false);
+                self.save(e);
             }
             return;
         }
@@ -312,7 +313,7 @@ impl Allocs {
             DesiredStatus::Stop => {
                 let mut e = Entry::new(a.alloc, ClientStatus::Complete);
                 e.event(AllocEventKind::Stopped, "not running on this node".into());
-                self.save(&e, false);
+                self.save(&e);
                 st.entries.insert(id, e);
             }
             DesiredStatus::Run => {
@@ -329,7 +330,7 @@ impl Allocs {
                             active: true,
                             ..e.saved()
                         };
-                        self.store.save(&saved, true).map_err(|e| e.to_string())
+                        self.store.save(&saved).map_err(|e| e.to_string())
                     });
                 match kept {
                     Ok(()) => e.runner = Some(self.start(a, BTreeMap::new())),
@@ -360,7 +361,11 @@ impl Allocs {
         let stop = CancellationToken::new();
         let span =
             tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
-        tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
+        if resume.is_empty() {
+            tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
+        } else {
+            tracing::info!(alloc = %id, tasks = a.tasks.len(), "resuming the allocation");
+        }
         let dir = self.store.alloc_dir(id);
         let run = runner::run(a, self.how.clone(), dir, resume, report, stop.clone());
         let handle = tokio::spawn(run.instrument(span));
@@ -373,11 +378,15 @@ impl Allocs {
         let Some(e) = st.entries.get_mut(&id) else {
             return;
         };
-        let mut flush = false;
         match change {
             Change::Supervised { task, handle } => {
                 e.handles.insert(task, handle);
-                flush = true;
+            }
+            // Taken back after an agent restart: running, whatever the last saved status.
+            Change::Reattached => {
+                if !e.client.is_terminal() {
+                    e.client = ClientStatus::Running;
+                }
             }
             Change::Started { task, pid } => {
                 if !e.client.is_terminal() {
@@ -413,7 +422,7 @@ impl Allocs {
         if e.runner.is_none() {
             e.handles.clear();
         }
-        self.save(e, flush);
+        self.save(e);
         drop(st);
         self.changed.notify_one();
     }
@@ -473,7 +482,7 @@ impl Allocs {
             st.entries.remove(&alloc);
             self.forget(alloc);
         } else {
-            self.save(e, false);
+            self.save(e);
         }
         drop(st);
         if more {

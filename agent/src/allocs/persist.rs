@@ -97,14 +97,11 @@ impl AllocStore {
         Ok((index, saved))
     }
 
-    /// Writes an allocation's state; on disk before this returns when `flush` (what must
-    /// not be lost: a new allocation, a task's supervisor).
-    pub(super) fn save(&self, saved: &Saved, flush: bool) -> Result<(), StoreError> {
+    /// Writes an allocation's state, on disk before this returns.
+    pub(super) fn save(&self, saved: &Saved) -> Result<(), StoreError> {
         let bytes = codec::encode(saved).map_err(|e| StoreError::Encode(e.to_string()))?;
         self.tree.insert(key(saved.alloc.id), bytes)?;
-        if flush {
-            self.tree.flush()?;
-        }
+        self.tree.flush()?;
         Ok(())
     }
 

@@ -39,6 +39,8 @@ pub(crate) enum Change {
         /// The task's supervisor.
         pid: u32,
     },
+    /// A task was found still running after an agent restart.
+    Reattached,
     /// A task's supervisor, to keep for finding it again after an agent restart.
     Supervised {
         task: String,
@@ -196,6 +198,7 @@ impl Task {
                     supervisor = exec.supervisor().pid,
                     "re-attached to the running task"
                 );
+                (self.report)(Change::Reattached);
                 Ok(exec)
             }
             Recovered::Ended(result) => {
