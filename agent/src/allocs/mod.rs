@@ -16,17 +16,17 @@
 mod persist;
 mod policy;
 mod runner;
+mod updates;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate};
+use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
     Timestamp,
@@ -35,6 +35,7 @@ use windflow_protocol::{
 use persist::{AllocStore, Saved};
 use runner::Change;
 pub(crate) use runner::Supervision;
+use updates::InFlight;
 
 use crate::drivers::exec::SupervisedHandle;
 use crate::store::{Store, StoreError};
@@ -54,16 +55,6 @@ struct Entry {
     runner: Option<Runner>,
     /// Each running task's supervisor, by task name.
     handles: BTreeMap<String, SupervisedHandle>,
-}
-
-/// The update sent and not yet acknowledged.
-struct InFlight {
-    session: u64,
-    at: Instant,
-    client: ClientStatus,
-    restarts: u32,
-    /// How many of `unacked` it carried (the oldest ones).
-    events: usize,
 }
 
 struct Runner {
@@ -425,69 +416,6 @@ impl Allocs {
         self.save(e);
         drop(st);
         self.changed.notify_one();
-    }
-
-    /// The updates to send now in session `session`: for each allocation with news and no
-    /// update in flight in this session (or one in flight for longer than `resend_after`).
-    pub(crate) fn due(
-        &self,
-        session: u64,
-        now: Instant,
-        resend_after: Duration,
-    ) -> Vec<AllocUpdate> {
-        let mut st = self.lock();
-        let mut due = Vec::new();
-        for (id, e) in st.entries.iter_mut() {
-            if !e.dirty() {
-                continue;
-            }
-            if let Some(f) = &e.in_flight
-                && f.session == session
-                && now.saturating_duration_since(f.at) < resend_after
-            {
-                continue;
-            }
-            e.in_flight = Some(InFlight {
-                session,
-                at: now,
-                client: e.client,
-                restarts: e.restarts,
-                events: e.unacked.len(),
-            });
-            due.push(AllocUpdate {
-                alloc: *id,
-                client: e.client,
-                restarts: e.restarts,
-                events: e.unacked.clone(),
-            });
-        }
-        due
-    }
-
-    /// A server recorded the update in flight with status `client`.
-    pub(crate) fn ack(&self, alloc: AllocId, client: ClientStatus) {
-        let mut st = self.lock();
-        let Some(e) = st.entries.get_mut(&alloc) else {
-            return;
-        };
-        let Some(f) = e.in_flight.take_if(|f| f.client == client) else {
-            tracing::debug!(%alloc, ?client, "ignoring an ack for no update in flight");
-            return;
-        };
-        let n = f.events.min(e.unacked.len());
-        e.unacked.drain(..n);
-        e.acked = Some((f.client, f.restarts));
-        let more = e.dirty();
-        if e.forgettable() {
-            st.entries.remove(&alloc);
-            self.forget(alloc);
-        } else {
-            self.save(e);
-        }
-        drop(st);
-        if more {
-            self.changed.notify_one();
-        }
     }
 
     /// Stops watching (the agent is stopping): the tasks keep running under their
