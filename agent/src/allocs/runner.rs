@@ -21,7 +21,12 @@ use windflow_protocol::{JobType, RestartPolicy, TaskSpec, Timestamp};
 use super::policy::{Decision, RestartTracker};
 use crate::drivers::exec::{
     self, ExecDir, ProcessExit, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
+    read_value,
 };
+use crate::process::ProcessIdentity;
+
+/// How long a new supervisor may take to start the task before its start goes unreported.
+const ANNOUNCE_WITHIN: Duration = Duration::from_secs(5);
 
 /// How this agent runs allocations' tasks.
 #[derive(Debug, Clone)]
@@ -36,7 +41,7 @@ pub(crate) struct Supervision {
 pub(crate) enum Change {
     Started {
         task: String,
-        /// The task's supervisor.
+        /// The task's process (its group's leader).
         pid: u32,
     },
     /// A task was found still running after an agent restart.
@@ -177,17 +182,35 @@ impl Task {
                     self.how.supervisor.program.display()
                 ))
             })?;
-        let pid = exec.supervisor().pid;
-        tracing::info!(supervisor = pid, "task started");
+        tracing::info!(supervisor = exec.supervisor().pid, "task started");
         (self.report)(Change::Supervised {
             task: name.clone(),
             handle: exec.handle(),
         });
-        (self.report)(Change::Started {
-            task: name.clone(),
-            pid,
-        });
         Ok(exec)
+    }
+
+    /// Reports the task started once its supervisor has started its process (whose pid,
+    /// the process group's, the event names). A supervisor that ends first has its exit
+    /// reported instead, by [`follow`].
+    async fn announce(&self, exec: &Supervised) {
+        let deadline = Instant::now() + ANNOUNCE_WITHIN;
+        loop {
+            if let Ok(Some(leader)) = read_value::<ProcessIdentity>(&self.dir.group(1)) {
+                (self.report)(Change::Started {
+                    task: self.spec.name.clone(),
+                    pid: leader.pid,
+                });
+                return;
+            }
+            if self.dir.result().exists()
+                || !exec.supervisor().is_alive()
+                || Instant::now() >= deadline
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Finds the task again after an agent restart: running (re-attached), or ended.
@@ -250,7 +273,13 @@ async fn supervise(
         let exec = match found.take() {
             Some(handle) => task.recover(&handle),
             None if stop.is_cancelled() => return TaskEnd::Stopped,
-            None => task.start(),
+            None => match task.start() {
+                Ok(exec) => {
+                    task.announce(&exec).await;
+                    Ok(exec)
+                }
+                Err(exit) => Err(exit),
+            },
         };
         let exit = match exec {
             Ok(exec) => match follow(exec, &stop).await {
