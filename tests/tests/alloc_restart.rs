@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use windflow_tests::fleet::Fleet;
+use windflow_tests::fleet::{Fleet, LIVENESS, PATIENT};
 use windflow_tests::{process_is_dead, stderr};
 
 fn id(a: &Value) -> String {
@@ -24,7 +24,7 @@ fn count_events(a: &Value, kind: &str) -> usize {
 
 #[test]
 fn a_killed_agents_duplicate_is_stopped_when_it_comes_back() {
-    let mut f = Fleet::start(3);
+    let mut f = Fleet::start(3, LIVENESS);
     let job = f.service("web", 3);
     let placed = f.running(&job, 3);
     let victim = placed[0].clone();
@@ -84,7 +84,7 @@ fn a_killed_agents_duplicate_is_stopped_when_it_comes_back() {
 
 #[test]
 fn an_agent_restarted_while_its_allocations_run_takes_them_back() {
-    let mut f = Fleet::start(2);
+    let mut f = Fleet::start(2, PATIENT);
     let job = f.service("web", 2);
     let before = f.running(&job, 2);
     let pids: BTreeMap<String, u32> = before

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use windflow_protocol::Timestamp;
-use windflow_tests::fleet::Fleet;
+use windflow_tests::fleet::{Fleet, PATIENT};
 use windflow_tests::{process_is_dead, stderr};
 
 /// When the allocation's first event of `kind` happened.
@@ -16,7 +16,7 @@ fn event_at(a: &Value, kind: &str) -> Option<Timestamp> {
 
 #[test]
 fn a_drained_node_moves_its_service_first_finishes_its_batch_run_and_ends_ineligible() {
-    let mut f = Fleet::new(2);
+    let mut f = Fleet::new(2, PATIENT);
     // One node at first, so that both the service and the run land on it.
     f.add_agent();
     let job = f.service("web", 1);

@@ -213,6 +213,7 @@ impl Allocs {
             }
             st.entries.insert(id, e);
         }
+        self.store.remove_strays(|id| st.entries.contains_key(&id));
         if !st.entries.is_empty() {
             tracing::info!(
                 allocations = st.entries.len(),

@@ -121,6 +121,24 @@ impl AllocStore {
         Ok(())
     }
 
+    /// Removes the directories of allocations not in `known` (a crash came between writing
+    /// one's assignment and storing it).
+    pub(super) fn remove_strays(&self, known: impl Fn(AllocId) -> bool) {
+        let Ok(dirs) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let id = dir
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<AllocId>().ok());
+            if !id.is_some_and(&known) {
+                tracing::info!(dir = %dir.path().display(), "removing a directory no allocation owns");
+                let _ = ExecDir::new(dir.path()).remove();
+            }
+        }
+    }
+
     /// Keeps the assignment (with its tasks' secrets) owner-only in the allocation's
     /// directory, for restarting its tasks after an agent restart.
     pub(super) fn write_assignment(&self, a: &AllocAssignment) -> std::io::Result<()> {

@@ -337,8 +337,13 @@ async fn tasks_outlive_the_agent_and_are_taken_back_running_not_restarted() {
     .await;
     let pid = pid_in(&pidfile).unwrap();
     let events_before = seen(&a, 1).unwrap().2;
+    // What a crash between writing an assignment and storing it would leave.
+    let stray = data.dir.path().join("allocs/AL99");
+    std::fs::create_dir_all(&stray).unwrap();
 
     let (a, data) = restart_agent(a, data).await;
+    assert!(!stray.exists(), "a directory no allocation owns is removed");
+    assert!(data.dir.path().join("allocs/AL1/assignment").exists());
     assert!(alive(pid), "the agent stopping left the task running");
     assert_eq!(a.index(), 6, "the index survives for the next Hello");
     assert_eq!(a.running(), 1, "re-attached");
