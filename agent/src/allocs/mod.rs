@@ -11,15 +11,15 @@
 //! Everything here but the updates in flight is kept in the agent's store ([`persist`]) as
 //! it changes, and each task runs under a supervisor process: an agent that stops (or is
 //! killed) leaves the tasks running, and the next one on the same data dir takes them back
-//! in [`Allocs::open`], names the same index in its Hello, and reports what ended meanwhile.
+//! in `Allocs::open` (`recover.rs`), names the same index in its Hello, and reports what ended meanwhile.
 
 mod persist;
 mod policy;
+mod recover;
 mod runner;
 mod updates;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
@@ -38,7 +38,6 @@ pub(crate) use runner::Supervision;
 use updates::InFlight;
 
 use crate::drivers::exec::SupervisedHandle;
-use crate::store::{Store, StoreError};
 
 /// One allocation as this agent knows it.
 struct Entry {
@@ -159,72 +158,6 @@ pub(crate) struct Allocs {
 }
 
 impl Allocs {
-    /// Opens the allocations kept in `store` (their directories under `dir`) and takes them
-    /// back: tasks still running are re-attached, those that ended meanwhile go through the
-    /// restart policy, and what the servers stopped meanwhile is stopped once they say so.
-    pub(crate) fn open(
-        store: &Store,
-        dir: &Path,
-        how: Supervision,
-    ) -> Result<Arc<Self>, StoreError> {
-        let store = AllocStore::open(store, dir)?;
-        let allocs = Arc::new_cyclic(|me| Allocs {
-            state: Mutex::default(),
-            changed: Notify::new(),
-            how: Arc::new(how),
-            store,
-            me: me.clone(),
-        });
-        allocs.recover()?;
-        Ok(allocs)
-    }
-
-    fn recover(&self) -> Result<(), StoreError> {
-        let (index, saved) = self.store.load()?;
-        let mut st = self.lock();
-        st.index = index;
-        let mut resumed = 0;
-        for s in saved {
-            let active = s.active;
-            let mut e = Entry::from_saved(s);
-            let id = e.alloc.id;
-            if active {
-                match self.store.read_assignment(id) {
-                    Ok(mut a) => {
-                        a.alloc = e.alloc.clone();
-                        let runner = self.start(a, e.handles.clone());
-                        if let Some(why) = stop_reason(&e.alloc) {
-                            tracing::info!(alloc = %id, why, "stopping the allocation");
-                            runner.stop.cancel();
-                        }
-                        e.runner = Some(runner);
-                        resumed += 1;
-                    }
-                    Err(why) => {
-                        tracing::error!(alloc = %id, %why, "cannot take the allocation back");
-                        e.client = ClientStatus::Failed;
-                        e.event(
-                            AllocEventKind::Failed,
-                            format!("cannot resume its tasks after an agent restart: {why}"),
-                        );
-                        self.save(&e);
-                    }
-                }
-            }
-            st.entries.insert(id, e);
-        }
-        self.store.remove_strays(|id| st.entries.contains_key(&id));
-        if !st.entries.is_empty() {
-            tracing::info!(
-                allocations = st.entries.len(),
-                resumed,
-                index,
-                "took back the previous agent's allocations"
-            );
-        }
-        Ok(())
-    }
-
     /// Keeps an allocation's state, on disk before this returns (changes are few: starts,
     /// exits, acks), so even a killed agent's successor knows what it had. A store that
     /// fails is logged (the allocation goes on: only a restart of this agent would miss it).
