@@ -33,7 +33,9 @@ use windflow_protocol::{
 };
 
 use persist::{AllocStore, Saved};
+use policy::RestartWindow;
 use runner::Change;
+use runner::Resume;
 pub(crate) use runner::Supervision;
 use updates::InFlight;
 
@@ -54,6 +56,8 @@ struct Entry {
     runner: Option<Runner>,
     /// Each running task's supervisor, by task name.
     handles: BTreeMap<String, SupervisedHandle>,
+    /// Each task's restart window, by task name.
+    windows: BTreeMap<String, RestartWindow>,
 }
 
 struct Runner {
@@ -72,6 +76,7 @@ impl Entry {
             in_flight: None,
             runner: None,
             handles: BTreeMap::new(),
+            windows: BTreeMap::new(),
         }
     }
 
@@ -85,6 +90,7 @@ impl Entry {
             acked: self.acked,
             active: self.runner.is_some(),
             handles: self.handles.clone(),
+            windows: self.windows.clone(),
         }
     }
 
@@ -98,6 +104,7 @@ impl Entry {
             in_flight: None,
             runner: None,
             handles: s.handles,
+            windows: s.windows,
         }
     }
 
@@ -258,7 +265,7 @@ impl Allocs {
                         self.store.save(&saved).map_err(|e| e.to_string())
                     });
                 match kept {
-                    Ok(()) => e.runner = Some(self.start(a, BTreeMap::new())),
+                    Ok(()) => e.runner = Some(self.start(a, Resume::default())),
                     Err(why) => {
                         tracing::error!(alloc = %id, %why, "not starting the allocation");
                         e.client = ClientStatus::Failed;
@@ -275,7 +282,7 @@ impl Allocs {
         }
     }
 
-    fn start(&self, a: AllocAssignment, resume: BTreeMap<String, SupervisedHandle>) -> Runner {
+    fn start(&self, a: AllocAssignment, resume: Resume) -> Runner {
         let id = a.alloc.id;
         let me = self.me.clone();
         let report: runner::Report = Arc::new(move |change| {
@@ -325,7 +332,11 @@ impl Allocs {
             Change::Exited { task, exit } => {
                 e.event(AllocEventKind::Exited, format!("task {task}: {exit}"))
             }
-            Change::Restarting { why, .. } => {
+            Change::Restarting { task, why, window } => {
+                match window {
+                    Some(w) => e.windows.insert(task, w),
+                    None => e.windows.remove(&task),
+                };
                 e.restarts = e.restarts.saturating_add(1);
                 e.event(AllocEventKind::Restarting, why);
             }
@@ -346,6 +357,7 @@ impl Allocs {
         }
         if e.runner.is_none() {
             e.handles.clear();
+            e.windows.clear();
         }
         self.save(e);
         drop(st);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use windflow_protocol::messages::AllocAssignment;
 use windflow_protocol::{AllocEvent, AllocId, Allocation, ClientStatus, codec};
 
+use super::policy::RestartWindow;
 use crate::drivers::exec::{Durability, ExecDir, SupervisedHandle, read_value, write_value};
 use crate::store::{Store, StoreError};
 
@@ -33,6 +34,8 @@ pub(super) struct Saved {
     pub active: bool,
     /// Each running task's supervisor, by task name.
     pub handles: BTreeMap<String, SupervisedHandle>,
+    /// Each task's restart window, by task name.
+    pub windows: BTreeMap<String, RestartWindow>,
 }
 
 /// The `allocs` tree and the allocations' directories.

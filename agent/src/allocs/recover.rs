@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use windflow_protocol::{AllocEventKind, ClientStatus};
 
 use super::persist::AllocStore;
-use super::{Allocs, Entry, Supervision, stop_reason};
+use super::{Allocs, Entry, Resume, Supervision, stop_reason};
 use crate::store::{Store, StoreError};
 
 impl Allocs {
@@ -45,7 +45,11 @@ impl Allocs {
                 match self.store.read_assignment(id) {
                     Ok(mut a) => {
                         a.alloc = e.alloc.clone();
-                        let runner = self.start(a, e.handles.clone());
+                        let resume = Resume {
+                            handles: e.handles.clone(),
+                            windows: e.windows.clone(),
+                        };
+                        let runner = self.start(a, resume);
                         if let Some(why) = stop_reason(&e.alloc) {
                             tracing::info!(alloc = %id, why, "stopping the allocation");
                             runner.stop.cancel();

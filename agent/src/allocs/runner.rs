@@ -18,7 +18,7 @@ use tracing::Instrument;
 use windflow_protocol::messages::AllocAssignment;
 use windflow_protocol::{JobType, RestartPolicy, TaskSpec, Timestamp};
 
-use super::policy::{Decision, RestartTracker};
+use super::policy::{Decision, RestartTracker, RestartWindow};
 use crate::drivers::exec::{
     self, ExecDir, ProcessExit, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
     read_value,
@@ -27,6 +27,19 @@ use crate::process::ProcessIdentity;
 
 /// How long a new supervisor may take to start the task before its start goes unreported.
 const ANNOUNCE_WITHIN: Duration = Duration::from_secs(5);
+
+/// What a runner starts from after an agent restart, by task name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resume {
+    pub handles: BTreeMap<String, SupervisedHandle>,
+    pub windows: BTreeMap<String, RestartWindow>,
+}
+
+impl Resume {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handles.is_empty() && self.windows.is_empty()
+    }
+}
 
 /// How this agent runs allocations' tasks.
 #[derive(Debug, Clone)]
@@ -59,6 +72,8 @@ pub(crate) enum Change {
     Restarting {
         task: String,
         why: String,
+        /// The task's restart window now, to keep.
+        window: Option<RestartWindow>,
     },
     /// The allocation failed: the runner has ended.
     Failed(String),
@@ -79,14 +94,15 @@ enum TaskEnd {
 
 /// Runs the allocation until it ends by itself or `stop` is cancelled. Dropping this
 /// future leaves its tasks running under their supervisors (the agent is stopping); the
-/// next runner finds them again through the handles in `resume`. Each task runs in
+/// next runner finds them again through the handles in `resume`, and goes on with their
+/// restart windows. Each task runs in
 /// `dir/task-<n>` and gets `WINDFLOW_ALLOC_ID`, `WINDFLOW_ALLOC_INDEX`, `WINDFLOW_JOB_ID`
 /// and `WINDFLOW_GROUP`.
 pub(crate) async fn run(
     assignment: AllocAssignment,
     how: Arc<Supervision>,
     dir: PathBuf,
-    mut resume: BTreeMap<String, SupervisedHandle>,
+    mut resume: Resume,
     report: Report,
     stop: CancellationToken,
 ) {
@@ -115,7 +131,8 @@ pub(crate) async fn run(
         let exec_dir = ExecDir::new(dir.join(format!("task-{n}")));
         // A handle lost to a crash right after its supervisor started: the directory
         // names its supervisor too.
-        let found = resume.remove(&task.name).or_else(|| {
+        let window = resume.windows.remove(&task.name);
+        let found = resume.handles.remove(&task.name).or_else(|| {
             exec_dir.path().exists().then(|| SupervisedHandle {
                 dir: exec_dir.path().to_owned(),
                 supervisor: None,
@@ -132,6 +149,7 @@ pub(crate) async fn run(
             supervise(
                 t,
                 found,
+                window,
                 assignment.restart,
                 assignment.job_type,
                 tasks_stop.clone(),
@@ -262,11 +280,12 @@ async fn follow(exec: Supervised, stop: &CancellationToken) -> Ended {
 async fn supervise(
     task: Task,
     mut found: Option<SupervisedHandle>,
+    window: Option<RestartWindow>,
     policy: RestartPolicy,
     job_type: JobType,
     stop: CancellationToken,
 ) -> TaskEnd {
-    let mut tracker = RestartTracker::new(policy);
+    let mut tracker = RestartTracker::resume(policy, window);
     let name = task.spec.name.clone();
     let report = task.report.clone();
     loop {
@@ -329,6 +348,7 @@ async fn supervise(
         report(Change::Restarting {
             task: name.clone(),
             why,
+            window: tracker.window(),
         });
         tokio::select! {
             _ = stop.cancelled() => return TaskEnd::Stopped,

@@ -395,3 +395,43 @@ async fn a_task_that_exited_while_the_agent_was_down_goes_through_its_policy() {
     until("the restarted task to be stopped", || !alive(second)).await;
     drop(data);
 }
+
+#[tokio::test]
+async fn the_restart_policy_counts_across_an_agent_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pid");
+    let command = format!(
+        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300",
+        p = pidfile.display()
+    );
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap()
+    };
+    // One restart allowed in the interval.
+    let (a, data) = keeper(Duration::from_secs(1));
+    a.apply(run(1, 2, &command, restart(1, 10), JobType::Service));
+    until("it runs", || pid_in(&pidfile).is_some()).await;
+    let first = pid_in(&pidfile).unwrap();
+    kill(first);
+    until("its restart", || {
+        pid_in(&pidfile).is_some_and(|p| p != first)
+            && seen(&a, 1)
+                .is_some_and(|(c, restarts, _)| restarts == 1 && c == ClientStatus::Running)
+    })
+    .await;
+    let second = pid_in(&pidfile).unwrap();
+    for runner in a.detach_all() {
+        let _ = runner.await;
+    }
+    kill(second);
+    until("the task to die", || !alive(second)).await;
+    // The next agent knows the restart was used: this exit fails the allocation.
+    let (a, data) = restart_agent(a, data).await;
+    until("the allocation to fail", || {
+        seen(&a, 1).is_some_and(|(c, ..)| c == ClientStatus::Failed)
+    })
+    .await;
+    assert_eq!(seen(&a, 1).unwrap().1, 1);
+    assert_eq!(pid_in(&pidfile), Some(second), "not started again");
+    drop(data);
+}
