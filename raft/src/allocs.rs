@@ -12,7 +12,8 @@ use windflow_protocol::{
 
 use crate::StoreError;
 use crate::command::{
-    AllocReport, Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, ReplaceKind, Response,
+    AllocReport, Applied, ApplyError, NewAlloc, Plan, PlanResult, Rejection, ReplaceKind,
+    Response,
 };
 use crate::state::{Pending, key};
 

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
     AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility,
-    EvalId, EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
+    EvalId,
+    EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
     JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
     Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };

@@ -8,8 +8,9 @@ use windflow_protocol::{
 
 use crate::apply_tests::Fixture;
 use crate::command::{
-    AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, NewAlloc, Plan, ReplaceKind,
-    Replacement, StopAlloc,
+    AllocReport,
+    Applied, ApplyError, Command, DrainChange, DrainEnd, NewAlloc, Plan, ReplaceKind, Replacement,
+    StopAlloc,
 };
 
 const CAPACITY: Resources = Resources {
