@@ -21,7 +21,6 @@ use windflow_protocol::messages::{
     ALPN_AGENT, AgentMessage, Heartbeat, Hello, ServerMessage, Welcome,
 };
 
-use crate::allocs::Allocs;
 use crate::config::FIRST_RECONNECT_BACKOFF;
 use crate::drivers::exec::SupervisorCommand;
 use crate::work::Work;
@@ -61,12 +60,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         None => SupervisorCommand::current_exe().map_err(AgentError::OwnBinary)?,
     };
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
-    let work = Work::open(
-        &data_dir,
-        supervisor,
-        events_tx,
-        Allocs::new(config.kill_grace),
-    )?;
+    let work = Work::open(&data_dir, supervisor, events_tx, config.kill_grace)?;
     windflow_certs::install_crypto_provider();
     let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
     let bind =
@@ -133,7 +127,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     for watcher in work.stop_all() {
         let _ = watcher.await;
     }
-    work.allocs.stop_all();
+    for runner in work.allocs.detach_all() {
+        let _ = runner.await;
+    }
     renewal.abort();
     endpoint.close(0u32.into(), b"agent stopping");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use windflow_protocol::messages::{AgentMessage, OutputChunk, RunTask, TaskFinished};
 use windflow_protocol::{RunId, Timestamp};
 
-use crate::allocs::Allocs;
+use crate::allocs::{Allocs, Supervision};
 use crate::drivers::exec::{
     ExecDir, ExecResult, Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
 };
@@ -41,7 +41,8 @@ pub(crate) struct Work {
     supervisor: SupervisorCommand,
     /// `DATA_DIR/runs`: one directory per execution.
     runs_dir: PathBuf,
-    /// The node's allocations (their updates wait there until acknowledged).
+    /// The node's allocations (their updates wait there until acknowledged), taken back
+    /// from the store when the agent starts.
     pub(crate) allocs: Arc<Allocs>,
 }
 
@@ -52,9 +53,17 @@ impl Work {
         data_dir: &Path,
         supervisor: SupervisorCommand,
         events: mpsc::Sender<AgentMessage>,
-        allocs: Arc<Allocs>,
+        kill_grace: std::time::Duration,
     ) -> Result<Arc<Work>, AgentError> {
         let store = Store::open(data_dir)?;
+        let allocs = Allocs::open(
+            &store,
+            &data_dir.join("allocs"),
+            Supervision {
+                supervisor: supervisor.clone(),
+                grace: kill_grace,
+            },
+        )?;
         let work = Arc::new(Work {
             running: Mutex::default(),
             outbox: Outbox::open(store.clone())?,

@@ -33,6 +33,8 @@ pub struct AgentSpec {
 /// A running (or exited) agent process; killed when dropped.
 pub struct Agent {
     pub spec: AgentSpec,
+    /// The extra flags it was started with, kept for [`Agent::restart`].
+    args: Vec<String>,
     child: Option<Child>,
     /// Where this start's output begins in the log, which earlier starts share.
     log_start: usize,
@@ -72,6 +74,7 @@ impl Agent {
         let child = cmd.spawn().context("starting windflow-agent")?;
         Ok(Agent {
             spec,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             child: Some(child),
             log_start,
         })
@@ -118,8 +121,8 @@ impl Agent {
         self.wait_exit(deadline)
     }
 
-    /// SIGTERM and a wait for the agent to exit (it stops its allocations' tasks on the way
-    /// out); SIGKILL if it does not within `deadline`.
+    /// SIGTERM and a wait for the agent to exit (its tasks keep running under their
+    /// supervisors); SIGKILL if it does not within `deadline`.
     pub fn stop(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
         let exited = self.terminate(deadline);
         if exited.is_err() {
@@ -129,14 +132,49 @@ impl Agent {
     }
 
     /// Starts the agent again on the same data dir, from the identity it keeps there (no
-    /// token); the previous process must have exited.
+    /// token) and with the same flags; the previous process must have exited.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "the agent is still running");
         let mut spec = self.spec.clone();
         spec.token = None;
-        let again = Agent::start(spec)?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let again = Agent::start_with_args(spec, &args)?;
         *self = again;
         Ok(())
+    }
+
+    /// The pids of the task supervisors this agent's data dir has running: `windflow-agent
+    /// supervise --spec DATA_DIR/...` processes, which outlive the agent.
+    pub fn supervisors(&self) -> Vec<u32> {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|p| {
+                let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                let ours = args.get(1) == Some(&b"supervise".as_slice())
+                    && args.get(3).is_some_and(|spec| {
+                        std::str::from_utf8(spec)
+                            .is_ok_and(|s| std::path::Path::new(s).starts_with(&self.spec.data_dir))
+                    });
+                ours.then_some(pid)
+            })
+            .collect()
+    }
+
+    /// Stops what the agent left running: SIGTERM to each of its task supervisors (each
+    /// stops its task's process group). For a test's end, since stopping or killing an
+    /// agent leaves its tasks running.
+    pub fn stop_tasks(&self) {
+        for pid in self.supervisors() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
     }
 
     /// SIGKILL.

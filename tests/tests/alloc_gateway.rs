@@ -139,6 +139,7 @@ impl Drop for Agents {
     fn drop(&mut self) {
         for agent in &mut self.0 {
             let _ = agent.stop(Duration::from_secs(10));
+            agent.stop_tasks();
         }
     }
 }

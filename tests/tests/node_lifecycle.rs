@@ -162,6 +162,16 @@ impl Setup {
     }
 }
 
+impl Drop for Setup {
+    /// Stopped or killed, agents leave their tasks running: those are stopped too.
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            agent.kill();
+            agent.stop_tasks();
+        }
+    }
+}
+
 fn is_live(a: &Value) -> bool {
     a["desired"] == "run" && matches!(a["client"].as_str(), Some("pending" | "running"))
 }

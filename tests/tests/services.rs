@@ -133,10 +133,11 @@ impl Env {
 }
 
 impl Drop for Env {
-    /// Agents stop their tasks when stopped gently; killed, they would leave them running.
+    /// Stopped or killed, agents leave their tasks running: those are stopped too.
     fn drop(&mut self) {
         for agent in &mut self.agents {
             let _ = agent.stop(Duration::from_secs(10));
+            agent.stop_tasks();
         }
     }
 }

@@ -7,25 +7,39 @@
 //! (and one never seen is reported `complete`).
 //! Each allocation has at most one update in flight: it is sent again after a reconnect or
 //! when its ack is late, and what changed meanwhile goes in the next one.
+//!
+//! Everything here but the updates in flight is kept in the agent's store ([`persist`]) as
+//! it changes, and each task runs under a supervisor process: an agent that stops (or is
+//! killed) leaves the tasks running, and the next one on the same data dir takes them back
+//! in `Allocs::open` (`recover.rs`), names the same index in its Hello, and reports what ended meanwhile.
 
+mod persist;
 mod policy;
+mod recover;
 mod runner;
+mod updates;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate};
+use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
     Timestamp,
 };
 
+use persist::{AllocStore, Saved};
+use policy::RestartWindow;
 use runner::Change;
+use runner::Resume;
+pub(crate) use runner::Supervision;
+use updates::InFlight;
+
+use crate::drivers::exec::SupervisedHandle;
 
 /// One allocation as this agent knows it.
 struct Entry {
@@ -40,16 +54,10 @@ struct Entry {
     acked: Option<(ClientStatus, u32)>,
     in_flight: Option<InFlight>,
     runner: Option<Runner>,
-}
-
-/// The update sent and not yet acknowledged.
-struct InFlight {
-    session: u64,
-    at: Instant,
-    client: ClientStatus,
-    restarts: u32,
-    /// How many of `unacked` it carried (the oldest ones).
-    events: usize,
+    /// Each running task's supervisor, by task name.
+    handles: BTreeMap<String, SupervisedHandle>,
+    /// Each task's restart window, by task name.
+    windows: BTreeMap<String, RestartWindow>,
 }
 
 struct Runner {
@@ -67,6 +75,36 @@ impl Entry {
             acked: None,
             in_flight: None,
             runner: None,
+            handles: BTreeMap::new(),
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// What the store keeps of it.
+    fn saved(&self) -> Saved {
+        Saved {
+            alloc: self.alloc.clone(),
+            client: self.client,
+            restarts: self.restarts,
+            unacked: self.unacked.clone(),
+            acked: self.acked,
+            active: self.runner.is_some(),
+            handles: self.handles.clone(),
+            windows: self.windows.clone(),
+        }
+    }
+
+    fn from_saved(s: Saved) -> Self {
+        Entry {
+            alloc: s.alloc,
+            client: s.client,
+            restarts: s.restarts,
+            unacked: s.unacked,
+            acked: s.acked,
+            in_flight: None,
+            runner: None,
+            handles: s.handles,
+            windows: s.windows,
         }
     }
 
@@ -106,24 +144,40 @@ struct State {
     entries: BTreeMap<AllocId, Entry>,
 }
 
+/// Why an allocation must not run here: stopped, or ended by the servers' account (lost
+/// while this node was away), so its resources are no longer counted here.
+fn stop_reason(alloc: &Allocation) -> Option<&'static str> {
+    match (alloc.desired, alloc.client.is_terminal()) {
+        (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
+        (_, true) => Some("the servers consider it ended"),
+        _ => None,
+    }
+}
+
 /// The node's allocations, shared by the sessions and the runners.
 pub(crate) struct Allocs {
     state: Mutex<State>,
     /// Something new for the servers: an update is due.
     pub(crate) changed: Notify,
-    /// Between SIGTERM and SIGKILL when a task is stopped.
-    grace: Duration,
+    how: Arc<Supervision>,
+    store: AllocStore,
     me: Weak<Allocs>,
 }
 
 impl Allocs {
-    pub(crate) fn new(grace: Duration) -> Arc<Self> {
-        Arc::new_cyclic(|me| Allocs {
-            state: Mutex::default(),
-            changed: Notify::new(),
-            grace,
-            me: me.clone(),
-        })
+    /// Keeps an allocation's state, on disk before this returns (changes are few: starts,
+    /// exits, acks), so even a killed agent's successor knows what it had. A store that
+    /// fails is logged (the allocation goes on: only a restart of this agent would miss it).
+    fn save(&self, e: &Entry) {
+        if let Err(err) = self.store.save(&e.saved()) {
+            tracing::error!(alloc = %e.alloc.id, error = %err, "cannot keep the allocation's state");
+        }
+    }
+
+    fn forget(&self, id: AllocId) {
+        if let Err(err) = self.store.forget(id) {
+            tracing::error!(alloc = %id, error = %err, "cannot forget the allocation");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -153,6 +207,9 @@ impl Allocs {
         }
         if sync.index > st.index {
             st.index = sync.index;
+            if let Err(e) = self.store.save_index(sync.index) {
+                tracing::error!(error = %e, "cannot keep the allocation index");
+            }
         }
         drop(st);
         self.changed.notify_one();
@@ -165,14 +222,7 @@ impl Allocs {
                 return;
             }
             e.alloc = a.alloc;
-            // Stopped, or ended by the servers' account (lost while this node was away):
-            // its resources are no longer counted here, so it must not keep running.
-            let why = match (e.alloc.desired, e.alloc.client.is_terminal()) {
-                (DesiredStatus::Stop, _) => Some("the servers want it stopped"),
-                (_, true) => Some("the servers consider it ended"),
-                _ => None,
-            };
-            if let Some(why) = why
+            if let Some(why) = stop_reason(&e.alloc)
                 && let Some(r) = &e.runner
                 && !r.stop.is_cancelled()
             {
@@ -181,6 +231,9 @@ impl Allocs {
             }
             if e.forgettable() {
                 st.entries.remove(&id);
+                self.forget(id);
+            } else {
+                self.save(e);
             }
             return;
         }
@@ -192,18 +245,44 @@ impl Allocs {
             DesiredStatus::Stop => {
                 let mut e = Entry::new(a.alloc, ClientStatus::Complete);
                 e.event(AllocEventKind::Stopped, "not running on this node".into());
+                self.save(&e);
                 st.entries.insert(id, e);
             }
             DesiredStatus::Run => {
                 let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
                 e.event(AllocEventKind::Received, "received by the node".into());
-                e.runner = Some(self.start(a));
+                // Kept before it starts, so a later agent on this data dir knows it runs
+                // here and never starts it twice.
+                let kept = self
+                    .store
+                    .write_assignment(&a)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        let saved = Saved {
+                            active: true,
+                            ..e.saved()
+                        };
+                        self.store.save(&saved).map_err(|e| e.to_string())
+                    });
+                match kept {
+                    Ok(()) => e.runner = Some(self.start(a, Resume::default())),
+                    Err(why) => {
+                        tracing::error!(alloc = %id, %why, "not starting the allocation");
+                        e.client = ClientStatus::Failed;
+                        e.event(
+                            AllocEventKind::Failed,
+                            format!(
+                                "the agent cannot keep the allocation before starting it: {why}"
+                            ),
+                        );
+                    }
+                }
                 st.entries.insert(id, e);
             }
         }
     }
 
-    fn start(&self, a: AllocAssignment) -> Runner {
+    fn start(&self, a: AllocAssignment, resume: Resume) -> Runner {
         let id = a.alloc.id;
         let me = self.me.clone();
         let report: runner::Report = Arc::new(move |change| {
@@ -214,9 +293,14 @@ impl Allocs {
         let stop = CancellationToken::new();
         let span =
             tracing::info_span!("alloc", alloc = %id, job = %a.alloc.job, group = %a.alloc.group);
-        tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
-        let handle =
-            tokio::spawn(runner::run(a, self.grace, report, stop.clone()).instrument(span));
+        if resume.is_empty() {
+            tracing::info!(alloc = %id, tasks = a.tasks.len(), "starting the allocation");
+        } else {
+            tracing::info!(alloc = %id, tasks = a.tasks.len(), "resuming the allocation");
+        }
+        let dir = self.store.alloc_dir(id);
+        let run = runner::run(a, self.how.clone(), dir, resume, report, stop.clone());
+        let handle = tokio::spawn(run.instrument(span));
         Runner { stop, handle }
     }
 
@@ -227,6 +311,15 @@ impl Allocs {
             return;
         };
         match change {
+            Change::Supervised { task, handle } => {
+                e.handles.insert(task, handle);
+            }
+            // Taken back after an agent restart: running, whatever the last saved status.
+            Change::Reattached => {
+                if !e.client.is_terminal() {
+                    e.client = ClientStatus::Running;
+                }
+            }
             Change::Started { task, pid } => {
                 if !e.client.is_terminal() {
                     e.client = ClientStatus::Running;
@@ -239,7 +332,11 @@ impl Allocs {
             Change::Exited { task, exit } => {
                 e.event(AllocEventKind::Exited, format!("task {task}: {exit}"))
             }
-            Change::Restarting { why, .. } => {
+            Change::Restarting { task, why, window } => {
+                match window {
+                    Some(w) => e.windows.insert(task, w),
+                    None => e.windows.remove(&task),
+                };
                 e.restarts = e.restarts.saturating_add(1);
                 e.event(AllocEventKind::Restarting, why);
             }
@@ -258,78 +355,29 @@ impl Allocs {
                 e.runner = None;
             }
         }
+        if e.runner.is_none() {
+            e.handles.clear();
+            e.windows.clear();
+        }
+        self.save(e);
         drop(st);
         self.changed.notify_one();
     }
 
-    /// The updates to send now in session `session`: for each allocation with news and no
-    /// update in flight in this session (or one in flight for longer than `resend_after`).
-    pub(crate) fn due(
-        &self,
-        session: u64,
-        now: Instant,
-        resend_after: Duration,
-    ) -> Vec<AllocUpdate> {
+    /// Stops watching (the agent is stopping): the tasks keep running under their
+    /// supervisors, and the next agent process on this data dir takes them back. Only the
+    /// servers' word stops an allocation. Returns the runners, to wait for.
+    pub(crate) fn detach_all(&self) -> Vec<JoinHandle<()>> {
         let mut st = self.lock();
-        let mut due = Vec::new();
-        for (id, e) in st.entries.iter_mut() {
-            if !e.dirty() {
-                continue;
-            }
-            if let Some(f) = &e.in_flight
-                && f.session == session
-                && now.saturating_duration_since(f.at) < resend_after
-            {
-                continue;
-            }
-            e.in_flight = Some(InFlight {
-                session,
-                at: now,
-                client: e.client,
-                restarts: e.restarts,
-                events: e.unacked.len(),
-            });
-            due.push(AllocUpdate {
-                alloc: *id,
-                client: e.client,
-                restarts: e.restarts,
-                events: e.unacked.clone(),
-            });
-        }
-        due
-    }
-
-    /// A server recorded the update in flight with status `client`.
-    pub(crate) fn ack(&self, alloc: AllocId, client: ClientStatus) {
-        let mut st = self.lock();
-        let Some(e) = st.entries.get_mut(&alloc) else {
-            return;
-        };
-        let Some(f) = e.in_flight.take_if(|f| f.client == client) else {
-            tracing::debug!(%alloc, ?client, "ignoring an ack for no update in flight");
-            return;
-        };
-        let n = f.events.min(e.unacked.len());
-        e.unacked.drain(..n);
-        e.acked = Some((f.client, f.restarts));
-        let more = e.dirty();
-        if e.forgettable() {
-            st.entries.remove(&alloc);
-        }
-        drop(st);
-        if more {
-            self.changed.notify_one();
-        }
-    }
-
-    /// Kills every allocation's tasks (the agent is stopping).
-    pub(crate) fn stop_all(&self) {
-        for (id, e) in self.lock().entries.iter_mut() {
-            if let Some(r) = e.runner.take() {
-                tracing::info!(alloc = %id, "killing the allocation's tasks: the agent is stopping");
+        st.entries
+            .iter_mut()
+            .filter_map(|(id, e)| {
+                let r = e.runner.take()?;
+                tracing::info!(alloc = %id, "leaving the allocation's tasks running: the agent is stopping");
                 r.handle.abort();
-            }
-        }
+                Some(r.handle)
+            })
+            .collect()
     }
 }
 

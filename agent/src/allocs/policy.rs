@@ -3,8 +3,19 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use windflow_protocol::{RestartMode, RestartPolicy};
+use windflow_protocol::{RestartMode, RestartPolicy, Timestamp};
+
+/// A tracker's current interval on the wall clock, to keep across agent restarts (a
+/// monotonic instant means nothing to the next process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RestartWindow {
+    /// When the interval began (in delay mode, possibly in the future).
+    pub start: Timestamp,
+    /// Restarts counted in it.
+    pub used: u32,
+}
 
 /// What follows a task's exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +37,43 @@ pub(crate) struct RestartTracker {
 }
 
 impl RestartTracker {
+    #[cfg(test)]
     pub(crate) fn new(policy: RestartPolicy) -> Self {
         RestartTracker {
             policy,
             window: None,
         }
+    }
+
+    /// A tracker that goes on from a window kept by an earlier agent process; one whose
+    /// interval is over by now is no window at all.
+    pub(crate) fn resume(policy: RestartPolicy, window: Option<RestartWindow>) -> Self {
+        let (now_wall, now) = (Timestamp::now().0, Instant::now());
+        let window = window.and_then(|w| {
+            if w.start.0 > now_wall {
+                return Some((now + Duration::from_millis(w.start.0 - now_wall), w.used));
+            }
+            let ago = Duration::from_millis(now_wall - w.start.0);
+            (ago < policy.interval.0)
+                .then(|| now.checked_sub(ago).map(|start| (start, w.used)))
+                .flatten()
+        });
+        RestartTracker { policy, window }
+    }
+
+    /// The current window, on the wall clock.
+    pub(crate) fn window(&self) -> Option<RestartWindow> {
+        let (start, used) = self.window?;
+        let (now_wall, now) = (Timestamp::now().0, Instant::now());
+        let start = if start <= now {
+            now_wall.saturating_sub((now - start).as_millis() as u64)
+        } else {
+            now_wall + (start - now).as_millis() as u64
+        };
+        Some(RestartWindow {
+            start: Timestamp(start),
+            used,
+        })
     }
 
     /// The task exited at `now`: what now.
@@ -103,6 +146,24 @@ mod tests {
         assert_eq!(t.on_exit(t0 + 10 * S), Decision::WaitInterval(50 * S));
         // Restarted at t0 + 60s as the first of a new interval: the next exit is past it.
         assert_eq!(t.on_exit(t0 + 65 * S), Decision::WaitInterval(55 * S));
+    }
+
+    #[test]
+    fn a_resumed_tracker_keeps_the_restarts_of_its_interval() {
+        let p = policy(1, RestartMode::Fail);
+        let mut t = RestartTracker::new(p);
+        assert_eq!(t.on_exit(Instant::now()), Decision::Restart(2 * S));
+        let kept = t.window().unwrap();
+        assert_eq!(kept.used, 1);
+        let mut again = RestartTracker::resume(p, Some(kept));
+        assert_eq!(again.on_exit(Instant::now()), Decision::Fail);
+        // An interval that is over gives its attempts back.
+        let old = RestartWindow {
+            start: Timestamp(Timestamp::now().0 - 61_000),
+            used: 1,
+        };
+        let mut fresh = RestartTracker::resume(p, Some(old));
+        assert_eq!(fresh.on_exit(Instant::now()), Decision::Restart(2 * S));
     }
 
     #[test]

@@ -1,26 +1,68 @@
-//! Runs one allocation: each of its tasks as a long-running exec process, restarted in
-//! place per the group's restart policy when it exits. The first task to fail past its
-//! policy fails the allocation and stops the others; a stop request stops them all.
+//! Runs one allocation: each of its tasks as a long-running process under its own
+//! supervisor (so it outlives the agent), restarted in place per the group's restart
+//! policy when it exits. The first task to fail past its policy fails the allocation and
+//! stops the others; a stop request stops them all. After an agent restart a runner
+//! resumes from the tasks' stored supervisor handles: a task still running is re-attached,
+//! one that ended meanwhile is handled as if it had just exited.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::AllocAssignment;
-use windflow_protocol::{JobType, RestartPolicy, TaskSpec};
+use windflow_protocol::{JobType, RestartPolicy, TaskSpec, Timestamp};
 
-use super::policy::{Decision, RestartTracker};
-use crate::drivers::exec::{self, ProcessExit};
+use super::policy::{Decision, RestartTracker, RestartWindow};
+use crate::drivers::exec::{
+    self, ExecDir, ProcessExit, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
+    read_value,
+};
+use crate::process::ProcessIdentity;
+
+/// How long a new supervisor may take to start the task before its start goes unreported.
+const ANNOUNCE_WITHIN: Duration = Duration::from_secs(5);
+
+/// What a runner starts from after an agent restart, by task name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Resume {
+    pub handles: BTreeMap<String, SupervisedHandle>,
+    pub windows: BTreeMap<String, RestartWindow>,
+}
+
+impl Resume {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handles.is_empty() && self.windows.is_empty()
+    }
+}
+
+/// How this agent runs allocations' tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct Supervision {
+    pub supervisor: SupervisorCommand,
+    /// Between SIGTERM and SIGKILL when a task is stopped.
+    pub grace: Duration,
+}
 
 /// What a runner tells the allocation's keeper, as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     Started {
         task: String,
+        /// The task's process (its group's leader).
         pid: u32,
+    },
+    /// A task was found still running after an agent restart.
+    Reattached,
+    /// A task's supervisor, to keep for finding it again after an agent restart.
+    Supervised {
+        task: String,
+        handle: SupervisedHandle,
     },
     Exited {
         task: String,
@@ -30,6 +72,8 @@ pub(crate) enum Change {
     Restarting {
         task: String,
         why: String,
+        /// The task's restart window now, to keep.
+        window: Option<RestartWindow>,
     },
     /// The allocation failed: the runner has ended.
     Failed(String),
@@ -48,12 +92,17 @@ enum TaskEnd {
     Stopped,
 }
 
-/// Runs the allocation until it ends by itself or `stop` is cancelled; processes still
-/// running when this future is dropped are killed with their groups. Each task gets
-/// `WINDFLOW_ALLOC_ID`, `WINDFLOW_ALLOC_INDEX`, `WINDFLOW_JOB_ID` and `WINDFLOW_GROUP`.
+/// Runs the allocation until it ends by itself or `stop` is cancelled. Dropping this
+/// future leaves its tasks running under their supervisors (the agent is stopping); the
+/// next runner finds them again through the handles in `resume`, and goes on with their
+/// restart windows. Each task runs in
+/// `dir/task-<n>` and gets `WINDFLOW_ALLOC_ID`, `WINDFLOW_ALLOC_INDEX`, `WINDFLOW_JOB_ID`
+/// and `WINDFLOW_GROUP`.
 pub(crate) async fn run(
     assignment: AllocAssignment,
-    grace: Duration,
+    how: Arc<Supervision>,
+    dir: PathBuf,
+    mut resume: Resume,
     report: Report,
     stop: CancellationToken,
 ) {
@@ -73,19 +122,36 @@ pub(crate) async fn run(
         ("WINDFLOW_JOB_ID", a.job.to_string()),
         ("WINDFLOW_GROUP", a.group.clone()),
     ];
-    for mut task in assignment.tasks {
+    for (n, mut task) in assignment.tasks.into_iter().enumerate() {
         // Who it is, for the task itself (as Nomad's NOMAD_ALLOC_ID); the job's own env wins.
         for (k, v) in &env {
             task.env.entry((*k).to_owned()).or_insert_with(|| v.clone());
         }
         let span = tracing::info_span!("task", task = %task.name);
+        let exec_dir = ExecDir::new(dir.join(format!("task-{n}")));
+        // A handle lost to a crash right after its supervisor started: the directory
+        // names its supervisor too.
+        let window = resume.windows.remove(&task.name);
+        let found = resume.handles.remove(&task.name).or_else(|| {
+            exec_dir.path().exists().then(|| SupervisedHandle {
+                dir: exec_dir.path().to_owned(),
+                supervisor: None,
+                started_at: Timestamp::now(),
+            })
+        });
+        let t = Task {
+            spec: task,
+            dir: exec_dir,
+            how: how.clone(),
+            report: report.clone(),
+        };
         tasks.spawn(
             supervise(
-                task,
+                t,
+                found,
+                window,
                 assignment.restart,
                 assignment.job_type,
-                grace,
-                report.clone(),
                 tasks_stop.clone(),
             )
             .instrument(span),
@@ -113,37 +179,133 @@ pub(crate) async fn run(
     });
 }
 
+/// One task of the allocation and how to run it.
+struct Task {
+    spec: TaskSpec,
+    dir: ExecDir,
+    how: Arc<Supervision>,
+    report: Report,
+}
+
+impl Task {
+    /// Starts the task under a new supervisor, in a fresh directory.
+    fn start(&self) -> Result<Supervised, ProcessExit> {
+        let name = &self.spec.name;
+        let _ = self.dir.remove();
+        let spec = exec::service_spec(self.spec.clone(), self.how.grace);
+        let exec =
+            Supervised::spawn(&self.how.supervisor, self.dir.clone(), &spec).map_err(|e| {
+                ProcessExit::Error(format!(
+                    "cannot start the task's supervisor {}: {e}",
+                    self.how.supervisor.program.display()
+                ))
+            })?;
+        tracing::info!(supervisor = exec.supervisor().pid, "task started");
+        (self.report)(Change::Supervised {
+            task: name.clone(),
+            handle: exec.handle(),
+        });
+        Ok(exec)
+    }
+
+    /// Reports the task started once its supervisor has started its process (whose pid,
+    /// the process group's, the event names). A supervisor that ends first has its exit
+    /// reported instead, by [`follow`].
+    async fn announce(&self, exec: &Supervised) {
+        let deadline = Instant::now() + ANNOUNCE_WITHIN;
+        loop {
+            if let Ok(Some(leader)) = read_value::<ProcessIdentity>(&self.dir.group(1)) {
+                (self.report)(Change::Started {
+                    task: self.spec.name.clone(),
+                    pid: leader.pid,
+                });
+                return;
+            }
+            if self.dir.result().exists()
+                || !exec.supervisor().is_alive()
+                || Instant::now() >= deadline
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Finds the task again after an agent restart: running (re-attached), or ended.
+    fn recover(&self, handle: &SupervisedHandle) -> Result<Supervised, ProcessExit> {
+        match Supervised::recover(handle) {
+            Recovered::Running(exec) => {
+                tracing::info!(
+                    supervisor = exec.supervisor().pid,
+                    "re-attached to the running task"
+                );
+                (self.report)(Change::Reattached);
+                Ok(exec)
+            }
+            Recovered::Ended(result) => {
+                tracing::info!(error = ?result.error, "the task ended while the agent was down");
+                Err(ProcessExit::from(&result))
+            }
+        }
+    }
+}
+
+/// How one task's current process ended.
+enum Ended {
+    Exited(ProcessExit),
+    Stopped,
+}
+
+/// Follows a task's supervisor to its end, or stops it (SIGTERM to the supervisor, which
+/// stops the task's group with its grace) when `stop` is cancelled.
+async fn follow(exec: Supervised, stop: &CancellationToken) -> Ended {
+    let supervisor = exec.supervisor();
+    let wait = exec.wait(|_| {});
+    tokio::pin!(wait);
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => {
+            supervisor.signal(Signal::SIGTERM);
+            let result = wait.await;
+            tracing::info!(error = ?result.error, "task stopped");
+            Ended::Stopped
+        }
+        result = &mut wait => Ended::Exited(ProcessExit::from(&result)),
+    }
+}
+
 /// Runs one task, restarting it per the policy, until it completes (a batch task that
-/// exits 0), fails past its policy, or is stopped.
+/// exits 0), fails past its policy, or is stopped. It starts by re-attaching to `found`
+/// when the previous agent left one.
 async fn supervise(
-    task: TaskSpec,
+    task: Task,
+    mut found: Option<SupervisedHandle>,
+    window: Option<RestartWindow>,
     policy: RestartPolicy,
     job_type: JobType,
-    grace: Duration,
-    report: Report,
     stop: CancellationToken,
 ) -> TaskEnd {
-    let mut tracker = RestartTracker::new(policy);
-    let name = task.name.clone();
+    let mut tracker = RestartTracker::resume(policy, window);
+    let name = task.spec.name.clone();
+    let report = task.report.clone();
     loop {
-        let exit = match exec::spawn_process(&task) {
-            Ok(mut process) => {
-                tracing::info!(pid = process.pid(), "task started");
-                report(Change::Started {
-                    task: name.clone(),
-                    pid: process.pid(),
-                });
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => {
-                        let exit = process.stop(grace).await;
-                        tracing::info!(%exit, "task stopped");
-                        return TaskEnd::Stopped;
-                    }
-                    exit = process.wait() => exit,
+        let exec = match found.take() {
+            Some(handle) => task.recover(&handle),
+            None if stop.is_cancelled() => return TaskEnd::Stopped,
+            None => match task.start() {
+                Ok(exec) => {
+                    task.announce(&exec).await;
+                    Ok(exec)
                 }
-            }
-            Err(why) => ProcessExit::Error(why),
+                Err(exit) => Err(exit),
+            },
+        };
+        let exit = match exec {
+            Ok(exec) => match follow(exec, &stop).await {
+                Ended::Stopped => return TaskEnd::Stopped,
+                Ended::Exited(exit) => exit,
+            },
+            Err(exit) => exit,
         };
         tracing::info!(%exit, "task exited");
         report(Change::Exited {
@@ -152,6 +314,9 @@ async fn supervise(
         });
         if job_type == JobType::Batch && exit.success() {
             return TaskEnd::Complete;
+        }
+        if stop.is_cancelled() {
+            return TaskEnd::Stopped;
         }
         let p = policy;
         let (wait, why) = match tracker.on_exit(Instant::now()) {
@@ -183,6 +348,7 @@ async fn supervise(
         report(Change::Restarting {
             task: name.clone(),
             why,
+            window: tracker.window(),
         });
         tokio::select! {
             _ = stop.cancelled() => return TaskEnd::Stopped,

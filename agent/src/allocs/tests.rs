@@ -9,9 +9,61 @@ use windflow_protocol::{
     JobType, NodeId, Resources, RestartMode, RestartPolicy, TaskSpec, Timestamp,
 };
 
-use super::Allocs;
+use super::{Allocs, Supervision};
+use crate::drivers::exec::SupervisorCommand;
+use crate::store::Store;
 
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The agent's own binary, which supervises the tasks. The unit tests' binary is
+/// `target/<profile>/deps/<name>`; `cargo test -p windflow-agent` builds the agent's binary
+/// (for the integration tests) beside `deps/`.
+fn supervisor() -> SupervisorCommand {
+    let exe = std::env::current_exe().unwrap();
+    let program = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("windflow-agent");
+    assert!(
+        program.exists(),
+        "{} is missing: cargo build -p windflow-agent",
+        program.display()
+    );
+    SupervisorCommand { program }
+}
+
+/// An agent's data dir: its store and its allocations' directories.
+struct Data {
+    dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn open(dir: tempfile::TempDir, grace: Duration) -> (std::sync::Arc<Allocs>, Data) {
+    let store = Store::open(dir.path()).unwrap();
+    let how = Supervision {
+        supervisor: supervisor(),
+        grace,
+    };
+    let a = Allocs::open(&store, &dir.path().join("allocs"), how).unwrap();
+    (a, Data { dir, store })
+}
+
+fn keeper(grace: Duration) -> (std::sync::Arc<Allocs>, Data) {
+    open(tempfile::tempdir().unwrap(), grace)
+}
+
+/// The agent stops (its tasks left running) and a new one opens the same data dir.
+async fn restart_agent(a: std::sync::Arc<Allocs>, data: Data) -> (std::sync::Arc<Allocs>, Data) {
+    for runner in a.detach_all() {
+        let _ = runner.await;
+    }
+    drop(a);
+    let Data { dir, store } = data;
+    drop(store);
+    open(dir, Duration::from_secs(1))
+}
 
 fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
     Allocation {
@@ -103,7 +155,7 @@ fn alive(pid: i32) -> bool {
 #[tokio::test]
 async fn an_exiting_task_is_restarted_attempts_times_after_its_delay_then_fails() {
     use AllocEventKind::*;
-    let a = Allocs::new(Duration::from_secs(1));
+    let (a, _data) = keeper(Duration::from_secs(1));
     a.apply(run(1, 5, "exit 3", restart(2, 300), JobType::Service));
     assert_eq!(a.index(), 5);
     until("the allocation to fail", || {
@@ -138,7 +190,7 @@ async fn an_exiting_task_is_restarted_attempts_times_after_its_delay_then_fails(
 async fn a_stop_kills_the_process_group_even_when_it_ignores_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let a = Allocs::new(Duration::from_millis(300));
+    let (a, _data) = keeper(Duration::from_millis(300));
     // The shell and its child both ignore SIGTERM: only SIGKILL after the grace ends them.
     let command = format!(
         "trap '' TERM; sleep 300 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
@@ -178,7 +230,7 @@ async fn a_stop_kills_the_process_group_even_when_it_ignores_sigterm() {
 
 #[tokio::test]
 async fn a_batch_allocation_that_exits_0_is_complete_and_a_service_one_restarts() {
-    let a = Allocs::new(Duration::from_secs(1));
+    let (a, _data) = keeper(Duration::from_secs(1));
     a.apply(run(1, 1, "true", restart(5, 10), JobType::Batch));
     a.apply(run(2, 2, "true", restart(1, 10), JobType::Service));
     until("both to end", || {
@@ -195,7 +247,7 @@ async fn a_batch_allocation_that_exits_0_is_complete_and_a_service_one_restarts(
 
 #[tokio::test]
 async fn an_unknown_allocation_told_to_stop_is_reported_complete() {
-    let a = Allocs::new(Duration::from_secs(1));
+    let (a, _data) = keeper(Duration::from_secs(1));
     a.apply(stop(7, 9));
     let (client, _, kinds) = seen(&a, 7).unwrap();
     assert_eq!(client, ClientStatus::Complete);
@@ -210,7 +262,7 @@ async fn an_unknown_allocation_told_to_stop_is_reported_complete() {
 
 #[tokio::test]
 async fn one_update_in_flight_until_acknowledged_and_resent_in_a_new_session() {
-    let a = Allocs::new(Duration::from_secs(1));
+    let (a, _data) = keeper(Duration::from_secs(1));
     a.apply(stop(7, 9));
     let t0 = Instant::now();
     let resend = Duration::from_secs(30);
@@ -246,7 +298,7 @@ async fn one_update_in_flight_until_acknowledged_and_resent_in_a_new_session() {
 
 #[tokio::test]
 async fn an_allocation_the_servers_marked_lost_is_stopped_here() {
-    let a = Allocs::new(Duration::from_millis(300));
+    let (a, _data) = keeper(Duration::from_millis(300));
     a.apply(run(
         1,
         1,
@@ -266,4 +318,120 @@ async fn an_allocation_the_servers_marked_lost_is_stopped_here() {
     let (client, _, kinds) = seen(&a, 1).unwrap();
     assert_eq!(client, ClientStatus::Complete);
     assert_eq!(kinds.last(), Some(&AllocEventKind::Stopped));
+}
+
+#[tokio::test]
+async fn tasks_outlive_the_agent_and_are_taken_back_running_not_restarted() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pid");
+    let command = format!(
+        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300",
+        p = pidfile.display()
+    );
+    let (a, data) = keeper(Duration::from_secs(1));
+    a.apply(run(1, 6, &command, restart(2, 10), JobType::Service));
+    until("it runs", || pid_in(&pidfile).is_some()).await;
+    until("it is running", || {
+        seen(&a, 1).is_some_and(|(c, ..)| c == ClientStatus::Running)
+    })
+    .await;
+    let pid = pid_in(&pidfile).unwrap();
+    let events_before = seen(&a, 1).unwrap().2;
+    // What a crash between writing an assignment and storing it would leave.
+    let stray = data.dir.path().join("allocs/AL99");
+    std::fs::create_dir_all(&stray).unwrap();
+
+    let (a, data) = restart_agent(a, data).await;
+    assert!(!stray.exists(), "a directory no allocation owns is removed");
+    assert!(data.dir.path().join("allocs/AL1/assignment").exists());
+    assert!(alive(pid), "the agent stopping left the task running");
+    assert_eq!(a.index(), 6, "the index survives for the next Hello");
+    assert_eq!(a.running(), 1, "re-attached");
+    let (client, restarts, kinds) = seen(&a, 1).unwrap();
+    assert_eq!((client, restarts), (ClientStatus::Running, 0));
+    assert_eq!(kinds, events_before, "the unacknowledged events are kept");
+    // Still watched: it is not started again, and it exits when the servers say so.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pid_in(&pidfile), Some(pid), "not started again");
+    a.apply(stop(1, 7));
+    until("the task to be stopped", || !alive(pid)).await;
+    until("the allocation to be complete", || {
+        seen(&a, 1).is_some_and(|(c, ..)| c == ClientStatus::Complete)
+    })
+    .await;
+    assert_eq!(seen(&a, 1).unwrap().1, 0, "a stop is not a restart");
+    drop(data);
+}
+
+#[tokio::test]
+async fn a_task_that_exited_while_the_agent_was_down_goes_through_its_policy() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pid");
+    let command = format!(
+        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300",
+        p = pidfile.display()
+    );
+    let (a, data) = keeper(Duration::from_secs(1));
+    a.apply(run(1, 2, &command, restart(2, 10), JobType::Service));
+    until("it runs", || pid_in(&pidfile).is_some()).await;
+    let first = pid_in(&pidfile).unwrap();
+    for runner in a.detach_all() {
+        let _ = runner.await;
+    }
+    // The task dies while no agent watches.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::SIGKILL).unwrap();
+    until("the task to die", || !alive(first)).await;
+    let (a, data) = restart_agent(a, data).await;
+    until("it is restarted", || {
+        pid_in(&pidfile).is_some_and(|p| p != first)
+            && seen(&a, 1).is_some_and(|(_, restarts, _)| restarts == 1)
+    })
+    .await;
+    let (client, _, kinds) = seen(&a, 1).unwrap();
+    assert_eq!(client, ClientStatus::Running);
+    assert!(kinds.contains(&AllocEventKind::Restarting), "{kinds:?}");
+    a.apply(stop(1, 3));
+    let second = pid_in(&pidfile).unwrap();
+    until("the restarted task to be stopped", || !alive(second)).await;
+    drop(data);
+}
+
+#[tokio::test]
+async fn the_restart_policy_counts_across_an_agent_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pidfile = scratch.path().join("pid");
+    let command = format!(
+        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300",
+        p = pidfile.display()
+    );
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap()
+    };
+    // One restart allowed in the interval.
+    let (a, data) = keeper(Duration::from_secs(1));
+    a.apply(run(1, 2, &command, restart(1, 10), JobType::Service));
+    until("it runs", || pid_in(&pidfile).is_some()).await;
+    let first = pid_in(&pidfile).unwrap();
+    kill(first);
+    until("its restart", || {
+        pid_in(&pidfile).is_some_and(|p| p != first)
+            && seen(&a, 1)
+                .is_some_and(|(c, restarts, _)| restarts == 1 && c == ClientStatus::Running)
+    })
+    .await;
+    let second = pid_in(&pidfile).unwrap();
+    for runner in a.detach_all() {
+        let _ = runner.await;
+    }
+    kill(second);
+    until("the task to die", || !alive(second)).await;
+    // The next agent knows the restart was used: this exit fails the allocation.
+    let (a, data) = restart_agent(a, data).await;
+    until("the allocation to fail", || {
+        seen(&a, 1).is_some_and(|(c, ..)| c == ClientStatus::Failed)
+    })
+    .await;
+    assert_eq!(seen(&a, 1).unwrap().1, 1);
+    assert_eq!(pid_in(&pidfile), Some(second), "not started again");
+    drop(data);
 }

@@ -16,7 +16,7 @@ mod files;
 mod supervise;
 mod supervised;
 
-pub use files::{ExecDir, ExecResult, SuperviseSpec};
+pub use files::{Durability, ExecDir, ExecResult, SuperviseSpec, read_value, write_value};
 pub use supervise::{SUBCOMMAND, main_if_invoked};
 pub use supervised::{Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand};
 
@@ -30,11 +30,29 @@ pub fn spec(task: windflow_protocol::TaskSpec) -> SuperviseSpec {
         task,
         stdout_cap: windflow_protocol::CONTEXT_MAX_BYTES,
         output_file_cap: OUTPUT_FILE_CAP,
+        stop_grace: None,
+    }
+}
+
+/// The spec of an allocation's task as the agent runs it: one long-running attempt (no
+/// retries or timeout: the allocation's restart policy decides what follows an exit), its
+/// output in the execution's files, stopped with SIGTERM and `grace` before SIGKILL.
+pub fn service_spec(
+    mut task: windflow_protocol::TaskSpec,
+    grace: std::time::Duration,
+) -> SuperviseSpec {
+    task.retry.max_retries = 0;
+    task.timeout = None;
+    SuperviseSpec {
+        task,
+        stdout_cap: windflow_protocol::CONTEXT_MAX_BYTES,
+        output_file_cap: OUTPUT_FILE_CAP,
+        stop_grace: Some(windflow_protocol::HumanDuration(grace)),
     }
 }
 
 mod process;
-pub use process::{ExecProcess, ProcessExit, spawn_process};
+pub use process::ProcessExit;
 
 #[cfg(test)]
 mod tests;

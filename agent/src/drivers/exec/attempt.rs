@@ -60,6 +60,8 @@ pub(super) struct AttemptPlan<'a> {
     pub timeout: Option<HumanDuration>,
     pub stdout_cap: usize,
     pub output_file_cap: u64,
+    /// SIGTERM first and this long before SIGKILL, when a stop ends the attempt.
+    pub stop_grace: Option<Duration>,
 }
 
 /// SIGKILL to a whole process group.
@@ -163,6 +165,15 @@ pub(super) async fn run_attempt(
         _ = tokio::time::sleep(timeout) => Ended::TimedOut,
         _ = stop.cancelled() => Ended::Stopped,
     };
+    if let (Ended::Stopped, Some(grace)) = (&ended, plan.stop_grace) {
+        let _ = killpg(pgid, Signal::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "still running after SIGTERM; sending SIGKILL"
+            );
+        }
+    }
     // Whatever ended the attempt, nothing it started may outlive it or hold its pipes.
     kill_group(pgid);
     let (outcome, exit_code, error) = match ended {

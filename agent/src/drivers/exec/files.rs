@@ -26,6 +26,9 @@ pub struct SuperviseSpec {
     /// The most bytes an attempt's output file takes per stream; live output stops there,
     /// the result's head and tail are kept regardless.
     pub output_file_cap: u64,
+    /// How a stop ends the task: `None` kills its group at once (a run); `Some(grace)`
+    /// sends SIGTERM to the group and SIGKILL only after `grace` (an allocation's task).
+    pub stop_grace: Option<HumanDuration>,
 }
 
 /// How a supervised execution ended, after its last attempt: a run's [`TaskFinished`]

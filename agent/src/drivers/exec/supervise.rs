@@ -158,6 +158,7 @@ pub(crate) async fn run_all(
         timeout: task.timeout,
         stdout_cap: spec.stdout_cap,
         output_file_cap: spec.output_file_cap,
+        stop_grace: spec.stop_grace.map(|g| g.0),
     };
     let attempts = task.retry.max_retries.saturating_add(1);
     let mut last = Attempt::failed("no attempt was made".into());

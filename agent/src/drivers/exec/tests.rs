@@ -24,6 +24,7 @@ async fn run_capped(t: &TaskSpec, stdout_cap: usize) -> (ExecResult, tempfile::T
         task: t.clone(),
         stdout_cap,
         output_file_cap: super::OUTPUT_FILE_CAP,
+        stop_grace: None,
     };
     let result = run_all(&exec, &spec, &CancellationToken::new()).await;
     (result, dir)
@@ -162,6 +163,44 @@ async fn a_stop_kills_the_process_group_and_ends_the_retries() {
 }
 
 #[tokio::test]
+async fn a_service_task_is_stopped_with_sigterm_first_and_ran_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("termed");
+    let pidfile = dir.path().join("pid");
+    let mut t = task(&format!(
+        "trap 'echo bye > {m}; exit 7' TERM; echo $$ > {p}.tmp; mv {p}.tmp {p}; while true; do sleep 0.05; done",
+        m = marker.display(),
+        p = pidfile.display()
+    ));
+    t.retry.max_retries = 3;
+    t.timeout = Some(HumanDuration::from_millis(1));
+    let exec = ExecDir::new(dir.path().join("exec"));
+    exec.create().unwrap();
+    let stop = CancellationToken::new();
+    let spec = super::service_spec(t, Duration::from_secs(5));
+    let running = {
+        let (exec, stop) = (exec.clone(), stop.clone());
+        tokio::spawn(async move { run_all(&exec, &spec, &stop).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_pid(&pidfile).is_none() {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No timeout applies to a long-running task: it is still there well past the 1ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!running.is_finished(), "a service task must not time out");
+    stop.cancel();
+    let f = running.await.unwrap();
+    assert_eq!(f.attempts, 1, "no retries for a service task");
+    assert!(
+        f.error.clone().unwrap_or_default().contains("stopped"),
+        "{f:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "bye\n");
+}
+
+#[tokio::test]
 async fn background_children_do_not_hold_the_run_open() {
     let (f, _) = run_task(&task("sleep 300 & echo started")).await;
     assert_eq!(f.outcome, RunOutcome::Succeeded);
@@ -217,6 +256,7 @@ async fn an_output_file_stops_at_its_cap_but_the_result_keeps_the_tail() {
         task: task("head -c 100000 /dev/zero | tr '\\0' 'e' >&2; echo END >&2"),
         stdout_cap: 10,
         output_file_cap: 5000,
+        stop_grace: None,
     };
     let f = run_all(&exec, &spec, &CancellationToken::new()).await;
     let in_file = std::fs::metadata(exec.output(1, OutputStream::Stderr))
