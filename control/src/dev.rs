@@ -146,5 +146,14 @@ pub async fn run(mut config: ServerConfig, temporary: bool) -> anyhow::Result<()
     crate::cli::wait_for_signal().await;
     println!("Stopping.");
     cluster.stop().await;
+    if temporary {
+        // The data dir goes away with this process: its agent's tasks must not outlive it
+        // (an agent otherwise leaves them running, to take them back when it starts again).
+        let stopped =
+            windflow_agent::drivers::exec::stop_supervisors_under(&config.data_dir.join(AGENT_DIR));
+        if stopped > 0 {
+            println!("Stopped the {stopped} task(s) still running.");
+        }
+    }
     Ok(())
 }

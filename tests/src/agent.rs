@@ -146,35 +146,14 @@ impl Agent {
     /// The pids of the task supervisors this agent's data dir has running: `windflow-agent
     /// supervise --spec DATA_DIR/...` processes, which outlive the agent.
     pub fn supervisors(&self) -> Vec<u32> {
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        procs
-            .flatten()
-            .filter_map(|p| {
-                let pid: u32 = p.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                let ours = args.get(1) == Some(&b"supervise".as_slice())
-                    && args.get(3).is_some_and(|spec| {
-                        std::str::from_utf8(spec)
-                            .is_ok_and(|s| std::path::Path::new(s).starts_with(&self.spec.data_dir))
-                    });
-                ours.then_some(pid)
-            })
-            .collect()
+        windflow_agent::drivers::exec::supervisors_under(&self.spec.data_dir)
     }
 
     /// Stops what the agent left running: SIGTERM to each of its task supervisors (each
     /// stops its task's process group). For a test's end, since stopping or killing an
     /// agent leaves its tasks running.
     pub fn stop_tasks(&self) {
-        for pid in self.supervisors() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        windflow_agent::drivers::exec::stop_supervisors_under(&self.spec.data_dir);
     }
 
     /// SIGKILL.

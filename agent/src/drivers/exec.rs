@@ -18,7 +18,10 @@ mod supervised;
 
 pub use files::{Durability, ExecDir, ExecResult, SuperviseSpec, read_value, write_value};
 pub use supervise::{SUBCOMMAND, main_if_invoked};
-pub use supervised::{Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand};
+pub use supervised::{
+    Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand, stop_supervisors_under,
+    supervisors_under,
+};
 
 /// The most bytes an attempt's output file takes per stream: live output stops there (the
 /// result's stdout head and stderr tail are kept regardless), and disk use is bounded.

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -352,4 +352,43 @@ fn read_new(
             data: data.to_vec(),
         });
     }
+}
+
+/// The pids of running supervisors whose spec lies under `dir` (an agent's data dir), read
+/// from `/proc/*/cmdline` (`<binary> supervise --spec <path>`): what an agent left running,
+/// found without its store.
+pub fn supervisors_under(dir: &Path) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let ours = args.get(1) == Some(&SUBCOMMAND.as_bytes())
+                && args.get(2) == Some(&b"--spec".as_slice())
+                && args.get(3).is_some_and(|spec| {
+                    std::str::from_utf8(spec).is_ok_and(|s| Path::new(s).starts_with(dir))
+                });
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGTERM to every supervisor under `dir`; each stops its task's process group (a grace,
+/// then SIGKILL) before it exits. For an agent whose data dir is going away (`windflow dev`
+/// on a temporary dir), since stopping an agent otherwise leaves its tasks running.
+/// Returns how many were told.
+pub fn stop_supervisors_under(dir: &Path) -> usize {
+    let pids = supervisors_under(dir);
+    for pid in &pids {
+        // ESRCH: it ended meanwhile, which is what we want.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    pids.len()
 }
