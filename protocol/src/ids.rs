@@ -123,6 +123,31 @@ prefixed_id!(
     EvalId, "EV", "evaluation"
 );
 
+prefixed_id!(
+    /// A pipeline, a named DAG of jobs: `P<n>`.
+    PipelineId, "P", "pipeline"
+);
+
+prefixed_id!(
+    /// One run of a pipeline: `PR<n>`.
+    PipelineRunId, "PR", "pipeline run"
+);
+
+prefixed_id!(
+    /// A schedule, a cron expression pointing at jobs and pipelines: `S<n>`.
+    ScheduleId, "S", "schedule"
+);
+
+prefixed_id!(
+    /// A webhook subscription to run events: `W<n>`.
+    WebhookId, "W", "webhook"
+);
+
+prefixed_id!(
+    /// One rollout of a new service job version: `D<n>`.
+    DeploymentId, "D", "deployment"
+);
+
 impl NodeId {
     /// The name an agent's certificate carries for this node.
     pub fn certificate_name(&self) -> String {
@@ -146,7 +171,7 @@ impl NodeId {
 #[serde(into = "String", try_from = "String")]
 pub enum ContextId {
     Job(JobId),
-    Pipeline(u64),
+    Pipeline(PipelineId),
 }
 
 impl ContextId {
@@ -154,13 +179,18 @@ impl ContextId {
     pub fn of_job(job: JobId) -> Self {
         ContextId::Job(job)
     }
+
+    /// The context a pipeline writes to.
+    pub fn of_pipeline(pipeline: PipelineId) -> Self {
+        ContextId::Pipeline(pipeline)
+    }
 }
 
 impl fmt::Display for ContextId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ContextId::Job(j) => write!(f, "CJ{}", j.0),
-            ContextId::Pipeline(p) => write!(f, "CP{p}"),
+            ContextId::Pipeline(p) => write!(f, "CP{}", p.0),
         }
     }
 }
@@ -171,7 +201,7 @@ impl FromStr for ContextId {
         if s.starts_with("CJ") {
             parse_prefixed(s, "CJ", "context").map(|n| ContextId::Job(JobId(n)))
         } else {
-            parse_prefixed(s, "CP", "context").map(ContextId::Pipeline)
+            parse_prefixed(s, "CP", "context").map(|n| ContextId::Pipeline(PipelineId(n)))
         }
     }
 }

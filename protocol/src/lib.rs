@@ -25,8 +25,8 @@ pub use alloc::{
 pub use codec::CodecError;
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{
-    AllocId, AuditId, ContextId, EvalId, IdParseError, JobId, JoinTokenId, NodeId, RunId, TokenId,
-    UserId,
+    AllocId, AuditId, ContextId, DeploymentId, EvalId, IdParseError, JobId, JoinTokenId, NodeId,
+    PipelineId, PipelineRunId, RunId, ScheduleId, TokenId, UserId, WebhookId,
 };
 pub use job::{
     DriverConfig, ExecConfig, Job, JobSpec, JobType, RescheduleLimit, ReschedulePolicy,

@@ -111,7 +111,7 @@ pub(crate) mod key {
     pub fn context(id: super::ContextId) -> Vec<u8> {
         match id {
             super::ContextId::Job(j) => [CONTEXT, b"J", &j.0.to_be_bytes()].concat(),
-            super::ContextId::Pipeline(p) => [CONTEXT, b"P", &p.to_be_bytes()].concat(),
+            super::ContextId::Pipeline(p) => [CONTEXT, b"P", &p.0.to_be_bytes()].concat(),
         }
     }
 }
