@@ -6,6 +6,7 @@
 //! on serde and bincode only, so both the agent and the servers can link it.
 
 pub mod alloc;
+pub mod batch;
 pub mod codec;
 pub mod enroll;
 pub mod identity;
@@ -14,6 +15,7 @@ pub mod job;
 pub mod messages;
 pub mod namespace;
 pub mod node;
+pub mod pipeline;
 pub mod run;
 pub mod secret;
 pub mod time;
@@ -22,6 +24,7 @@ pub use alloc::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint,
     DesiredStatus, Dimension, EvalStatus, EvalTrigger, Evaluation, Operator, Placement, Resources,
 };
+pub use batch::{RunRetention, RunTarget};
 pub use codec::CodecError;
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{
@@ -34,7 +37,11 @@ pub use job::{
 };
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};
-pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use pipeline::{
+    FailurePolicy, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, PipelineStep,
+    StepState, StepStatus,
+};
+pub use run::{Context, ContextPart, ContextSource, Run, RunOutcome, RunStatus};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
 

@@ -20,11 +20,16 @@ mod network;
 mod node;
 mod node_certs;
 mod nodes;
+mod pipelines;
+mod pipelines_reader;
 mod reader;
+mod run_retention;
 mod secrets;
 mod state;
 mod state_machine;
 mod timings;
+#[cfg(test)]
+mod pipeline_tests;
 
 pub use command::{
     AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,

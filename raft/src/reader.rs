@@ -70,7 +70,7 @@ impl StateReader {
         self.applied.send_replace(index);
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    pub(crate) fn get<T: serde::de::DeserializeOwned>(
         &self,
         k: &[u8],
         what: &'static str,
@@ -78,7 +78,7 @@ impl StateReader {
         self.tree.get(k)?.map(|v| decode(&v, what)).transpose()
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(
+    pub(crate) fn scan<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &[u8],
         what: &'static str,
@@ -405,7 +405,7 @@ impl StateReader {
         Ok(out)
     }
 
-    fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
+    pub(crate) fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
         Ok(id_of(self.tree.get(index)?))
     }
 

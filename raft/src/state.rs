@@ -70,6 +70,21 @@ pub(crate) mod key {
     pub const NODE_HEARD: &[u8] = b"nodeheard/";
     /// `count/nsjobs/<namespace>`: how many jobs a namespace holds.
     pub const NAMESPACE_JOBS: &[u8] = b"count/nsjobs/";
+    // Pipelines and run retention (issue 7; see `crate::pipelines`).
+    pub const PIPELINE: &[u8] = b"pipeline/";
+    /// `pipelinename/<namespace>/<name>`.
+    pub const PIPELINE_NAME: &[u8] = b"pipelinename/";
+    pub const NEXT_PIPELINE: &[u8] = b"counter/pipeline";
+    /// `pipelinejob/<job>/<pipeline>`: the pipelines a job is a step of.
+    pub const PIPELINE_BY_JOB: &[u8] = b"pipelinejob/";
+    pub const PIPELINE_RUN: &[u8] = b"prun/";
+    pub const NEXT_PIPELINE_RUN: &[u8] = b"counter/prun";
+    /// `pipelineprun/<pipeline>/<pipeline run>`: a pipeline's runs.
+    pub const PIPELINE_RUN_BY_PIPELINE: &[u8] = b"pipelineprun/";
+    /// `prsched/<start ms>/<pipeline run>`: runs waiting for their start time, soonest first.
+    pub const PIPELINE_RUN_SCHEDULED: &[u8] = b"prsched/";
+    /// The cluster's default run retention.
+    pub const RUN_RETENTION: &[u8] = b"config/runretention";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
@@ -208,7 +223,7 @@ impl<'a> Pending<'a> {
     }
 
     /// Stores a run, keeping the status index and the per-status counts in step.
-    fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
+    pub(crate) fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
         if before != Some(run.status) {
             if let Some(old) = before {
                 self.del(key::pair(
@@ -353,6 +368,9 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
                 return Ok(Err(ApplyError::not_found("job", job)));
             };
+            if let Some(refusal) = crate::pipelines::job_in_use(p, &j)? {
+                return Ok(Err(refusal));
+            }
             p.del(key::id(key::JOB, job.0));
             p.del(key::job_name(&j.spec.namespace, &j.spec.name));
             p.del(key::context(ContextId::of_job(job)));
@@ -380,29 +398,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             }
             Ok(Applied::Job(j))
         }
-        Command::CreateRun { job, at } => {
-            let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
-                return Ok(Err(ApplyError::not_found("job", job)));
-            };
-            let run = Run {
-                id: RunId(p.next(key::NEXT_RUN)?),
-                job,
-                namespace: j.spec.namespace,
-                status: RunStatus::Pending,
-                node: None,
-                requested_at: at,
-                started_at: None,
-                finished_at: None,
-                attempts: 0,
-                exit_code: None,
-                duration: None,
-                error: None,
-                stderr_tail: String::new(),
-            };
-            p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
-            p.put_run(&run, None)?;
-            Ok(Applied::Run(run))
-        }
+        Command::CreateRun { job, at } => create_run(p, job, None, at)?,
         Command::RunDispatched { run, node, at } => {
             let Some(mut r) = p.get_as::<Run>(&key::id(key::RUN, run.0), "run")? else {
                 return Ok(Err(ApplyError::not_found("run", run)));
@@ -545,9 +541,57 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 ctx.attempts = attempts;
                 p.put_as(ctx_key, &ctx)?;
             }
+            crate::pipelines::run_ended(p, &r, at)?;
             Ok(Applied::Run(r))
         }
+        // Pipelines, contexts and run retention (issue 7).
+        Command::CreatePipeline { spec, at } => crate::pipelines::create(p, spec, at)?,
+        Command::DeletePipeline { pipeline, at } => crate::pipelines::delete(p, pipeline, at)?,
+        Command::CreatePipelineRun {
+            pipeline,
+            start_at,
+            at,
+        } => crate::pipelines::create_run(p, pipeline, start_at, at)?,
+        Command::StartPipelineRun { run, at } => crate::pipelines::start_run(p, run, at)?,
+        Command::RetryPipelineRun { run, at } => crate::pipelines::retry_run(p, run, at)?,
+        Command::RunRefused { run, error, at } => crate::run_retention::refuse(p, run, error, at)?,
+        Command::ResetContext { context, at } => crate::pipelines::reset_context(p, context, at)?,
+        Command::PruneRuns { runs, at: _ } => crate::run_retention::prune(p, runs)?,
+        Command::SetRunRetention { retention, at: _ } => {
+            crate::run_retention::set_default(p, retention)?
+        }
     })
+}
+
+/// Queues a run of `job` (`pending`), as a step of `pipeline_run` if given.
+pub(crate) fn create_run(
+    p: &mut Pending<'_>,
+    job: JobId,
+    pipeline_run: Option<windflow_protocol::PipelineRunId>,
+    at: windflow_protocol::Timestamp,
+) -> Result<Response, StoreError> {
+    let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
+        return Ok(Err(ApplyError::not_found("job", job)));
+    };
+    let run = Run {
+        id: RunId(p.next(key::NEXT_RUN)?),
+        job,
+        namespace: j.spec.namespace,
+        status: RunStatus::Pending,
+        node: None,
+        requested_at: at,
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        exit_code: None,
+        duration: None,
+        error: None,
+        stderr_tail: String::new(),
+        pipeline_run,
+    };
+    p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
+    p.put_run(&run, None)?;
+    Ok(Ok(Applied::Run(run)))
 }
 
 pub(crate) use key::{LAST_APPLIED, MEMBERSHIP, META};
