@@ -11,7 +11,7 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand,
+    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, JobCommand,
     JobCreateArgs, NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
 };
 
@@ -53,16 +53,8 @@ pub async fn run(
             out.run(&run)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Context(ContextCommand::Show { context }) => {
-            let ctx: Context = client
-                .get(&format!("/v1/contexts/{}", seg(&context)))
-                .await?;
-            match output {
-                OutputFormat::Json => out.json(&ctx)?,
-                OutputFormat::Table => print!("{}", ctx.value),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Context(cmd) => super::pipelines::context(&client, out, cmd).await,
+        Command::Pipeline(cmd) => super::pipelines::pipeline(&client, out, cmd).await,
         Command::Cluster(ClusterCommand::Members) => {
             let members: Vec<Value> = client.get("/v1/cluster/members").await?;
             print_members(out, &members)?;
@@ -218,8 +210,13 @@ pub async fn run(
 
 async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JobCommand::Create(args) => {
-            let job: Job = client.post("/v1/jobs", Some(&create_body(*args)?)).await?;
+        JobCommand::Create(mut args) => {
+            let runs = std::mem::take(&mut args.runs);
+            let mut body = create_body(*args)?;
+            if let Value::Object(fields) = &mut body {
+                super::pipelines::run_fields(client, runs, fields).await?;
+            }
+            let job: Job = client.post("/v1/jobs", Some(&body)).await?;
             out.job(&job)?;
         }
         JobCommand::List => {
@@ -245,6 +242,17 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
                 OutputFormat::Json => out.json(&job)?,
                 OutputFormat::Table => println!("Deleted {} ({})", job.id, job.spec.name),
             }
+        }
+        JobCommand::Copy { job, name } => {
+            return super::pipelines::job_copy(client, out, &job, &name).await;
+        }
+        JobCommand::Retention {
+            keep_runs,
+            keep_for,
+            unlimited,
+        } => {
+            return super::pipelines::job_retention(client, out, keep_runs, keep_for, unlimited)
+                .await;
         }
         JobCommand::Run { job, wait } => {
             let run: Run = client

@@ -9,6 +9,7 @@ pub mod config;
 mod identity;
 mod namespaces;
 mod nodes;
+mod pipelines;
 mod table;
 mod trust;
 
@@ -72,6 +73,9 @@ pub enum Command {
     /// Read what runs captured.
     #[command(subcommand)]
     Context(ContextCommand),
+    /// DAGs of jobs: create, run, retry.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Look at the agent hosts, revoke one.
     #[command(subcommand)]
     Node(NodeCommand),
