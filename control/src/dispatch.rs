@@ -176,7 +176,11 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// Fails a pending run that cannot start, saying why.
-    async fn refuse(&self, run: windflow_protocol::RunId, error: String) -> Result<(), DispatchError> {
+    async fn refuse(
+        &self,
+        run: windflow_protocol::RunId,
+        error: String,
+    ) -> Result<(), DispatchError> {
         tracing::info!(%run, %error, "run refused before it started");
         match self
             .raft
@@ -230,7 +234,10 @@ fn used_by_node(
 
 /// The node a run of a job with `target` goes to, among the `connected` agents' nodes.
 fn choose(target: &RunTarget, connected: &[NodeId], view: &View) -> Option<NodeId> {
-    let open = connected.iter().copied().filter(|n| view.open.contains_key(n));
+    let open = connected
+        .iter()
+        .copied()
+        .filter(|n| view.open.contains_key(n));
     match target {
         RunTarget::Any => fewest_runs(open, &view.load),
         RunTarget::Node(want) => named_node(open, *want),
@@ -316,8 +323,22 @@ mod tests {
             ]),
             load: HashMap::from([(NodeId(2), 4), (NodeId(3), 1)]),
             used: Some(HashMap::from([
-                (NodeId(2), Resources { cpu_mhz: 100, memory_mb: 0, disk_mb: 0 }),
-                (NodeId(3), Resources { cpu_mhz: 2000, memory_mb: 0, disk_mb: 0 }),
+                (
+                    NodeId(2),
+                    Resources {
+                        cpu_mhz: 100,
+                        memory_mb: 0,
+                        disk_mb: 0,
+                    },
+                ),
+                (
+                    NodeId(3),
+                    Resources {
+                        cpu_mhz: 2000,
+                        memory_mb: 0,
+                        disk_mb: 0,
+                    },
+                ),
             ])),
         }
     }
@@ -328,17 +349,26 @@ mod tests {
     fn any_goes_to_the_open_node_with_fewest_runs() {
         let v = view();
         assert_eq!(choose(&RunTarget::Any, &CONNECTED, &v), Some(NodeId(3)));
-        assert_eq!(choose(&RunTarget::Any, &CONNECTED[..2], &v), Some(NodeId(2)));
+        assert_eq!(
+            choose(&RunTarget::Any, &CONNECTED[..2], &v),
+            Some(NodeId(2))
+        );
         assert_eq!(choose(&RunTarget::Any, &CONNECTED[..1], &v), None);
     }
 
     #[test]
     fn a_named_node_or_nothing() {
         let v = view();
-        assert_eq!(choose(&RunTarget::Node(NodeId(2)), &CONNECTED, &v), Some(NodeId(2)));
+        assert_eq!(
+            choose(&RunTarget::Node(NodeId(2)), &CONNECTED, &v),
+            Some(NodeId(2))
+        );
         // Closed, or not connected: the run waits.
         assert_eq!(choose(&RunTarget::Node(NodeId(1)), &CONNECTED, &v), None);
-        assert_eq!(choose(&RunTarget::Node(NodeId(3)), &CONNECTED[..2], &v), None);
+        assert_eq!(
+            choose(&RunTarget::Node(NodeId(3)), &CONNECTED[..2], &v),
+            None
+        );
     }
 
     #[test]
@@ -355,6 +385,9 @@ mod tests {
         };
         assert_eq!(choose(&mars, &CONNECTED, &v), None);
         // Node 2 runs more but uses 10% of its CPU; node 3 uses 50%.
-        assert_eq!(choose(&RunTarget::LeastLoaded, &CONNECTED, &v), Some(NodeId(2)));
+        assert_eq!(
+            choose(&RunTarget::LeastLoaded, &CONNECTED, &v),
+            Some(NodeId(2))
+        );
     }
 }

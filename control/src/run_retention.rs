@@ -34,7 +34,12 @@ pub fn prunable(reader: &StateReader, now: Timestamp) -> Result<Vec<RunId>, Stor
             .filter(|(_, r)| r.status.is_finished())
             .map(|(i, r)| (i, r.finished_at.unwrap_or(r.requested_at)))
             .collect();
-        out.extend(retention.prune(&finished, now).into_iter().map(|i| runs[i].id));
+        out.extend(
+            retention
+                .prune(&finished, now)
+                .into_iter()
+                .map(|i| runs[i].id),
+        );
     }
     Ok(out)
 }

@@ -72,7 +72,8 @@ mod tests {
 
     #[test]
     fn each_limit_prunes_what_is_past_it() {
-        let runs: Vec<(usize, Timestamp)> = (0..5).map(|i| (i, Timestamp(i as u64 * 1000))).collect();
+        let runs: Vec<(usize, Timestamp)> =
+            (0..5).map(|i| (i, Timestamp(i as u64 * 1000))).collect();
         let keep3 = RunRetention {
             keep_last: Some(3),
             max_age: None,
@@ -89,6 +90,10 @@ mod tests {
             max_age: Some(HumanDuration::from_secs(2)),
         };
         assert_eq!(both.prune(&runs, Timestamp(5_000)), [0, 1, 2]);
-        assert!(RunRetention::default().prune(&runs, Timestamp(1 << 40)).is_empty());
+        assert!(
+            RunRetention::default()
+                .prune(&runs, Timestamp(1 << 40))
+                .is_empty()
+        );
     }
 }

@@ -38,8 +38,8 @@ pub use job::{
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};
 pub use pipeline::{
-    FailurePolicy, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, PipelineStep,
-    StepState, StepStatus,
+    FailurePolicy, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, PipelineStep, StepState,
+    StepStatus,
 };
 pub use run::{Context, ContextPart, ContextSource, Run, RunOutcome, RunStatus};
 pub use secret::{KeyId, Sealed};

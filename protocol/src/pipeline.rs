@@ -184,7 +184,10 @@ pub enum DagError<K> {
     /// The same job is two steps.
     Duplicate(K),
     /// A step depends on a job that is no step of the pipeline.
-    UnknownDependency { step: K, dependency: K },
+    UnknownDependency {
+        step: K,
+        dependency: K,
+    },
     /// The cycle, as a path that ends where it starts.
     Cycle(Vec<K>),
 }
@@ -264,8 +267,10 @@ pub fn order<K: Ord + Clone>(steps: &[(K, Vec<K>)]) -> Result<Vec<usize>, DagErr
                         // The cycle: `d` depends on the next on the stack, and so on
                         // down to `at`, which depends on `d`.
                         let from = stack.iter().position(|(s, _)| *s == d).unwrap_or(0);
-                        let mut path: Vec<K> =
-                            stack[from..].iter().map(|(s, _)| steps[*s].0.clone()).collect();
+                        let mut path: Vec<K> = stack[from..]
+                            .iter()
+                            .map(|(s, _)| steps[*s].0.clone())
+                            .collect();
                         path.push(steps[d].0.clone());
                         return Err(DagError::Cycle(path));
                     }
@@ -375,8 +380,17 @@ mod tests {
             Err(DagError::Duplicate("a"))
         );
         let e = order(&dag(&[("a", &["x"])])).unwrap_err();
-        assert_eq!(e.to_string(), "step `a` depends on `x`, which is no step of this pipeline");
-        let e = order(&dag(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "step `a` depends on `x`, which is no step of this pipeline"
+        );
+        let e = order(&dag(&[
+            ("a", &["c"]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("d", &[]),
+        ]))
+        .unwrap_err();
         let DagError::Cycle(path) = &e else {
             panic!("{e}")
         };

@@ -99,10 +99,7 @@ impl Timestamp {
             _ => return Err(err()),
         };
         let (h, m) = offset[1..].split_once(':').ok_or_else(err)?;
-        let (h, m): (i64, i64) = (
-            h.parse().map_err(|_| err())?,
-            m.parse().map_err(|_| err())?,
-        );
+        let (h, m): (i64, i64) = (h.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?);
         if h > 23 || m > 59 {
             return Err(err());
         }
@@ -320,7 +317,12 @@ mod tests {
             Timestamp::parse_rfc3339("2026-11-30T20:30:00-04:30").unwrap(),
             utc
         );
-        for bad in ["2026-12-01T02:00:00", "2026-12-01T02:00:00+1", "soon", "+01:00"] {
+        for bad in [
+            "2026-12-01T02:00:00",
+            "2026-12-01T02:00:00+1",
+            "soon",
+            "+01:00",
+        ] {
             assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

@@ -20,6 +20,8 @@ mod network;
 mod node;
 mod node_certs;
 mod nodes;
+#[cfg(test)]
+mod pipeline_tests;
 mod pipelines;
 mod pipelines_reader;
 mod reader;
@@ -28,8 +30,6 @@ mod secrets;
 mod state;
 mod state_machine;
 mod timings;
-#[cfg(test)]
-mod pipeline_tests;
 
 pub use command::{
     AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,

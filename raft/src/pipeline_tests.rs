@@ -128,7 +128,10 @@ fn a_finished_step_starts_its_dependents_in_the_same_entry() {
     f.finish(f.step_run(pr.id, 2), true, "b", 30);
     assert_eq!(f.statuses(pr.id), [Succeeded, Succeeded, Running, Waiting]);
     f.finish(f.step_run(pr.id, 3), true, "c", 31);
-    assert_eq!(f.statuses(pr.id), [Succeeded, Succeeded, Succeeded, Running]);
+    assert_eq!(
+        f.statuses(pr.id),
+        [Succeeded, Succeeded, Succeeded, Running]
+    );
     f.finish(f.step_run(pr.id, 4), true, "d", 40);
     let done = f.prun(pr.id);
     assert_eq!(done.status, PipelineRunStatus::Succeeded);
@@ -150,7 +153,10 @@ fn continue_skips_dependents_and_retry_runs_only_those_again() {
     let b = f.step_run(pr.id, 2);
     f.finish(b, false, "", 30);
     // C still runs; D is skipped, naming B.
-    assert_eq!(f.statuses(pr.id), [Succeeded, StepStatus::Failed, Running, Skipped]);
+    assert_eq!(
+        f.statuses(pr.id),
+        [Succeeded, StepStatus::Failed, Running, Skipped]
+    );
     let d = &f.prun(pr.id).steps[3];
     assert_eq!(d.reason.as_deref(), Some("depends on `B`, which failed"));
     let c = f.step_run(pr.id, 3);
@@ -192,7 +198,10 @@ fn stop_skips_every_step_not_started() {
     f.finish(f.step_run(pr.id, 1), true, "a", 20);
     f.finish(f.step_run(pr.id, 2), false, "", 30);
     // C was already running and finishes; D never starts.
-    assert_eq!(f.statuses(pr.id), [Succeeded, StepStatus::Failed, Running, Skipped]);
+    assert_eq!(
+        f.statuses(pr.id),
+        [Succeeded, StepStatus::Failed, Running, Skipped]
+    );
     f.finish(f.step_run(pr.id, 3), true, "c", 31);
     assert_eq!(f.prun(pr.id).status, PipelineRunStatus::Failed);
 }
@@ -211,7 +220,10 @@ fn a_refused_step_fails_with_its_reason() {
     assert!(r.is_ok(), "{r:?}");
     let done = f.prun(pr.id);
     assert_eq!(done.status, PipelineRunStatus::Failed);
-    assert_eq!(done.steps[0].reason.as_deref(), Some("context `X` is empty"));
+    assert_eq!(
+        done.steps[0].reason.as_deref(),
+        Some("context `X` is empty")
+    );
     assert!(done.steps[1..].iter().all(|s| s.status == Skipped));
     // A run refused twice, or after it started, is an invalid transition.
     assert!(matches!(
@@ -245,7 +257,10 @@ fn a_scheduled_run_starts_once() {
     assert_eq!(f.r.runs_with_status(RunStatus::Pending).unwrap().len(), 1);
     assert!(f.r.scheduled_pipeline_runs(10).unwrap().is_empty());
     // A start time already past starts at once.
-    assert_eq!(f.start(p, Some(Timestamp(5))).status, PipelineRunStatus::Running);
+    assert_eq!(
+        f.start(p, Some(Timestamp(5))).status,
+        PipelineRunStatus::Running
+    );
 }
 
 #[test]
@@ -285,15 +300,23 @@ fn pipelines_are_checked_and_their_jobs_kept() {
         Err(ApplyError::Refused(m)) if m.contains("diamond")
     ));
     let scheduled = f.start(p, Some(Timestamp(1000)));
-    assert!(f.apply(Command::DeletePipeline {
-        pipeline: p,
-        at: Timestamp(4)
-    })
-    .is_ok());
+    assert!(
+        f.apply(Command::DeletePipeline {
+            pipeline: p,
+            at: Timestamp(4)
+        })
+        .is_ok()
+    );
     assert_eq!(f.prun(scheduled.id).status, PipelineRunStatus::Failed);
     assert!(f.r.scheduled_pipeline_runs(10).unwrap().is_empty());
     assert!(f.r.context(ContextId::of_pipeline(p)).unwrap().is_none());
-    assert!(f.apply(Command::DeleteJob { job: JobId(2), at: Timestamp(5) }).is_ok());
+    assert!(
+        f.apply(Command::DeleteJob {
+            job: JobId(2),
+            at: Timestamp(5)
+        })
+        .is_ok()
+    );
 }
 
 #[test]

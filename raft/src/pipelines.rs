@@ -9,14 +9,14 @@
 use windflow_protocol::pipeline::{self, StepChange};
 use windflow_protocol::run::capped_text;
 use windflow_protocol::{
-    CONTEXT_MAX_BYTES, Context, ContextId, ContextPart, Job, JobId, JobType, Namespace,
-    Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineRunStatus, PipelineSpec, Run,
-    RunStatus, StepState, StepStatus, Timestamp,
+    CONTEXT_MAX_BYTES, Context, ContextId, ContextPart, Job, JobId, JobType, Namespace, Pipeline,
+    PipelineId, PipelineRun, PipelineRunId, PipelineRunStatus, PipelineSpec, Run, RunStatus,
+    StepState, StepStatus, Timestamp,
 };
 
+use crate::StoreError;
 use crate::command::{Applied, ApplyError, Response};
 use crate::state::{Pending, id_of, key};
-use crate::StoreError;
 
 /// `pipelinename/<namespace>/<name>`.
 pub(crate) fn name_key(ns: &Namespace, name: &str) -> Vec<u8> {
@@ -81,7 +81,10 @@ pub(crate) fn create(
     }
     let id = PipelineId(p.next(key::NEXT_PIPELINE)?);
     for step in &spec.steps {
-        p.put(key::pair(key::PIPELINE_BY_JOB, step.job.0, id.0), Vec::new());
+        p.put(
+            key::pair(key::PIPELINE_BY_JOB, step.job.0, id.0),
+            Vec::new(),
+        );
     }
     p.put(name, id.0.to_be_bytes().to_vec());
     p.put_as(
@@ -340,8 +343,7 @@ fn progress(p: &mut Pending<'_>, run: &mut PipelineRun, at: Timestamp) -> Result
                         }
                         Ok(_) | Err(_) => {
                             run.steps[i].status = StepStatus::Failed;
-                            run.steps[i].reason =
-                                Some(format!("job {job} no longer exists"));
+                            run.steps[i].reason = Some(format!("job {job} no longer exists"));
                         }
                     }
                 }
@@ -362,7 +364,11 @@ fn progress(p: &mut Pending<'_>, run: &mut PipelineRun, at: Timestamp) -> Result
 
 /// The pipeline's context: its steps' job contexts in order (those that ran in this
 /// run), capped to [`CONTEXT_MAX_BYTES`] in all; its value is the last one's.
-fn refresh_context(p: &mut Pending<'_>, run: &PipelineRun, at: Timestamp) -> Result<(), StoreError> {
+fn refresh_context(
+    p: &mut Pending<'_>,
+    run: &PipelineRun,
+    at: Timestamp,
+) -> Result<(), StoreError> {
     let ctx_key = key::context(ContextId::of_pipeline(run.pipeline));
     if p.get(&ctx_key)?.is_none() {
         return Ok(());

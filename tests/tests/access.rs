@@ -72,9 +72,24 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("POST", "/v1/pipelines", W, "/v1/pipelines"),
     ("GET", "/v1/pipelines/{id}", R, "/v1/pipelines/P999999"),
     ("DELETE", "/v1/pipelines/{id}", W, "/v1/pipelines/P999999"),
-    ("POST", "/v1/pipelines/{id}/run", W, "/v1/pipelines/P999999/run"),
-    ("GET", "/v1/pipelines/{id}/runs", R, "/v1/pipelines/P999999/runs"),
-    ("GET", "/v1/pipeline-runs/{id}", R, "/v1/pipeline-runs/PR999999"),
+    (
+        "POST",
+        "/v1/pipelines/{id}/run",
+        W,
+        "/v1/pipelines/P999999/run",
+    ),
+    (
+        "GET",
+        "/v1/pipelines/{id}/runs",
+        R,
+        "/v1/pipelines/P999999/runs",
+    ),
+    (
+        "GET",
+        "/v1/pipeline-runs/{id}",
+        R,
+        "/v1/pipeline-runs/PR999999",
+    ),
     (
         "POST",
         "/v1/pipeline-runs/{id}/retry",

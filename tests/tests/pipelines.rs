@@ -110,7 +110,10 @@ fn a_diamond_runs_its_branches_in_parallel_and_passes_contexts_on() {
     assert_eq!(ctx["pipeline_run"], run["id"]);
     assert_eq!(ctx["attempts"], 1);
     assert_eq!(ctx["exit_code"], 0);
-    assert!(ctx["node"].as_str().is_some_and(|n| n.starts_with('N')), "{ctx}");
+    assert!(
+        ctx["node"].as_str().is_some_and(|n| n.starts_with('N')),
+        "{ctx}"
+    );
     assert!(!ctx["duration"].is_null(), "{ctx}");
     let shown = f.cli(&["context", "show", &cp]);
     assert_eq!(stdout(&shown), "d:b+c");
@@ -131,18 +134,36 @@ fn continue_skips_what_depends_on_a_failure_and_retry_runs_only_that() {
     job(&f, "C", "printf c");
     job(&f, "D", "printf 'd:$$(B)'");
     let created = f.cli(&[
-        "pipeline", "create", "nightly", "--on-failure", "continue", "--step", "A", "--step",
-        "B:A", "--step", "C:A", "--step", "D:B,C",
+        "pipeline",
+        "create",
+        "nightly",
+        "--on-failure",
+        "continue",
+        "--step",
+        "A",
+        "--step",
+        "B:A",
+        "--step",
+        "C:A",
+        "--step",
+        "D:B,C",
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
 
     let out = f.cli(&["pipeline", "run", "nightly", "--wait", "--output", "json"]);
-    assert!(!out.status.success(), "a failed pipeline run exits non-zero");
+    assert!(
+        !out.status.success(),
+        "a failed pipeline run exits non-zero"
+    );
     let run = json_of(&out);
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(step(&run, &f, "A")["status"], "succeeded");
     assert_eq!(step(&run, &f, "B")["status"], "failed");
-    assert_eq!(step(&run, &f, "C")["status"], "succeeded", "C does not depend on B");
+    assert_eq!(
+        step(&run, &f, "C")["status"],
+        "succeeded",
+        "C does not depend on B"
+    );
     let d = step(&run, &f, "D");
     assert_eq!(d["status"], "skipped");
     assert_eq!(d["reason"], "depends on `B`, which failed");
@@ -159,21 +180,38 @@ fn continue_skips_what_depends_on_a_failure_and_retry_runs_only_that() {
     assert_eq!(retried["status"], "succeeded");
     assert_eq!(retried["attempts"], 2);
     // Only B and D ran again: A and C kept their one run.
-    let runs = |job: &str| f.get(&format!("/v1/jobs/{job}/runs")).as_array().unwrap().len();
+    let runs = |job: &str| {
+        f.get(&format!("/v1/jobs/{job}/runs"))
+            .as_array()
+            .unwrap()
+            .len()
+    };
     assert_eq!(
         [runs("A"), runs("B"), runs("C"), runs("D")],
         [1, 2, 1, 1],
         "{retried}"
     );
-    assert_eq!(step(&retried, &f, "B")["earlier_runs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        step(&retried, &f, "B")["earlier_runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(context(&f, "D")["value"], "d:b");
-    let cp = format!("C{}", f.get("/v1/pipelines/nightly")["id"].as_str().unwrap());
+    let cp = format!(
+        "C{}",
+        f.get("/v1/pipelines/nightly")["id"].as_str().unwrap()
+    );
     let ctx = context(&f, &cp);
     assert_eq!(ctx["attempts"], 2);
     assert_eq!(ctx["value"], "d:b");
     assert_eq!(ctx["parts"].as_array().unwrap().len(), 4, "{ctx}");
     let listed = stdout(&f.cli(&["pipeline", "runs", "nightly"]));
-    assert!(listed.contains(id) && listed.contains("succeeded"), "{listed}");
+    assert!(
+        listed.contains(id) && listed.contains("succeeded"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -190,9 +228,16 @@ fn references_copies_retention_and_a_run_at_a_time() {
     assert_eq!(run["status"], "failed");
     assert!(run["node"].is_null(), "it never reached a node: {run}");
     let why = run["error"].as_str().unwrap();
-    assert!(why.contains("$$(empty)") && why.contains("is empty"), "{why}");
+    assert!(
+        why.contains("$$(empty)") && why.contains("is empty"),
+        "{why}"
+    );
     let out = f.cli(&["job", "run", "lost", "--wait"]);
-    assert!(stderr(&out).contains("no context `nowhere`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no context `nowhere`"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = f.cli(&["job", "run", "empty", "--wait"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -245,5 +290,8 @@ fn references_copies_retention_and_a_run_at_a_time() {
         Some(json!({"at": "2026-12-01 02:00"})),
     );
     assert_eq!(status, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("`at`"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("`at`"),
+        "{e}"
+    );
 }

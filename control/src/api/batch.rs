@@ -66,7 +66,10 @@ pub(crate) fn parse_retention(f: &mut Fields) -> Result<Option<RunRetention>, Ap
     }
     let max_age = f.optional_any_duration("keep_for")?;
     if max_age.is_some_and(|d| d.0.is_zero()) {
-        return Err(ApiError::invalid_field("keep_for", "must be longer than zero"));
+        return Err(ApiError::invalid_field(
+            "keep_for",
+            "must be longer than zero",
+        ));
     }
     let r = RunRetention { keep_last, max_age };
     Ok((!r.is_unlimited()).then_some(r))

@@ -165,7 +165,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
             "contexts.reset",
             contexts::reset,
         )
-        .route(M::GET, "/pipelines", READ, "pipelines.list", pipelines::list)
+        .route(
+            M::GET,
+            "/pipelines",
+            READ,
+            "pipelines.list",
+            pipelines::list,
+        )
         .route(
             M::POST,
             "/pipelines",

@@ -22,11 +22,7 @@ use super::namespaces::{self, NsScope};
 use super::{ApiError, AppState, read_barrier};
 
 /// A pipeline by ID (`P3`) or by name in the scope's home namespace.
-pub(crate) fn find(
-    scope: &NsScope,
-    reader: &StateReader,
-    key: &str,
-) -> Result<Pipeline, ApiError> {
+pub(crate) fn find(scope: &NsScope, reader: &StateReader, key: &str) -> Result<Pipeline, ApiError> {
     let found = match key.parse() {
         Ok(id) => reader.pipeline(id)?,
         Err(_) => reader.pipeline_by_name(&scope.home(), key)?,
@@ -48,7 +44,11 @@ fn find_run(scope: &NsScope, reader: &StateReader, key: &str) -> Result<Pipeline
 
 /// `{"name", "namespace"?, "on_failure"?: "stop"|"continue", "steps": [{"job",
 /// "depends_on"?: [job, …]}]}`: jobs by name or ID, in the pipeline's namespace.
-fn parse_spec(body: &Bytes, scope: &NsScope, reader: &StateReader) -> Result<PipelineSpec, ApiError> {
+fn parse_spec(
+    body: &Bytes,
+    scope: &NsScope,
+    reader: &StateReader,
+) -> Result<PipelineSpec, ApiError> {
     let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
@@ -125,10 +125,8 @@ fn parse_spec(body: &Bytes, scope: &NsScope, reader: &StateReader) -> Result<Pip
         })
         .collect();
     order(&dag).map_err(|e| ApiError::invalid_field("steps", e))?;
-    let by_name: HashMap<&str, windflow_protocol::JobId> = ids
-        .values()
-        .map(|j| (j.spec.name.as_str(), j.id))
-        .collect();
+    let by_name: HashMap<&str, windflow_protocol::JobId> =
+        ids.values().map(|j| (j.spec.name.as_str(), j.id)).collect();
     let steps = dag
         .iter()
         .map(|(job, deps)| PipelineStep {
@@ -312,7 +310,11 @@ mod tests {
         let h = Harness::start().await;
         for n in names {
             let (status, body) = h
-                .call("POST", "/v1/jobs", Some(json!({"name": n, "command": "true"})))
+                .call(
+                    "POST",
+                    "/v1/jobs",
+                    Some(json!({"name": n, "command": "true"})),
+                )
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
@@ -348,7 +350,10 @@ mod tests {
         // A job that is a step cannot go while the pipeline exists.
         let (status, e) = h.call("DELETE", "/v1/jobs/a", None).await;
         assert_eq!(status, StatusCode::CONFLICT, "{e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains("`p`"), "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("`p`"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -363,11 +368,17 @@ mod tests {
             }
         };
         let m = refused(json!({"name": "p", "steps": [{"job": "zz"}]})).await;
-        assert!(m.contains("`steps[0].job`") && m.contains("no job `zz`"), "{m}");
+        assert!(
+            m.contains("`steps[0].job`") && m.contains("no job `zz`"),
+            "{m}"
+        );
         let m = refused(json!({"name": "p", "steps": [
             {"job": "a", "depends_on": ["b"]}, {"job": "b", "depends_on": ["a"]}]}))
         .await;
-        assert!(m.contains("cycle") && m.contains("`a`") && m.contains("`b`"), "{m}");
+        assert!(
+            m.contains("cycle") && m.contains("`a`") && m.contains("`b`"),
+            "{m}"
+        );
         let m = refused(json!({"name": "p", "steps": [{"job": "a", "depends_on": ["x"]}]})).await;
         assert!(m.contains("`x`"), "{m}");
         let m = refused(json!({"name": "p", "steps": [{"job": "a"}, {"job": "J1"}]})).await;
@@ -381,13 +392,24 @@ mod tests {
         let m = refused(json!({"name": "p", "steps": [{"job": "a", "after": ["b"]}]})).await;
         assert!(m.contains("after"), "{m}");
         let (status, p) = h
-            .call("POST", "/v1/pipelines", Some(json!({"name": "ok", "steps": [{"job": "a"}]})))
+            .call(
+                "POST",
+                "/v1/pipelines",
+                Some(json!({"name": "ok", "steps": [{"job": "a"}]})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{p}");
         let (status, e) = h
-            .call("POST", "/v1/pipelines/ok/run", Some(json!({"at": "tomorrow"})))
+            .call(
+                "POST",
+                "/v1/pipelines/ok/run",
+                Some(json!({"at": "tomorrow"})),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains("`at`"), "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("`at`"),
+            "{e}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, JobCommand,
-    JobCreateArgs, NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
+    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, JobCommand, JobCreateArgs,
+    NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.

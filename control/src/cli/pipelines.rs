@@ -195,7 +195,11 @@ pub enum ContextCommand {
     Reset { context: String },
 }
 
-pub async fn context(client: &Client, out: Printer, cmd: ContextCommand) -> anyhow::Result<ExitCode> {
+pub async fn context(
+    client: &Client,
+    out: Printer,
+    cmd: ContextCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         ContextCommand::Show { context } => {
             let ctx: Context = client
@@ -340,7 +344,13 @@ pub async fn pipeline(
                 return Ok(ExitCode::SUCCESS);
             }
             let mut t = Table::new(vec![
-                "ID", "STATUS", "STEPS DONE", "ATTEMPTS", "REQUESTED", "START AT", "FINISHED",
+                "ID",
+                "STATUS",
+                "STEPS DONE",
+                "ATTEMPTS",
+                "REQUESTED",
+                "START AT",
+                "FINISHED",
             ]);
             for r in &runs {
                 let done = r.steps.iter().filter(|s| s.status.is_finished()).count();
@@ -404,7 +414,10 @@ async fn finish(
         for (i, s) in run.steps.iter().enumerate() {
             t.row(vec![
                 (i + 1).to_string(),
-                names.get(&s.job).cloned().unwrap_or_else(|| s.job.to_string()),
+                names
+                    .get(&s.job)
+                    .cloned()
+                    .unwrap_or_else(|| s.job.to_string()),
                 s.status.as_str().into(),
                 or_dash(s.run),
                 s.reason.clone().unwrap_or_default(),
@@ -421,9 +434,7 @@ async fn finish(
     )
 }
 
-async fn job_names(
-    client: &Client,
-) -> anyhow::Result<HashMap<windflow_protocol::JobId, String>> {
+async fn job_names(client: &Client) -> anyhow::Result<HashMap<windflow_protocol::JobId, String>> {
     let jobs: Vec<Job> = client.get("/v1/jobs").await?;
     Ok(jobs.into_iter().map(|j| (j.id, j.spec.name)).collect())
 }
@@ -433,7 +444,8 @@ async fn print_pipeline(client: &Client, out: Printer, p: &Pipeline) -> anyhow::
         return out.json(p);
     }
     let names = job_names(client).await?;
-    let name = |j: &windflow_protocol::JobId| names.get(j).cloned().unwrap_or_else(|| j.to_string());
+    let name =
+        |j: &windflow_protocol::JobId| names.get(j).cloned().unwrap_or_else(|| j.to_string());
     println!(
         "Pipeline {} ({}), on failure: {}",
         p.id,
