@@ -219,15 +219,17 @@ fn used_by_node(
     let mut jobs = HashMap::new();
     for run in reader.runs_with_status(RunStatus::Running)? {
         let Some(node) = run.node else { continue };
-        if !jobs.contains_key(&run.job) {
-            let res = reader
-                .job(run.job)?
-                .and_then(|j| j.spec.tasks().next().map(|t| t.resources))
-                .unwrap_or_default();
-            jobs.insert(run.job, res);
-        }
+        let res = match jobs.entry(run.job) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => *e.insert(
+                reader
+                    .job(run.job)?
+                    .and_then(|j| j.spec.tasks().next().map(|t| t.resources))
+                    .unwrap_or_default(),
+            ),
+        };
         let u = used.entry(node).or_default();
-        *u = u.saturating_add(jobs[&run.job]);
+        *u = u.saturating_add(res);
     }
     Ok(used)
 }
@@ -265,12 +267,11 @@ fn named_node(mut nodes: impl Iterator<Item = NodeId>, want: NodeId) -> Option<N
 /// The node with the smallest share (per mille) of its CPU or memory in use, whichever is
 /// higher; then the fewest runs.
 fn least_loaded(nodes: impl Iterator<Item = NodeId>, view: &View) -> Option<NodeId> {
+    // A node that reports no capacity counts as full.
     let share = |used: u64, cap: u64| {
-        if cap == 0 {
-            u64::MAX
-        } else {
-            used.saturating_mul(1000) / cap
-        }
+        used.saturating_mul(1000)
+            .checked_div(cap)
+            .unwrap_or(u64::MAX)
     };
     nodes.min_by_key(|n| {
         let cap = view.open[n].resources;

@@ -188,7 +188,7 @@ impl Gateway {
             };
             if let Some(task) = job.spec.tasks().next() {
                 // References are resolved again: the run may never have reached the agent.
-                let task = match crate::refs::resolve_task(&reader, &run.namespace, task) {
+                let task = match crate::refs::resolve_task(reader, &run.namespace, task) {
                     Ok(task) => task,
                     Err(e) => {
                         tracing::warn!(run = %run.id, error = %e, "cannot resolve the run's context references to send it again");
