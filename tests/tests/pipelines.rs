@@ -294,4 +294,52 @@ fn references_copies_retention_and_a_run_at_a_time() {
         e["error"]["message"].as_str().unwrap().contains("`at`"),
         "{e}"
     );
+
+    // Deleting a pipeline cancels its scheduled runs.
+    let far = Timestamp(Timestamp::now().0 + 3_600_000).to_string();
+    let run = json_of(&f.cli(&["pipeline", "run", "later", "--at", &far, "--output", "json"]));
+    assert_eq!(run["status"], "scheduled", "{run}");
+    let deleted = f.cli(&["pipeline", "delete", "later"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let cancelled = f.get(&format!(
+        "/v1/pipeline-runs/{}",
+        run["id"].as_str().unwrap()
+    ));
+    assert_eq!(cancelled["status"], "failed", "{cancelled}");
+}
+
+#[test]
+fn references_stop_at_the_namespace_wall() {
+    let f = Fleet::start(1, PATIENT);
+    let (status, ns) = f.call("POST", "/v1/namespaces", Some(json!({"name": "other"})));
+    assert_eq!(status, 201, "{ns}");
+    let (status, hidden) = f.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "hidden", "command": "printf secret", "namespace": "other"})),
+    );
+    assert_eq!(status, 201, "{hidden}");
+    let id = hidden["id"].as_str().unwrap();
+    let (status, run) = f.call("POST", &format!("/v1/jobs/{id}/run"), None);
+    assert_eq!(status, 202, "{run}");
+    let run = f.get(&format!(
+        "/v1/runs/{}?wait=30s",
+        run["id"].as_str().unwrap()
+    ));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(context(&f, &format!("C{id}"))["value"], "secret");
+
+    // A job of `default` names it by context ID, job ID and name: none is found.
+    for name in [format!("C{id}"), id.to_owned(), "hidden".to_owned()] {
+        let job_name = format!("peek-{}", name.to_lowercase());
+        job(&f, &job_name, &format!("printf '$$({name})'"));
+        let out = f.cli(&["job", "run", &job_name, "--wait"]);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&format!("no context `{name}` in namespace `default`")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stdout(&out).contains("secret"));
+    }
 }
