@@ -1,5 +1,8 @@
-//! The leader's run retention loop: every interval, each job's finished runs past its
-//! retention (the job's own, else the cluster's) are dropped through raft (`PruneRuns`).
+//! The leader's run retention loop: each job's finished runs past its retention (the job's
+//! own, else the cluster's) are dropped through raft (`PruneRuns`). It looks every
+//! [`INTERVAL`] if runs finished since its last pass, and every [`FULL_PASS`] anyway (for
+//! runs that aged past `keep_for`), so an idle cluster of many jobs is not read over and
+//! over.
 //! Apply drops only runs that have finished, so a run listed here that is somehow not
 //! finished stays.
 
@@ -10,6 +13,7 @@ use windflow_protocol::{RunId, Timestamp};
 use windflow_raft::{Command, RaftNode, StateReader, StoreError};
 
 const INTERVAL: Duration = Duration::from_secs(5);
+const FULL_PASS: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs dropped per entry.
 const CHUNK: usize = 500;
@@ -44,6 +48,16 @@ pub fn prunable(reader: &StateReader, now: Timestamp) -> Result<Vec<RunId>, Stor
     Ok(out)
 }
 
+/// How many finished runs the store holds (from the per-status counts: no scan).
+fn finished_runs(reader: &StateReader) -> Result<u64, StoreError> {
+    Ok(reader
+        .run_counts()?
+        .into_iter()
+        .filter(|(s, _)| s.is_finished())
+        .map(|(_, n)| n)
+        .sum())
+}
+
 impl RunRetentionLoop {
     pub fn new(raft: RaftNode) -> Self {
         RunRetentionLoop { raft }
@@ -52,17 +66,35 @@ impl RunRetentionLoop {
     pub async fn run(self, stop: CancellationToken) {
         let mut wait = Duration::ZERO;
         let mut backoff = Duration::from_secs(1);
+        // What the last pass saw: finished runs so far, and when.
+        let mut last: Option<(u64, std::time::Instant)> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+            }
+            let finished = match finished_runs(self.raft.reader()) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting runs failed; retrying");
+                    wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            wait = INTERVAL;
+            if last.is_some_and(|(n, at)| n == finished && at.elapsed() < FULL_PASS) {
+                continue;
             }
             match self.prune_once().await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(pruned = n, "runs past retention dropped");
                     }
-                    wait = INTERVAL;
+                    // Counted again: the pruned runs are no longer there.
+                    last = finished_runs(self.raft.reader())
+                        .ok()
+                        .map(|n| (n, std::time::Instant::now()));
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
