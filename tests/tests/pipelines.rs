@@ -258,6 +258,16 @@ fn references_copies_retention_and_a_run_at_a_time() {
     // Keep the last two runs: the leader prunes the older ones.
     let created = f.cli(&["job", "create", "kept", "--cmd", "true", "--keep-runs", "2"]);
     assert!(created.status.success(), "{}", stderr(&created));
+    let shown = stdout(&f.cli(&["job", "show", "kept"]));
+    assert!(
+        shown.contains("Runs on: any node")
+            && shown.contains("The last 2 finished runs of each job are kept"),
+        "{shown}"
+    );
+    let set = f.cli(&["job", "retention", "--keep-for", "30d"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let shown = stdout(&f.cli(&["job", "retention"]));
+    assert_eq!(shown, "Finished runs are kept for 720h.\n");
     for _ in 0..4 {
         assert!(f.cli(&["job", "run", "kept", "--wait"]).status.success());
     }

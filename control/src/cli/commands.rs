@@ -226,6 +226,9 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
         JobCommand::Show { job } => {
             let job: Job = client.get(&format!("/v1/jobs/{}", seg(&job))).await?;
             out.job(&job)?;
+            if out.0 == OutputFormat::Table {
+                super::pipelines::print_run_settings(&job);
+            }
             if job.spec.job_type == windflow_protocol::JobType::Service
                 && out.0 == OutputFormat::Table
             {

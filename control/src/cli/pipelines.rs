@@ -174,6 +174,18 @@ pub async fn job_retention(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `job show`'s lines on where a batch job's runs go and how many are kept.
+pub fn print_run_settings(job: &Job) {
+    if job.spec.job_type != windflow_protocol::JobType::Batch {
+        return;
+    }
+    println!("Runs on: {}", job.spec.target);
+    match &job.spec.retention {
+        Some(r) => println!("Retention: {}", retention_text(r)),
+        None => println!("Retention: the cluster's (`windflow job retention`)"),
+    }
+}
+
 fn retention_text(r: &RunRetention) -> String {
     match (r.keep_last, r.max_age) {
         (None, None) => "Runs are kept without limit.".into(),
