@@ -353,3 +353,43 @@ fn references_stop_at_the_namespace_wall() {
         assert!(!stdout(&out).contains("secret"));
     }
 }
+
+#[test]
+fn a_job_for_a_named_node_runs_only_there() {
+    let f = Fleet::start(2, PATIENT);
+    let created = f.cli(&[
+        "job", "create", "pinned", "--cmd", "true", "--node", "host-1",
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let node = f
+        .nodes()
+        .into_iter()
+        .find(|n| n["name"] == "host-1")
+        .unwrap()["id"]
+        .clone();
+    let shown = stdout(&f.cli(&["job", "show", "pinned"]));
+    assert!(
+        shown.contains(&format!("Runs on: node {}", node.as_str().unwrap())),
+        "{shown}"
+    );
+    for _ in 0..3 {
+        let out = f.cli(&["job", "run", "pinned", "--wait"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let runs = f.get("/v1/jobs/pinned/runs");
+    assert!(
+        runs.as_array().unwrap().iter().all(|r| r["node"] == node),
+        "{runs}"
+    );
+    // A node that does not exist is refused when the job is made, naming the field.
+    let (status, e) = f.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "nowhere", "command": "true", "target": "node:N99"})),
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("`target`"),
+        "{e}"
+    );
+}
