@@ -180,6 +180,20 @@ fn continue_skips_dependents_and_retry_runs_only_those_again() {
     f.finish(b2, true, "b2", 60);
     f.finish(f.step_run(pr.id, 4), true, "d", 70);
     assert_eq!(f.prun(pr.id).status, PipelineRunStatus::Succeeded);
+    let counts = f.r.pipeline_run_counts().unwrap();
+    assert!(
+        counts.contains(&(PipelineRunStatus::Succeeded, 1)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&(PipelineRunStatus::Failed, 0)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&(PipelineRunStatus::Running, 0)),
+        "{counts:?}"
+    );
+    assert_eq!(f.r.pipeline_count().unwrap(), 1);
     // Only a failed run can be retried.
     assert!(matches!(
         f.apply(Command::RetryPipelineRun {
@@ -350,6 +364,7 @@ fn contexts_reset_and_runs_prune() {
     let left: Vec<_> = f.r.runs_of_job(j).unwrap().iter().map(|r| r.id).collect();
     assert_eq!(left, runs[1..]);
     let counts = f.r.run_counts().unwrap();
-    assert!(counts.contains(&(RunStatus::Succeeded, 0)), "{counts:?}");
+    // Counts are of runs that ended, kept or not.
+    assert!(counts.contains(&(RunStatus::Succeeded, 1)), "{counts:?}");
     assert!(counts.contains(&(RunStatus::Pending, 2)), "{counts:?}");
 }

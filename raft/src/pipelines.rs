@@ -33,6 +33,36 @@ fn scheduled_key(at: Timestamp, run: PipelineRunId) -> Vec<u8> {
     key::pair(key::PIPELINE_RUN_SCHEDULED, at.0, run.0)
 }
 
+/// Every pipeline run status, in the order their counters are keyed.
+pub const RUN_STATUSES: [PipelineRunStatus; 4] = [
+    PipelineRunStatus::Scheduled,
+    PipelineRunStatus::Running,
+    PipelineRunStatus::Succeeded,
+    PipelineRunStatus::Failed,
+];
+
+/// `count/prun/<status>`.
+pub(crate) fn count_key(status: PipelineRunStatus) -> Vec<u8> {
+    let i = RUN_STATUSES.iter().position(|s| *s == status).unwrap_or(0) as u8;
+    key::named(key::PIPELINE_RUN_COUNT, &[i])
+}
+
+/// Stores a pipeline run, keeping the per-status counts in step (`before`: its status as
+/// stored, `None` for a new one).
+fn put_run(
+    p: &mut Pending<'_>,
+    run: &PipelineRun,
+    before: Option<PipelineRunStatus>,
+) -> Result<(), StoreError> {
+    if before != Some(run.status) {
+        if let Some(old) = before {
+            p.add(count_key(old), -1)?;
+        }
+        p.add(count_key(run.status), 1)?;
+    }
+    p.put_as(key::id(key::PIPELINE_RUN, run.id.0), run)
+}
+
 fn refused(why: impl Into<String>) -> Response {
     Err(ApplyError::Refused(why.into()))
 }
@@ -97,6 +127,7 @@ pub(crate) fn create(
         created_at: at,
     };
     p.put_as(key::id(key::PIPELINE, id.0), &pipeline)?;
+    p.add(key::PIPELINE_COUNT.to_vec(), 1)?;
     Ok(Ok(Applied::Pipeline(pipeline)))
 }
 
@@ -110,6 +141,7 @@ pub(crate) fn delete(
         return Ok(Err(ApplyError::not_found("pipeline", id)));
     };
     p.del(key::id(key::PIPELINE, id.0));
+    p.add(key::PIPELINE_COUNT.to_vec(), -1)?;
     p.del(name_key(&pipeline.spec.namespace, &pipeline.spec.name));
     p.del(key::context(ContextId::of_pipeline(id)));
     for step in &pipeline.spec.steps {
@@ -139,7 +171,7 @@ pub(crate) fn delete(
                 step.status = StepStatus::Skipped;
                 step.reason = Some("the pipeline was deleted before the run started".into());
             }
-            p.put_as(run_key, &pr)?;
+            put_run(p, &pr, Some(PipelineRunStatus::Scheduled))?;
         }
     }
     Ok(Ok(Applied::Pipeline(pipeline)))
@@ -212,7 +244,7 @@ pub(crate) fn create_run(
         Some(start) => p.put(scheduled_key(start, run.id), Vec::new()),
         None => begin(p, &mut run, at)?,
     }
-    p.put_as(key::id(key::PIPELINE_RUN, run.id.0), &run)?;
+    put_run(p, &run, None)?;
     Ok(Ok(Applied::PipelineRun(run)))
 }
 
@@ -232,7 +264,7 @@ pub(crate) fn start_run(
         p.del(scheduled_key(start, id));
     }
     begin(p, &mut run, at)?;
-    p.put_as(run_key, &run)?;
+    put_run(p, &run, Some(PipelineRunStatus::Scheduled))?;
     Ok(Ok(Applied::PipelineRun(run)))
 }
 
@@ -267,7 +299,7 @@ pub(crate) fn retry_run(
     run.attempts += 1;
     run.finished_at = None;
     begin(p, &mut run, at)?;
-    p.put_as(run_key, &run)?;
+    put_run(p, &run, Some(PipelineRunStatus::Failed))?;
     Ok(Ok(Applied::PipelineRun(run)))
 }
 
@@ -300,8 +332,9 @@ pub(crate) fn run_ended(p: &mut Pending<'_>, run: &Run, at: Timestamp) -> Result
             },
         });
     }
+    let before = pr.status;
     progress(p, &mut pr, at)?;
-    p.put_as(run_key, &pr)
+    put_run(p, &pr, Some(before))
 }
 
 /// The run starts (or resumes): running from `at`, its ready steps started.

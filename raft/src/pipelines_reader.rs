@@ -1,8 +1,8 @@
 //! [`StateReader`]'s reads of pipelines, their runs, contexts and run retention.
 
 use windflow_protocol::{
-    Context, JobId, Namespace, Pipeline, PipelineId, PipelineRun, PipelineRunId, RunRetention,
-    Timestamp,
+    Context, JobId, Namespace, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineRunStatus,
+    RunRetention, Timestamp,
 };
 
 use crate::reader::StateReader;
@@ -97,6 +97,23 @@ impl StateReader {
             .scan_prefix(key::CONTEXT)
             .values()
             .map(|v| decode(&v?, "context"))
+            .collect()
+    }
+
+    pub fn pipeline_count(&self) -> Result<u64, StoreError> {
+        Ok(self.id_at(key::PIPELINE_COUNT)?.unwrap_or(0))
+    }
+
+    /// How many pipeline runs are in each status now.
+    pub fn pipeline_run_counts(&self) -> Result<Vec<(PipelineRunStatus, u64)>, StoreError> {
+        crate::pipelines::RUN_STATUSES
+            .iter()
+            .map(|s| {
+                Ok((
+                    *s,
+                    self.id_at(&crate::pipelines::count_key(*s))?.unwrap_or(0),
+                ))
+            })
             .collect()
     }
 

@@ -33,7 +33,8 @@ pub(crate) fn refuse(
     Ok(Ok(Applied::Run(run)))
 }
 
-/// Drops the listed runs that have finished, with their index entries.
+/// Drops the listed runs that have finished, with their index entries. The per-status
+/// counts stay: they count runs that ended (`windflow_runs` is a counter), not runs kept.
 pub(crate) fn prune(p: &mut Pending<'_>, runs: Vec<RunId>) -> Result<Response, StoreError> {
     let mut dropped = 0;
     for id in runs {
@@ -50,7 +51,6 @@ pub(crate) fn prune(p: &mut Pending<'_>, runs: Vec<RunId>) -> Result<Response, S
             key::status(run.status).into(),
             id.0,
         ));
-        p.add(key::named(key::RUN_COUNT, &[key::status(run.status)]), -1)?;
         p.del(key::pair(key::RUN_BY_JOB, run.job.0, id.0));
         dropped += 1;
     }

@@ -85,6 +85,9 @@ pub(crate) mod key {
     pub const PIPELINE_RUN_SCHEDULED: &[u8] = b"prsched/";
     /// The cluster's default run retention.
     pub const RUN_RETENTION: &[u8] = b"config/runretention";
+    pub const PIPELINE_COUNT: &[u8] = b"count/pipelines";
+    /// `count/prun/<status>`: pipeline runs per status.
+    pub const PIPELINE_RUN_COUNT: &[u8] = b"count/prun/";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";

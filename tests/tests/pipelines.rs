@@ -119,6 +119,27 @@ fn a_diamond_runs_its_branches_in_parallel_and_passes_contexts_on() {
     assert_eq!(stdout(&shown), "d:b+c");
     let listed = stdout(&f.cli(&["context", "list"]));
     assert!(listed.contains(&cp) && listed.contains("CJ4"), "{listed}");
+
+    let (status, body) = windflow_tests::http_json(
+        f.cluster.servers[0].http_addr,
+        "GET",
+        "/metrics",
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    for line in [
+        "windflow_pipelines 1",
+        "windflow_pipeline_runs{status=\"succeeded\"} 1",
+        "windflow_pipeline_runs{status=\"running\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
 }
 
 #[test]
