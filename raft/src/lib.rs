@@ -5,6 +5,7 @@
 //! tables in one sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle
 //! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
+mod alloc_changes;
 mod allocs;
 pub mod backup;
 mod batch;

@@ -49,18 +49,18 @@ pub(crate) mod key {
     pub const REVOKED_COUNT: &[u8] = b"count/revoked";
     pub const NAMESPACE: &[u8] = b"ns/";
     pub const ALLOC: &[u8] = b"alloc/";
-    /// `joballoc/<job>/<alloc>` and `nodealloc/<node>/<alloc>`: allocations by job, by node.
+    /// `joballoc/<job>/<alloc>`: allocations by job. (A node's are under
+    /// `nodeallocchange/<node>/`, each listed once.)
     pub const ALLOC_BY_JOB: &[u8] = b"joballoc/";
-    pub const ALLOC_BY_NODE: &[u8] = b"nodealloc/";
     /// `nodeused/<node>`: the resources its live allocations hold.
     pub const NODE_USED: &[u8] = b"nodeused/";
     pub const NEXT_ALLOC: &[u8] = b"counter/alloc";
     /// The allocations' modify index: a sequence advanced on every change of one.
     pub const NEXT_ALLOC_INDEX: &[u8] = b"counter/allocindex";
-    /// `allocchange/<modify index>` → node and alloc: each allocation once, at its latest
-    /// change, so the gateway finds what changed after an index with one range scan.
-    pub const ALLOC_CHANGE: &[u8] = b"allocchange/";
-    /// `nodeallocchange/<node>/<modify index>` → alloc: the same, per node.
+    /// `nodeallocchange/<node>/<modify index>` → alloc: each allocation once, at its latest
+    /// change, so a node's changes after an index are one range scan; so also the node's
+    /// allocations (there is no separate by-node index to write). Which nodes changed is
+    /// kept in memory only (`alloc_changes.rs`).
     pub const NODE_ALLOC_CHANGE: &[u8] = b"nodeallocchange/";
     pub const EVAL: &[u8] = b"eval/";
     /// `evalpending/<eval>`: the scheduler's queue.
@@ -151,6 +151,10 @@ pub(crate) struct Pending<'a> {
     /// The command's writes (`None`: deleted), the last one per key; they become one
     /// `sled::Batch` at commit, so each key and value is held once.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each allocation change's modify index and node, for the in-memory change log.
+    pub(crate) alloc_changes: Vec<(u64, NodeId)>,
+    /// Every key was rewritten (a restore): the change log starts again.
+    pub(crate) replaced_all: bool,
 }
 
 impl<'a> Pending<'a> {
@@ -158,6 +162,8 @@ impl<'a> Pending<'a> {
         Pending {
             tree,
             writes: HashMap::new(),
+            alloc_changes: Vec::new(),
+            replaced_all: false,
         }
     }
 
@@ -212,7 +218,9 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    pub(crate) fn commit(self) -> Result<(), StoreError> {
+    /// Writes the batch. Callers go through [`crate::StateReader::commit`], which also
+    /// records the allocation changes.
+    pub(crate) fn commit_tree(self) -> Result<(), StoreError> {
         // A batch keeps the last write per key, as `writes` does: the same batch as
         // writing each change into it in turn.
         let mut batch = sled::Batch::default();
@@ -480,6 +488,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             Ok(Applied::Batch(responses))
         }
         Command::RestoreState { pairs } => {
+            p.replaced_all = true;
             for entry in p.tree.iter() {
                 let (k, _) = entry?;
                 if !k.starts_with(key::META) {
