@@ -414,3 +414,105 @@ fn a_job_for_a_named_node_runs_only_there() {
         "{e}"
     );
 }
+
+#[test]
+fn a_run_at_a_time_fires_once_across_a_leader_change() {
+    use std::time::Duration;
+    use windflow_tests::cluster::Cluster;
+    use windflow_tests::{http_json, wait_for};
+
+    let mut cluster = Cluster::start(3).unwrap();
+    let token = cluster.token();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    let call = |cluster: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>| {
+        let body = body.map(|b| b.to_string());
+        http_json(
+            cluster.servers[i].http_addr,
+            method,
+            path,
+            Some(&token),
+            body.as_deref(),
+        )
+        .ok()
+    };
+    let (status, j) = call(
+        &cluster,
+        leader,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "nightly-step", "command": "true"})),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{j}");
+    let (status, p) = call(
+        &cluster,
+        leader,
+        "POST",
+        "/v1/pipelines",
+        Some(json!({"name": "nightly", "steps": [{"job": "nightly-step"}]})),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{p}");
+    let soon = Timestamp(Timestamp::now().0 + 3_000);
+    let (status, run) = call(
+        &cluster,
+        leader,
+        "POST",
+        "/v1/pipelines/nightly/run",
+        Some(json!({ "at": soon.to_string() })),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["status"], "scheduled");
+    let id = run["id"].as_str().unwrap().to_owned();
+
+    // The leader that took the request dies before the run is due.
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    assert_ne!(new_leader, leader);
+    let started = wait_for(
+        "the new leader to fire the run",
+        Duration::from_secs(60),
+        || {
+            let (_, r) = call(
+                &cluster,
+                new_leader,
+                "GET",
+                &format!("/v1/pipeline-runs/{id}?consistent=true"),
+                None,
+            )?;
+            (r["status"] == "running").then_some(r)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert!(ts(&started["started_at"]) >= soon, "{started}");
+    // One start, one step run (no agent here, so it waits for a node).
+    let (_, runs) = call(
+        &cluster,
+        new_leader,
+        "GET",
+        "/v1/jobs/nightly-step/runs?consistent=true",
+        None,
+    )
+    .unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    // The old leader comes back and catches up: still one.
+    cluster.restart(leader).unwrap();
+    wait_for(
+        "the old leader to catch up",
+        Duration::from_secs(60),
+        || {
+            let (_, r) = call(
+                &cluster,
+                leader,
+                "GET",
+                &format!("/v1/pipeline-runs/{id}"),
+                None,
+            )?;
+            (r["status"] == "running").then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let (_, runs) = call(&cluster, leader, "GET", "/v1/jobs/nightly-step/runs", None).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+}
