@@ -9,6 +9,8 @@ mod allocs;
 pub mod backup;
 mod batch;
 mod command;
+mod deployments;
+mod deployments_reader;
 mod error;
 mod forward;
 mod identity;
@@ -27,7 +29,7 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,
+    AllocReport, Applied, ApplyError, Command, DeploymentEnd, DrainChange, DrainEnd, JoinTokenRecord,
     JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection,
     ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
 };
