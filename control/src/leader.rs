@@ -13,11 +13,12 @@ use crate::gateway::Sessions;
 use crate::lifecycle::Liveness;
 use crate::lifecycle::drain::DrainWatcher;
 use crate::lifecycle::monitor::NodeMonitor;
+use crate::scheduler::deploy_watch::DeploymentWatcher;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
 
 /// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`]
-/// and [`DrainWatcher`] (and later cron and webhooks) while leader.
+/// [`DrainWatcher`] and [`DeploymentWatcher`] (and later cron and webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -43,6 +44,7 @@ pub fn spawn(
                     tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
                     tokio::spawn(NodeMonitor::new(raft.clone(), liveness).run(token.clone()));
                     tokio::spawn(DrainWatcher::new(raft.clone(), liveness).run(token.clone()));
+                    tokio::spawn(DeploymentWatcher::new(raft.clone()).run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {

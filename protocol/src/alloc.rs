@@ -260,6 +260,8 @@ pub enum EvalTrigger {
     NodeDrain,
     /// An allocation failed or was lost: its replacement is due (the reschedule policy).
     AllocFailed,
+    /// A deployment moved on: one of its allocations' health changed, or it was promoted.
+    Deployment,
 }
 
 /// Where an evaluation is.

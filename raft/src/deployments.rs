@@ -334,12 +334,13 @@ pub(crate) fn promote(
     d.description = "promoted; rolling out".into();
     d.modified_at = at;
     put_deployment(p, &d)?;
-    crate::allocs::create_eval(p, d.job, EvalTrigger::JobRegister, at)?;
+    crate::allocs::create_eval(p, d.job, EvalTrigger::Deployment, at)?;
     Ok(Ok(Applied::Deployment(d)))
 }
 
-/// An allocation's node reported new health (from `AllocStatus`): one that turns healthy
-/// is progress for its running deployment, whose progress deadline moves on.
+/// An allocation's node reported new health (from `AllocStatus`): while its deployment
+/// runs, the scheduler looks at the job again (the next instance may move), and one that
+/// turns healthy is progress, so the progress deadline moves on.
 pub(crate) fn health_changed(
     p: &mut Pending<'_>,
     a: &Allocation,
@@ -349,12 +350,16 @@ pub(crate) fn health_changed(
     let Some(id) = a.deployment else {
         return Ok(());
     };
-    if a.health.status != HealthStatus::Healthy || before.status == HealthStatus::Healthy {
+    if a.health.status == before.status {
         return Ok(());
     }
     let Some(mut d) = deployment(p, id)?.filter(|d| d.status.is_active()) else {
         return Ok(());
     };
+    crate::allocs::create_eval(p, a.job, EvalTrigger::Deployment, at)?;
+    if a.health.status != HealthStatus::Healthy {
+        return Ok(());
+    }
     let span = version(p, d.job, d.version)?
         .as_ref()
         .and_then(|s| s.groups.iter().find(|g| g.name == a.group))

@@ -84,4 +84,6 @@ mod alloc_tests;
 #[cfg(test)]
 mod apply_tests;
 #[cfg(test)]
+mod deployment_tests;
+#[cfg(test)]
 mod identity_tests;

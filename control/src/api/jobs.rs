@@ -29,7 +29,8 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// "retry_delay"?, "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?:
 /// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
 /// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…}}` (the
-/// policies of a service job, see [`super::policies`]). A service job is placed by the scheduler
+/// policies of a service job, see [`super::policies`]), "update"?: {…}, "checks"?: […]
+/// (its rollouts and health, see [`super::rollout_spec`]). A service job is placed by the scheduler
 /// and kept running at its count; a batch job runs when asked. Secret env values are sealed
 /// here, before the job is proposed; the answer (like every job view) shows them only as
 /// redacted markers.
@@ -162,6 +163,7 @@ pub(crate) fn parse_job_spec(
     let delay = duration_field(&mut f, "retry_delay")?.unwrap_or(RetryPolicy::default().delay);
     let shape = placement::parse(&mut f)?;
     let policies = super::policies::parse(&mut f, shape.job_type)?;
+    let rollout = super::rollout_spec::parse(&mut f, shape.job_type, shape.count)?;
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
@@ -185,6 +187,10 @@ pub(crate) fn parse_job_spec(
     if let Some(reschedule) = policies.reschedule {
         group.reschedule = reschedule;
     }
+    if let Some(update) = rollout.update {
+        group.update = update;
+    }
+    group.checks = rollout.checks;
     Ok((spec, secret_env))
 }
 

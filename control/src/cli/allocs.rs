@@ -182,6 +182,9 @@ mod tests {
             previous: Some(AllocId(5)),
             reschedules: 1,
             events: Vec::new(),
+            job_version: 1,
+            deployment: None,
+            health: Default::default(),
         };
         a.push_event(Timestamp(1), AllocEventKind::Lost, "node N3 is down");
         let text = show(&a);
