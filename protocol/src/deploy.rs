@@ -55,9 +55,9 @@ pub struct HealthCheck {
     pub grace: HumanDuration,
 }
 
-/// What a health check does.
+/// What a health check does (externally tagged: the store and the wire are bincode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// `GET path` answers 2xx or 3xx.
     Http {
@@ -156,4 +156,49 @@ pub struct Deployment {
     pub reverts: Option<DeploymentId>,
     pub created_at: Timestamp,
     pub modified_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobSpec, TaskSpec};
+
+    /// The store and the wire are bincode: every rollout type must round-trip through it.
+    #[test]
+    fn a_spec_with_checks_and_an_update_policy_round_trips_through_bincode() {
+        let mut spec = JobSpec::exec("web", TaskSpec::exec("web", "httpd"));
+        spec.groups[0].update.canary = 1;
+        spec.groups[0].checks = vec![
+            HealthCheck {
+                name: "h".into(),
+                kind: CheckKind::Http {
+                    path: "/".into(),
+                    port: Some(80),
+                },
+                interval: HumanDuration::from_secs(1),
+                timeout: HumanDuration::from_secs(1),
+                grace: HumanDuration::from_secs(0),
+            },
+            HealthCheck {
+                name: "c".into(),
+                kind: CheckKind::Command {
+                    command: "true".into(),
+                },
+                interval: HumanDuration::from_secs(1),
+                timeout: HumanDuration::from_secs(1),
+                grace: HumanDuration::from_secs(0),
+            },
+        ];
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&spec, cfg).unwrap();
+        let (back, _): (JobSpec, _) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, spec);
+        let health = AllocHealth {
+            status: HealthStatus::Healthy,
+            message: "ok".into(),
+        };
+        let bytes = bincode::serde::encode_to_vec(&health, cfg).unwrap();
+        let (back, _): (AllocHealth, _) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, health);
+    }
 }

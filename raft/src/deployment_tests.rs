@@ -246,3 +246,37 @@ fn a_deleted_job_takes_its_versions_along() {
     .unwrap();
     assert!(f.reader.job_versions(job.id).unwrap().is_empty());
 }
+
+#[test]
+fn rollout_commands_round_trip_through_the_log_encoding() {
+    let mut spec = service("sleep 100", true);
+    spec.groups[0].checks.push(windflow_protocol::HealthCheck {
+        name: "http-0".into(),
+        kind: windflow_protocol::CheckKind::Http {
+            path: "/".into(),
+            port: None,
+        },
+        interval: windflow_protocol::HumanDuration::from_millis(300),
+        timeout: windflow_protocol::HumanDuration::from_millis(250),
+        grace: windflow_protocol::HumanDuration::from_secs(0),
+    });
+    for cmd in [
+        Command::CreateJob {
+            spec: spec.clone(),
+            at: Timestamp(1),
+        },
+        Command::UpdateJob {
+            job: windflow_protocol::JobId(1),
+            spec,
+            at: Timestamp(2),
+        },
+    ] {
+        let entry = openraft::Entry::<crate::TypeConfig> {
+            log_id: Default::default(),
+            payload: openraft::EntryPayload::Normal(cmd.clone()),
+        };
+        let bytes = crate::encode(&entry).unwrap();
+        let back: openraft::Entry<crate::TypeConfig> = crate::decode(&bytes, "log entry").unwrap();
+        assert!(matches!(back.payload, openraft::EntryPayload::Normal(c) if c == cmd));
+    }
+}

@@ -9,6 +9,8 @@ mod body;
 mod cluster;
 mod contexts;
 mod deployments;
+#[cfg(test)]
+mod deployments_tests;
 mod error;
 mod faults;
 pub mod hardening;
