@@ -256,3 +256,124 @@ async fn command_check(command: &str, target: &Target, timeout: Duration) -> Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::TcpListener;
+    use windflow_protocol::HumanDuration;
+
+    use super::*;
+
+    /// A server answering every connection with `status_line`.
+    async fn answering(status_line: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(format!("{status_line}\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        port
+    }
+
+    fn target(checks: Vec<HealthCheck>, min_ms: u64, deadline_ms: u64) -> Target {
+        Target {
+            checks,
+            update: UpdatePolicy {
+                min_healthy_time: HumanDuration::from_millis(min_ms),
+                healthy_deadline: HumanDuration::from_millis(deadline_ms),
+                ..Default::default()
+            },
+            env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+            workdir: None,
+        }
+    }
+
+    fn check(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            name: "c".into(),
+            kind,
+            interval: HumanDuration::from_millis(100),
+            timeout: HumanDuration::from_millis(300),
+            grace: HumanDuration::from_millis(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn http_passes_on_2xx_and_3xx_only() {
+        assert_eq!(http(answering("HTTP/1.0 200 OK").await, "/").await, Ok(()));
+        assert_eq!(http(answering("HTTP/1.1 302 Found").await, "/").await, Ok(()));
+        let err = http(answering("HTTP/1.0 503 Busy").await, "/x")
+            .await
+            .unwrap_err();
+        assert!(err.contains("503"), "{err}");
+        let err = http(answering("SSH-2.0").await, "/").await.unwrap_err();
+        assert!(err.contains("not an HTTP answer"), "{err}");
+        let closed = free_port().unwrap();
+        assert!(http(closed, "/").await.unwrap_err().contains("cannot connect"));
+    }
+
+    #[tokio::test]
+    async fn commands_see_the_task_env_and_are_killed_at_their_timeout() {
+        let t = target(Vec::new(), 0, 1000);
+        let timeout = Duration::from_millis(300);
+        assert_eq!(
+            command_check("test \"$GREETING\" = hi", &t, timeout).await,
+            Ok(())
+        );
+        let err = command_check("exit 3", &t, timeout).await.unwrap_err();
+        assert!(err.contains("exited 3"), "{err}");
+        let err = command_check("sleep 5", &t, timeout).await.unwrap_err();
+        assert!(err.contains("took longer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_port_defaults_to_the_allocations_own() {
+        let port = answering("HTTP/1.0 200 OK").await;
+        let mut t = target(vec![check(CheckKind::Tcp { port: None })], 0, 1000);
+        let c = t.checks[0].clone();
+        assert!(run(&c, &t).await.unwrap_err().contains(PORT_VAR));
+        t.env.insert(PORT_VAR.into(), port.to_string());
+        assert_eq!(run(&c, &t).await, Ok(()));
+    }
+
+    /// Runs `watch` until it reports once (or 5 s pass).
+    async fn first_verdict(t: Target) -> Option<AllocHealth> {
+        let seen: Arc<Mutex<Option<AllocHealth>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (s, st) = (seen.clone(), stop.clone());
+        let report: Report = Arc::new(move |c| {
+            if let Change::Health(h) = c {
+                *s.lock().unwrap() = Some(h);
+                st.cancel();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), watch(t, report, stop)).await;
+        seen.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn healthy_after_the_minimum_time_unhealthy_past_the_deadline() {
+        let none = first_verdict(target(Vec::new(), 200, 2000)).await.unwrap();
+        assert_eq!(none.status, HealthStatus::Healthy);
+        let port = answering("HTTP/1.0 200 OK").await;
+        let ok = check(CheckKind::Http {
+            path: "/".into(),
+            port: Some(port),
+        });
+        let up = first_verdict(target(vec![ok], 200, 2000)).await.unwrap();
+        assert_eq!(up.status, HealthStatus::Healthy, "{up:?}");
+        let failing = check(CheckKind::Command {
+            command: "false".into(),
+        });
+        let down = first_verdict(target(vec![failing], 200, 600)).await.unwrap();
+        assert_eq!(down.status, HealthStatus::Unhealthy);
+        assert!(down.message.contains("deadline"), "{}", down.message);
+    }
+}
