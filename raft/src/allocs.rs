@@ -301,9 +301,8 @@ pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Res
         return Ok(Ok(Applied::Allocation(a)));
     }
     let was_live = a.is_live();
-    let mut changed = a.client != report.client
-        || a.restarts < report.restarts
-        || a.health != report.health;
+    let mut changed =
+        a.client != report.client || a.restarts < report.restarts || a.health != report.health;
     let health_before = std::mem::replace(&mut a.health, report.health);
     a.client = report.client;
     a.restarts = a.restarts.max(report.restarts);

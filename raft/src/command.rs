@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
-use windflow_protocol::{AllocHealth, Deployment, DeploymentId};
 use windflow_protocol::{
-    AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility,
-    EvalId, EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
-    JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
-    Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
+    AllocEvent, AllocHealth, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, Deployment,
+    DeploymentId, DriverKind, Eligibility, EvalId, EvalStatus, EvalTrigger, Evaluation,
+    Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Namespace, NamespaceInfo, Node,
+    NodeId, Resources, Role, Run, RunId, RunOutcome, Sealed, Timestamp, TokenId, TokenKind,
+    TokenView, UserView,
 };
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.

@@ -25,7 +25,12 @@ fn create(f: &Fixture, spec: JobSpec) -> Job {
     }
 }
 
-fn update(f: &Fixture, job: &Job, spec: JobSpec, at: u64) -> (Job, Option<windflow_protocol::Deployment>) {
+fn update(
+    f: &Fixture,
+    job: &Job,
+    spec: JobSpec,
+    at: u64,
+) -> (Job, Option<windflow_protocol::Deployment>) {
     match f.apply(Command::UpdateJob {
         job: job.id,
         spec,
@@ -52,7 +57,10 @@ fn a_service_starts_at_version_one_with_a_first_deployment() {
     let job = create(&f, service("sleep 100", false));
     assert_eq!(job.version, 1);
     let d = f.reader.latest_deployment(job.id).unwrap().unwrap();
-    assert_eq!((d.version, d.from_version, d.status), (1, None, DeploymentStatus::Running));
+    assert_eq!(
+        (d.version, d.from_version, d.status),
+        (1, None, DeploymentStatus::Running)
+    );
     assert_eq!(f.reader.job_version(job.id, 1).unwrap().unwrap(), job.spec);
 }
 
@@ -103,7 +111,10 @@ fn an_update_keeps_name_namespace_and_type() {
             spec,
             at: Timestamp(2),
         });
-        assert!(matches!(refused, Err(ApplyError::Refused(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(ApplyError::Refused(_))),
+            "{refused:?}"
+        );
     }
 }
 
@@ -135,13 +146,19 @@ fn a_count_change_is_a_version_without_a_rollout_and_scaling_is_neither() {
         count: 1,
         at: Timestamp(4),
     });
-    assert!(matches!(unknown, Err(ApplyError::NotFound { .. })), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(ApplyError::NotFound { .. })),
+        "{unknown:?}"
+    );
 }
 
 #[test]
 fn a_batch_job_update_just_replaces_the_spec() {
     let f = Fixture::new();
-    let job = create(&f, JobSpec::exec("nightly", TaskSpec::exec("nightly", "true")));
+    let job = create(
+        &f,
+        JobSpec::exec("nightly", TaskSpec::exec("nightly", "true")),
+    );
     assert!(f.reader.latest_deployment(job.id).unwrap().is_none());
     let (v2, d) = update(
         &f,
@@ -165,7 +182,10 @@ fn success_marks_the_version_stable_and_failure_reverts_to_it_with_current_count
     let job = create(&f, service("sleep 100", true));
     let first = f.reader.latest_deployment(job.id).unwrap().unwrap();
     end(&f, first.id, DeploymentEnd::Successful, 2);
-    assert_eq!(f.reader.job(job.id).unwrap().unwrap().stable_version, Some(1));
+    assert_eq!(
+        f.reader.job(job.id).unwrap().unwrap().stable_version,
+        Some(1)
+    );
 
     let (_, d) = update(&f, &job, service("exit 1", true), 3);
     let d = d.unwrap();
@@ -180,11 +200,20 @@ fn success_marks_the_version_stable_and_failure_reverts_to_it_with_current_count
 
     let failed = f.reader.deployment(d.id).unwrap().unwrap();
     assert_eq!(failed.status, DeploymentStatus::Failed);
-    assert!(failed.description.contains("reverted to version 1 as version 3"), "{}", failed.description);
+    assert!(
+        failed
+            .description
+            .contains("reverted to version 1 as version 3"),
+        "{}",
+        failed.description
+    );
     let job = f.reader.job(job.id).unwrap().unwrap();
     assert_eq!(job.version, 3);
     assert_eq!(job.spec.groups[0].count, 4, "the revert keeps the count");
-    assert_eq!(job.spec.groups[0].tasks, service("sleep 100", true).groups[0].tasks);
+    assert_eq!(
+        job.spec.groups[0].tasks,
+        service("sleep 100", true).groups[0].tasks
+    );
     let revert = f.reader.latest_deployment(job.id).unwrap().unwrap();
     assert_eq!((revert.version, revert.reverts), (3, Some(d.id)));
     // An ended deployment ends once.
@@ -215,7 +244,13 @@ fn canaries_wait_for_promotion_once() {
     spec.groups[0].update.canary = 1;
     let job = create(&f, spec.clone());
     // A first version has nothing to be a canary next to.
-    assert!(f.reader.latest_deployment(job.id).unwrap().unwrap().promoted);
+    assert!(
+        f.reader
+            .latest_deployment(job.id)
+            .unwrap()
+            .unwrap()
+            .promoted
+    );
     spec.groups[0].tasks[0].env.insert("V".into(), "2".into());
     let (_, d) = update(&f, &job, spec, 2);
     let d = d.unwrap();

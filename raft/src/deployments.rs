@@ -156,7 +156,10 @@ fn new_version(
     job.version += 1;
     job.spec = spec;
     job.updated_at = at;
-    p.put_as(key::pair(keys::JOB_VERSION, job.id.0, job.version), &job.spec)?;
+    p.put_as(
+        key::pair(keys::JOB_VERSION, job.id.0, job.version),
+        &job.spec,
+    )?;
     p.put_as(key::id(key::JOB, job.id.0), &job)?;
     let mut started = None;
     if job.spec.job_type == JobType::Service {
@@ -225,7 +228,10 @@ pub(crate) fn scale(
     }
     g.count = count;
     job.updated_at = at;
-    p.put_as(key::pair(keys::JOB_VERSION, job.id.0, job.version), &job.spec)?;
+    p.put_as(
+        key::pair(keys::JOB_VERSION, job.id.0, job.version),
+        &job.spec,
+    )?;
     p.put_as(key::id(key::JOB, job.id.0), &job)?;
     crate::allocs::create_eval(p, job.id, EvalTrigger::Scale, at)?;
     Ok(Ok(Applied::Job(job)))

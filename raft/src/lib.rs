@@ -29,9 +29,9 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    AllocReport, Applied, ApplyError, Command, DeploymentEnd, DrainChange, DrainEnd, JoinTokenRecord,
-    JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection,
-    ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
+    AllocReport, Applied, ApplyError, Command, DeploymentEnd, DrainChange, DrainEnd,
+    JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult,
+    Rejection, ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};

@@ -51,11 +51,26 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     // Job versions, scaling and deployments.
     ("PUT", "/v1/jobs/{id}", W, "/v1/jobs/J999999"),
     ("POST", "/v1/jobs/{id}/scale", W, "/v1/jobs/J999999/scale"),
-    ("GET", "/v1/jobs/{id}/versions", R, "/v1/jobs/J999999/versions"),
+    (
+        "GET",
+        "/v1/jobs/{id}/versions",
+        R,
+        "/v1/jobs/J999999/versions",
+    ),
     ("GET", "/v1/deployments", R, "/v1/deployments"),
     ("GET", "/v1/deployments/{id}", R, "/v1/deployments/D999999"),
-    ("POST", "/v1/deployments/{id}/fail", W, "/v1/deployments/D999999/fail"),
-    ("POST", "/v1/deployments/{id}/promote", W, "/v1/deployments/D999999/promote"),
+    (
+        "POST",
+        "/v1/deployments/{id}/fail",
+        W,
+        "/v1/deployments/D999999/fail",
+    ),
+    (
+        "POST",
+        "/v1/deployments/{id}/promote",
+        W,
+        "/v1/deployments/D999999/promote",
+    ),
     (
         "GET",
         "/v1/jobs/{id}/evaluations",

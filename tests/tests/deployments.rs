@@ -66,47 +66,94 @@ fn deployments(f: &Fleet, job: &str) -> Vec<Value> {
 
 /// Waits for the job's deployment of `version` to end `status`.
 fn deployment_ends(f: &Fleet, job: &str, version: u64, status: &str) -> Value {
-    f.wait(&format!("the deployment of version {version} to be {status}"), |f| {
-        deployments(f, job)
-            .into_iter()
-            .find(|d| d["version"] == version && d["status"] == status)
-    })
+    f.wait(
+        &format!("the deployment of version {version} to be {status}"),
+        |f| {
+            deployments(f, job)
+                .into_iter()
+                .find(|d| d["version"] == version && d["status"] == status)
+        },
+    )
 }
 
 /// Waits for exactly `count` live allocations of `version`, all healthy, and no other.
 fn all_healthy_at(f: &Fleet, job: &str, count: usize, version: u64) -> Vec<Value> {
-    f.wait(&format!("{count} healthy allocations of version {version}"), |f| {
-        let l = live(f, job);
-        (l.len() == count && l.iter().all(|a| healthy(a) && a["job_version"] == version))
-            .then_some(l)
-    })
+    f.wait(
+        &format!("{count} healthy allocations of version {version}"),
+        |f| {
+            let l = live(f, job);
+            (l.len() == count && l.iter().all(|a| healthy(a) && a["job_version"] == version))
+                .then_some(l)
+        },
+    )
 }
 
 #[test]
 fn replicas_become_healthy_roll_out_one_at_a_time_and_scale() {
     let f = Fleet::start(3, PATIENT);
     let www = www(&f);
-    let (status, job) = f.call("POST", "/v1/jobs", Some(spec("web", &www, COUNT, "1", None)));
+    let (status, job) = f.call(
+        "POST",
+        "/v1/jobs",
+        Some(spec("web", &www, COUNT, "1", None)),
+    );
     assert_eq!(status, 201, "{job}");
     let job = job["id"].as_str().unwrap().to_owned();
     let first = all_healthy_at(&f, &job, COUNT, 1);
     deployment_ends(&f, &job, 1, "successful");
     // Healthy by their agents' HTTP checks, each on the port its agent picked.
-    assert!(first.iter().all(|a| a["health"]["message"].as_str().unwrap().contains("check(s) passing")));
+    assert!(first.iter().all(|a| {
+        a["health"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("check(s) passing")
+    }));
 
     // The update, through the CLI: the same spec but V=2.
     let out = f.cli(&[
-        "job", "update", "web", "--cmd",
-        &format!("exec busybox httpd -f -p 127.0.0.1:$WINDFLOW_PORT -h {}", www.display()),
-        "--type", "service", "--count", "3", "--placement", "spread", "--env", "V=2",
-        "--cpu", "10", "--memory", "8", "--max-parallel", "1", "--min-healthy-time", "1s",
-        "--healthy-deadline", "8s", "--progress-deadline", "40s", "--auto-revert",
-        "--check-http", "/index.html", "--check-interval", "300ms", "--check-timeout", "250ms",
+        "job",
+        "update",
+        "web",
+        "--cmd",
+        &format!(
+            "exec busybox httpd -f -p 127.0.0.1:$WINDFLOW_PORT -h {}",
+            www.display()
+        ),
+        "--type",
+        "service",
+        "--count",
+        "3",
+        "--placement",
+        "spread",
+        "--env",
+        "V=2",
+        "--cpu",
+        "10",
+        "--memory",
+        "8",
+        "--max-parallel",
+        "1",
+        "--min-healthy-time",
+        "1s",
+        "--healthy-deadline",
+        "8s",
+        "--progress-deadline",
+        "40s",
+        "--auto-revert",
+        "--check-http",
+        "/index.html",
+        "--check-interval",
+        "300ms",
+        "--check-timeout",
+        "250ms",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("version 2"), "{said}");
-    let d2 = deployments(&f, &job).into_iter().find(|d| d["version"] == 2).expect("a deployment");
+    let d2 = deployments(&f, &job)
+        .into_iter()
+        .find(|d| d["version"] == 2)
+        .expect("a deployment");
 
     // Sampled while it rolls.
     let mut samples = 0;
@@ -118,8 +165,15 @@ fn replicas_become_healthy_roll_out_one_at_a_time_and_scale() {
             .iter()
             .filter(|a| a["job_version"] == 2 && !healthy(a))
             .count();
-        assert!(up >= COUNT - 1, "only {up} healthy while rolling: {l:#?}\n{}", f.logs());
-        assert!(in_flight <= 1, "{in_flight} new ones in flight at once: {l:#?}");
+        assert!(
+            up >= COUNT - 1,
+            "only {up} healthy while rolling: {l:#?}\n{}",
+            f.logs()
+        );
+        assert!(
+            in_flight <= 1,
+            "{in_flight} new ones in flight at once: {l:#?}"
+        );
         for a in l.iter().filter(|a| a["job_version"] == 2) {
             seen_new.insert(a["id"].as_str().unwrap().to_owned());
         }
@@ -136,7 +190,10 @@ fn replicas_become_healthy_roll_out_one_at_a_time_and_scale() {
         assert_eq!(a["desired"], "stop", "{a}");
         let why = a["events"].as_array().unwrap().iter().any(|e| {
             e["kind"] == "stop_requested"
-                && e["message"].as_str().unwrap_or_default().contains("(healthy)")
+                && e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("(healthy)")
         });
         assert!(why, "{a}");
     }
@@ -155,9 +212,16 @@ fn replicas_become_healthy_roll_out_one_at_a_time_and_scale() {
     all_healthy_at(&f, &job, 2, 2);
     assert_eq!(f.get(&format!("/v1/jobs/{job}"))["version"], 2);
     assert_eq!(deployments(&f, &job).len(), 2);
-    let (status, bad) = f.call("POST", &format!("/v1/jobs/{job}/scale"), Some(json!({"count": -1})));
+    let (status, bad) = f.call(
+        "POST",
+        &format!("/v1/jobs/{job}/scale"),
+        Some(json!({"count": -1})),
+    );
     assert_eq!(status, 400, "{bad}");
-    assert!(bad["error"]["message"].as_str().unwrap().contains("count"), "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("count"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -209,13 +273,27 @@ fn an_update_that_fails_its_checks_is_reverted_and_its_deployment_fails() {
     assert_ne!(now[0]["id"], first[0]["id"]);
 
     // An update that changes nothing makes no version.
-    let (status, same) = f.call("PUT", &format!("/v1/jobs/{job}"), Some(spec("api", &www, 2, "1", None)));
+    let (status, same) = f.call(
+        "PUT",
+        &format!("/v1/jobs/{job}"),
+        Some(spec("api", &www, 2, "1", None)),
+    );
     assert_eq!(status, 200, "{same}");
-    assert_eq!((same["changed"].clone(), same["job"]["version"].clone()), (json!(false), json!(3)), "{same}");
+    assert_eq!(
+        (same["changed"].clone(), same["job"]["version"].clone()),
+        (json!(false), json!(3)),
+        "{same}"
+    );
     // And a bad one names its field.
     let mut bad = spec("api", &www, 2, "1", None);
     bad["update"]["max_parallel"] = json!(0);
     let (status, err) = f.call("PUT", &format!("/v1/jobs/{job}"), Some(bad));
     assert_eq!(status, 400, "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("update.max_parallel"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("update.max_parallel"),
+        "{err}"
+    );
 }

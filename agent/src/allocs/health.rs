@@ -209,7 +209,12 @@ async fn http(port: u16, path: &str) -> Result<(), String> {
         .nth(1)
         .filter(|_| line.starts_with("HTTP/"))
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: `{}`", line.chars().take(80).collect::<String>()))?;
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: `{}`",
+                line.chars().take(80).collect::<String>()
+            )
+        })?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
@@ -225,7 +230,10 @@ async fn command_check(command: &str, target: &Target, timeout: Duration) -> Res
         .arg(command)
         .env_clear()
         .envs(&target.env)
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -252,7 +260,10 @@ async fn command_check(command: &str, target: &Target, timeout: Duration) -> Res
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            Err(format!("`{command}` took longer than {}", windflow_protocol::HumanDuration(timeout)))
+            Err(format!(
+                "`{command}` took longer than {}",
+                windflow_protocol::HumanDuration(timeout)
+            ))
         }
     }
 }
@@ -308,7 +319,10 @@ mod tests {
     #[tokio::test]
     async fn http_passes_on_2xx_and_3xx_only() {
         assert_eq!(http(answering("HTTP/1.0 200 OK").await, "/").await, Ok(()));
-        assert_eq!(http(answering("HTTP/1.1 302 Found").await, "/").await, Ok(()));
+        assert_eq!(
+            http(answering("HTTP/1.1 302 Found").await, "/").await,
+            Ok(())
+        );
         let err = http(answering("HTTP/1.0 503 Busy").await, "/x")
             .await
             .unwrap_err();
@@ -316,7 +330,12 @@ mod tests {
         let err = http(answering("SSH-2.0").await, "/").await.unwrap_err();
         assert!(err.contains("not an HTTP answer"), "{err}");
         let closed = free_port().unwrap();
-        assert!(http(closed, "/").await.unwrap_err().contains("cannot connect"));
+        assert!(
+            http(closed, "/")
+                .await
+                .unwrap_err()
+                .contains("cannot connect")
+        );
     }
 
     #[tokio::test]
@@ -372,7 +391,9 @@ mod tests {
         let failing = check(CheckKind::Command {
             command: "false".into(),
         });
-        let down = first_verdict(target(vec![failing], 200, 600)).await.unwrap();
+        let down = first_verdict(target(vec![failing], 200, 600))
+            .await
+            .unwrap();
         assert_eq!(down.status, HealthStatus::Unhealthy);
         assert!(down.message.contains("deadline"), "{}", down.message);
     }

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, Allocation, ClientStatus, DesiredStatus,
-    Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, Allocation, ClientStatus,
+    DesiredStatus, Timestamp,
 };
 
 use persist::{AllocStore, Saved};
@@ -270,7 +270,9 @@ impl Allocs {
                                 .or_insert_with(|| port.to_string());
                         }
                     }
-                    Err(e) => tracing::warn!(alloc = %id, error = %e, "no free port for the allocation"),
+                    Err(e) => {
+                        tracing::warn!(alloc = %id, error = %e, "no free port for the allocation")
+                    }
                 }
                 let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
                 e.event(AllocEventKind::Received, "received by the node".into());

@@ -142,7 +142,9 @@ pub(crate) async fn run(
                 workdir,
             };
             let watch = super::health::watch(target, report.clone(), tasks_stop.clone());
-            health = Some(tokio::spawn(watch.instrument(tracing::info_span!("health"))));
+            health = Some(tokio::spawn(
+                watch.instrument(tracing::info_span!("health")),
+            ));
         }
         let span = tracing::info_span!("task", task = %task.name);
         let exec_dir = ExecDir::new(dir.join(format!("task-{n}")));

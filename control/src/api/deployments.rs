@@ -286,9 +286,7 @@ pub async fn show(
                 canaries: g.update.canary,
                 placed: count(&mut new()),
                 healthy: count(&mut new().filter(|a| a.health.status == HealthStatus::Healthy)),
-                unhealthy: count(
-                    &mut new().filter(|a| a.health.status == HealthStatus::Unhealthy),
-                ),
+                unhealthy: count(&mut new().filter(|a| a.health.status == HealthStatus::Unhealthy)),
                 old: count(&mut live().filter(|a| a.job_version < d.version)),
             }
         })

@@ -21,13 +21,27 @@ async fn versions_deployments_and_scaling_through_the_api() {
     let (status, job) = h.call("POST", "/v1/jobs", Some(service("sleep 100"))).await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     assert_eq!(job["version"], 1);
-    assert_eq!(job["spec"]["groups"][0]["checks"][0]["kind"]["http"]["path"], "/");
+    assert_eq!(
+        job["spec"]["groups"][0]["checks"][0]["kind"]["http"]["path"],
+        "/"
+    );
 
-    let (status, same) = h.call("PUT", "/v1/jobs/web", Some(service("sleep 100"))).await;
-    assert_eq!((status, &same["changed"]), (StatusCode::OK, &json!(false)), "{same}");
-    let (status, up) = h.call("PUT", "/v1/jobs/web", Some(service("sleep 200"))).await;
+    let (status, same) = h
+        .call("PUT", "/v1/jobs/web", Some(service("sleep 100")))
+        .await;
+    assert_eq!(
+        (status, &same["changed"]),
+        (StatusCode::OK, &json!(false)),
+        "{same}"
+    );
+    let (status, up) = h
+        .call("PUT", "/v1/jobs/web", Some(service("sleep 200")))
+        .await;
     assert_eq!(status, StatusCode::OK, "{up}");
-    assert_eq!((&up["changed"], &up["job"]["version"]), (&json!(true), &json!(2)));
+    assert_eq!(
+        (&up["changed"], &up["job"]["version"]),
+        (&json!(true), &json!(2))
+    );
     let d = up["deployment"]["id"].as_str().unwrap().to_owned();
 
     let (_, list) = h.call("GET", "/v1/deployments?job=web", None).await;
@@ -42,10 +56,14 @@ async fn versions_deployments_and_scaling_through_the_api() {
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(shown["groups"][0]["desired"], 2, "{shown}");
 
-    let (status, failed) = h.call("POST", &format!("/v1/deployments/{d}/fail"), None).await;
+    let (status, failed) = h
+        .call("POST", &format!("/v1/deployments/{d}/fail"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{failed}");
     assert_eq!(failed["status"], "failed");
-    let (status, again) = h.call("POST", &format!("/v1/deployments/{d}/promote"), None).await;
+    let (status, again) = h
+        .call("POST", &format!("/v1/deployments/{d}/promote"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
 
     let (status, scaled) = h
@@ -62,15 +80,36 @@ async fn versions_deployments_and_scaling_through_the_api() {
 async fn bad_rollout_fields_are_named() {
     let h = Harness::start().await;
     let cases = [
-        (json!({"update": {"max_parallel": 0}}), "update.max_parallel"),
+        (
+            json!({"update": {"max_parallel": 0}}),
+            "update.max_parallel",
+        ),
         (json!({"update": {"canary": 3}}), "update.canary"),
-        (json!({"update": {"min_healthy_time": "10m", "healthy_deadline": "1m"}}), "update.healthy_deadline"),
+        (
+            json!({"update": {"min_healthy_time": "10m", "healthy_deadline": "1m"}}),
+            "update.healthy_deadline",
+        ),
         (json!({"checks": [{"type": "ping"}]}), "checks[0].type"),
-        (json!({"checks": [{"type": "http", "path": "x"}]}), "checks[0].path"),
-        (json!({"checks": [{"type": "tcp", "port": 70000}]}), "checks[0].port"),
-        (json!({"checks": [{"type": "command"}]}), "checks[0].command"),
-        (json!({"checks": [{"type": "tcp", "interval": "1s", "timeout": "2s"}]}), "checks[0].timeout"),
-        (json!({"checks": [{"type": "tcp", "bogus": 1}]}), "checks[0].bogus"),
+        (
+            json!({"checks": [{"type": "http", "path": "x"}]}),
+            "checks[0].path",
+        ),
+        (
+            json!({"checks": [{"type": "tcp", "port": 70000}]}),
+            "checks[0].port",
+        ),
+        (
+            json!({"checks": [{"type": "command"}]}),
+            "checks[0].command",
+        ),
+        (
+            json!({"checks": [{"type": "tcp", "interval": "1s", "timeout": "2s"}]}),
+            "checks[0].timeout",
+        ),
+        (
+            json!({"checks": [{"type": "tcp", "bogus": 1}]}),
+            "checks[0].bogus",
+        ),
     ];
     for (extra, field) in cases {
         let mut body = json!({"name": "web", "command": "true", "type": "service", "count": 2});
@@ -83,9 +122,12 @@ async fn bad_rollout_fields_are_named() {
         assert!(message.contains(field), "{field}: {message}");
     }
     let (status, err) = h
-        .call("POST", "/v1/jobs", Some(json!({"name": "b", "command": "true", "checks": [{"type": "tcp"}]})))
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"name": "b", "command": "true", "checks": [{"type": "tcp"}]})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     h.server.stop().await;
 }
-

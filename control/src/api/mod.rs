@@ -115,7 +115,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
         .route(M::DELETE, "/jobs/{id}", WRITE, "jobs.delete", jobs::delete)
         .route(M::POST, "/jobs/{id}/run", WRITE, "jobs.run", jobs::run)
         // Job versions, scaling and deployments (issue 6, rolling updates).
-        .route(M::PUT, "/jobs/{id}", WRITE, "jobs.update", deployments::update)
+        .route(
+            M::PUT,
+            "/jobs/{id}",
+            WRITE,
+            "jobs.update",
+            deployments::update,
+        )
         .route(
             M::POST,
             "/jobs/{id}/scale",

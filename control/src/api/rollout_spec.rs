@@ -94,26 +94,34 @@ fn update_policy(mut f: Fields, count: u32) -> Result<UpdatePolicy, ApiError> {
             "must be at least 1",
         ));
     }
-    let min_healthy_time =
-        span(&mut f, "min_healthy_time", "update.min_healthy_time", false)?
-            .unwrap_or(d.min_healthy_time);
+    let min_healthy_time = span(&mut f, "min_healthy_time", "update.min_healthy_time", false)?
+        .unwrap_or(d.min_healthy_time);
     let healthy_deadline = span(&mut f, "healthy_deadline", "update.healthy_deadline", true)?
         .unwrap_or(d.healthy_deadline);
-    let progress_deadline = span(&mut f, "progress_deadline", "update.progress_deadline", true)?
-        .unwrap_or(d.progress_deadline);
+    let progress_deadline = span(
+        &mut f,
+        "progress_deadline",
+        "update.progress_deadline",
+        true,
+    )?
+    .unwrap_or(d.progress_deadline);
     let auto_revert = f.optional_bool("auto_revert")?.unwrap_or(d.auto_revert);
     let canary = f.optional_u32("canary")?.unwrap_or(d.canary);
     f.finish()?;
     if healthy_deadline.0 <= min_healthy_time.0 {
         return Err(ApiError::invalid_field(
             "update.healthy_deadline",
-            format!("must be longer than min_healthy_time ({min_healthy_time}), not {healthy_deadline}"),
+            format!(
+                "must be longer than min_healthy_time ({min_healthy_time}), not {healthy_deadline}"
+            ),
         ));
     }
     if progress_deadline.0 < healthy_deadline.0 {
         return Err(ApiError::invalid_field(
             "update.progress_deadline",
-            format!("must be at least healthy_deadline ({healthy_deadline}), not {progress_deadline}"),
+            format!(
+                "must be at least healthy_deadline ({healthy_deadline}), not {progress_deadline}"
+            ),
         ));
     }
     if canary > count {
@@ -148,8 +156,7 @@ fn check(mut f: Fields, i: usize) -> Result<HealthCheck, ApiError> {
     let kind = match kind.as_str() {
         "http" => {
             let path = f.optional_str("path")?.unwrap_or_else(|| "/".into());
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(ApiError::invalid_field(
                     &field("path"),
                     "must start with `/` and hold no spaces or control characters",
@@ -166,7 +173,10 @@ fn check(mut f: Fields, i: usize) -> Result<HealthCheck, ApiError> {
         "command" => {
             let command = f.required_str("command")?;
             if command.trim().is_empty() {
-                return Err(ApiError::invalid_field(&field("command"), "must not be empty"));
+                return Err(ApiError::invalid_field(
+                    &field("command"),
+                    "must not be empty",
+                ));
             }
             CheckKind::Command { command }
         }
@@ -181,13 +191,17 @@ fn check(mut f: Fields, i: usize) -> Result<HealthCheck, ApiError> {
         .optional_str("name")?
         .unwrap_or_else(|| format!("{}-{i}", kind_name(&kind)));
     if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::invalid_field(&field("name"), "must be 1 to 64 characters"));
+        return Err(ApiError::invalid_field(
+            &field("name"),
+            "must be 1 to 64 characters",
+        ));
     }
-    let interval = span(&mut f, "interval", &field("interval"), true)?
-        .unwrap_or(HumanDuration::from_secs(10));
+    let interval =
+        span(&mut f, "interval", &field("interval"), true)?.unwrap_or(HumanDuration::from_secs(10));
     let timeout =
         span(&mut f, "timeout", &field("timeout"), true)?.unwrap_or(HumanDuration::from_secs(2));
-    let grace = span(&mut f, "grace", &field("grace"), false)?.unwrap_or(HumanDuration(Duration::ZERO));
+    let grace =
+        span(&mut f, "grace", &field("grace"), false)?.unwrap_or(HumanDuration(Duration::ZERO));
     f.finish()?;
     if timeout.0 > interval.0 {
         return Err(ApiError::invalid_field(

@@ -253,7 +253,9 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
         JobCommand::Scale { job, count, group } => {
             return super::deployments::scale(client, out, job, count, group).await;
         }
-        JobCommand::Versions { job } => return super::deployments::versions(client, out, job).await,
+        JobCommand::Versions { job } => {
+            return super::deployments::versions(client, out, job).await;
+        }
         JobCommand::Run { job, wait } => {
             let run: Run = client
                 .post(&format!("/v1/jobs/{}/run", seg(&job)), None)

@@ -14,8 +14,7 @@ use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate, Serve
 use windflow_protocol::run::capped_text;
 use windflow_protocol::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocHealth, Allocation, ClientStatus, DesiredStatus, Job, JobId,
-    JobSpec, NodeId,
-    Timestamp,
+    JobSpec, NodeId, Timestamp,
 };
 use windflow_raft::{AllocReport, Command, WriteError};
 

@@ -48,7 +48,15 @@ fn version_2(count: u32, max_parallel: u32, canary: u32) -> Job {
 
 fn roll(job: &Job, d: &Deployment, existing: &[Allocation]) -> Outcome {
     let mut v = view(vec![node(1, 8000, 8192), node(2, 8000, 8192)]);
-    plan_job(job.id, Some(job), Some(d), existing, &mut v, EvalId(1), Timestamp(1))
+    plan_job(
+        job.id,
+        Some(job),
+        Some(d),
+        existing,
+        &mut v,
+        EvalId(1),
+        Timestamp(1),
+    )
 }
 
 fn placed_indices(o: &Outcome) -> Vec<u32> {
@@ -64,7 +72,12 @@ fn a_rollout_places_max_parallel_new_ones_and_stops_nothing_yet() {
     let o = roll(&job, &deployment(2, true), &old);
     assert_eq!(placed_indices(&o), [0, 1]);
     assert!(stopped(&o).is_empty(), "{:?}", o.plan.stop);
-    assert!(o.plan.place.iter().all(|p| p.job_version == 2 && p.deployment == Some(DeploymentId(7))));
+    assert!(
+        o.plan
+            .place
+            .iter()
+            .all(|p| p.job_version == 2 && p.deployment == Some(DeploymentId(7)))
+    );
 }
 
 #[test]
@@ -94,7 +107,10 @@ fn canaries_run_next_to_the_old_ones_until_promoted() {
     assert_eq!(placed_indices(&o), [0], "one canary");
     existing.push(at_version(alloc(10, 0, 2), 2, HealthStatus::Healthy));
     let o = roll(&job, &deployment(2, false), &existing);
-    assert!(o.is_empty(), "a healthy canary replaces nothing before the promotion");
+    assert!(
+        o.is_empty(),
+        "a healthy canary replaces nothing before the promotion"
+    );
     let o = roll(&job, &deployment(2, true), &existing);
     assert_eq!(stopped(&o), [AllocId(1)]);
     assert_eq!(placed_indices(&o), [1, 2]);
@@ -108,7 +124,15 @@ fn without_a_deployment_a_mixed_instance_keeps_its_older_allocation() {
         at_version(alloc(2, 0, 2), 2, HealthStatus::Unhealthy),
     ];
     let mut v = view(vec![node(1, 8000, 8192), node(2, 8000, 8192)]);
-    let o = plan_job(job.id, Some(&job), None, &existing, &mut v, EvalId(1), Timestamp(1));
+    let o = plan_job(
+        job.id,
+        Some(&job),
+        None,
+        &existing,
+        &mut v,
+        EvalId(1),
+        Timestamp(1),
+    );
     assert_eq!(stopped(&o), [AllocId(2)]);
 }
 
@@ -120,10 +144,23 @@ fn the_watcher_ends_deployments_by_health_progress_and_completion() {
     let mut new0 = at_version(alloc(2, 0, 2), 2, HealthStatus::Healthy);
     let new1 = at_version(alloc(3, 1, 2), 2, HealthStatus::Healthy);
     // An old one still runs: not done.
-    assert_eq!(verdict(&d, Some(&job), &[old.clone(), new0.clone(), new1.clone()], Timestamp(5)), None);
+    assert_eq!(
+        verdict(
+            &d,
+            Some(&job),
+            &[old.clone(), new0.clone(), new1.clone()],
+            Timestamp(5)
+        ),
+        None
+    );
     let mut stopping = old.clone();
     stopping.desired = windflow_protocol::DesiredStatus::Stop;
-    let ended = verdict(&d, Some(&job), &[stopping, new0.clone(), new1.clone()], Timestamp(5));
+    let ended = verdict(
+        &d,
+        Some(&job),
+        &[stopping, new0.clone(), new1.clone()],
+        Timestamp(5),
+    );
     assert_eq!(ended.map(|(o, _)| o), Some(DeploymentEnd::Successful));
 
     new0.health.status = HealthStatus::Unhealthy;
@@ -132,10 +169,16 @@ fn the_watcher_ends_deployments_by_health_progress_and_completion() {
     assert!(why.contains("AL2"), "{why}");
     new0.health.status = HealthStatus::Unknown;
     new0.client = ClientStatus::Failed;
-    assert_eq!(verdict(&d, Some(&job), &[new0], Timestamp(5)).map(|(o, _)| o), Some(DeploymentEnd::Failed));
+    assert_eq!(
+        verdict(&d, Some(&job), &[new0], Timestamp(5)).map(|(o, _)| o),
+        Some(DeploymentEnd::Failed)
+    );
 
     let (o, why) = verdict(&d, Some(&job), &[old], Timestamp(2_000)).unwrap();
     assert_eq!(o, DeploymentEnd::Failed);
     assert!(why.contains("progress deadline"), "{why}");
-    assert_eq!(verdict(&d, None, &[], Timestamp(5)).map(|(o, _)| o), Some(DeploymentEnd::Cancelled));
+    assert_eq!(
+        verdict(&d, None, &[], Timestamp(5)).map(|(o, _)| o),
+        Some(DeploymentEnd::Cancelled)
+    );
 }

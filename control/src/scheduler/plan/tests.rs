@@ -54,7 +54,15 @@ pub(super) fn service(count: u32, cpu_mhz: u64, memory_mb: u64) -> Job {
 }
 
 pub(super) fn plan(job: &Job, existing: &[Allocation], view: &mut ClusterView) -> Outcome {
-    plan_job(job.id, Some(job), None, existing, view, EvalId(1), Timestamp(1))
+    plan_job(
+        job.id,
+        Some(job),
+        None,
+        existing,
+        view,
+        EvalId(1),
+        Timestamp(1),
+    )
 }
 
 pub(super) fn stopped(o: &Outcome) -> Vec<AllocId> {
@@ -187,7 +195,15 @@ fn running_instances_stay_extra_ones_stop_and_a_deleted_job_stops() {
     assert!(o.plan.place.is_empty());
     assert_eq!(o.wait_until, Some(Timestamp(30_000)));
 
-    let gone = plan_job(JobId(1), None, None, &existing, &mut v, EvalId(2), Timestamp(2));
+    let gone = plan_job(
+        JobId(1),
+        None,
+        None,
+        &existing,
+        &mut v,
+        EvalId(2),
+        Timestamp(2),
+    );
     assert_eq!(stopped(&gone), [AllocId(1), AllocId(2), AllocId(3)]);
     assert!(gone.plan.place.is_empty());
 }
