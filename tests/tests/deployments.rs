@@ -297,3 +297,49 @@ fn an_update_that_fails_its_checks_is_reverted_and_its_deployment_fails() {
         "{err}"
     );
 }
+
+#[test]
+fn a_canary_runs_next_to_the_old_version_until_promoted() {
+    let f = Fleet::start(2, PATIENT);
+    let www = www(&f);
+    let mut body = spec("shop", &www, 2, "1", None);
+    body["update"]["canary"] = json!(1);
+    let (status, job) = f.call("POST", "/v1/jobs", Some(body.clone()));
+    assert_eq!(status, 201, "{job}");
+    let job = job["id"].as_str().unwrap().to_owned();
+    all_healthy_at(&f, &job, 2, 1);
+    deployment_ends(&f, &job, 1, "successful");
+
+    body["env"]["V"] = json!("2");
+    let (status, updated) = f.call("PUT", &format!("/v1/jobs/{job}"), Some(body));
+    assert_eq!(status, 200, "{updated}");
+    let d = updated["deployment"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(updated["deployment"]["promoted"], false, "{updated}");
+    // The canary becomes healthy next to both old ones, and nothing more moves.
+    f.wait("a healthy canary next to the old version", |f| {
+        let l = live(f, &job);
+        let canaries = l
+            .iter()
+            .filter(|a| a["job_version"] == 2 && healthy(a))
+            .count();
+        let old = l
+            .iter()
+            .filter(|a| a["job_version"] == 1 && healthy(a))
+            .count();
+        (canaries == 1 && old == 2).then_some(())
+    });
+    let shown = f.get(&format!("/v1/deployments/{d}"));
+    assert_eq!(shown["status"], "running", "{shown}");
+    assert_eq!(live(&f, &job).len(), 3);
+
+    let out = f.cli(&["deployment", "promote", &d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    deployment_ends(&f, &job, 2, "successful");
+    all_healthy_at(&f, &job, 2, 2);
+    let out = f.cli(&["deployment", "promote", &d]);
+    assert!(
+        !out.status.success(),
+        "promoting an ended deployment must fail"
+    );
+    assert!(stderr(&out).contains("ended"), "{}", stderr(&out));
+}
