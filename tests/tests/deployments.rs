@@ -260,6 +260,20 @@ fn an_update_that_fails_its_checks_is_reverted_and_its_deployment_fails() {
     let why = failed["description"].as_str().unwrap();
     assert!(why.contains("unhealthy"), "{why}");
     assert!(why.contains("reverted to version 1 as version 3"), "{why}");
+    let (status, metrics) = windflow_tests::http_json(
+        f.cluster.servers[0].http_addr,
+        "GET",
+        "/metrics",
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("windflow_deployments{status=\"failed\"} 1"),
+        "{metrics}"
+    );
     let out = f.cli(&["deployment", "list", "--job", "api"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
