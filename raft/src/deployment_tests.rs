@@ -315,3 +315,18 @@ fn rollout_commands_round_trip_through_the_log_encoding() {
         assert!(matches!(back.payload, openraft::EntryPayload::Normal(c) if c == cmd));
     }
 }
+
+#[test]
+fn a_revert_never_waits_for_a_promotion() {
+    let f = Fixture::new();
+    let mut spec = service("sleep 100", true);
+    spec.groups[0].update.canary = 1;
+    let job = create(&f, spec.clone());
+    let first = f.reader.latest_deployment(job.id).unwrap().unwrap();
+    end(&f, first.id, DeploymentEnd::Successful, 2);
+    spec.groups[0].tasks[0].env.insert("V".into(), "2".into());
+    let (_, d) = update(&f, &job, spec, 3);
+    end(&f, d.unwrap().id, DeploymentEnd::Failed, 4);
+    let revert = f.reader.latest_deployment(job.id).unwrap().unwrap();
+    assert!(revert.reverts.is_some() && revert.promoted, "{revert:?}");
+}

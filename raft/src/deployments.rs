@@ -95,7 +95,10 @@ fn start(
         running.modified_at = at;
         put_deployment(p, &running)?;
     }
-    let canaries = job.spec.groups.iter().any(|g| g.update.canary > 0) && from_version.is_some();
+    // Canaries stand next to a version that runs; a revert goes back to a known one at once.
+    let canaries = job.spec.groups.iter().any(|g| g.update.canary > 0)
+        && from_version.is_some()
+        && reverts.is_none();
     let d = Deployment {
         id: DeploymentId(p.next(keys::NEXT_DEPLOYMENT)?),
         job: job.id,

@@ -150,12 +150,12 @@ pub(crate) async fn watch(target: Target, report: Report, stop: CancellationToke
 /// One run of one check, within its timeout.
 async fn run(check: &HealthCheck, target: &Target) -> Result<(), String> {
     let timeout = check.timeout.0;
-    let network = match &check.kind {
+    let network: Probing = match &check.kind {
         // Times itself out, to kill its process group.
         CheckKind::Command { command } => return command_check(command, target, timeout).await,
         CheckKind::Http { path, port } => {
-            let port = target.port(*port)?;
-            futures_http(port, path.clone())
+            let (port, path) = (target.port(*port)?, path.clone());
+            Box::pin(async move { http(port, &path).await })
         }
         CheckKind::Tcp { port } => {
             let port = target.port(*port)?;
@@ -173,11 +173,8 @@ async fn run(check: &HealthCheck, target: &Target) -> Result<(), String> {
     }
 }
 
+/// A network check's run, to time out.
 type Probing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-
-fn futures_http(port: u16, path: String) -> Probing {
-    Box::pin(async move { http(port, &path).await })
-}
 
 /// `GET path` on 127.0.0.1:port; 2xx and 3xx pass.
 async fn http(port: u16, path: &str) -> Result<(), String> {
