@@ -28,6 +28,9 @@ const STATUS_LINE_MAX: usize = 1024;
 pub(crate) struct Target {
     pub checks: Vec<HealthCheck>,
     pub update: UpdatePolicy,
+    /// The health already judged (after an agent restart): a failing check turns a healthy
+    /// allocation unhealthy at once rather than at the deadline.
+    pub judged: HealthStatus,
     /// The first task's env (the allocation's own vars included) for command checks.
     pub env: BTreeMap<String, String>,
     pub workdir: Option<PathBuf>,
@@ -73,7 +76,7 @@ pub(crate) async fn watch(target: Target, report: Report, stop: CancellationToke
         })
         .collect();
     let mut passing_since: Option<Instant> = None;
-    let mut status = HealthStatus::Unknown;
+    let mut status = target.judged;
     loop {
         let now = Instant::now();
         for (check, probe) in target.checks.iter().zip(probes.iter_mut()) {
@@ -298,6 +301,7 @@ mod tests {
                 healthy_deadline: HumanDuration::from_millis(deadline_ms),
                 ..Default::default()
             },
+            judged: HealthStatus::Unknown,
             env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
             workdir: None,
         }
@@ -393,5 +397,17 @@ mod tests {
             .unwrap();
         assert_eq!(down.status, HealthStatus::Unhealthy);
         assert!(down.message.contains("deadline"), "{}", down.message);
+        // Judged healthy before an agent restart: a failure says so at once.
+        let mut t = target(vec![failing_again()], 200, 60_000);
+        t.judged = HealthStatus::Healthy;
+        let down = first_verdict(t).await.unwrap();
+        assert_eq!(down.status, HealthStatus::Unhealthy);
+        assert!(!down.message.contains("deadline"), "{}", down.message);
+    }
+
+    fn failing_again() -> HealthCheck {
+        check(CheckKind::Command {
+            command: "false".into(),
+        })
     }
 }

@@ -33,6 +33,8 @@ const ANNOUNCE_WITHIN: Duration = Duration::from_secs(5);
 pub(crate) struct Resume {
     pub handles: BTreeMap<String, SupervisedHandle>,
     pub windows: BTreeMap<String, RestartWindow>,
+    /// The health last judged, which the checks go on from.
+    pub health: windflow_protocol::HealthStatus,
 }
 
 impl Resume {
@@ -138,6 +140,7 @@ pub(crate) async fn run(
             let target = super::health::Target {
                 checks: assignment.checks.clone(),
                 update: assignment.update,
+                judged: resume.health,
                 env: task.env.clone(),
                 workdir,
             };
