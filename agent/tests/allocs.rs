@@ -34,6 +34,9 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        job_version: 1,
+        deployment: None,
+        health: Default::default(),
     }
 }
 
@@ -47,6 +50,8 @@ fn running(id: u64, modify_index: u64, command: &str, restart: RestartPolicy) ->
         tasks: vec![TaskSpec::exec("main", command)],
         restart,
         job_type: JobType::Service,
+        checks: Vec::new(),
+        update: Default::default(),
     }
 }
 
@@ -56,6 +61,8 @@ fn stopped(id: u64, modify_index: u64) -> AllocAssignment {
         tasks: Vec::new(),
         restart: RestartPolicy::default(),
         job_type: JobType::Service,
+        checks: Vec::new(),
+        update: Default::default(),
     }
 }
 

@@ -175,6 +175,15 @@ pub struct Allocation {
     /// What happened to it, oldest first; at most [`ALLOC_EVENTS_MAX`], the oldest dropped.
     #[serde(default)]
     pub events: Vec<AllocEvent>,
+    /// The job version it runs (its tasks are that version's).
+    #[serde(default)]
+    pub job_version: u64,
+    /// The deployment that placed it, if one did.
+    #[serde(default)]
+    pub deployment: Option<crate::ids::DeploymentId>,
+    /// What its node last said of its health checks.
+    #[serde(default)]
+    pub health: crate::deploy::AllocHealth,
 }
 
 /// The most events an allocation keeps.
@@ -251,6 +260,8 @@ pub enum EvalTrigger {
     NodeDrain,
     /// An allocation failed or was lost: its replacement is due (the reschedule policy).
     AllocFailed,
+    /// A deployment moved on: one of its allocations' health changed, or it was promoted.
+    Deployment,
 }
 
 /// Where an evaluation is.

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod batch;
 pub mod codec;
+pub mod deploy;
 pub mod enroll;
 pub mod identity;
 pub mod ids;
@@ -26,6 +27,9 @@ pub use alloc::{
 };
 pub use batch::{RunRetention, RunTarget};
 pub use codec::CodecError;
+pub use deploy::{
+    AllocHealth, CheckKind, Deployment, DeploymentStatus, HealthCheck, HealthStatus, UpdatePolicy,
+};
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{
     AllocId, AuditId, ContextId, DeploymentId, EvalId, IdParseError, JobId, JoinTokenId, NodeId,

@@ -75,6 +75,9 @@ pub struct AllocUpdate {
     pub restarts: u32,
     /// What happened since the last update the server acknowledged, oldest first.
     pub events: Vec<AllocEvent>,
+    /// What its health checks say now.
+    #[serde(default)]
+    pub health: crate::deploy::AllocHealth,
 }
 
 /// The first message of every session.
@@ -178,6 +181,11 @@ pub struct AllocAssignment {
     pub restart: RestartPolicy,
     /// A batch job's allocation that exits 0 is `complete`; a service's is restarted.
     pub job_type: JobType,
+    /// The group's health checks, and the update policy's times that judge them.
+    #[serde(default)]
+    pub checks: Vec<crate::deploy::HealthCheck>,
+    #[serde(default)]
+    pub update: crate::deploy::UpdatePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,8 @@ fn plan(f: &Fixture, stop: Vec<AllocId>, place: &[NodeId]) -> Vec<AllocId> {
                 disk_mb: 0,
             },
             replaces: None,
+            job_version: 1,
+            deployment: None,
         })
         .collect();
     match f.apply(Command::SubmitPlan(Plan {
@@ -82,6 +84,7 @@ fn report(alloc: AllocId, node: NodeId, client: ClientStatus, events: Vec<AllocE
         restarts: 0,
         events,
         at: Timestamp(10),
+        health: Default::default(),
     })
 }
 
@@ -308,6 +311,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         restarts: 40,
         events: many,
         at: Timestamp(200),
+        health: Default::default(),
     }))
     .unwrap();
     let got = get(&f, a);
@@ -327,6 +331,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         restarts: 1,
         events: vec![],
         at: Timestamp(201),
+        health: Default::default(),
     }))
     .unwrap();
     assert_eq!(get(&f, a).restarts, 40);

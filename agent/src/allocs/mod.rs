@@ -13,6 +13,7 @@
 //! killed) leaves the tasks running, and the next one on the same data dir takes them back
 //! in `Allocs::open` (`recover.rs`), names the same index in its Hello, and reports what ended meanwhile.
 
+mod health;
 mod persist;
 mod policy;
 mod recover;
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, Allocation, ClientStatus, DesiredStatus,
-    Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, Allocation, ClientStatus,
+    DesiredStatus, Timestamp,
 };
 
 use persist::{AllocStore, Saved};
@@ -58,6 +59,9 @@ struct Entry {
     handles: BTreeMap<String, SupervisedHandle>,
     /// Each task's restart window, by task name.
     windows: BTreeMap<String, RestartWindow>,
+    /// What its health checks say, and what a server last acknowledged of it.
+    health: AllocHealth,
+    acked_health: AllocHealth,
 }
 
 struct Runner {
@@ -77,6 +81,8 @@ impl Entry {
             runner: None,
             handles: BTreeMap::new(),
             windows: BTreeMap::new(),
+            health: AllocHealth::default(),
+            acked_health: AllocHealth::default(),
         }
     }
 
@@ -91,6 +97,8 @@ impl Entry {
             active: self.runner.is_some(),
             handles: self.handles.clone(),
             windows: self.windows.clone(),
+            health: self.health.clone(),
+            acked_health: self.acked_health.clone(),
         }
     }
 
@@ -105,12 +113,16 @@ impl Entry {
             runner: None,
             handles: s.handles,
             windows: s.windows,
+            health: s.health,
+            acked_health: s.acked_health,
         }
     }
 
     /// Whether a server has yet to hear something of it.
     fn dirty(&self) -> bool {
-        !self.unacked.is_empty() || self.acked != Some((self.client, self.restarts))
+        !self.unacked.is_empty()
+            || self.acked != Some((self.client, self.restarts))
+            || self.acked_health != self.health
     }
 
     /// Done with for good: ended here, the servers know it, and they have it ended too.
@@ -215,7 +227,7 @@ impl Allocs {
         self.changed.notify_one();
     }
 
-    fn take(&self, st: &mut State, a: AllocAssignment) {
+    fn take(&self, st: &mut State, mut a: AllocAssignment) {
         let id = a.alloc.id;
         if let Some(e) = st.entries.get_mut(&id) {
             if a.alloc.modify_index <= e.alloc.modify_index {
@@ -249,6 +261,19 @@ impl Allocs {
                 st.entries.insert(id, e);
             }
             DesiredStatus::Run => {
+                // A port of its own, kept with its tasks (so the same after a restart).
+                match health::free_port() {
+                    Ok(port) => {
+                        for t in &mut a.tasks {
+                            t.env
+                                .entry(health::PORT_VAR.to_owned())
+                                .or_insert_with(|| port.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(alloc = %id, error = %e, "no free port for the allocation")
+                    }
+                }
                 let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
                 e.event(AllocEventKind::Received, "received by the node".into());
                 // Kept before it starts, so a later agent on this data dir knows it runs
@@ -345,6 +370,7 @@ impl Allocs {
                 e.event(AllocEventKind::Failed, why);
                 e.runner = None;
             }
+            Change::Health(h) => e.health = h,
             Change::Complete => {
                 e.client = ClientStatus::Complete;
                 e.runner = None;

@@ -84,6 +84,9 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        job_version: 1,
+        deployment: None,
+        health: Default::default(),
     }
 }
 
@@ -104,6 +107,8 @@ fn run(id: u64, index: u64, command: &str, policy: RestartPolicy, job_type: JobT
             tasks: vec![TaskSpec::exec("main", command)],
             restart: policy,
             job_type,
+            checks: Vec::new(),
+            update: Default::default(),
         }],
     }
 }
@@ -116,6 +121,8 @@ fn stop(id: u64, index: u64) -> AllocSync {
             tasks: Vec::new(),
             restart: RestartPolicy::default(),
             job_type: JobType::Service,
+            checks: Vec::new(),
+            update: Default::default(),
         }],
     }
 }

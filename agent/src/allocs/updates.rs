@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use windflow_protocol::messages::AllocUpdate;
-use windflow_protocol::{AllocId, ClientStatus};
+use windflow_protocol::{AllocHealth, AllocId, ClientStatus};
 
 use super::Allocs;
 
@@ -16,6 +16,7 @@ pub(super) struct InFlight {
     pub restarts: u32,
     /// How many of `unacked` it carried (the oldest ones).
     pub events: usize,
+    pub health: AllocHealth,
 }
 
 impl Allocs {
@@ -45,12 +46,14 @@ impl Allocs {
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.len(),
+                health: e.health.clone(),
             });
             due.push(AllocUpdate {
                 alloc: *id,
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.clone(),
+                health: e.health.clone(),
             });
         }
         due
@@ -69,6 +72,7 @@ impl Allocs {
         let n = f.events.min(e.unacked.len());
         e.unacked.drain(..n);
         e.acked = Some((f.client, f.restarts));
+        e.acked_health = f.health;
         let more = e.dirty();
         if e.forgettable() {
             st.entries.remove(&alloc);

@@ -283,6 +283,8 @@ mod tests {
             placement: Default::default(),
             restart: Default::default(),
             reschedule: Default::default(),
+            update: Default::default(),
+            checks: Vec::new(),
         }
     }
 
