@@ -15,8 +15,10 @@ pub mod messages;
 pub mod namespace;
 pub mod node;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod time;
+pub mod webhook;
 
 pub use alloc::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint,
@@ -35,6 +37,11 @@ pub use job::{
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};
 pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use schedule::{
+    CatchUp, FireOutcome, OverlapPolicy, Schedule, ScheduleFire, ScheduleSpec, ScheduleTarget,
+    TargetLaunch,
+};
+pub use webhook::{Delivery, DeliveryOutcome, Event, EventKind, Webhook, WebhookSpec};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
 

@@ -10,6 +10,11 @@ use windflow_protocol::{
     JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
     Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
+// Schedules and webhooks (issue 7).
+use windflow_protocol::{
+    Delivery, DeliveryOutcome, Schedule, ScheduleFire, ScheduleId, ScheduleSpec, Webhook,
+    WebhookId, WebhookSpec,
+};
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +223,49 @@ pub enum Command {
         unplaced: Vec<String>,
         at: Timestamp,
     },
+    // --- Schedules and webhooks (issue 7; see `crate::schedules`, `crate::webhooks`) ---
+    /// A schedule; names are unique within a namespace, the namespace must exist. It
+    /// fires for due times after `at`. Assigns the next [`ScheduleId`].
+    CreateSchedule { spec: ScheduleSpec, at: Timestamp },
+    /// Enables or disables a schedule; enabling counts due times from `at` on (what was
+    /// due while disabled is not caught up).
+    SetScheduleEnabled {
+        schedule: ScheduleId,
+        enabled: bool,
+        at: Timestamp,
+    },
+    /// Removes a schedule and its fire log; runs it started stay.
+    DeleteSchedule { schedule: ScheduleId, at: Timestamp },
+    /// The leader's fire of `schedule` for due time `due`: refused unless `due` is after
+    /// the last recorded fire, so no due time is fired twice whoever leads. Applies the
+    /// overlap policy and creates the runs in the same entry.
+    FireSchedule {
+        schedule: ScheduleId,
+        due: Timestamp,
+        /// Due times before `due` that the catch-up policy leaves out.
+        missed: u32,
+        at: Timestamp,
+    },
+    /// A webhook; `secret` is its HMAC key, sealed by the proposer. Events from now on are
+    /// delivered to it. Assigns the next [`WebhookId`].
+    CreateWebhook {
+        spec: WebhookSpec,
+        secret: Sealed,
+        at: Timestamp,
+    },
+    /// Removes a webhook and its delivery log.
+    DeleteWebhook { webhook: WebhookId, at: Timestamp },
+    /// One delivery attempt (the leader's); a final one (delivered or given up) marks the
+    /// event done for the webhook. Refused for an event already done.
+    WebhookAttempt {
+        webhook: WebhookId,
+        event: u64,
+        attempt: u32,
+        status: Option<u16>,
+        error: Option<String>,
+        outcome: DeliveryOutcome,
+        at: Timestamp,
+    },
 }
 
 /// What [`Command::SetNodeDrain`] does.
@@ -262,6 +310,9 @@ impl Command {
                 | Command::NodesDown { .. }
                 | Command::SetNodeDrain { .. }
                 | Command::FinishDrain { .. }
+                // These scan their fire or delivery logs.
+                | Command::DeleteSchedule { .. }
+                | Command::DeleteWebhook { .. }
         )
     }
 
@@ -304,6 +355,13 @@ impl Command {
             Command::SetNodeEligibility { .. } => "set_node_eligibility",
             Command::FinishDrain { .. } => "finish_drain",
             Command::WaitEvaluation { .. } => "wait_evaluation",
+            Command::CreateSchedule { .. } => "create_schedule",
+            Command::SetScheduleEnabled { .. } => "set_schedule_enabled",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::FireSchedule { .. } => "fire_schedule",
+            Command::CreateWebhook { .. } => "create_webhook",
+            Command::DeleteWebhook { .. } => "delete_webhook",
+            Command::WebhookAttempt { .. } => "webhook_attempt",
         }
     }
 }
@@ -434,6 +492,11 @@ pub enum Applied {
     Nothing,
     /// The nodes a command changed.
     Nodes(Vec<Node>),
+    // --- Schedules and webhooks (issue 7) ---
+    Schedule(Schedule),
+    Fire(ScheduleFire),
+    Webhook(Webhook),
+    Delivery(Delivery),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

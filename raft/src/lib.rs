@@ -21,10 +21,13 @@ mod node;
 mod node_certs;
 mod nodes;
 mod reader;
+mod schedules;
+mod schedules_reader;
 mod secrets;
 mod state;
 mod state_machine;
 mod timings;
+mod webhooks;
 
 pub use command::{
     AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,
@@ -37,6 +40,7 @@ pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
 pub use nodes::NodeLiveness;
 pub use openraft::BasicNode;
 pub use reader::StateReader;
+pub use schedules::PIPELINES_NOT_SCHEDULABLE;
 pub use timings::RaftTimings;
 
 /// A server's ID in the raft group.
