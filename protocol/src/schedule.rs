@@ -109,7 +109,7 @@ pub struct TargetLaunch {
 
 /// How a fire went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 pub enum FireOutcome {
     /// The targets were launched.
     Fired,
