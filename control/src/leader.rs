@@ -8,6 +8,7 @@ use windflow_raft::RaftNode;
 use std::time::Duration;
 
 use crate::audit_retention::AuditRetention;
+use crate::cron::runner::CronLoop;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
 use crate::lifecycle::Liveness;
@@ -15,9 +16,10 @@ use crate::lifecycle::drain::DrainWatcher;
 use crate::lifecycle::monitor::NodeMonitor;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
+use crate::webhooks::WebhookDelivery;
 
 /// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`]
-/// and [`DrainWatcher`] (and later cron and webhooks) while leader.
+/// [`DrainWatcher`], [`CronLoop`] and [`WebhookDelivery`] while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -43,6 +45,17 @@ pub fn spawn(
                     tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
                     tokio::spawn(NodeMonitor::new(raft.clone(), liveness).run(token.clone()));
                     tokio::spawn(DrainWatcher::new(raft.clone(), liveness).run(token.clone()));
+                    // Schedules and webhooks (issue 7).
+                    let clock = std::sync::Arc::new(crate::cron::SystemClock);
+                    tokio::spawn(CronLoop::new(raft.clone(), clock).run(token.clone()));
+                    match WebhookDelivery::new(raft.clone(), secrets.clone()) {
+                        Ok(delivery) => {
+                            tokio::spawn(delivery.run(token.clone()));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhook delivery cannot start: no HTTP client")
+                        }
+                    }
                     term = Some(token);
                 }
                 (false, Some(token)) => {
