@@ -9,8 +9,10 @@ pub mod config;
 mod identity;
 mod namespaces;
 mod nodes;
+mod schedules;
 mod table;
 mod trust;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +80,12 @@ pub enum Command {
     /// Where the scheduler placed service instances.
     #[command(subcommand)]
     Alloc(AllocCommand),
+    /// Cron schedules that launch jobs.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Webhooks: signed POSTs of run and schedule events.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Enrolling agents: their join tokens.
     #[command(subcommand)]
     Agent(AgentCommand),

@@ -38,6 +38,17 @@ const ALIASES: [(&str, &str); 7] = [
     ("@hourly", "@hourly"),
 ];
 
+/// How far back a fall-back change is looked for: more than any zone's DST shift.
+const FALL_BACK_WINDOW_MS: u64 = 3 * 3600 * 1000;
+
+/// The most occurrences walked to find one past a fall-back change (3 hours of seconds).
+const MAX_ITERATION: usize = 3 * 3600 + 10;
+
+fn offset_secs(dt: &DateTime<Tz>) -> i32 {
+    use chrono::Offset;
+    dt.offset().fix().local_minus_utc()
+}
+
 /// A parsed expression and its zone.
 #[derive(Debug, Clone)]
 pub struct CronExpr {
@@ -97,6 +108,20 @@ impl CronExpr {
     /// The first due time strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let start = self.zoned(t)?;
+        // Within a few hours after clocks went back, a wildcard pattern's second pass
+        // through the repeated hour is only found by croner's iterator (a search from a
+        // wall time finds its first pass): iterate from before the change instead.
+        let back = Timestamp(t.0.saturating_sub(FALL_BACK_WINDOW_MS));
+        if let Some(before) = self.zoned(back)
+            && offset_secs(&before) > offset_secs(&start)
+        {
+            return self
+                .cron
+                .iter_after(before)
+                .take(MAX_ITERATION)
+                .filter_map(Self::stamp)
+                .find(|at| *at > t);
+        }
         self.cron
             .find_next_occurrence(&start, false)
             .ok()
