@@ -41,9 +41,9 @@ pub use schedule::{
     CatchUp, FireOutcome, OverlapPolicy, Schedule, ScheduleFire, ScheduleSpec, ScheduleTarget,
     TargetLaunch,
 };
-pub use webhook::{Delivery, DeliveryOutcome, Event, EventKind, Webhook, WebhookSpec};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
+pub use webhook::{Delivery, DeliveryOutcome, Event, EventKind, Webhook, WebhookSpec};
 
 /// The most stdout a run keeps as its context. Longer output is cut to this many bytes
 /// (at a UTF-8 boundary) and the context is marked `truncated`.

@@ -82,10 +82,10 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod alloc_sync_tests;
 #[cfg(test)]
-mod schedule_tests;
-#[cfg(test)]
 mod alloc_tests;
 #[cfg(test)]
 mod apply_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod schedule_tests;

@@ -133,7 +133,10 @@ fn replace_fails_the_pending_runs_of_the_last_fire() {
         OverlapPolicy::Replace,
     );
     let first = fire(&f, s, 2_000).unwrap();
-    let (ra, rb) = (first.launches[0].run.unwrap(), first.launches[1].run.unwrap());
+    let (ra, rb) = (
+        first.launches[0].run.unwrap(),
+        first.launches[1].run.unwrap(),
+    );
     // One of them runs already: it is left to finish.
     f.apply(Command::RunDispatched {
         run: ra,
@@ -159,7 +162,10 @@ fn targets_that_cannot_start_say_why() {
     let a = job(&f, "a");
     let s = schedule(
         &f,
-        vec![ScheduleTarget::Job(a), ScheduleTarget::Pipeline(PipelineId(1))],
+        vec![
+            ScheduleTarget::Job(a),
+            ScheduleTarget::Pipeline(PipelineId(1)),
+        ],
         OverlapPolicy::Allow,
     );
     f.apply(Command::DeleteJob {
@@ -168,7 +174,13 @@ fn targets_that_cannot_start_say_why() {
     })
     .unwrap();
     let fire = fire(&f, s, 2_000).unwrap();
-    assert!(fire.launches[0].error.as_deref().unwrap().contains("no longer exists"));
+    assert!(
+        fire.launches[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no longer exists")
+    );
     assert_eq!(
         fire.launches[1].error.as_deref(),
         Some(crate::PIPELINES_NOT_SCHEDULABLE)

@@ -8,13 +8,13 @@
 
 use windflow_protocol::schedule::FIRE_LOG_MAX;
 use windflow_protocol::{
-    FireOutcome, JobType, OverlapPolicy, Run, RunStatus, Schedule, ScheduleFire,
-    ScheduleId, ScheduleSpec, ScheduleTarget, TargetLaunch, Timestamp,
+    FireOutcome, JobType, OverlapPolicy, Run, RunStatus, Schedule, ScheduleFire, ScheduleId,
+    ScheduleSpec, ScheduleTarget, TargetLaunch, Timestamp,
 };
 
+use crate::StoreError;
 use crate::command::{Applied, ApplyError, Response};
 use crate::state::{Pending, key};
-use crate::StoreError;
 
 fn schedule_key(id: ScheduleId) -> Vec<u8> {
     key::id(key::SCHEDULE, id.0)
@@ -89,7 +89,11 @@ pub(crate) fn delete(p: &mut Pending<'_>, id: ScheduleId) -> Result<Response, St
         return Ok(Err(ApplyError::not_found("schedule", id)));
     };
     p.del(schedule_key(id));
-    p.del(key::ns_name(key::SCHEDULE_NAME, &s.spec.namespace, &s.spec.name));
+    p.del(key::ns_name(
+        key::SCHEDULE_NAME,
+        &s.spec.namespace,
+        &s.spec.name,
+    ));
     let fires: Vec<Vec<u8>> = p
         .tree()
         .scan_prefix(key::id(key::SCHEDULE_FIRE, id.0))
@@ -151,7 +155,10 @@ pub(crate) fn fire(
             };
         }
         OverlapPolicy::Replace if overlapping => {
-            for mut r in unfinished.into_iter().filter(|r| r.status == RunStatus::Pending) {
+            for mut r in unfinished
+                .into_iter()
+                .filter(|r| r.status == RunStatus::Pending)
+            {
                 r.status = RunStatus::Failed;
                 r.finished_at = Some(at);
                 r.error = Some(format!(
@@ -196,11 +203,16 @@ fn launch(
                     None => (None, Some(format!("job {job} no longer exists"))),
                     Some(j) if j.spec.namespace != s.spec.namespace => (
                         None,
-                        Some(format!("job {job} is not in namespace {}", s.spec.namespace)),
+                        Some(format!(
+                            "job {job} is not in namespace {}",
+                            s.spec.namespace
+                        )),
                     ),
                     Some(j) if j.spec.job_type == JobType::Service => (
                         None,
-                        Some(format!("job {job} is a service job, kept running by the scheduler")),
+                        Some(format!(
+                            "job {job} is a service job, kept running by the scheduler"
+                        )),
                     ),
                     Some(_) => match crate::state::create_run(p, job, at)? {
                         Ok(Applied::Run(r)) => (Some(r.id), None),

@@ -52,7 +52,10 @@ impl StateReader {
         ns: &Namespace,
         name: &str,
     ) -> Result<Option<Schedule>, StoreError> {
-        match id_of(self.tree().get(key::ns_name(key::SCHEDULE_NAME, ns, name))?) {
+        match id_of(
+            self.tree()
+                .get(key::ns_name(key::SCHEDULE_NAME, ns, name))?,
+        ) {
             Some(id) => self.schedule(ScheduleId(id)),
             None => Ok(None),
         }

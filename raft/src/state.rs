@@ -237,7 +237,11 @@ impl<'a> Pending<'a> {
     }
 
     /// Stores a run, keeping the status index and the per-status counts in step.
-    pub(crate) fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
+    pub(crate) fn put_run(
+        &mut self,
+        run: &Run,
+        before: Option<RunStatus>,
+    ) -> Result<(), StoreError> {
         if before != Some(run.status) {
             if let Some(old) = before {
                 self.del(key::pair(

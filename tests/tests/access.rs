@@ -73,7 +73,12 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
         W,
         "/v1/schedules/S999999/disable",
     ),
-    ("GET", "/v1/schedules/{id}/next", R, "/v1/schedules/S999999/next"),
+    (
+        "GET",
+        "/v1/schedules/{id}/next",
+        R,
+        "/v1/schedules/S999999/next",
+    ),
     (
         "GET",
         "/v1/schedules/{id}/fires",

@@ -18,7 +18,13 @@ fn ts(v: &Value) -> Timestamp {
     serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"))
 }
 
-fn api(addr: std::net::SocketAddr, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+fn api(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
     http_json(addr, method, path, Some(token), body.as_deref())
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
@@ -28,26 +34,67 @@ fn api(addr: std::net::SocketAddr, token: &str, method: &str, path: &str, body: 
 fn an_every_second_schedule_launches_both_jobs_at_once() {
     let dev = DevServer::start().unwrap();
     for name in ["left", "right"] {
-        let out = dev.cli(&["job", "create", name, "--cmd", &format!("sleep 2; echo {name}")]);
+        let out = dev.cli(&[
+            "job",
+            "create",
+            name,
+            "--cmd",
+            &format!("sleep 2; echo {name}"),
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
     // Refusals name the field.
-    let bad = dev.cli(&["schedule", "create", "p", "--cron", "* * * * * *", "--pipeline", "P1"]);
+    let bad = dev.cli(&[
+        "schedule",
+        "create",
+        "p",
+        "--cron",
+        "* * * * * *",
+        "--pipeline",
+        "P1",
+    ]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("pipelines cannot be scheduled yet"), "{}", stderr(&bad));
-    let bad = dev.cli(&["schedule", "create", "c", "--cron", "* * *", "--job", "left"]);
+    assert!(
+        stderr(&bad).contains("pipelines cannot be scheduled yet"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = dev.cli(&[
+        "schedule", "create", "c", "--cron", "* * *", "--job", "left",
+    ]);
     assert!(stderr(&bad).contains("`cron`"), "{}", stderr(&bad));
     let bad = dev.cli(&[
-        "schedule", "create", "z", "--cron", "@daily", "--timezone", "Mars/Base", "--job", "left",
+        "schedule",
+        "create",
+        "z",
+        "--cron",
+        "@daily",
+        "--timezone",
+        "Mars/Base",
+        "--job",
+        "left",
     ]);
     assert!(stderr(&bad).contains("`timezone`"), "{}", stderr(&bad));
-    let bad = dev.cli(&["schedule", "create", "j", "--cron", "@daily", "--job", "nope"]);
+    let bad = dev.cli(&[
+        "schedule", "create", "j", "--cron", "@daily", "--job", "nope",
+    ]);
     assert!(stderr(&bad).contains("targets[0].job"), "{}", stderr(&bad));
 
     let created = dev.cli(&[
-        "schedule", "create", "both", "--cron", "* * * * * *", "--job", "left", "--job", "right",
-        "--overlap", "forbid", "--output", "json",
+        "schedule",
+        "create",
+        "both",
+        "--cron",
+        "* * * * * *",
+        "--job",
+        "left",
+        "--job",
+        "right",
+        "--overlap",
+        "forbid",
+        "--output",
+        "json",
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let s = json_of(&created);
@@ -55,32 +102,43 @@ fn an_every_second_schedule_launches_both_jobs_at_once() {
     assert_eq!(s["spec"]["targets"], json!([{"job": "J1"}, {"job": "J2"}]));
 
     let next = json_of(&dev.cli(&["schedule", "next", "S1", "--count", "5", "--output", "json"]));
-    let next: Vec<Timestamp> = next.as_array().unwrap().iter().map(|d| ts(&d["at"])).collect();
+    let next: Vec<Timestamp> = next
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| ts(&d["at"]))
+        .collect();
     assert_eq!(next.len(), 5);
     assert!(next.windows(2).all(|w| w[1].0 - w[0].0 == 1000), "{next:?}");
 
     // The first fire that launched both, once both runs have finished.
-    let runs = wait_for("a fire whose two runs both finished", Duration::from_secs(60), || {
-        let shown = json_of(&dev.cli(&["schedule", "show", "S1", "--fires", "50", "--output", "json"]));
-        let fires = shown["recent_fires"].as_array()?.clone();
-        fires.iter().rev().find_map(|f| {
-            if f["outcome"] != "fired" {
-                return None;
-            }
-            let ids: Vec<String> = f["launches"]
-                .as_array()?
-                .iter()
-                .map(|l| l["run"].as_str().map(str::to_owned))
-                .collect::<Option<_>>()?;
-            let runs: Vec<Value> = ids
-                .iter()
-                .map(|id| json_of(&dev.cli(&["run", "show", id, "--output", "json"])))
-                .collect();
-            runs.iter()
-                .all(|r| r["status"] == "succeeded")
-                .then_some(runs)
-        })
-    })
+    let runs = wait_for(
+        "a fire whose two runs both finished",
+        Duration::from_secs(60),
+        || {
+            let shown = json_of(&dev.cli(&[
+                "schedule", "show", "S1", "--fires", "50", "--output", "json",
+            ]));
+            let fires = shown["recent_fires"].as_array()?.clone();
+            fires.iter().rev().find_map(|f| {
+                if f["outcome"] != "fired" {
+                    return None;
+                }
+                let ids: Vec<String> = f["launches"]
+                    .as_array()?
+                    .iter()
+                    .map(|l| l["run"].as_str().map(str::to_owned))
+                    .collect::<Option<_>>()?;
+                let runs: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json_of(&dev.cli(&["run", "show", id, "--output", "json"])))
+                    .collect();
+                runs.iter()
+                    .all(|r| r["status"] == "succeeded")
+                    .then_some(runs)
+            })
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
     assert_eq!(runs.len(), 2);
     assert_ne!(runs[0]["job"], runs[1]["job"]);
@@ -93,14 +151,21 @@ fn an_every_second_schedule_launches_both_jobs_at_once() {
     );
 
     // Forbid: while those ran, fires were recorded as skipped, not launched.
-    let shown = json_of(&dev.cli(&["schedule", "show", "S1", "--fires", "50", "--output", "json"]));
+    let shown = json_of(&dev.cli(&[
+        "schedule", "show", "S1", "--fires", "50", "--output", "json",
+    ]));
     let fires = shown["recent_fires"].as_array().unwrap();
     assert!(
-        fires.iter().any(|f| f["outcome"].get("skipped_overlap").is_some()),
+        fires
+            .iter()
+            .any(|f| f["outcome"].get("skipped_overlap").is_some()),
         "{shown}"
     );
     let table = stdout(&dev.cli(&["schedule", "list"]));
-    assert!(table.contains("both") && table.contains("* * * * * *"), "{table}");
+    assert!(
+        table.contains("both") && table.contains("* * * * * *"),
+        "{table}"
+    );
 
     let off = json_of(&dev.cli(&["schedule", "disable", "both", "--output", "json"]));
     assert_eq!(off["enabled"], false);
@@ -131,7 +196,13 @@ fn killing_the_leader_neither_doubles_nor_skips_a_fire() {
     let mut cluster = Cluster::start(3).unwrap();
     let token = cluster.token();
     let addr = cluster.servers[0].http_addr;
-    let (status, job) = api(addr, &token, "POST", "/v1/jobs", Some(json!({"name": "tick", "command": "true"})));
+    let (status, job) = api(
+        addr,
+        &token,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "tick", "command": "true"})),
+    );
     assert_eq!(status, 201, "{job}");
     let (status, s) = api(
         addr,
@@ -153,19 +224,26 @@ fn killing_the_leader_neither_doubles_nor_skips_a_fire() {
         fires(&cluster, survivor, &token).filter(|f| f.len() >= 3)
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
-    assert!(cluster.is_leader(leader), "the leadership moved before the kill");
+    assert!(
+        cluster.is_leader(leader),
+        "the leadership moved before the kill"
+    );
     cluster.kill(leader);
     let killed_at = Timestamp::now();
     cluster
         .wait_for_leader(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     // Fires for due times well after the kill, from the new leader.
-    wait_for("fires due 3 s after the kill", Duration::from_secs(90), || {
-        fires(&cluster, survivor, &token).filter(|f| {
-            f.last()
-                .is_some_and(|last| ts(&last["due"]).0 >= killed_at.0 + 3_000)
-        })
-    })
+    wait_for(
+        "fires due 3 s after the kill",
+        Duration::from_secs(90),
+        || {
+            fires(&cluster, survivor, &token).filter(|f| {
+                f.last()
+                    .is_some_and(|last| ts(&last["due"]).0 >= killed_at.0 + 3_000)
+            })
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
     // Then the whole cluster goes down and comes back: what was due meanwhile is fired
@@ -186,12 +264,16 @@ fn killing_the_leader_neither_doubles_nor_skips_a_fire() {
         .wait_for_leader(Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     let back_at = Timestamp::now();
-    let log = wait_for("fires due 3 s after the restart", Duration::from_secs(90), || {
-        fires(&cluster, survivor, &token).filter(|f| {
-            f.last()
-                .is_some_and(|last| ts(&last["due"]).0 >= back_at.0 + 3_000)
-        })
-    })
+    let log = wait_for(
+        "fires due 3 s after the restart",
+        Duration::from_secs(90),
+        || {
+            fires(&cluster, survivor, &token).filter(|f| {
+                f.last()
+                    .is_some_and(|last| ts(&last["due"]).0 >= back_at.0 + 3_000)
+            })
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
     let dues: Vec<Timestamp> = log.iter().map(|f| ts(&f["due"])).collect();
@@ -219,9 +301,14 @@ fn killing_the_leader_neither_doubles_nor_skips_a_fire() {
         .iter()
         .filter(|f| ts(&f["due"]) > down_at && ts(&f["due"]).0 + 1_000 < back_at.0)
         .collect();
-    assert!(!caught_up.is_empty(), "nothing was due while down? {dues:?}");
     assert!(
-        caught_up.iter().all(|f| ts(&f["at"]) >= ts(&f["due"]).max(down_at)),
+        !caught_up.is_empty(),
+        "nothing was due while down? {dues:?}"
+    );
+    assert!(
+        caught_up
+            .iter()
+            .all(|f| ts(&f["at"]) >= ts(&f["due"]).max(down_at)),
         "{caught_up:?}"
     );
 }

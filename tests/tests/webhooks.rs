@@ -83,10 +83,14 @@ impl Receiver {
     }
 
     fn wait(&self, n: usize, dev: &DevServer) -> Vec<Received> {
-        wait_for(&format!("{n} request(s) at the receiver"), Duration::from_secs(60), || {
-            let all = self.got.lock().unwrap().clone();
-            (all.len() >= n).then_some(all)
-        })
+        wait_for(
+            &format!("{n} request(s) at the receiver"),
+            Duration::from_secs(60),
+            || {
+                let all = self.got.lock().unwrap().clone();
+                (all.len() >= n).then_some(all)
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()))
     }
 }
@@ -124,9 +128,25 @@ fn run_job(dev: &DevServer, name: &str, cmd: &str) {
 fn a_receiver_gets_the_signed_event_and_the_signature_verifies() {
     let dev = DevServer::start().unwrap();
     let receiver = Receiver::start(Vec::new());
-    let bad = dev.cli(&["webhook", "create", "x", "--url", "ftp://h/", "--events", "job.failed"]);
+    let bad = dev.cli(&[
+        "webhook",
+        "create",
+        "x",
+        "--url",
+        "ftp://h/",
+        "--events",
+        "job.failed",
+    ]);
     assert!(stderr(&bad).contains("`url`"), "{}", stderr(&bad));
-    let bad = dev.cli(&["webhook", "create", "x", "--url", &receiver.url, "--events", "job.done"]);
+    let bad = dev.cli(&[
+        "webhook",
+        "create",
+        "x",
+        "--url",
+        &receiver.url,
+        "--events",
+        "job.done",
+    ]);
     assert!(stderr(&bad).contains("`events[0]`"), "{}", stderr(&bad));
 
     let (id, secret) = webhook(&dev, "ops", &receiver.url, "job.succeeded");
@@ -170,12 +190,18 @@ fn a_receiver_answering_500_twice_gets_it_on_the_third_try() {
     let got = receiver.wait(3, &dev);
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     for (i, req) in got.iter().enumerate() {
-        assert_eq!(req.body, got[0].body, "every attempt carries the same event");
+        assert_eq!(
+            req.body, got[0].body,
+            "every attempt carries the same event"
+        );
         assert_eq!(
             req.header("x-windflow-signature"),
             Some(hex(hmac::sign(&key, &req.body).as_ref()).as_str())
         );
-        assert_eq!(req.header("x-windflow-attempt"), Some((i + 1).to_string().as_str()));
+        assert_eq!(
+            req.header("x-windflow-attempt"),
+            Some((i + 1).to_string().as_str())
+        );
     }
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["kind"], "job.failed");
@@ -200,8 +226,15 @@ fn a_receiver_answering_500_twice_gets_it_on_the_third_try() {
         .collect();
     assert_eq!(
         attempts,
-        [(3, 200, "delivered"), (2, 500, "retrying"), (1, 500, "retrying")]
+        [
+            (3, 200, "delivered"),
+            (2, 500, "retrying"),
+            (1, 500, "retrying")
+        ]
     );
     let table = stdout(&dev.cli(&["webhook", "deliveries", &id]));
-    assert!(table.contains("retrying") && table.contains("delivered"), "{table}");
+    assert!(
+        table.contains("retrying") && table.contains("delivered"),
+        "{table}"
+    );
 }

@@ -356,9 +356,27 @@ fn v1_routes(fault_injection: bool) -> Routes {
             backup::save,
         )
         // Schedules and webhooks (issue 7).
-        .route(M::GET, "/schedules", READ, "schedules.list", schedules::list)
-        .route(M::POST, "/schedules", WRITE, "schedules.create", schedules::create)
-        .route(M::GET, "/schedules/{id}", READ, "schedules.show", schedules::show)
+        .route(
+            M::GET,
+            "/schedules",
+            READ,
+            "schedules.list",
+            schedules::list,
+        )
+        .route(
+            M::POST,
+            "/schedules",
+            WRITE,
+            "schedules.create",
+            schedules::create,
+        )
+        .route(
+            M::GET,
+            "/schedules/{id}",
+            READ,
+            "schedules.show",
+            schedules::show,
+        )
         .route(
             M::DELETE,
             "/schedules/{id}",
@@ -396,8 +414,20 @@ fn v1_routes(fault_injection: bool) -> Routes {
         )
         // A webhook makes the servers POST to a URL of its creator's choosing: admins only.
         .route(M::GET, "/webhooks", READ, "webhooks.list", webhooks::list)
-        .route(M::POST, "/webhooks", NS_ADMIN, "webhooks.create", webhooks::create)
-        .route(M::GET, "/webhooks/{id}", READ, "webhooks.show", webhooks::show)
+        .route(
+            M::POST,
+            "/webhooks",
+            NS_ADMIN,
+            "webhooks.create",
+            webhooks::create,
+        )
+        .route(
+            M::GET,
+            "/webhooks/{id}",
+            READ,
+            "webhooks.show",
+            webhooks::show,
+        )
         .route(
             M::DELETE,
             "/webhooks/{id}",

@@ -135,9 +135,7 @@ pub(crate) fn parse_spec(
         item.finish()?;
         let field = format!("targets[{i}]");
         let target = match (job, pipeline) {
-            (Some(job), None) => {
-                ScheduleTarget::Job(target_job(reader, &namespace, &job, &field)?)
-            }
+            (Some(job), None) => ScheduleTarget::Job(target_job(reader, &namespace, &job, &field)?),
             // The pipeline helper's start command is hooked in at merge; until then a
             // pipeline target is refused rather than stored to fire nothing.
             (None, Some(_)) => {
@@ -266,7 +264,12 @@ pub async fn show(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<ScheduleDetail>, ApiError> {
     read_barrier(&state, &q).await?;
-    let limit = count_query(&q, "fires", 20, windflow_protocol::schedule::FIRE_LOG_MAX as usize)?;
+    let limit = count_query(
+        &q,
+        "fires",
+        20,
+        windflow_protocol::schedule::FIRE_LOG_MAX as usize,
+    )?;
     let reader = state.raft.reader();
     let s = find(reader, &scope, &id)?;
     let recent_fires = reader.schedule_fires(s.id, limit)?;
@@ -284,7 +287,12 @@ pub async fn fires(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<ScheduleFire>>, ApiError> {
     read_barrier(&state, &q).await?;
-    let limit = count_query(&q, "limit", 100, windflow_protocol::schedule::FIRE_LOG_MAX as usize)?;
+    let limit = count_query(
+        &q,
+        "limit",
+        100,
+        windflow_protocol::schedule::FIRE_LOG_MAX as usize,
+    )?;
     let reader = state.raft.reader();
     let s = find(reader, &scope, &id)?;
     Ok(Json(reader.schedule_fires(s.id, limit)?))

@@ -48,7 +48,10 @@ pub async fn create(
     validate_url(&url)?;
     let names = f.required_string_list("events")?;
     if names.is_empty() {
-        return Err(ApiError::invalid_field("events", "must name at least one event"));
+        return Err(ApiError::invalid_field(
+            "events",
+            "must name at least one event",
+        ));
     }
     let mut events = Vec::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
@@ -218,7 +221,9 @@ pub async fn deliveries(
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",
-                    format!("`limit` must be a whole number from 1 to {DELIVERY_LOG_MAX}, not `{v}`"),
+                    format!(
+                        "`limit` must be a whole number from 1 to {DELIVERY_LOG_MAX}, not `{v}`"
+                    ),
                 )
             })?,
     };

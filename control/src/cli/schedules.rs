@@ -95,12 +95,19 @@ pub async fn schedule(
             if out.0 == OutputFormat::Json {
                 out.json(&s)?;
             } else {
-                println!("Deleted schedule {} ({})", text(&s["id"]), text(&s["spec"]["name"]));
+                println!(
+                    "Deleted schedule {} ({})",
+                    text(&s["id"]),
+                    text(&s["spec"]["name"])
+                );
             }
         }
         ScheduleCommand::Next { schedule, count } => {
             let due: Vec<Value> = client
-                .get(&format!("/v1/schedules/{}/next?count={count}", seg(&schedule)))
+                .get(&format!(
+                    "/v1/schedules/{}/next?count={count}",
+                    seg(&schedule)
+                ))
                 .await?;
             if out.0 == OutputFormat::Json {
                 out.json(&due)?;
@@ -156,7 +163,10 @@ fn show(s: &Value) -> String {
     line("ID:", text(&s["id"]));
     line("Name:", text(&spec["name"]));
     line("Namespace:", text(&spec["namespace"]));
-    line("Cron:", format!("{} ({})", text(&spec["cron"]), text(&spec["timezone"])));
+    line(
+        "Cron:",
+        format!("{} ({})", text(&spec["cron"]), text(&spec["timezone"])),
+    );
     line("Targets:", targets(&spec["targets"]));
     line("Enabled:", text(&s["enabled"]));
     line("Overlap:", text(&spec["overlap"]));
@@ -164,7 +174,9 @@ fn show(s: &Value) -> String {
     line("Fires:", text(&s["fires"]));
     line("Last due:", text(&s["last_due"]));
     line("Next due:", text(&s["next_due"]));
-    let mut t = Table::new(vec!["#", "DUE", "RECORDED", "OUTCOME", "RUNS", "MISSED", "NOTES"]);
+    let mut t = Table::new(vec![
+        "#", "DUE", "RECORDED", "OUTCOME", "RUNS", "MISSED", "NOTES",
+    ]);
     for f in s["recent_fires"].as_array().into_iter().flatten() {
         let launches = f["launches"].as_array().cloned().unwrap_or_default();
         let runs: Vec<String> = launches

@@ -43,7 +43,11 @@ pub async fn webhook(
             if out.0 == OutputFormat::Json {
                 out.json(&w)?;
             } else {
-                println!("Created webhook {} ({})", text(&w["id"]), text(&w["spec"]["name"]));
+                println!(
+                    "Created webhook {} ({})",
+                    text(&w["id"]),
+                    text(&w["spec"]["name"])
+                );
                 println!("Signing secret (shown once): {}", text(&w["secret"]));
                 println!(
                     "Each POST carries X-Windflow-Signature: the hex HMAC-SHA256 of its body under this secret."
@@ -82,7 +86,11 @@ pub async fn webhook(
             if out.0 == OutputFormat::Json {
                 out.json(&w)?;
             } else {
-                println!("Deleted webhook {} ({})", text(&w["id"]), text(&w["spec"]["name"]));
+                println!(
+                    "Deleted webhook {} ({})",
+                    text(&w["id"]),
+                    text(&w["spec"]["name"])
+                );
             }
         }
         WebhookCommand::Deliveries { webhook, limit } => {

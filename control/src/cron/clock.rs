@@ -33,10 +33,8 @@ impl ManualClock {
     }
 
     pub fn advance(&self, d: std::time::Duration) {
-        self.0.fetch_add(
-            d.as_millis() as u64,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        self.0
+            .fetch_add(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -201,7 +201,9 @@ mod tests {
     fn bad_expressions_and_zones_say_what_is_wrong() {
         let e = CronExpr::parse("* * *", "UTC").unwrap_err().to_string();
         assert!(e.contains("3 field(s)"), "{e}");
-        let e = CronExpr::parse("* * * * * * *", "UTC").unwrap_err().to_string();
+        let e = CronExpr::parse("* * * * * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("7 field(s)"), "{e}");
         assert!(CronExpr::parse("61 * * * *", "UTC").is_err());
         assert!(CronExpr::parse("@reboot", "UTC").is_err());

@@ -160,8 +160,7 @@ impl Planner {
                     }
                 }
                 CatchUp::RunOnce => {
-                    if let Some(latest) = entry.expr.last_at_or_before(now).filter(|l| *l > from)
-                    {
+                    if let Some(latest) = entry.expr.last_at_or_before(now).filter(|l| *l > from) {
                         out.push(PlannedFire {
                             schedule: id,
                             due: latest,

@@ -55,7 +55,13 @@ fn an_every_second_schedule_fires_each_second_once() {
     let start = ts("2026-06-01T12:00:00.300Z");
     let clock = ManualClock::at(start);
     let mut p = Planner::default();
-    p.load(vec![schedule(1, "* * * * * *", "UTC", CatchUp::Skip, start)]);
+    p.load(vec![schedule(
+        1,
+        "* * * * * *",
+        "UTC",
+        CatchUp::Skip,
+        start,
+    )]);
     assert!(pass(&mut p, &clock).is_empty(), "nothing due yet");
     assert_eq!(p.next_wake(), Some(ts("2026-06-01T12:00:01Z")));
     let mut all = Vec::new();
@@ -78,7 +84,13 @@ fn an_every_second_schedule_fires_each_second_once() {
 /// A new leader takes over 5 s after the last recorded fire of an every-second schedule.
 fn after_failover(catch_up: CatchUp) -> Vec<PlannedFire> {
     let last = ts("2026-06-01T12:00:10Z");
-    let mut s = schedule(1, "* * * * * *", "UTC", catch_up, ts("2026-06-01T12:00:00Z"));
+    let mut s = schedule(
+        1,
+        "* * * * * *",
+        "UTC",
+        catch_up,
+        ts("2026-06-01T12:00:00Z"),
+    );
     s.last_due = Some(last);
     let clock = ManualClock::at(ts("2026-06-01T12:00:15.500Z"));
     let mut p = Planner::default();
@@ -160,7 +172,13 @@ fn a_zone_with_dst_fires_at_local_wall_time() {
     let start = ts("2026-03-28T00:00:00Z");
     let clock = ManualClock::at(start);
     let mut p = Planner::default();
-    p.load(vec![schedule(1, "30 2 * * *", "Europe/Paris", CatchUp::Skip, start)]);
+    p.load(vec![schedule(
+        1,
+        "30 2 * * *",
+        "Europe/Paris",
+        CatchUp::Skip,
+        start,
+    )]);
     let mut all = Vec::new();
     while clock.now() < ts("2026-10-27T00:00:00Z") {
         // The loop wakes at the next due time, or an hour later at most.
@@ -168,7 +186,11 @@ fn a_zone_with_dst_fires_at_local_wall_time() {
         clock.set(p.next_wake().map_or(hour_later, |n| n.min(hour_later)));
         all.extend(dues(&pass(&mut p, &clock)));
     }
-    let find = |day: &str| all.iter().filter(|t| t.to_string().starts_with(day)).count();
+    let find = |day: &str| {
+        all.iter()
+            .filter(|t| t.to_string().starts_with(day))
+            .count()
+    };
     // Spring forward: 02:30 does not exist; it fires once, at 03:00 CEST (01:00 UTC).
     assert!(all.contains(&ts("2026-03-29T01:00:00Z")));
     assert_eq!(find("2026-03-29"), 1);
@@ -184,7 +206,11 @@ fn a_zone_with_dst_fires_at_local_wall_time() {
     let mut sorted = all.clone();
     sorted.dedup();
     assert_eq!(sorted.len(), all.len());
-    assert_eq!(all.len(), 213, "every day from 2026-03-28 to 2026-10-26 once");
+    assert_eq!(
+        all.len(),
+        213,
+        "every day from 2026-03-28 to 2026-10-26 once"
+    );
 }
 
 #[test]
@@ -194,7 +220,10 @@ fn disabled_schedules_are_not_planned_and_a_refused_fire_reloads() {
     let mut off = schedule(2, "* * * * * *", "UTC", CatchUp::RunAll, start);
     off.enabled = false;
     let mut p = Planner::default();
-    p.load(vec![schedule(1, "* * * * * *", "UTC", CatchUp::RunAll, start), off]);
+    p.load(vec![
+        schedule(1, "* * * * * *", "UTC", CatchUp::RunAll, start),
+        off,
+    ]);
     clock.advance(Duration::from_secs(3));
     let fires = p.due(clock.now());
     assert!(fires.iter().all(|f| f.schedule == ScheduleId(1)));
@@ -214,7 +243,13 @@ fn a_run_all_backlog_is_fired_a_bounded_pass_at_a_time() {
     let start = ts("2026-06-01T12:00:00Z");
     let clock = ManualClock::at(start);
     let mut p = Planner::default();
-    p.load(vec![schedule(1, "* * * * * *", "UTC", CatchUp::RunAll, start)]);
+    p.load(vec![schedule(
+        1,
+        "* * * * * *",
+        "UTC",
+        CatchUp::RunAll,
+        start,
+    )]);
     clock.advance(Duration::from_secs(250));
     let mut total = 0;
     loop {

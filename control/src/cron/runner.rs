@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use windflow_protocol::{ScheduleId, Timestamp};
 use windflow_raft::{Applied, ApplyError, Command, RaftNode, WriteError};
 
@@ -172,7 +172,9 @@ async fn propose<C: Clock>(raft: &RaftNode, clock: &C, fires: Vec<PlannedFire>) 
                 tracing::error!(schedule = %f.schedule, ?other, "a fire got an unexpected answer");
                 done.push(f.due);
             }
-            Err(WriteError::Rejected(ApplyError::Refused(why) | ApplyError::NotFound { kind: why, .. })) => {
+            Err(WriteError::Rejected(
+                ApplyError::Refused(why) | ApplyError::NotFound { kind: why, .. },
+            )) => {
                 tracing::info!(schedule = %f.schedule, due = %f.due, %why, "fire refused; reading the schedule again");
                 return Outcome::Stale(done);
             }

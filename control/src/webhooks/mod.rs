@@ -84,7 +84,11 @@ impl WebhookDelivery {
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(WebhookDelivery { raft, secrets, http })
+        Ok(WebhookDelivery {
+            raft,
+            secrets,
+            http,
+        })
     }
 
     pub async fn run(self, stop: CancellationToken) {
@@ -153,7 +157,8 @@ impl WebhookDelivery {
                 continue;
             }
             p.in_flight = true;
-            let span = tracing::info_span!("webhook", webhook = %hook.id, event = event.seq, attempt);
+            let span =
+                tracing::info_span!("webhook", webhook = %hook.id, event = event.seq, attempt);
             attempts.spawn(
                 deliver(
                     self.raft.clone(),
@@ -183,9 +188,10 @@ fn next_event(
         let Some(last) = batch.last().map(|e| e.seq) else {
             return Ok(None);
         };
-        if let Some(event) = batch.into_iter().find(|e| {
-            hook.spec.events.contains(&e.kind) && e.namespace == hook.spec.namespace
-        }) {
+        if let Some(event) = batch
+            .into_iter()
+            .find(|e| hook.spec.events.contains(&e.kind) && e.namespace == hook.spec.namespace)
+        {
             let made = reader
                 .deliveries(hook.id, 1)?
                 .first()
@@ -243,7 +249,12 @@ async fn deliver(
     };
     match outcome {
         DeliveryOutcome::Delivered => tracing::info!(status, "webhook delivered"),
-        _ => tracing::warn!(status, error = error.as_deref(), ?outcome, "webhook delivery failed"),
+        _ => tracing::warn!(
+            status,
+            error = error.as_deref(),
+            ?outcome,
+            "webhook delivery failed"
+        ),
     }
     let recorded = match raft
         .write(Command::WebhookAttempt {
@@ -283,7 +294,10 @@ async fn post(
     attempt: u32,
 ) -> (Option<u16>, Option<String>) {
     let secret = match secrets
-        .open_at(&secret_place(&hook.spec.namespace, &hook.spec.name), &hook.secret)
+        .open_at(
+            &secret_place(&hook.spec.namespace, &hook.spec.name),
+            &hook.secret,
+        )
         .await
     {
         Ok(s) => s,
