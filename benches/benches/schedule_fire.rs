@@ -32,8 +32,9 @@ fn main() {
     let jobs = env_or("FIRE_JOBS", 10_000usize).max(schedules);
     let minutes = env_or("FIRE_MINUTES", 3u64);
     let (bin, agent) = (windflow_bin(), agent_bin());
-    let dir = tempfile::tempdir_in(std::env::var_os("FIRE_DIR").map_or_else(target_dir, Into::into))
-        .expect("bench dir");
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("FIRE_DIR").map_or_else(target_dir, Into::into))
+            .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
 
     let (status, body) = server
@@ -58,7 +59,11 @@ fn main() {
     let connected = try_wait_until(Duration::from_secs(60), || {
         server.metric("windflow_agents_connected") == Some(1.0)
     });
-    assert!(connected, "agent not connected:\n{}", log_tail(&agent_log, 20));
+    assert!(
+        connected,
+        "agent not connected:\n{}",
+        log_tail(&agent_log, 20)
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -134,14 +139,15 @@ fn main() {
     let first_due = (now / 60_000 + 1) * 60_000;
     let end = first_due + minutes * 60_000 - 1;
     let pid = server.pid().to_string();
-    let ready = try_wait_until(Duration::from_secs(70), || Timestamp::now().0 + 200 >= first_due);
+    let ready = try_wait_until(Duration::from_secs(70), || {
+        Timestamp::now().0 + 200 >= first_due
+    });
     assert!(ready);
     let cpu_before = proc_sample(&pid);
     let wall = Instant::now();
-    let done = try_wait_until(
-        Duration::from_secs(minutes * 60 + 120),
-        || Timestamp::now().0 >= end + 30_000,
-    );
+    let done = try_wait_until(Duration::from_secs(minutes * 60 + 120), || {
+        Timestamp::now().0 >= end + 30_000
+    });
     assert!(done);
     let cpu = proc_sample(&pid).cpu.saturating_sub(cpu_before.cpu);
     let elapsed = wall.elapsed();
@@ -151,7 +157,9 @@ fn main() {
     rt.block_on(async {
         for i in 0..schedules {
             let fires: serde_json::Value = client
-                .get(format!("{base}/v1/schedules/every-minute-{i}/fires?limit=100"))
+                .get(format!(
+                    "{base}/v1/schedules/every-minute-{i}/fires?limit=100"
+                ))
                 .header("Authorization", &auth)
                 .send()
                 .await

@@ -41,8 +41,9 @@ const ALIASES: [(&str, &str); 7] = [
 /// How far back a fall-back change is looked for: more than any zone's DST shift.
 const FALL_BACK_WINDOW_MS: u64 = 3 * 3600 * 1000;
 
-/// The most occurrences walked to find one past a fall-back change (3 hours of seconds).
-const MAX_ITERATION: usize = 3 * 3600 + 10;
+/// The most occurrences walked to find one near a fall-back change (7 hours of seconds:
+/// the window either side, and the repeated hour).
+const MAX_ITERATION: usize = 7 * 3600;
 
 fn offset_secs(dt: &DateTime<Tz>) -> i32 {
     use chrono::Offset;
@@ -108,12 +109,13 @@ impl CronExpr {
     /// The first due time strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         let start = self.zoned(t)?;
-        // Within a few hours after clocks went back, a wildcard pattern's second pass
-        // through the repeated hour is only found by croner's iterator (a search from a
-        // wall time finds its first pass): iterate from before the change instead.
+        // Within a few hours of clocks going back, a wildcard pattern's second pass through
+        // the repeated hour is only found by croner's iterator (a search from a wall time
+        // finds its first pass): iterate from before the change instead.
         let back = Timestamp(t.0.saturating_sub(FALL_BACK_WINDOW_MS));
-        if let Some(before) = self.zoned(back)
-            && offset_secs(&before) > offset_secs(&start)
+        let ahead = Timestamp(t.0.saturating_add(FALL_BACK_WINDOW_MS));
+        if let (Some(before), Some(after)) = (self.zoned(back), self.zoned(ahead))
+            && offset_secs(&before) > offset_secs(&after)
         {
             return self
                 .cron
