@@ -205,10 +205,11 @@ fn main() {
             return;
         }
         println!(
-            "  {what}: n={} p50 {} p99 {} max {}",
+            "  {what}: n={} p50 {} p90 {} p99 {} max {}",
             v.len(),
-            fmt_dur(percentile(v, 50.0)),
-            fmt_dur(percentile(v, 99.0)),
+            fmt_dur(percentile(v, 0.5)),
+            fmt_dur(percentile(v, 0.9)),
+            fmt_dur(percentile(v, 0.99)),
             fmt_dur(*v.last().expect("non-empty"))
         );
     };
