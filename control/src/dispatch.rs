@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::{RunTask, ServerMessage};
-use windflow_protocol::{DriverConfig, DriverKind, NodeId, RunStatus, Timestamp};
+use windflow_protocol::{DriverKind, NodeId, RunStatus, Timestamp};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;
@@ -99,9 +99,7 @@ impl Dispatcher {
             let Some(task) = job.spec.tasks().next().cloned() else {
                 continue;
             };
-            let driver = match task.driver {
-                DriverConfig::Exec(_) => DriverKind::Exec,
-            };
+            let driver = task.driver.kind();
             // No agent can take it now; a joining agent wakes us.
             let Some(node) = pick(&self.sessions.offering(driver), &open, &load) else {
                 continue;

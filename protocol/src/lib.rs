@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod codec;
+pub mod docker;
 pub mod enroll;
 pub mod identity;
 pub mod ids;
@@ -23,6 +24,9 @@ pub use alloc::{
     DesiredStatus, Dimension, EvalStatus, EvalTrigger, Evaluation, Operator, Placement, Resources,
 };
 pub use codec::CodecError;
+pub use docker::{
+    ALLOC_PORTS_MAX, AllocPort, DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
+};
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{
     AllocId, AuditId, ContextId, DeploymentId, EvalId, IdParseError, JobId, JoinTokenId, NodeId,

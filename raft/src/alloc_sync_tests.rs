@@ -81,6 +81,7 @@ fn report(alloc: AllocId, node: NodeId, client: ClientStatus, events: Vec<AllocE
         client,
         restarts: 0,
         events,
+        ports: Vec::new(),
         at: Timestamp(10),
     })
 }
@@ -299,6 +300,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         client: ClientStatus::Running,
         restarts: 40,
         events: many,
+        ports: Vec::new(),
         at: Timestamp(200),
     }))
     .unwrap();
@@ -318,6 +320,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         client: ClientStatus::Running,
         restarts: 1,
         events: vec![],
+        ports: Vec::new(),
         at: Timestamp(201),
     }))
     .unwrap();

@@ -117,6 +117,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         client: ClientStatus::Failed,
         restarts: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         at: Timestamp(4),
     }))
     .unwrap();
@@ -128,6 +129,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         client: ClientStatus::Running,
         restarts: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         at: Timestamp(5),
     }))
     .unwrap();

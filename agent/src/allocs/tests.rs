@@ -84,6 +84,7 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use windflow_protocol::messages::AllocUpdate;
-use windflow_protocol::{AllocId, ClientStatus};
+use windflow_protocol::{AllocId, AllocPort, ClientStatus};
 
 use super::Allocs;
 
@@ -16,6 +16,7 @@ pub(super) struct InFlight {
     pub restarts: u32,
     /// How many of `unacked` it carried (the oldest ones).
     pub events: usize,
+    pub ports: Vec<AllocPort>,
 }
 
 impl Allocs {
@@ -39,18 +40,21 @@ impl Allocs {
             {
                 continue;
             }
+            let ports = e.all_ports();
             e.in_flight = Some(InFlight {
                 session,
                 at: now,
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.len(),
+                ports: ports.clone(),
             });
             due.push(AllocUpdate {
                 alloc: *id,
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.clone(),
+                ports,
             });
         }
         due
@@ -69,6 +73,7 @@ impl Allocs {
         let n = f.events.min(e.unacked.len());
         e.unacked.drain(..n);
         e.acked = Some((f.client, f.restarts));
+        e.acked_ports = f.ports;
         let more = e.dirty();
         if e.forgettable() {
             st.entries.remove(&alloc);

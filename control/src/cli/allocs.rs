@@ -182,6 +182,7 @@ mod tests {
             previous: Some(AllocId(5)),
             reschedules: 1,
             events: Vec::new(),
+            ports: Vec::new(),
         };
         a.push_event(Timestamp(1), AllocEventKind::Lost, "node N3 is down");
         let text = show(&a);

@@ -543,6 +543,10 @@ impl Printer {
             let task = job.spec.tasks().next();
             let command = task.map(|t| match &t.driver {
                 DriverConfig::Exec(e) => e.command.clone(),
+                DriverConfig::Docker(d) => match d.cmd() {
+                    Some(cmd) => format!("{} {}", d.image, cmd.join(" ")),
+                    None => d.image.clone(),
+                },
             });
             t.row(vec![
                 job.id.to_string(),

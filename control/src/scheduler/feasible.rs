@@ -4,7 +4,7 @@
 use std::fmt;
 
 use windflow_protocol::{
-    Constraint, Dimension, DriverConfig, DriverKind, Eligibility, Node, NodeStatus, Operator,
+    Constraint, Dimension, DriverKind, Eligibility, Node, NodeStatus, Operator,
     Resources, TaskGroup,
 };
 
@@ -72,9 +72,7 @@ impl Checks {
         let mut drivers: Vec<DriverKind> = group
             .tasks
             .iter()
-            .map(|t| match t.driver {
-                DriverConfig::Exec(_) => DriverKind::Exec,
-            })
+            .map(|t| t.driver.kind())
             .collect();
         drivers.sort();
         drivers.dedup();
