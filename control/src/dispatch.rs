@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::{RunTask, ServerMessage};
-use windflow_protocol::{DriverKind, NodeId, RunStatus, Timestamp};
+use windflow_protocol::{NodeId, RunStatus, Timestamp};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;

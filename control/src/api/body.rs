@@ -69,7 +69,7 @@ impl Fields {
     }
 
     /// A field's full name in the body, as errors give it.
-    fn path(&self, name: &str) -> String {
+    pub fn path(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 
@@ -236,6 +236,14 @@ impl Fields {
                 format!("must be an array of strings, not {}", kind(&other)),
             )),
         }
+    }
+
+    /// An array of strings; absent is `None`.
+    pub fn optional_string_list(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        if !self.map.get(name).is_some_and(|v| !v.is_null()) {
+            return Ok(None);
+        }
+        self.required_string_list(name).map(Some)
     }
 
     /// Refuses what is left: fields this endpoint does not take.

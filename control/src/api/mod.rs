@@ -8,6 +8,7 @@ mod backup;
 mod body;
 mod cluster;
 mod contexts;
+mod docker;
 mod error;
 mod faults;
 pub mod hardening;

@@ -330,9 +330,9 @@ pub enum JobCommand {
 pub struct JobCreateArgs {
     /// A unique name (letters, digits, `-`, `_`, `.`).
     pub name: String,
-    /// The command, run with `sh -c`.
+    /// The command, run with `sh -c` (with --image: the container's program).
     #[arg(long)]
-    pub cmd: String,
+    pub cmd: Option<String>,
     /// The directory the command starts in.
     #[arg(long)]
     pub workdir: Option<String>,
@@ -376,6 +376,8 @@ pub struct JobCreateArgs {
     pub secret_env: Vec<String>,
     #[command(flatten)]
     pub policies: PolicyArgs,
+    #[command(flatten)]
+    pub docker: super::docker::DockerArgs,
 }
 
 /// A service's restart policy (on its node) and reschedule policy (on the servers).

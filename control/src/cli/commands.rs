@@ -299,9 +299,8 @@ async fn wait_for_run(client: &Client, out: Printer, mut run: Run) -> anyhow::Re
 fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     let mut body = Map::new();
     body.insert("name".into(), args.name.into());
-    body.insert("command".into(), args.cmd.into());
+    super::docker::add_task(&mut body, args.docker, args.cmd, args.workdir)?;
     let optional = [
-        ("workdir", args.workdir),
         ("timeout", args.timeout),
         ("retry_delay", args.retry_delay),
     ];

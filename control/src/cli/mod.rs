@@ -5,6 +5,7 @@ mod allocs;
 mod args;
 mod client;
 mod commands;
+mod docker;
 pub mod config;
 mod identity;
 mod namespaces;
