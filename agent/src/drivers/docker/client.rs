@@ -58,7 +58,7 @@ impl DockerDriver {
 
     /// Whether the engine is usable here and what it is: `driver.docker.version`,
     /// `driver.docker.os`, `driver.docker.cgroup_driver` (and `…cgroup_version`,
-    /// `…api_version`). `Err` says why it is not usable; the agent then does not offer
+    /// `…api_version`, and `…agent`: the [`super::LABEL_AGENT`] its containers carry). `Err` says why it is not usable; the agent then does not offer
     /// the driver.
     pub async fn fingerprint(&self) -> Result<BTreeMap<String, String>, DockerError> {
         let probe = async {
@@ -83,6 +83,8 @@ impl DockerDriver {
             put("os_type", info.os_type);
             put("cgroup_driver", info.cgroup_driver.map(|d| d.to_string()));
             put("cgroup_version", info.cgroup_version.map(|v| v.to_string()));
+            // Which containers are this node's: `docker ps --filter label=windflow.agent=…`.
+            put("agent", Some(self.agent.clone()));
             Ok(attrs)
         };
         tokio::time::timeout(FINGERPRINT_WITHIN, probe)
