@@ -122,7 +122,7 @@ fn three_httpd_replicas_run_and_each_answers_on_its_host_port() {
     let mut ports: Vec<u16> = live.iter().map(host_port).collect();
     for port in &ports {
         let answer = f.wait(&format!("httpd on host port {port}"), |_| http_get(*port));
-        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.ends_with(INDEX_HTML), "{answer}");
     }
     ports.sort();
