@@ -27,10 +27,17 @@ fn fleet(n: usize, cleanup: &Cleanup) -> (Fleet, Vec<String>) {
         let drivers = node["drivers"].as_array().unwrap();
         assert!(drivers.iter().any(|d| d == "docker"), "{node}");
         assert!(
-            node["attributes"]["driver.docker.version"].as_str().is_some(),
+            node["attributes"]["driver.docker.version"]
+                .as_str()
+                .is_some(),
             "{node}"
         );
-        assert!(node["attributes"]["driver.docker.cgroup_driver"].as_str().is_some(), "{node}");
+        assert!(
+            node["attributes"]["driver.docker.cgroup_driver"]
+                .as_str()
+                .is_some(),
+            "{node}"
+        );
     }
     let agents = cleanup.watch_nodes(&nodes);
     (f, agents)
@@ -61,18 +68,21 @@ fn httpd_service(f: &Fleet, name: &str, count: usize, restart: Value) -> String 
 
 /// The job's desired-`run` allocations once `count` of them run with a host port each.
 fn running_with_ports(f: &Fleet, job: &str, count: usize) -> Vec<Value> {
-    f.wait(&format!("{count} allocations of {job} running with ports"), |f| {
-        let live: Vec<Value> = f
-            .allocs(job)
-            .into_iter()
-            .filter(|a| a["desired"] == "run")
-            .collect();
-        (live.len() == count
-            && live.iter().all(|a| {
-                a["client"] == "running" && a["ports"].as_array().is_some_and(|p| p.len() == 1)
-            }))
-        .then_some(live)
-    })
+    f.wait(
+        &format!("{count} allocations of {job} running with ports"),
+        |f| {
+            let live: Vec<Value> = f
+                .allocs(job)
+                .into_iter()
+                .filter(|a| a["desired"] == "run")
+                .collect();
+            (live.len() == count
+                && live.iter().all(|a| {
+                    a["client"] == "running" && a["ports"].as_array().is_some_and(|p| p.len() == 1)
+                }))
+            .then_some(live)
+        },
+    )
 }
 
 fn host_port(a: &Value) -> u16 {
@@ -117,7 +127,12 @@ fn events_of(a: &Value, kind: &str) -> Vec<String> {
 fn three_httpd_replicas_run_and_each_answers_on_its_host_port() {
     let cleanup = Cleanup::default();
     let (f, agents) = fleet(2, &cleanup);
-    let job = httpd_service(&f, "web", 3, json!({"attempts": 2, "interval": "10m", "delay": "1s"}));
+    let job = httpd_service(
+        &f,
+        "web",
+        3,
+        json!({"attempts": 2, "interval": "10m", "delay": "1s"}),
+    );
     let live = running_with_ports(&f, &job, 3);
     let mut ports: Vec<u16> = live.iter().map(host_port).collect();
     for port in &ports {
@@ -127,9 +142,16 @@ fn three_httpd_replicas_run_and_each_answers_on_its_host_port() {
     }
     ports.sort();
     ports.dedup();
-    assert_eq!(ports.len(), 3, "each replica has its own host port: {live:?}");
+    assert_eq!(
+        ports.len(),
+        3,
+        "each replica has its own host port: {live:?}"
+    );
     // Each container carries the agent's labels and the task's own.
-    let all: Vec<String> = agents.iter().flat_map(|a| docker::containers_of(a)).collect();
+    let all: Vec<String> = agents
+        .iter()
+        .flat_map(|a| docker::containers_of(a))
+        .collect();
     assert_eq!(all.len(), 3, "{all:?}");
     for c in &all {
         let labels = docker::docker_ok(&["inspect", "--format", "{{json .Config.Labels}}", c]);
@@ -146,7 +168,10 @@ fn three_httpd_replicas_run_and_each_answers_on_its_host_port() {
     let shown = f.cli(&["alloc", "show", &id(&live[0])]);
     assert!(shown.status.success(), "{}", stderr(&shown));
     let text = stdout(&shown);
-    assert!(text.contains(&format!(":{}", host_port(&live[0]))), "{text}");
+    assert!(
+        text.contains(&format!(":{}", host_port(&live[0]))),
+        "{text}"
+    );
     assert!(text.contains("8080/tcp"), "{text}");
     // Deleting the job stops and removes its containers.
     let out = f.cli(&["job", "delete", &job]);
@@ -177,14 +202,18 @@ fn a_killed_container_restarts_per_policy_then_fails_and_is_placed_again() {
     docker::docker_ok(&["kill", &c1]);
     let again = f.wait("the allocation restarted in place", |f| {
         let a = f.alloc(&alloc);
-        (a["restarts"] == 1 && a["client"] == "running" && a["ports"].as_array().is_some_and(|p| !p.is_empty()))
-            .then_some(a)
+        (a["restarts"] == 1
+            && a["client"] == "running"
+            && a["ports"].as_array().is_some_and(|p| !p.is_empty()))
+        .then_some(a)
     });
     let c2 = container_of(&f, agent, &alloc);
     assert_ne!(c1, c2, "a restart runs a fresh container");
     let exits = events_of(&again, "exited");
     assert!(exits.iter().any(|m| m.contains("exit code 137")), "{again}");
-    f.wait("the restarted httpd to answer", |_| http_get(host_port(&again)));
+    f.wait("the restarted httpd to answer", |_| {
+        http_get(host_port(&again))
+    });
 
     // Past the policy (one restart): the allocation fails, and the scheduler replaces it.
     docker::docker_ok(&["kill", &c2]);
@@ -200,9 +229,13 @@ fn a_killed_container_restarts_per_policy_then_fails_and_is_placed_again() {
     );
     let replacement = running_with_ports(&f, &job, 1).remove(0);
     assert_eq!(replacement["previous"], alloc.as_str(), "{replacement}");
-    f.wait("the replacement's httpd to answer", |_| http_get(host_port(&replacement)));
+    f.wait("the replacement's httpd to answer", |_| {
+        http_get(host_port(&replacement))
+    });
     f.wait("the failed allocation's container to be removed", |_| {
-        docker::running_of_alloc(agent, &alloc).is_empty().then_some(())
+        docker::running_of_alloc(agent, &alloc)
+            .is_empty()
+            .then_some(())
     });
 }
 
@@ -211,7 +244,12 @@ fn a_restarted_agent_keeps_its_containers_and_reports_their_later_exit() {
     let cleanup = Cleanup::default();
     let (mut f, agents) = fleet(1, &cleanup);
     let agent = &agents[0];
-    let job = httpd_service(&f, "steady", 2, json!({"attempts": 3, "interval": "10m", "delay": "1s"}));
+    let job = httpd_service(
+        &f,
+        "steady",
+        2,
+        json!({"attempts": 3, "interval": "10m", "delay": "1s"}),
+    );
     let live = running_with_ports(&f, &job, 2);
     let before: Vec<(String, String)> = live
         .iter()
@@ -250,7 +288,9 @@ fn a_restarted_agent_keeps_its_containers_and_reports_their_later_exit() {
         (a["restarts"] == 1 && a["client"] == "running").then_some(a)
     });
     assert!(
-        events_of(&a, "exited").iter().any(|m| m.contains("exit code 137")),
+        events_of(&a, "exited")
+            .iter()
+            .any(|m| m.contains("exit code 137")),
         "{a}"
     );
     assert_ne!(&container_of(&f, agent, alloc), c);
@@ -262,8 +302,19 @@ fn a_batch_docker_runs_stdout_becomes_the_jobs_context() {
     let (f, agents) = fleet(1, &cleanup);
     let script = "echo hello from $WHO; echo to stderr >&2";
     let created = f.cli(&[
-        "job", "create", "hello", "--image", docker::IMAGE, "--cmd", "sh", "--arg", "-c",
-        "--arg", script, "--env", "WHO=docker",
+        "job",
+        "create",
+        "hello",
+        "--image",
+        docker::IMAGE,
+        "--cmd",
+        "sh",
+        "--arg",
+        "-c",
+        "--arg",
+        script,
+        "--env",
+        "WHO=docker",
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = f.cli(&["job", "run", "hello", "--wait"]);
@@ -274,25 +325,53 @@ fn a_batch_docker_runs_stdout_becomes_the_jobs_context() {
 
     // Failed attempts are retried, and the exit code is the run's.
     let created = f.cli(&[
-        "job", "create", "flaky", "--image", docker::IMAGE, "--cmd", "sh", "--arg", "-c",
-        "--arg", "echo try; exit 3", "--retries", "1", "--retry-delay", "1s",
+        "job",
+        "create",
+        "flaky",
+        "--image",
+        docker::IMAGE,
+        "--cmd",
+        "sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "echo try; exit 3",
+        "--retries",
+        "1",
+        "--retry-delay",
+        "1s",
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = f.cli(&["job", "run", "flaky", "--wait"]);
     assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
-    let runs: Value = serde_json::from_str(&stdout(&f.cli(&["job", "runs", "flaky", "--output", "json"]))).unwrap();
+    let runs: Value = serde_json::from_str(&stdout(
+        &f.cli(&["job", "runs", "flaky", "--output", "json"]),
+    ))
+    .unwrap();
     assert_eq!(runs[0]["attempts"], 2, "{runs}");
     assert_eq!(runs[0]["status"], "failed", "{runs}");
 
     // A timeout kills the container.
     let created = f.cli(&[
-        "job", "create", "slow", "--image", docker::IMAGE, "--cmd", "sleep", "--arg", "600",
-        "--timeout", "2s",
+        "job",
+        "create",
+        "slow",
+        "--image",
+        docker::IMAGE,
+        "--cmd",
+        "sleep",
+        "--arg",
+        "600",
+        "--timeout",
+        "2s",
     ]);
     assert!(created.status.success(), "{}", stderr(&created));
     let run = f.cli(&["job", "run", "slow", "--wait"]);
     assert_ne!(run.status.code(), Some(0));
-    let runs: Value = serde_json::from_str(&stdout(&f.cli(&["job", "runs", "slow", "--output", "json"]))).unwrap();
+    let runs: Value = serde_json::from_str(&stdout(
+        &f.cli(&["job", "runs", "slow", "--output", "json"]),
+    ))
+    .unwrap();
     assert_eq!(runs[0]["status"], "timed_out", "{runs}");
     // Runs leave no containers behind.
     f.wait("the runs' containers to be removed", |_| {
@@ -313,7 +392,10 @@ fn an_image_that_cannot_be_pulled_fails_with_a_clear_error() {
     assert_eq!(status, 201, "{job}");
     let run = f.cli(&["job", "run", "ghost", "--wait"]);
     assert_ne!(run.status.code(), Some(0));
-    let runs: Value = serde_json::from_str(&stdout(&f.cli(&["job", "runs", "ghost", "--output", "json"]))).unwrap();
+    let runs: Value = serde_json::from_str(&stdout(
+        &f.cli(&["job", "runs", "ghost", "--output", "json"]),
+    ))
+    .unwrap();
     let error = runs[0]["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(missing) && error.contains("cannot be pulled"),
@@ -324,10 +406,12 @@ fn an_image_that_cannot_be_pulled_fails_with_a_clear_error() {
     let (status, job) = f.call(
         "POST",
         "/v1/jobs",
-        Some(json!({"name": "ghost-svc", "type": "service", "driver": "docker",
+        Some(
+            json!({"name": "ghost-svc", "type": "service", "driver": "docker",
                     "docker": {"image": missing},
                     "restart": {"attempts": 0, "interval": "10m", "delay": "1s"},
-                    "reschedule": {"attempts": 0, "interval": "1h"}})),
+                    "reschedule": {"attempts": 0, "interval": "1h"}}),
+        ),
     );
     assert_eq!(status, 201, "{job}");
     let job = id(&job);
@@ -335,7 +419,12 @@ fn an_image_that_cannot_be_pulled_fails_with_a_clear_error() {
         f.allocs(&job).into_iter().find(|a| a["client"] == "failed")
     });
     let setup = events_of(&failed, "task_setup");
-    assert!(setup.iter().any(|m| m.contains(&format!("pulling image {missing}"))), "{failed}");
+    assert!(
+        setup
+            .iter()
+            .any(|m| m.contains(&format!("pulling image {missing}"))),
+        "{failed}"
+    );
     let why = events_of(&failed, "failed").join("\n");
     assert!(why.contains("cannot be pulled"), "{failed}");
 }

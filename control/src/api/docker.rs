@@ -37,11 +37,11 @@ pub fn parse(body: &mut Fields) -> Result<DockerConfig, ApiError> {
     }
     let args = f.optional_string_list("args")?.unwrap_or_default();
     let entrypoint = f.optional_string_list("entrypoint")?;
-    for (name, text) in command
-        .iter()
-        .map(|c| ("command".to_owned(), c))
-        .chain(args.iter().enumerate().map(|(i, a)| (format!("args[{i}]"), a)))
-    {
+    for (name, text) in command.iter().map(|c| ("command".to_owned(), c)).chain(
+        args.iter()
+            .enumerate()
+            .map(|(i, a)| (format!("args[{i}]"), a)),
+    ) {
         if text.len() > MAX_TEXT || text.contains('\0') {
             return Err(ApiError::invalid_field(
                 &f.path(&name),

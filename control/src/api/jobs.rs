@@ -381,22 +381,70 @@ mod tests {
     fn bad_docker_fields_are_named() {
         let cases = [
             (r#"{"name":"w","driver":"docker"}"#, "`docker`"),
-            (r#"{"name":"w","driver":"podman","command":"x"}"#, "`driver`"),
-            (r#"{"name":"w","driver":"docker","docker":{}}"#, "`docker.image`"),
-            (r#"{"name":"w","driver":"docker","command":"ls","docker":{"image":"b"}}"#, "`command`"),
-            (r#"{"name":"w","command":"ls","docker":{"image":"b"}}"#, "`docker`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"a b"}}"#, "`docker.image`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":0}]}}"#, "`docker.ports[0].container_port`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"host_port":70000}]}}"#, "`docker.ports[0].host_port`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"protocol":"sctp"}]}}"#, "`docker.ports[0].protocol`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80},{"container_port":80}]}}"#, "`docker.ports[1].label`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"tmpfs","source":"a","target":"/a"}]}}"#, "`docker.mounts[0].type`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"bind","source":"rel","target":"/a"}]}}"#, "`docker.mounts[0].source`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"volume","source":"v","target":"a"}]}}"#, "`docker.mounts[0].target`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","labels":{"windflow.alloc":"x"}}}"#, "`docker.labels.windflow.alloc`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","workdir":"srv"}}"#, "`docker.workdir`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","args":[1]}}"#, "`docker.args[0]`"),
-            (r#"{"name":"w","driver":"docker","docker":{"image":"b","tty":true}}"#, "`docker.tty`"),
+            (
+                r#"{"name":"w","driver":"podman","command":"x"}"#,
+                "`driver`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{}}"#,
+                "`docker.image`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","command":"ls","docker":{"image":"b"}}"#,
+                "`command`",
+            ),
+            (
+                r#"{"name":"w","command":"ls","docker":{"image":"b"}}"#,
+                "`docker`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"a b"}}"#,
+                "`docker.image`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":0}]}}"#,
+                "`docker.ports[0].container_port`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"host_port":70000}]}}"#,
+                "`docker.ports[0].host_port`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"protocol":"sctp"}]}}"#,
+                "`docker.ports[0].protocol`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80},{"container_port":80}]}}"#,
+                "`docker.ports[1].label`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"tmpfs","source":"a","target":"/a"}]}}"#,
+                "`docker.mounts[0].type`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"bind","source":"rel","target":"/a"}]}}"#,
+                "`docker.mounts[0].source`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"volume","source":"v","target":"a"}]}}"#,
+                "`docker.mounts[0].target`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","labels":{"windflow.alloc":"x"}}}"#,
+                "`docker.labels.windflow.alloc`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","workdir":"srv"}}"#,
+                "`docker.workdir`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","args":[1]}}"#,
+                "`docker.args[0]`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","tty":true}}"#,
+                "`docker.tty`",
+            ),
         ];
         for (body, field) in cases {
             let m = message(body);

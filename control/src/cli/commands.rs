@@ -300,10 +300,7 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     let mut body = Map::new();
     body.insert("name".into(), args.name.into());
     super::docker::add_task(&mut body, args.docker, args.cmd, args.workdir)?;
-    let optional = [
-        ("timeout", args.timeout),
-        ("retry_delay", args.retry_delay),
-    ];
+    let optional = [("timeout", args.timeout), ("retry_delay", args.retry_delay)];
     for (key, value) in optional {
         if let Some(v) = value {
             body.insert(key.into(), v.into());

@@ -72,7 +72,11 @@ fn mount(spec: &str) -> anyhow::Result<Value> {
         Some("ro") => true,
         Some(other) => anyhow::bail!("--volume `{spec}`: `{other}` must be ro or rw"),
     };
-    let kind = if source.starts_with('/') { "bind" } else { "volume" };
+    let kind = if source.starts_with('/') {
+        "bind"
+    } else {
+        "volume"
+    };
     Ok(json!({"type": kind, "source": source, "target": target, "read_only": read_only}))
 }
 
@@ -114,11 +118,19 @@ pub fn add_task(
     if !args.entrypoint.is_empty() {
         d.insert("entrypoint".into(), args.entrypoint.into());
     }
-    let ports = args.ports.iter().map(|p| port(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| port(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if !ports.is_empty() {
         d.insert("ports".into(), ports.into());
     }
-    let mounts = args.volumes.iter().map(|v| mount(v)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mounts = args
+        .volumes
+        .iter()
+        .map(|v| mount(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if !mounts.is_empty() {
         d.insert("mounts".into(), mounts.into());
     }

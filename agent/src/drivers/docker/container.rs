@@ -99,7 +99,8 @@ impl DockerDriver {
                 .build();
             let mut wait = docker.wait_container(&c.id, Some(options));
             match wait.next().await {
-                Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
+                Some(Ok(_))
+                | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
                     return self.exit_of(c).await;
                 }
                 Some(Err(e)) if not_found(&e) => {
@@ -121,10 +122,12 @@ impl DockerDriver {
 
     /// The exit of a container that no longer runs.
     async fn exit_of(&self, c: &Container) -> Result<ContainerExit, DockerError> {
-        self.inspect_exit(c).await?.ok_or_else(|| DockerError::Engine {
-            what: "report the container's exit",
-            why: "it still runs".into(),
-        })
+        self.inspect_exit(c)
+            .await?
+            .ok_or_else(|| DockerError::Engine {
+                what: "report the container's exit",
+                why: "it still runs".into(),
+            })
     }
 
     /// `None` while it runs (or is created, restarting, paused).
@@ -165,7 +168,9 @@ impl DockerDriver {
     /// SIGKILL now (a run's timeout).
     pub async fn kill(&self, c: &Container) -> Result<(), DockerError> {
         let docker = self.client().await?;
-        let options = KillContainerOptionsBuilder::default().signal("KILL").build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal("KILL")
+            .build();
         match docker.kill_container(&c.id, Some(options)).await {
             Ok(()) => Ok(()),
             // 409: not running any more.

@@ -83,9 +83,6 @@ mod tests {
             split_reference("registry:5000/app:2"),
             ("registry:5000/app", "2")
         );
-        assert_eq!(
-            split_reference("app@sha256:abc"),
-            ("app", "sha256:abc")
-        );
+        assert_eq!(split_reference("app@sha256:abc"), ("app", "sha256:abc"));
     }
 }

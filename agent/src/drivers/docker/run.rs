@@ -141,7 +141,11 @@ async fn run_attempt(
         let _ = driver.remove(&container.id).await;
         return Attempt::failed(e);
     }
-    tracing::info!(container = container.short_id(), attempt, "container started");
+    tracing::info!(
+        container = container.short_id(),
+        attempt,
+        "container started"
+    );
     let a = follow(driver, &container, attempt, task.timeout, progress).await;
     if let Err(e) = driver.remove(&container.id).await {
         tracing::warn!(error = %e, "cannot remove the run's container");
@@ -215,7 +219,11 @@ pub async fn resume(
         .get(LABEL_ATTEMPT)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1);
-    tracing::info!(container = latest.container.short_id(), attempt, "re-attached to the run's container");
+    tracing::info!(
+        container = latest.container.short_id(),
+        attempt,
+        "re-attached to the run's container"
+    );
     let c = latest.container;
     let a = match latest.exit {
         None => {
@@ -242,4 +250,3 @@ pub async fn resume(
     }
     r
 }
-

@@ -76,7 +76,11 @@ pub(super) fn create_body(
             memory: i64::try_from(r.memory_mb.saturating_mul(1024 * 1024))
                 .ok()
                 .filter(|m| *m > 0),
-            cpu_shares: Some(i64::try_from(r.cpu_mhz).unwrap_or(i64::MAX).max(MIN_CPU_SHARES)),
+            cpu_shares: Some(
+                i64::try_from(r.cpu_mhz)
+                    .unwrap_or(i64::MAX)
+                    .max(MIN_CPU_SHARES),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -146,7 +150,12 @@ mod tests {
         assert_eq!(body.image.as_deref(), Some("busybox:latest"));
         assert_eq!(
             body.cmd,
-            Some(vec!["httpd".into(), "-f".into(), "-p".into(), "8080".into()])
+            Some(vec![
+                "httpd".into(),
+                "-f".into(),
+                "-p".into(),
+                "8080".into()
+            ])
         );
         assert_eq!(body.working_dir.as_deref(), Some("/srv"));
         assert_eq!(body.env, Some(vec!["K=V".to_owned()]));

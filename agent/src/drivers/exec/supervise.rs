@@ -132,7 +132,10 @@ pub(crate) async fn run_all(
         return ExecResult::failed(
             0,
             started_at,
-            format!("the exec supervisor got a {} task", task.driver.kind().as_str()),
+            format!(
+                "the exec supervisor got a {} task",
+                task.driver.kind().as_str()
+            ),
         );
     };
     let clock = Instant::now();
