@@ -97,7 +97,8 @@ fn main() {
         assert_eq!(status, 200, "{body}");
         let finished = json(&body);
         assert_eq!(
-            finished["status"], "succeeded",
+            finished["status"],
+            "succeeded",
             "run {i}: {finished}\n{}",
             log_tail(&agent_log, 20)
         );
@@ -109,7 +110,11 @@ fn main() {
             .output()
             .expect("docker run");
         let base = started.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if i >= warmup {
             windflow.push(took);
             plain.push(base);

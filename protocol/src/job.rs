@@ -169,7 +169,8 @@ fn default_task_resources() -> crate::alloc::Resources {
 #[serde(rename_all = "snake_case")]
 pub enum DriverConfig {
     Exec(ExecConfig),
-    Docker(crate::docker::DockerConfig),
+    /// Boxed: it is much larger than an exec task, and travels in every `RunTask`.
+    Docker(Box<crate::docker::DockerConfig>),
 }
 
 impl DriverConfig {

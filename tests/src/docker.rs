@@ -76,16 +76,20 @@ pub fn image() -> &'static str {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
         }
         std::fs::write(root.path().join("www/index.html"), INDEX_HTML).unwrap();
-        let tar = Command::new("tar")
-            .args(["-C"])
+        let tar = root.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
             .arg(root.path())
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
+            .arg("-cf")
+            .arg(&tar)
+            .args(["bin", "www", "tmp", "data"])
+            .status()
             .unwrap();
+        assert!(status.success(), "tar of the image's root failed");
         let out = Command::new("docker")
-            .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .arg("import")
+            .arg(&tar)
+            .arg(IMAGE)
             .output()
             .unwrap();
         assert!(

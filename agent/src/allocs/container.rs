@@ -19,7 +19,7 @@ use crate::drivers::exec::ProcessExit;
 /// A docker task of an allocation and how to run it.
 pub(super) struct ContainerTask {
     pub owner: Owner,
-    pub cfg: DockerConfig,
+    pub cfg: Box<DockerConfig>,
     pub spec: TaskSpec,
     pub how: Arc<Supervision>,
     pub report: Report,

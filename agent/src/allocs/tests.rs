@@ -43,6 +43,9 @@ struct Data {
 fn open(dir: tempfile::TempDir, grace: Duration) -> (std::sync::Arc<Allocs>, Data) {
     let store = Store::open(dir.path()).unwrap();
     let how = Supervision {
+        docker: std::sync::Arc::new(crate::drivers::docker::DockerDriver::new(
+            "unit-tests".into(),
+        )),
         supervisor: supervisor(),
         grace,
     };

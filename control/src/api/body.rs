@@ -240,7 +240,7 @@ impl Fields {
 
     /// An array of strings; absent is `None`.
     pub fn optional_string_list(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
-        if !self.map.get(name).is_some_and(|v| !v.is_null()) {
+        if self.map.get(name).is_none_or(|v| v.is_null()) {
             return Ok(None);
         }
         self.required_string_list(name).map(Some)

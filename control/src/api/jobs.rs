@@ -111,7 +111,7 @@ pub(crate) fn parse_job_spec(
                     ));
                 }
             }
-            DriverConfig::Docker(super::docker::parse(&mut f)?)
+            DriverConfig::Docker(Box::new(super::docker::parse(&mut f)?))
         }
         Some(other) => {
             return Err(ApiError::invalid_field(

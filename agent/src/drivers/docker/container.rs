@@ -238,7 +238,7 @@ impl DockerDriver {
                 },
             ));
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         Ok(found.into_iter().map(|(_, f)| f).collect())
     }
 

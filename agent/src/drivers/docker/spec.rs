@@ -127,7 +127,7 @@ mod tests {
             ]),
         };
         let mut t = TaskSpec::exec("web", "unused");
-        t.driver = DriverConfig::Docker(cfg.clone());
+        t.driver = DriverConfig::Docker(Box::new(cfg.clone()));
         t.resources = Resources {
             cpu_mhz: 500,
             memory_mb: 128,
