@@ -1,5 +1,9 @@
 //! Windflow's benches live in `benches/benches/`; this library holds what they share.
 
+/// The allocator the `windflow` binary uses, so in-process benches measure the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cluster;
 pub mod server;
 

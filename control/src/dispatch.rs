@@ -4,13 +4,17 @@
 //!
 //! A run is first marked dispatched through raft (so only one leader ever places it), then
 //! sent to the agent. If the send is lost, the agent gets it again when its session resumes.
+//!
+//! Where a run may go is its job's [`RunTarget`], one small function per kind ([`choose`]).
+//! A command's `$$(NAME)` references are resolved just before (see [`crate::refs`]); one
+//! that cannot be fails the run (`RunRefused`) without it reaching any node.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::{RunTask, ServerMessage};
-use windflow_protocol::{NodeId, RunStatus, Timestamp};
+use windflow_protocol::{Node, NodeId, Resources, RunStatus, RunTarget, Timestamp};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;
@@ -79,18 +83,18 @@ impl Dispatcher {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut load: HashMap<NodeId, usize> = HashMap::new();
+        let mut view = View::default();
         for run in reader.runs_with_status(RunStatus::Running)? {
             if let Some(node) = run.node {
-                *load.entry(node).or_default() += 1;
+                *view.load.entry(node).or_default() += 1;
             }
         }
         // Nodes that may take new runs now.
-        let open: std::collections::HashSet<NodeId> = reader
+        view.open = reader
             .nodes()?
-            .iter()
+            .into_iter()
             .filter(|n| crate::scheduler::feasible::unschedulable(n).is_none())
-            .map(|n| n.id)
+            .map(|n| (n.id, n))
             .collect();
         for run in pending {
             let Some(job) = reader.job(run.job)? else {
@@ -100,8 +104,20 @@ impl Dispatcher {
                 continue;
             };
             let driver = task.driver.kind();
+            let task = match crate::refs::resolve_task(reader, &run.namespace, &task) {
+                Ok(task) => task,
+                Err(crate::refs::RefError::Store(e)) => return Err(e.into()),
+                Err(refused) => {
+                    self.refuse(run.id, refused.to_string()).await?;
+                    continue;
+                }
+            };
+            if job.spec.target == RunTarget::LeastLoaded && view.used.is_none() {
+                view.used = Some(used_by_node(reader)?);
+            }
             // No agent can take it now; a joining agent wakes us.
-            let Some(node) = pick(&self.sessions.offering(driver), &open, &load) else {
+            let Some(node) = choose(&job.spec.target, &self.sessions.offering(driver), &view)
+            else {
                 continue;
             };
             // Opened before the run is placed: a run whose secrets cannot be opened here
@@ -129,7 +145,11 @@ impl Dispatcher {
                 )) => continue,
                 Err(e) => return Err(e.into()),
             }
-            *load.entry(node).or_default() += 1;
+            *view.load.entry(node).or_default() += 1;
+            if let Some(used) = view.used.as_mut() {
+                let u = used.entry(node).or_default();
+                *u = u.saturating_add(task.resources);
+            }
             tracing::info!(run = %run.id, job = %job.id, %node, "dispatched");
             let sent = self
                 .sessions
@@ -150,32 +170,222 @@ impl Dispatcher {
     }
 }
 
-/// The least loaded of the connected `nodes` that is `open` to new work.
-fn pick(
-    nodes: &[NodeId],
-    open: &std::collections::HashSet<NodeId>,
+impl Dispatcher {
+    /// Fails a pending run that cannot start, saying why.
+    async fn refuse(
+        &self,
+        run: windflow_protocol::RunId,
+        error: String,
+    ) -> Result<(), DispatchError> {
+        tracing::info!(%run, %error, "run refused before it started");
+        match self
+            .raft
+            .write(Command::RunRefused {
+                run,
+                error,
+                at: Timestamp::now(),
+            })
+            .await
+        {
+            Ok(_)
+            | Err(WriteError::Rejected(
+                ApplyError::InvalidTransition { .. } | ApplyError::NotFound { .. },
+            )) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What the dispatcher knows of the nodes during one pass.
+#[derive(Default)]
+struct View {
+    /// Nodes open to new work.
+    open: HashMap<NodeId, Node>,
+    /// Runs in flight per node.
+    load: HashMap<NodeId, usize>,
+    /// What allocations and running runs hold per node; read only when a run needs it.
+    used: Option<HashMap<NodeId, Resources>>,
+}
+
+/// What each node's live allocations and running runs hold.
+fn used_by_node(
+    reader: &windflow_raft::StateReader,
+) -> Result<HashMap<NodeId, Resources>, StoreError> {
+    let mut used: HashMap<NodeId, Resources> = reader.node_usage()?.into_iter().collect();
+    let mut jobs = HashMap::new();
+    for run in reader.runs_with_status(RunStatus::Running)? {
+        let Some(node) = run.node else { continue };
+        let res = match jobs.entry(run.job) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => *e.insert(
+                reader
+                    .job(run.job)?
+                    .and_then(|j| j.spec.tasks().next().map(|t| t.resources))
+                    .unwrap_or_default(),
+            ),
+        };
+        let u = used.entry(node).or_default();
+        *u = u.saturating_add(res);
+    }
+    Ok(used)
+}
+
+/// The node a run of a job with `target` goes to, among the `connected` agents' nodes.
+fn choose(target: &RunTarget, connected: &[NodeId], view: &View) -> Option<NodeId> {
+    let open = connected
+        .iter()
+        .copied()
+        .filter(|n| view.open.contains_key(n));
+    match target {
+        RunTarget::Any => fewest_runs(open, &view.load),
+        RunTarget::Node(want) => named_node(open, *want),
+        RunTarget::Label { key, value } => fewest_runs(
+            open.filter(|n| view.open[n].labels.get(key) == Some(value)),
+            &view.load,
+        ),
+        RunTarget::LeastLoaded => least_loaded(open, view),
+    }
+}
+
+/// The node with the fewest runs in flight (then the lowest ID).
+fn fewest_runs(
+    nodes: impl Iterator<Item = NodeId>,
     load: &HashMap<NodeId, usize>,
 ) -> Option<NodeId> {
-    nodes
-        .iter()
-        .filter(|n| open.contains(n))
-        .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))
-        .copied()
+    nodes.min_by_key(|n| (load.get(n).copied().unwrap_or(0), *n))
+}
+
+/// That node, if it is connected and open.
+fn named_node(mut nodes: impl Iterator<Item = NodeId>, want: NodeId) -> Option<NodeId> {
+    nodes.find(|n| *n == want)
+}
+
+/// The node with the smallest share (per mille) of its CPU or memory in use, whichever is
+/// higher; then the fewest runs.
+fn least_loaded(nodes: impl Iterator<Item = NodeId>, view: &View) -> Option<NodeId> {
+    // A node that reports no capacity counts as full.
+    let share = |used: u64, cap: u64| {
+        used.saturating_mul(1000)
+            .checked_div(cap)
+            .unwrap_or(u64::MAX)
+    };
+    nodes.min_by_key(|n| {
+        let cap = view.open[n].resources;
+        let used = view
+            .used
+            .as_ref()
+            .and_then(|u| u.get(n).copied())
+            .unwrap_or_default();
+        let busiest = share(used.cpu_mhz, cap.cpu_mhz).max(share(used.memory_mb, cap.memory_mb));
+        (busiest, view.load.get(n).copied().unwrap_or(0), *n)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use windflow_protocol::DriverKind;
+
+    fn node(id: u64, cpu: u64, labels: &[(&str, &str)]) -> (NodeId, Node) {
+        let n = Node {
+            id: NodeId(id),
+            name: format!("n{id}"),
+            drivers: vec![DriverKind::Exec],
+            registered_at: Timestamp(0),
+            last_seen_at: None,
+            agent_version: None,
+            resources: Resources {
+                cpu_mhz: cpu,
+                memory_mb: 1000,
+                disk_mb: 0,
+            },
+            attributes: Default::default(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            revoked_at: None,
+            status: Default::default(),
+            eligibility: Default::default(),
+            drain: None,
+        };
+        (n.id, n)
+    }
+
+    /// Nodes 2 and 3 open (node 1 is connected but closed: down, draining or ineligible).
+    fn view() -> View {
+        View {
+            open: HashMap::from([
+                node(2, 1000, &[("zone", "eu")]),
+                node(3, 4000, &[("zone", "us")]),
+            ]),
+            load: HashMap::from([(NodeId(2), 4), (NodeId(3), 1)]),
+            used: Some(HashMap::from([
+                (
+                    NodeId(2),
+                    Resources {
+                        cpu_mhz: 100,
+                        memory_mb: 0,
+                        disk_mb: 0,
+                    },
+                ),
+                (
+                    NodeId(3),
+                    Resources {
+                        cpu_mhz: 2000,
+                        memory_mb: 0,
+                        disk_mb: 0,
+                    },
+                ),
+            ])),
+        }
+    }
+
+    const CONNECTED: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
     #[test]
-    fn runs_go_to_the_least_loaded_open_node_only() {
-        let connected = [NodeId(1), NodeId(2), NodeId(3)];
-        let open = std::collections::HashSet::from([NodeId(2), NodeId(3)]);
-        let load = HashMap::from([(NodeId(2), 4), (NodeId(3), 1)]);
-        assert_eq!(pick(&connected, &open, &load), Some(NodeId(3)));
-        // Node 1 (down, draining or ineligible) is idle but closed.
-        let only_one = std::collections::HashSet::from([NodeId(2)]);
-        assert_eq!(pick(&connected, &only_one, &load), Some(NodeId(2)));
-        assert_eq!(pick(&connected, &Default::default(), &load), None);
+    fn any_goes_to_the_open_node_with_fewest_runs() {
+        let v = view();
+        assert_eq!(choose(&RunTarget::Any, &CONNECTED, &v), Some(NodeId(3)));
+        assert_eq!(
+            choose(&RunTarget::Any, &CONNECTED[..2], &v),
+            Some(NodeId(2))
+        );
+        assert_eq!(choose(&RunTarget::Any, &CONNECTED[..1], &v), None);
+    }
+
+    #[test]
+    fn a_named_node_or_nothing() {
+        let v = view();
+        assert_eq!(
+            choose(&RunTarget::Node(NodeId(2)), &CONNECTED, &v),
+            Some(NodeId(2))
+        );
+        // Closed, or not connected: the run waits.
+        assert_eq!(choose(&RunTarget::Node(NodeId(1)), &CONNECTED, &v), None);
+        assert_eq!(
+            choose(&RunTarget::Node(NodeId(3)), &CONNECTED[..2], &v),
+            None
+        );
+    }
+
+    #[test]
+    fn labels_filter_and_least_loaded_weighs_capacity() {
+        let v = view();
+        let eu = RunTarget::Label {
+            key: "zone".into(),
+            value: "eu".into(),
+        };
+        assert_eq!(choose(&eu, &CONNECTED, &v), Some(NodeId(2)));
+        let mars = RunTarget::Label {
+            key: "zone".into(),
+            value: "mars".into(),
+        };
+        assert_eq!(choose(&mars, &CONNECTED, &v), None);
+        // Node 2 runs more but uses 10% of its CPU; node 3 uses 50%.
+        assert_eq!(
+            choose(&RunTarget::LeastLoaded, &CONNECTED, &v),
+            Some(NodeId(2))
+        );
     }
 }

@@ -13,11 +13,14 @@ use crate::gateway::Sessions;
 use crate::lifecycle::Liveness;
 use crate::lifecycle::drain::DrainWatcher;
 use crate::lifecycle::monitor::NodeMonitor;
+use crate::pipeline_timer::PipelineTimer;
+use crate::run_retention::RunRetentionLoop;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
 
-/// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`]
-/// and [`DrainWatcher`] (and later cron and webhooks) while leader.
+/// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`],
+/// [`DrainWatcher`], [`PipelineTimer`] and [`RunRetentionLoop`] (and later cron and
+/// webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -43,6 +46,8 @@ pub fn spawn(
                     tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
                     tokio::spawn(NodeMonitor::new(raft.clone(), liveness).run(token.clone()));
                     tokio::spawn(DrainWatcher::new(raft.clone(), liveness).run(token.clone()));
+                    tokio::spawn(PipelineTimer::new(raft.clone()).run(token.clone()));
+                    tokio::spawn(RunRetentionLoop::new(raft.clone()).run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {

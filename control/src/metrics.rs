@@ -101,6 +101,27 @@ impl Collector for StateCollector {
                 ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
             }
         }
+        // Pipelines (issue 7).
+        if let Ok(pipelines) = reader.pipeline_count() {
+            gauge(
+                &mut encoder,
+                "windflow_pipelines",
+                "Pipelines registered in the cluster.",
+                pipelines as i64,
+            )?;
+        }
+        if let Ok(counts) = reader.pipeline_run_counts() {
+            let mut metric = encoder.encode_descriptor(
+                "windflow_pipeline_runs",
+                "Pipeline runs, by status (a retried run moves from failed back to running).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (status, n) in counts {
+                let labels = [("status", status.as_str())];
+                ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
+            }
+        }
         if let Ok(nodes) = reader.nodes() {
             let mut metric = encoder.encode_descriptor(
                 "windflow_nodes",

@@ -32,6 +32,12 @@ pub struct JobSpec {
     #[serde(rename = "type", default)]
     pub job_type: JobType,
     pub groups: Vec<TaskGroup>,
+    /// Which node a batch run goes to.
+    #[serde(default)]
+    pub target: crate::batch::RunTarget,
+    /// How many finished runs to keep; `None`: the cluster's retention.
+    #[serde(default)]
+    pub retention: Option<crate::batch::RunRetention>,
 }
 
 /// Tasks that are placed together, `count` times.
@@ -262,6 +268,8 @@ impl JobSpec {
             name,
             namespace: Default::default(),
             job_type: JobType::Batch,
+            target: Default::default(),
+            retention: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! on serde and bincode only, so both the agent and the servers can link it.
 
 pub mod alloc;
+pub mod batch;
 pub mod codec;
 pub mod docker;
 pub mod enroll;
@@ -15,6 +16,7 @@ pub mod job;
 pub mod messages;
 pub mod namespace;
 pub mod node;
+pub mod pipeline;
 pub mod run;
 pub mod secret;
 pub mod time;
@@ -23,6 +25,7 @@ pub use alloc::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint,
     DesiredStatus, Dimension, EvalStatus, EvalTrigger, Evaluation, Operator, Placement, Resources,
 };
+pub use batch::{RunRetention, RunTarget};
 pub use codec::CodecError;
 pub use docker::{
     ALLOC_PORTS_MAX, AllocPort, DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
@@ -38,7 +41,11 @@ pub use job::{
 };
 pub use namespace::{Namespace, NamespaceInfo};
 pub use node::{DrainStrategy, DriverKind, Eligibility, Fingerprint, Node, NodeStatus};
-pub use run::{Context, ContextSource, Run, RunOutcome, RunStatus};
+pub use pipeline::{
+    FailurePolicy, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, PipelineStep, StepState,
+    StepStatus,
+};
+pub use run::{Context, ContextPart, ContextSource, Run, RunOutcome, RunStatus};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ContextId, JobId, NodeId, RunId};
+use crate::ids::{ContextId, JobId, NodeId, PipelineId, PipelineRunId, RunId};
 use crate::time::{HumanDuration, Timestamp};
 
 /// Where a run is in its life.
@@ -84,6 +84,9 @@ pub struct Run {
     /// The end of the last attempt's stderr, at most [`crate::STDERR_TAIL_BYTES`].
     #[serde(default)]
     pub stderr_tail: String,
+    /// The pipeline run this run is a step of.
+    #[serde(default)]
+    pub pipeline_run: Option<PipelineRunId>,
 }
 
 /// What made a context.
@@ -91,6 +94,7 @@ pub struct Run {
 #[serde(rename_all = "snake_case")]
 pub enum ContextSource {
     Job(JobId),
+    Pipeline(PipelineId),
 }
 
 /// The captured stdout of the last run of its source, and how it was made.
@@ -109,6 +113,25 @@ pub struct Context {
     pub exit_code: Option<i32>,
     pub attempts: u32,
     pub updated_at: Timestamp,
+    /// For a pipeline's context: the pipeline run that made it.
+    #[serde(default)]
+    pub pipeline_run: Option<PipelineRunId>,
+    /// For a pipeline's context: its jobs' contexts, in the pipeline's order (the steps
+    /// of its last run that ran); `value` is the last one's.
+    #[serde(default)]
+    pub parts: Vec<ContextPart>,
+}
+
+/// One job's context inside a pipeline's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextPart {
+    pub job: JobId,
+    pub context: ContextId,
+    pub value: String,
+    pub truncated: bool,
+    pub run: Option<RunId>,
+    pub node: Option<NodeId>,
+    pub exit_code: Option<i32>,
 }
 
 impl Context {
@@ -126,7 +149,23 @@ impl Context {
             exit_code: None,
             attempts: 0,
             updated_at: at,
+            pipeline_run: None,
+            parts: Vec::new(),
         }
+    }
+
+    /// A pipeline's context before its first run.
+    pub fn empty_for_pipeline(pipeline: PipelineId, at: Timestamp) -> Self {
+        Context {
+            id: ContextId::of_pipeline(pipeline),
+            source: ContextSource::Pipeline(pipeline),
+            ..Context::empty_for_job(JobId(0), at)
+        }
+    }
+
+    /// Whether `$$(…)` may use it: a context nothing has filled yet is refused.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
     }
 }
 

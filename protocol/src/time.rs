@@ -79,6 +79,36 @@ impl fmt::Display for TimeParseError {
 
 impl std::error::Error for TimeParseError {}
 
+impl Timestamp {
+    /// Parses an RFC 3339 date and time with `Z` or a `±HH:MM` offset
+    /// (`2026-12-01T02:00:00+01:00`), as the instant it names.
+    pub fn parse_rfc3339(s: &str) -> Result<Self, TimeParseError> {
+        let err = || {
+            TimeParseError(format!(
+                "`{s}` is not an RFC 3339 date and time like 2026-12-01T02:00:00+01:00"
+            ))
+        };
+        if s.ends_with('Z') || s.ends_with('z') {
+            return format!("{}Z", &s[..s.len() - 1]).parse().map_err(|_| err());
+        }
+        let split = s.len().checked_sub(6).ok_or_else(err)?;
+        let (local, offset) = (s.get(..split).ok_or_else(err)?, &s[split..]);
+        let sign: i64 = match offset.as_bytes().first() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err(err()),
+        };
+        let (h, m) = offset[1..].split_once(':').ok_or_else(err)?;
+        let (h, m): (i64, i64) = (h.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?);
+        if h > 23 || m > 59 {
+            return Err(err());
+        }
+        let at: Timestamp = format!("{local}Z").parse().map_err(|_| err())?;
+        let utc = at.0 as i64 - sign * (h * 3600 + m * 60) * 1000;
+        u64::try_from(utc).map(Timestamp).map_err(|_| err())
+    }
+}
+
 impl FromStr for Timestamp {
     type Err = TimeParseError;
 
@@ -273,6 +303,27 @@ mod tests {
         assert_eq!(HumanDuration::from_secs(5400).to_string(), "1h30m");
         for bad in ["", "30", "s", "10x", "-5s", "1.5s"] {
             assert!(d(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn rfc3339_offsets_name_the_same_instant() {
+        let utc = Timestamp::parse_rfc3339("2026-12-01T01:00:00Z").unwrap();
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-12-01T02:00:00+01:00").unwrap(),
+            utc
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-30T20:30:00-04:30").unwrap(),
+            utc
+        );
+        for bad in [
+            "2026-12-01T02:00:00",
+            "2026-12-01T02:00:00+1",
+            "soon",
+            "+01:00",
+        ] {
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
         }
     }
 }

@@ -228,6 +228,14 @@ fn the_since_query_returns_exactly_the_nodes_changed_allocations() {
             .unwrap()
             .is_empty()
     );
+    // A server that starts over this state saw none of those changes: it does not claim
+    // to know which nodes they were on, but it knows the ones applied after it started.
+    let restarted = crate::StateReader::new(f.reader.tree().clone());
+    assert_eq!(restarted.nodes_with_alloc_changes(after_place, now), None);
+    assert_eq!(
+        restarted.nodes_with_alloc_changes(now, now),
+        Some(Default::default())
+    );
 }
 
 #[test]

@@ -49,16 +49,12 @@ pub(crate) fn put_alloc(
     if let Some(old) = self::alloc(p, alloc.id)?.map(|a| a.modify_index)
         && old > 0
     {
-        p.del(key::id(key::ALLOC_CHANGE, old));
         p.del(key::pair(key::NODE_ALLOC_CHANGE, alloc.node.0, old));
     }
     let index = p.next(key::NEXT_ALLOC_INDEX)?;
     let mut stored = alloc.clone();
     stored.modify_index = index;
-    p.put(
-        key::id(key::ALLOC_CHANGE, index),
-        [alloc.node.0.to_be_bytes(), alloc.id.0.to_be_bytes()].concat(),
-    );
+    p.alloc_changes.push((index, alloc.node));
     p.put(
         key::pair(key::NODE_ALLOC_CHANGE, alloc.node.0, index),
         alloc.id.0.to_be_bytes().to_vec(),
@@ -71,7 +67,7 @@ pub(crate) fn alloc(p: &Pending<'_>, id: AllocId) -> Result<Option<Allocation>, 
     p.get_as(&key::id(key::ALLOC, id.0), "allocation")
 }
 
-/// The IDs under an index prefix (`joballoc/<job>`, `nodealloc/<node>`), read from the
+/// The IDs under an index prefix (`joballoc/<job>`), read from the
 /// committed tree: only commands that go alone in their entry may call it.
 pub(crate) fn ids_under(p: &Pending<'_>, prefix: Vec<u8>) -> Vec<AllocId> {
     p.tree()
@@ -79,6 +75,18 @@ pub(crate) fn ids_under(p: &Pending<'_>, prefix: Vec<u8>) -> Vec<AllocId> {
         .keys()
         .filter_map(|k| k.ok())
         .filter_map(|k| <[u8; 8]>::try_from(&k[k.len().saturating_sub(8)..]).ok())
+        .map(|b| AllocId(u64::from_be_bytes(b)))
+        .collect()
+}
+
+/// A node's allocations (each once, in the order they last changed), read from the
+/// committed tree like [`ids_under`]: only commands that go alone in their entry may call it.
+pub(crate) fn ids_on_node(p: &Pending<'_>, node: NodeId) -> Vec<AllocId> {
+    p.tree()
+        .scan_prefix(key::id(key::NODE_ALLOC_CHANGE, node.0))
+        .values()
+        .filter_map(|v| v.ok())
+        .filter_map(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
         .map(|b| AllocId(u64::from_be_bytes(b)))
         .collect()
 }
@@ -239,7 +247,6 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     }
                 }
                 p.put(key::pair(key::ALLOC_BY_JOB, a.job.0, a.id.0), Vec::new());
-                p.put(key::pair(key::ALLOC_BY_NODE, a.node.0, a.id.0), Vec::new());
                 put_alloc(p, &a, false)?;
                 result.placed.push(a.id);
             }

@@ -26,7 +26,7 @@ pub(crate) fn store() -> (tempfile::TempDir, StateReader) {
 pub(crate) fn apply(reader: &StateReader, cmd: Command) -> Response {
     let mut p = Pending::new(reader.tree());
     let response = state::apply(&mut p, cmd).unwrap();
-    p.commit().unwrap();
+    reader.commit(p).unwrap();
     response
 }
 

@@ -10,6 +10,10 @@ use windflow_protocol::{
     JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
     Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
 };
+use windflow_protocol::{
+    Context, ContextId, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineSpec,
+    RunRetention,
+};
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +222,43 @@ pub enum Command {
         unplaced: Vec<String>,
         at: Timestamp,
     },
+    // Pipelines, contexts and run retention (issue 7; see `crate::pipelines`).
+    /// A pipeline: its steps' jobs must exist, be batch jobs of its namespace and form a
+    /// DAG. Assigns the next [`PipelineId`] and creates its empty context.
+    CreatePipeline { spec: PipelineSpec, at: Timestamp },
+    /// Removes a pipeline, its name and its context; its scheduled runs are cancelled,
+    /// running ones finish from their own copy of the steps.
+    DeletePipeline { pipeline: PipelineId, at: Timestamp },
+    /// A run of a pipeline: started at once (its first steps' runs queued in the same
+    /// entry), or `scheduled` when `start_at` is after `at`. The one way to start a
+    /// pipeline run (the API and schedules use it).
+    CreatePipelineRun {
+        pipeline: PipelineId,
+        start_at: Option<Timestamp>,
+        at: Timestamp,
+    },
+    /// The leader starts a scheduled run whose time came; a run already started is left
+    /// as it is, so a repeated fire starts nothing twice.
+    StartPipelineRun { run: PipelineRunId, at: Timestamp },
+    /// Resumes a failed pipeline run: its failed and skipped steps wait again, the
+    /// succeeded ones stay.
+    RetryPipelineRun { run: PipelineRunId, at: Timestamp },
+    /// A pending run that cannot start (a `$$(…)` reference is missing or empty) fails
+    /// with `error`, before any node sees it.
+    RunRefused {
+        run: RunId,
+        error: String,
+        at: Timestamp,
+    },
+    /// Empties a context, as before its source's first run.
+    ResetContext { context: ContextId, at: Timestamp },
+    /// Drops these runs (retention); a listed run that has not finished is kept.
+    PruneRuns { runs: Vec<RunId>, at: Timestamp },
+    /// The cluster's run retention, for jobs that set none.
+    SetRunRetention {
+        retention: RunRetention,
+        at: Timestamp,
+    },
 }
 
 /// What [`Command::SetNodeDrain`] does.
@@ -262,6 +303,8 @@ impl Command {
                 | Command::NodesDown { .. }
                 | Command::SetNodeDrain { .. }
                 | Command::FinishDrain { .. }
+                // Scans the pipeline's runs.
+                | Command::DeletePipeline { .. }
         )
     }
 
@@ -304,6 +347,15 @@ impl Command {
             Command::SetNodeEligibility { .. } => "set_node_eligibility",
             Command::FinishDrain { .. } => "finish_drain",
             Command::WaitEvaluation { .. } => "wait_evaluation",
+            Command::CreatePipeline { .. } => "create_pipeline",
+            Command::DeletePipeline { .. } => "delete_pipeline",
+            Command::CreatePipelineRun { .. } => "create_pipeline_run",
+            Command::StartPipelineRun { .. } => "start_pipeline_run",
+            Command::RetryPipelineRun { .. } => "retry_pipeline_run",
+            Command::RunRefused { .. } => "run_refused",
+            Command::ResetContext { .. } => "reset_context",
+            Command::PruneRuns { .. } => "prune_runs",
+            Command::SetRunRetention { .. } => "set_run_retention",
         }
     }
 }
@@ -437,6 +489,10 @@ pub enum Applied {
     Nothing,
     /// The nodes a command changed.
     Nodes(Vec<Node>),
+    Pipeline(Pipeline),
+    PipelineRun(PipelineRun),
+    Context(Context),
+    RunRetention(RunRetention),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

@@ -5,6 +5,7 @@
 //! tables in one sled tree. [`StateReader`] reads those tables; [`RaftNode`] is the handle
 //! the server holds; [`QuicNetwork`] carries raft RPCs between servers over mutual-TLS QUIC.
 
+mod alloc_changes;
 mod allocs;
 pub mod backup;
 mod batch;
@@ -20,7 +21,12 @@ mod network;
 mod node;
 mod node_certs;
 mod nodes;
+#[cfg(test)]
+mod pipeline_tests;
+mod pipelines;
+mod pipelines_reader;
 mod reader;
+mod run_retention;
 mod secrets;
 mod state;
 mod state_machine;

@@ -17,7 +17,7 @@ use windflow_protocol::{
 };
 
 use crate::StoreError;
-use crate::allocs::{alloc, create_eval, ids_under, put_alloc, request_stop};
+use crate::allocs::{alloc, create_eval, ids_on_node, put_alloc, request_stop};
 use crate::command::{Applied, ApplyError, DrainChange, DrainEnd, Response};
 use crate::state::{Pending, key};
 
@@ -112,7 +112,7 @@ pub(crate) fn down(
             Some(h) => format!("node {id} is down: not heard from since {h}"),
             None => format!("node {id} is down: never heard from"),
         };
-        for alloc_id in ids_under(p, key::id(key::ALLOC_BY_NODE, id.0)) {
+        for alloc_id in ids_on_node(p, id) {
             let Some(mut a) = alloc(p, alloc_id)? else {
                 continue;
             };
@@ -182,7 +182,7 @@ fn mark_draining(
     message: &str,
 ) -> Result<BTreeSet<JobId>, StoreError> {
     let mut jobs = BTreeSet::new();
-    for alloc_id in ids_under(p, key::id(key::ALLOC_BY_NODE, node.0)) {
+    for alloc_id in ids_on_node(p, node) {
         let Some(mut a) = alloc(p, alloc_id)? else {
             continue;
         };
@@ -232,7 +232,7 @@ pub(crate) fn finish_drain(
             "node {id} is not draining"
         ))));
     };
-    let live: Vec<_> = ids_under(p, key::id(key::ALLOC_BY_NODE, id.0))
+    let live: Vec<_> = ids_on_node(p, id)
         .into_iter()
         .filter_map(|a| alloc(p, a).transpose())
         .collect::<Result<Vec<_>, _>>()?

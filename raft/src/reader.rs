@@ -24,6 +24,7 @@ pub struct StateReader {
     /// Snapshots built or installed by this server since it started.
     snapshots: Arc<std::sync::atomic::AtomicU64>,
     timings: crate::timings::RaftTimings,
+    alloc_changes: Arc<std::sync::Mutex<crate::alloc_changes::AllocChanges>>,
 }
 
 impl StateReader {
@@ -42,6 +43,31 @@ impl StateReader {
         self.snapshots.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Commits a command's writes, recording its allocation changes in the in-memory log
+    /// first: the feed reads the log only up to the store's index, so it never sees a
+    /// change before it is in the tree, nor misses one that is.
+    pub(crate) fn commit(&self, p: crate::state::Pending<'_>) -> Result<(), StoreError> {
+        let replaced_all = p.replaced_all;
+        self.changes().record(p.alloc_changes.iter().copied());
+        p.commit_tree()?;
+        if replaced_all {
+            self.reset_alloc_changes();
+        }
+        Ok(())
+    }
+
+    /// The tree was replaced: changes up to its index are no longer known in memory.
+    pub(crate) fn reset_alloc_changes(&self) {
+        let index = self.alloc_index().unwrap_or(u64::MAX);
+        self.changes().reset(index);
+    }
+
+    fn changes(&self) -> std::sync::MutexGuard<'_, crate::alloc_changes::AllocChanges> {
+        self.alloc_changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Stops commits while the guard lives.
     pub(crate) fn commits_paused(&self) -> std::sync::MutexGuard<'_, ()> {
         self.commit_lock
@@ -56,7 +82,9 @@ impl StateReader {
             commit_lock: Arc::default(),
             snapshots: Arc::default(),
             timings: Default::default(),
+            alloc_changes: Arc::default(),
         };
+        reader.reset_alloc_changes();
         // Subscribers start from what is already applied, not from zero.
         reader.notify_applied(reader.last_applied_index().unwrap_or(0));
         reader
@@ -70,7 +98,7 @@ impl StateReader {
         self.applied.send_replace(index);
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    pub(crate) fn get<T: serde::de::DeserializeOwned>(
         &self,
         k: &[u8],
         what: &'static str,
@@ -78,7 +106,7 @@ impl StateReader {
         self.tree.get(k)?.map(|v| decode(&v, what)).transpose()
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(
+    pub(crate) fn scan<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &[u8],
         what: &'static str,
@@ -226,7 +254,20 @@ impl StateReader {
 
     /// A node's allocations (stopped and ended ones too), oldest first.
     pub fn allocations_of_node(&self, node: NodeId) -> Result<Vec<Allocation>, StoreError> {
-        self.allocs_by_index(key::id(key::ALLOC_BY_NODE, node.0))
+        let mut ids = Vec::new();
+        for entry in self
+            .tree
+            .scan_prefix(key::id(key::NODE_ALLOC_CHANGE, node.0))
+        {
+            let (_, v) = entry?;
+            ids.extend(id_of(Some(v)).map(AllocId));
+        }
+        ids.sort_unstable();
+        let mut allocs = Vec::with_capacity(ids.len());
+        for id in ids {
+            allocs.extend(self.allocation(id)?);
+        }
+        Ok(allocs)
     }
 
     /// When each node's agent was last heard, for the nodes ever heard.
@@ -283,25 +324,15 @@ impl StateReader {
     }
 
     /// Which nodes' allocations changed after index `after` up to `upto` (each node once),
-    /// for the gateway's one feed to wake only the sessions concerned.
+    /// for the gateway's one feed to wake only the sessions concerned; `None` when this
+    /// server does not know (changes from before it started, or before a snapshot or a
+    /// restore replaced its state): then every session should look.
     pub fn nodes_with_alloc_changes(
         &self,
         after: u64,
         upto: u64,
-    ) -> Result<std::collections::BTreeSet<NodeId>, StoreError> {
-        let mut nodes = std::collections::BTreeSet::new();
-        if upto <= after {
-            return Ok(nodes);
-        }
-        let from = key::id(key::ALLOC_CHANGE, after + 1);
-        let to = key::id(key::ALLOC_CHANGE, upto);
-        for entry in self.tree.range(from..=to) {
-            let (_, v) = entry?;
-            if let Some(node) = id_of(v.get(..8).map(sled::IVec::from)) {
-                nodes.insert(NodeId(node));
-            }
-        }
-        Ok(nodes)
+    ) -> Option<std::collections::BTreeSet<NodeId>> {
+        self.changes().nodes(after, upto)
     }
 
     /// What every node's live allocations hold, for the nodes that hold anything.
@@ -405,7 +436,7 @@ impl StateReader {
         Ok(out)
     }
 
-    fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
+    pub(crate) fn id_at(&self, index: &[u8]) -> Result<Option<u64>, StoreError> {
         Ok(id_of(self.tree.get(index)?))
     }
 

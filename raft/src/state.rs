@@ -49,18 +49,18 @@ pub(crate) mod key {
     pub const REVOKED_COUNT: &[u8] = b"count/revoked";
     pub const NAMESPACE: &[u8] = b"ns/";
     pub const ALLOC: &[u8] = b"alloc/";
-    /// `joballoc/<job>/<alloc>` and `nodealloc/<node>/<alloc>`: allocations by job, by node.
+    /// `joballoc/<job>/<alloc>`: allocations by job. (A node's are under
+    /// `nodeallocchange/<node>/`, each listed once.)
     pub const ALLOC_BY_JOB: &[u8] = b"joballoc/";
-    pub const ALLOC_BY_NODE: &[u8] = b"nodealloc/";
     /// `nodeused/<node>`: the resources its live allocations hold.
     pub const NODE_USED: &[u8] = b"nodeused/";
     pub const NEXT_ALLOC: &[u8] = b"counter/alloc";
     /// The allocations' modify index: a sequence advanced on every change of one.
     pub const NEXT_ALLOC_INDEX: &[u8] = b"counter/allocindex";
-    /// `allocchange/<modify index>` → node and alloc: each allocation once, at its latest
-    /// change, so the gateway finds what changed after an index with one range scan.
-    pub const ALLOC_CHANGE: &[u8] = b"allocchange/";
-    /// `nodeallocchange/<node>/<modify index>` → alloc: the same, per node.
+    /// `nodeallocchange/<node>/<modify index>` → alloc: each allocation once, at its latest
+    /// change, so a node's changes after an index are one range scan; so also the node's
+    /// allocations (there is no separate by-node index to write). Which nodes changed is
+    /// kept in memory only (`alloc_changes.rs`).
     pub const NODE_ALLOC_CHANGE: &[u8] = b"nodeallocchange/";
     pub const EVAL: &[u8] = b"eval/";
     /// `evalpending/<eval>`: the scheduler's queue.
@@ -70,6 +70,24 @@ pub(crate) mod key {
     pub const NODE_HEARD: &[u8] = b"nodeheard/";
     /// `count/nsjobs/<namespace>`: how many jobs a namespace holds.
     pub const NAMESPACE_JOBS: &[u8] = b"count/nsjobs/";
+    // Pipelines and run retention (issue 7; see `crate::pipelines`).
+    pub const PIPELINE: &[u8] = b"pipeline/";
+    /// `pipelinename/<namespace>/<name>`.
+    pub const PIPELINE_NAME: &[u8] = b"pipelinename/";
+    pub const NEXT_PIPELINE: &[u8] = b"counter/pipeline";
+    /// `pipelinejob/<job>/<pipeline>`: the pipelines a job is a step of.
+    pub const PIPELINE_BY_JOB: &[u8] = b"pipelinejob/";
+    pub const PIPELINE_RUN: &[u8] = b"prun/";
+    pub const NEXT_PIPELINE_RUN: &[u8] = b"counter/prun";
+    /// `pipelineprun/<pipeline>/<pipeline run>`: a pipeline's runs.
+    pub const PIPELINE_RUN_BY_PIPELINE: &[u8] = b"pipelineprun/";
+    /// `prsched/<start ms>/<pipeline run>`: runs waiting for their start time, soonest first.
+    pub const PIPELINE_RUN_SCHEDULED: &[u8] = b"prsched/";
+    /// The cluster's default run retention.
+    pub const RUN_RETENTION: &[u8] = b"config/runretention";
+    pub const PIPELINE_COUNT: &[u8] = b"count/pipelines";
+    /// `count/prun/<status>`: pipeline runs per status.
+    pub const PIPELINE_RUN_COUNT: &[u8] = b"count/prun/";
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
@@ -133,6 +151,10 @@ pub(crate) struct Pending<'a> {
     /// The command's writes (`None`: deleted), the last one per key; they become one
     /// `sled::Batch` at commit, so each key and value is held once.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each allocation change's modify index and node, for the in-memory change log.
+    pub(crate) alloc_changes: Vec<(u64, NodeId)>,
+    /// Every key was rewritten (a restore): the change log starts again.
+    pub(crate) replaced_all: bool,
 }
 
 impl<'a> Pending<'a> {
@@ -140,6 +162,8 @@ impl<'a> Pending<'a> {
         Pending {
             tree,
             writes: HashMap::new(),
+            alloc_changes: Vec::new(),
+            replaced_all: false,
         }
     }
 
@@ -194,7 +218,9 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    pub(crate) fn commit(self) -> Result<(), StoreError> {
+    /// Writes the batch. Callers go through [`crate::StateReader::commit`], which also
+    /// records the allocation changes.
+    pub(crate) fn commit_tree(self) -> Result<(), StoreError> {
         // A batch keeps the last write per key, as `writes` does: the same batch as
         // writing each change into it in turn.
         let mut batch = sled::Batch::default();
@@ -208,7 +234,11 @@ impl<'a> Pending<'a> {
     }
 
     /// Stores a run, keeping the status index and the per-status counts in step.
-    fn put_run(&mut self, run: &Run, before: Option<RunStatus>) -> Result<(), StoreError> {
+    pub(crate) fn put_run(
+        &mut self,
+        run: &Run,
+        before: Option<RunStatus>,
+    ) -> Result<(), StoreError> {
         if before != Some(run.status) {
             if let Some(old) = before {
                 self.del(key::pair(
@@ -353,6 +383,9 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
                 return Ok(Err(ApplyError::not_found("job", job)));
             };
+            if let Some(refusal) = crate::pipelines::job_in_use(p, &j)? {
+                return Ok(Err(refusal));
+            }
             p.del(key::id(key::JOB, job.0));
             p.del(key::job_name(&j.spec.namespace, &j.spec.name));
             p.del(key::context(ContextId::of_job(job)));
@@ -380,29 +413,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             }
             Ok(Applied::Job(j))
         }
-        Command::CreateRun { job, at } => {
-            let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
-                return Ok(Err(ApplyError::not_found("job", job)));
-            };
-            let run = Run {
-                id: RunId(p.next(key::NEXT_RUN)?),
-                job,
-                namespace: j.spec.namespace,
-                status: RunStatus::Pending,
-                node: None,
-                requested_at: at,
-                started_at: None,
-                finished_at: None,
-                attempts: 0,
-                exit_code: None,
-                duration: None,
-                error: None,
-                stderr_tail: String::new(),
-            };
-            p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
-            p.put_run(&run, None)?;
-            Ok(Applied::Run(run))
-        }
+        Command::CreateRun { job, at } => create_run(p, job, None, at)?,
         Command::RunDispatched { run, node, at } => {
             let Some(mut r) = p.get_as::<Run>(&key::id(key::RUN, run.0), "run")? else {
                 return Ok(Err(ApplyError::not_found("run", run)));
@@ -477,6 +488,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             Ok(Applied::Batch(responses))
         }
         Command::RestoreState { pairs } => {
+            p.replaced_all = true;
             for entry in p.tree.iter() {
                 let (k, _) = entry?;
                 if !k.starts_with(key::META) {
@@ -545,9 +557,57 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 ctx.attempts = attempts;
                 p.put_as(ctx_key, &ctx)?;
             }
+            crate::pipelines::run_ended(p, &r, at)?;
             Ok(Applied::Run(r))
         }
+        // Pipelines, contexts and run retention (issue 7).
+        Command::CreatePipeline { spec, at } => crate::pipelines::create(p, spec, at)?,
+        Command::DeletePipeline { pipeline, at } => crate::pipelines::delete(p, pipeline, at)?,
+        Command::CreatePipelineRun {
+            pipeline,
+            start_at,
+            at,
+        } => crate::pipelines::create_run(p, pipeline, start_at, at)?,
+        Command::StartPipelineRun { run, at } => crate::pipelines::start_run(p, run, at)?,
+        Command::RetryPipelineRun { run, at } => crate::pipelines::retry_run(p, run, at)?,
+        Command::RunRefused { run, error, at } => crate::run_retention::refuse(p, run, error, at)?,
+        Command::ResetContext { context, at } => crate::pipelines::reset_context(p, context, at)?,
+        Command::PruneRuns { runs, at: _ } => crate::run_retention::prune(p, runs)?,
+        Command::SetRunRetention { retention, at: _ } => {
+            crate::run_retention::set_default(p, retention)?
+        }
     })
+}
+
+/// Queues a run of `job` (`pending`), as a step of `pipeline_run` if given.
+pub(crate) fn create_run(
+    p: &mut Pending<'_>,
+    job: JobId,
+    pipeline_run: Option<windflow_protocol::PipelineRunId>,
+    at: windflow_protocol::Timestamp,
+) -> Result<Response, StoreError> {
+    let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
+        return Ok(Err(ApplyError::not_found("job", job)));
+    };
+    let run = Run {
+        id: RunId(p.next(key::NEXT_RUN)?),
+        job,
+        namespace: j.spec.namespace,
+        status: RunStatus::Pending,
+        node: None,
+        requested_at: at,
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        exit_code: None,
+        duration: None,
+        error: None,
+        stderr_tail: String::new(),
+        pipeline_run,
+    };
+    p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
+    p.put_run(&run, None)?;
+    Ok(Ok(Applied::Run(run)))
 }
 
 pub(crate) use key::{LAST_APPLIED, MEMBERSHIP, META};

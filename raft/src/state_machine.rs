@@ -296,7 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
             {
                 let _paused = self.commits_paused();
-                pending.commit().map_err(sm_write)?;
+                self.reader.commit(pending).map_err(sm_write)?;
             }
             last_index = Some(entry.log_id.index);
             self.reader
@@ -351,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .flush_async()
             .await
             .map_err(|e| sm_write(e.into()))?;
+        self.reader.reset_alloc_changes();
         if let Some(l) = meta.last_log_id {
             self.reader.notify_applied(l.index);
         }

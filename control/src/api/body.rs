@@ -217,6 +217,14 @@ impl Fields {
         }
     }
 
+    /// An array of strings; absent is empty.
+    pub fn optional_string_list(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
+        if self.map.get(name).is_none_or(|v| v.is_null()) {
+            return Ok(Vec::new());
+        }
+        self.required_string_list(name)
+    }
+
     pub fn required_string_list(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
         match self.take(name) {
             None => Err(ApiError::invalid_field(&self.path(name), "is required")),
@@ -236,14 +244,6 @@ impl Fields {
                 format!("must be an array of strings, not {}", kind(&other)),
             )),
         }
-    }
-
-    /// An array of strings; absent is `None`.
-    pub fn optional_string_list(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
-        if self.map.get(name).is_none_or(|v| v.is_null()) {
-            return Ok(None);
-        }
-        self.required_string_list(name).map(Some)
     }
 
     /// Refuses what is left: fields this endpoint does not take.

@@ -35,8 +35,9 @@ pub fn parse(body: &mut Fields) -> Result<DockerConfig, ApiError> {
             "must not be empty (leave it out to run the image's own)",
         ));
     }
-    let args = f.optional_string_list("args")?.unwrap_or_default();
-    let entrypoint = f.optional_string_list("entrypoint")?;
+    let args = f.optional_string_list("args")?;
+    // Absent or empty: the image's own entrypoint.
+    let entrypoint = Some(f.optional_string_list("entrypoint")?).filter(|e| !e.is_empty());
     for (name, text) in command.iter().map(|c| ("command".to_owned(), c)).chain(
         args.iter()
             .enumerate()

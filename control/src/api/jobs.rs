@@ -32,7 +32,9 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// "mounts"?: [{"type": "bind"|"volume", "source", "target", "read_only"?}], "labels"?}
 /// (a docker task has no top-level `command`), "resources"?:
 /// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
-/// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…}}` (the
+/// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…},
+/// "target"?, "keep_runs"?, "keep_for"?}` (where runs go and how many are kept, see
+/// [`super::batch`]; the
 /// policies of a service job, see [`super::policies`]). A service job is placed by the scheduler
 /// and kept running at its count; a batch job runs when asked. Secret env values are sealed
 /// here, before the job is proposed; the answer (like every job view) shows them only as
@@ -43,6 +45,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let (mut spec, secrets) = parse_job_spec(&body, &scope)?;
+    super::batch::check_target(state.raft.reader(), &spec.target)?;
     if !secrets.is_empty() {
         let sealed = secrets
             .iter()
@@ -173,6 +176,8 @@ pub(crate) fn parse_job_spec(
     let delay = duration_field(&mut f, "retry_delay")?.unwrap_or(RetryPolicy::default().delay);
     let shape = placement::parse(&mut f)?;
     let policies = super::policies::parse(&mut f, shape.job_type)?;
+    let target = super::batch::parse_target(&mut f)?;
+    let retention = super::batch::parse_retention(&mut f)?;
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
@@ -186,6 +191,8 @@ pub(crate) fn parse_job_spec(
     let mut spec = JobSpec::exec(name, task);
     spec.namespace = namespace;
     spec.job_type = shape.job_type;
+    spec.target = target;
+    spec.retention = retention;
     let group = &mut spec.groups[0];
     group.count = shape.count;
     group.constraints = shape.constraints;
@@ -232,7 +239,7 @@ fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, A
         .transpose()
 }
 
-fn validate_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::invalid_field(
             "name",

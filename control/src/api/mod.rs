@@ -5,6 +5,7 @@ pub mod access;
 mod allocations;
 mod audit;
 mod backup;
+mod batch;
 mod body;
 mod cluster;
 mod contexts;
@@ -18,6 +19,7 @@ mod join_tokens;
 mod log_level;
 pub mod namespaces;
 mod nodes;
+mod pipelines;
 mod placement;
 mod policies;
 mod runs;
@@ -153,6 +155,86 @@ fn v1_routes(fault_injection: bool) -> Routes {
             READ,
             "contexts.show",
             contexts::show,
+        )
+        // Pipelines, contexts, job copies and run retention (issue 7).
+        .route(M::POST, "/jobs/{id}/copy", WRITE, "jobs.copy", batch::copy)
+        .route(M::GET, "/contexts", READ, "contexts.list", contexts::list)
+        .route(
+            M::POST,
+            "/contexts/{id}/reset",
+            WRITE,
+            "contexts.reset",
+            contexts::reset,
+        )
+        .route(
+            M::GET,
+            "/pipelines",
+            READ,
+            "pipelines.list",
+            pipelines::list,
+        )
+        .route(
+            M::POST,
+            "/pipelines",
+            WRITE,
+            "pipelines.create",
+            pipelines::create,
+        )
+        .route(
+            M::GET,
+            "/pipelines/{id}",
+            READ,
+            "pipelines.show",
+            pipelines::show,
+        )
+        .route(
+            M::DELETE,
+            "/pipelines/{id}",
+            WRITE,
+            "pipelines.delete",
+            pipelines::delete,
+        )
+        .route(
+            M::POST,
+            "/pipelines/{id}/run",
+            WRITE,
+            "pipelines.run",
+            pipelines::run,
+        )
+        .route(
+            M::GET,
+            "/pipelines/{id}/runs",
+            READ,
+            "pipeline_runs.list",
+            pipelines::runs,
+        )
+        .route(
+            M::GET,
+            "/pipeline-runs/{id}",
+            READ,
+            "pipeline_runs.show",
+            pipelines::show_run,
+        )
+        .route(
+            M::POST,
+            "/pipeline-runs/{id}/retry",
+            WRITE,
+            "pipeline_runs.retry",
+            pipelines::retry,
+        )
+        .route(
+            M::GET,
+            "/run-retention",
+            CLUSTER_READ,
+            "run_retention.show",
+            batch::show_retention,
+        )
+        .route(
+            M::PUT,
+            "/run-retention",
+            ADMIN,
+            "run_retention.set",
+            batch::set_retention,
         )
         .route(
             M::GET,

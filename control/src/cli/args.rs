@@ -324,6 +324,21 @@ pub enum JobCommand {
     Runs { job: String },
     /// Delete a job.
     Delete { job: String },
+    /// Copy a job under a new name (no runs, an empty context).
+    Copy { job: String, name: String },
+    /// Show or set how many finished runs the cluster keeps of jobs that say nothing
+    /// (admin to set).
+    Retention {
+        /// Keep only the last N finished runs of each job.
+        #[arg(long, value_name = "N")]
+        keep_runs: Option<u32>,
+        /// Drop finished runs older than this, e.g. 30d.
+        #[arg(long, value_name = "DURATION")]
+        keep_for: Option<String>,
+        /// Keep every run.
+        #[arg(long, conflicts_with_all = ["keep_runs", "keep_for"])]
+        unlimited: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -377,6 +392,8 @@ pub struct JobCreateArgs {
     #[command(flatten)]
     pub policies: PolicyArgs,
     #[command(flatten)]
+    pub runs: RunArgs,
+    #[command(flatten)]
     pub docker: super::docker::DockerArgs,
 }
 
@@ -419,11 +436,7 @@ pub enum RunCommand {
     Show { run: String },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ContextCommand {
-    /// Print a context's value (by context ID, job ID or job name).
-    Show { context: String },
-}
+pub use super::pipelines::{ContextCommand, PipelineCommand, RunArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {

@@ -11,8 +11,8 @@ use super::client::Client;
 use super::config::{CliConfig, DEFAULT_ADDRESS, server_urls};
 use super::table::{Table, or_dash};
 use super::{
-    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, ContextCommand, JobCommand,
-    JobCreateArgs, NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
+    AgentCommand, ClusterCommand, ClusterTokenCommand, Command, JobCommand, JobCreateArgs,
+    NodeCommand, OutputFormat, RunCommand, SecretsCommand, SnapshotCommand,
 };
 
 /// The exit code of `job run --wait` when the run timed out, as timeout(1) uses.
@@ -53,16 +53,8 @@ pub async fn run(
             out.run(&run)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Context(ContextCommand::Show { context }) => {
-            let ctx: Context = client
-                .get(&format!("/v1/contexts/{}", seg(&context)))
-                .await?;
-            match output {
-                OutputFormat::Json => out.json(&ctx)?,
-                OutputFormat::Table => print!("{}", ctx.value),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Context(cmd) => super::pipelines::context(&client, out, cmd).await,
+        Command::Pipeline(cmd) => super::pipelines::pipeline(&client, out, cmd).await,
         Command::Cluster(ClusterCommand::Members) => {
             let members: Vec<Value> = client.get("/v1/cluster/members").await?;
             print_members(out, &members)?;
@@ -218,8 +210,13 @@ pub async fn run(
 
 async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JobCommand::Create(args) => {
-            let job: Job = client.post("/v1/jobs", Some(&create_body(*args)?)).await?;
+        JobCommand::Create(mut args) => {
+            let runs = std::mem::take(&mut args.runs);
+            let mut body = create_body(*args)?;
+            if let Value::Object(fields) = &mut body {
+                super::pipelines::run_fields(client, runs, fields).await?;
+            }
+            let job: Job = client.post("/v1/jobs", Some(&body)).await?;
             out.job(&job)?;
         }
         JobCommand::List => {
@@ -229,6 +226,9 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
         JobCommand::Show { job } => {
             let job: Job = client.get(&format!("/v1/jobs/{}", seg(&job))).await?;
             out.job(&job)?;
+            if out.0 == OutputFormat::Table {
+                super::pipelines::print_run_settings(&job);
+            }
             if job.spec.job_type == windflow_protocol::JobType::Service
                 && out.0 == OutputFormat::Table
             {
@@ -245,6 +245,17 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
                 OutputFormat::Json => out.json(&job)?,
                 OutputFormat::Table => println!("Deleted {} ({})", job.id, job.spec.name),
             }
+        }
+        JobCommand::Copy { job, name } => {
+            return super::pipelines::job_copy(client, out, &job, &name).await;
+        }
+        JobCommand::Retention {
+            keep_runs,
+            keep_for,
+            unlimited,
+        } => {
+            return super::pipelines::job_retention(client, out, keep_runs, keep_for, unlimited)
+                .await;
         }
         JobCommand::Run { job, wait } => {
             let run: Run = client

@@ -10,6 +10,7 @@ mod docker;
 mod identity;
 mod namespaces;
 mod nodes;
+mod pipelines;
 mod table;
 mod trust;
 
@@ -73,6 +74,9 @@ pub enum Command {
     /// Read what runs captured.
     #[command(subcommand)]
     Context(ContextCommand),
+    /// DAGs of jobs: create, run, retry.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Look at the agent hosts, revoke one.
     #[command(subcommand)]
     Node(NodeCommand),

@@ -1,6 +1,6 @@
 //! One task per server that follows allocation changes for every agent session: on each
-//! applied entry it reads the cluster-wide change index once (only what changed since it
-//! last looked) and wakes the sessions of the nodes concerned. A session then reads its own
+//! applied entry it reads which nodes changed since it last looked (the state reader's
+//! in-memory change log) and wakes the sessions of the nodes concerned. A session then reads its own
 //! node's changes; a node with nothing new costs nothing, however many sessions there are.
 
 use std::collections::HashMap;
@@ -105,11 +105,21 @@ impl AllocFeed {
         if upto <= cursor {
             return Ok(cursor);
         }
-        let changed = reader.nodes_with_alloc_changes(cursor, upto)?;
         let nodes = self.lock();
-        for node in changed {
-            if let Some(tx) = nodes.get(&node) {
-                tx.send_replace(upto);
+        match reader.nodes_with_alloc_changes(cursor, upto) {
+            Some(changed) => {
+                for node in changed {
+                    if let Some(tx) = nodes.get(&node) {
+                        tx.send_replace(upto);
+                    }
+                }
+            }
+            // This server does not know where those changes were (its state was replaced
+            // by a snapshot or a restore): every session looks for itself.
+            None => {
+                for tx in nodes.values() {
+                    tx.send_replace(upto);
+                }
             }
         }
         Ok(upto)

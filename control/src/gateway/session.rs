@@ -187,7 +187,15 @@ impl Gateway {
                 continue;
             };
             if let Some(task) = job.spec.tasks().next() {
-                let task = match self.secrets.reveal(task).await {
+                // References are resolved again: the run may never have reached the agent.
+                let task = match crate::refs::resolve_task(reader, &run.namespace, task) {
+                    Ok(task) => task,
+                    Err(e) => {
+                        tracing::warn!(run = %run.id, error = %e, "cannot resolve the run's context references to send it again");
+                        continue;
+                    }
+                };
+                let task = match self.secrets.reveal(&task).await {
                     Ok(task) => task,
                     Err(e) => {
                         tracing::error!(run = %run.id, error = %e, "cannot open the task's secret env to send it again");
