@@ -27,7 +27,7 @@ pub struct DockerArgs {
     #[arg(long = "volume", value_name = "SOURCE:TARGET")]
     pub volumes: Vec<String>,
     /// A container label, KEY=VALUE; repeat for more.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
+    #[arg(long = "container-label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 }
 
@@ -95,7 +95,9 @@ pub fn add_task(
             && args.volumes.is_empty()
             && args.labels.is_empty())
         {
-            anyhow::bail!("--arg, --entrypoint, --port, --volume and --label need --image");
+            anyhow::bail!(
+                "--arg, --entrypoint, --port, --volume and --container-label need --image"
+            );
         }
         let cmd = cmd.context("give --cmd (a command for sh -c) or --image (a container)")?;
         body.insert("command".into(), cmd.into());
@@ -138,7 +140,7 @@ pub fn add_task(
     for pair in args.labels {
         let (k, v) = pair
             .split_once('=')
-            .with_context(|| format!("--label `{pair}` must be KEY=VALUE"))?;
+            .with_context(|| format!("--container-label `{pair}` must be KEY=VALUE"))?;
         labels.insert(k.to_owned(), v.into());
     }
     if !labels.is_empty() {
@@ -169,6 +171,13 @@ mod tests {
         assert_eq!(mount("cache:/c").unwrap()["type"], "volume");
         assert!(mount("nocolon").is_err());
         assert!(mount("a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Flags flattened into `job create` from several files must not collide.
+        use clap::CommandFactory as _;
+        super::super::Cli::command().debug_assert();
     }
 
     #[test]
