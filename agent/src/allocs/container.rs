@@ -159,3 +159,25 @@ impl ContainerTask {
         ended
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_end_reads_as_the_policy_expects() {
+        let exit = |code, oom_killed, error: Option<&str>| ContainerExit {
+            code,
+            oom_killed,
+            error: error.map(Into::into),
+        };
+        assert_eq!(process_exit(exit(0, false, None)), ProcessExit::Code(0));
+        assert_eq!(process_exit(exit(137, false, None)), ProcessExit::Code(137));
+        let oom = process_exit(exit(137, true, None)).to_string();
+        assert!(oom.contains("out of memory"), "{oom}");
+        assert_eq!(
+            process_exit(exit(127, false, Some("exec: no such file"))),
+            ProcessExit::Error("exec: no such file".into())
+        );
+    }
+}

@@ -138,3 +138,36 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_labelled_and_found_by_what_identifies_them() {
+        let alloc = Owner::Alloc {
+            alloc: AllocId(12),
+            job: JobId(3),
+            task: "web".into(),
+        };
+        assert_eq!(
+            alloc.selector(),
+            [
+                (LABEL_ALLOC, "AL12".to_owned()),
+                (LABEL_TASK, "web".to_owned())
+            ]
+        );
+        assert!(alloc.labels().contains(&(LABEL_JOB, "J3".to_owned())));
+        assert_eq!(alloc.container_name("a1"), "wf-AL12-web-a1");
+        let run = Owner::Run {
+            run: RunId(7),
+            job: JobId(3),
+            task: "t".into(),
+            attempt: 2,
+        };
+        // Every attempt of a run is found by the run alone.
+        assert_eq!(run.selector(), [(LABEL_RUN, "R7".to_owned())]);
+        assert!(run.labels().contains(&(LABEL_ATTEMPT, "2".to_owned())));
+        assert_eq!(run.container_name("a1"), "wf-R7-2-a1");
+    }
+}
