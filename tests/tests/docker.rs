@@ -428,3 +428,51 @@ fn an_image_that_cannot_be_pulled_fails_with_a_clear_error() {
     let why = events_of(&failed, "failed").join("\n");
     assert!(why.contains("cannot be pulled"), "{failed}");
 }
+
+#[test]
+fn a_batch_run_survives_an_agent_kill_and_its_result_is_recorded_once() {
+    let cleanup = Cleanup::default();
+    let (mut f, agents) = fleet(1, &cleanup);
+    let marker = "the container outlived its agent";
+    let (status, job) = f.call(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "long", "driver": "docker",
+                    "docker": {"image": docker::IMAGE, "command": "sh",
+                               "args": ["-c", format!("sleep 4; echo {marker}")]}})),
+    );
+    assert_eq!(status, 201, "{job}");
+    let (status, run) = f.call("POST", &format!("/v1/jobs/{}/run", id(&job)), None);
+    assert_eq!(status, 202, "{run}");
+    let run = id(&run);
+    let container = f.wait("the run's container", |_| {
+        let filter = format!("label=windflow.run={run}");
+        let agent = format!("label=windflow.agent={}", agents[0]);
+        let out = docker::docker_ok(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &filter,
+            "--filter",
+            &agent,
+        ]);
+        (!out.is_empty()).then_some(out)
+    });
+    f.agents[0].kill();
+    f.agents[0].restart().unwrap();
+    let done = f.wait("the run to be recorded", |f| {
+        let r = f.get(&format!("/v1/runs/{run}"));
+        (r["status"] != "running" && r["status"] != "pending").then_some(r)
+    });
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", f.logs());
+    assert_eq!(done["attempts"], 1, "not started again: {done}");
+    let log = f.agents[0].log_of_this_start();
+    assert!(log.contains("re-attached to the run's container"), "{log}");
+    let ctx = f.cli(&["context", "show", "long"]);
+    assert_eq!(stdout(&ctx), format!("{marker}\n"), "{}", stderr(&ctx));
+    f.wait("the run's container to be removed", |_| {
+        let gone = docker::docker(&["inspect", &container]);
+        (!gone.status.success()).then_some(())
+    });
+}
