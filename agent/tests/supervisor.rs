@@ -15,9 +15,7 @@ use windflow_protocol::{RunOutcome, TaskSpec};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn command() -> SupervisorCommand {
-    SupervisorCommand {
-        program: env!("CARGO_BIN_EXE_windflow-agent").into(),
-    }
+    SupervisorCommand::new(env!("CARGO_BIN_EXE_windflow-agent").into())
 }
 
 fn spawn(dir: &Path, shell: &str) -> Supervised {

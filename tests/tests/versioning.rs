@@ -43,9 +43,7 @@ fn an_agent_of_another_protocol_range_is_refused_naming_both_and_stops() {
                 .unwrap();
         let mut config = AgentConfig::new(servers.clone(), identity, "future");
         config.data_dir = Some(data_dir.clone());
-        config.supervisor = Some(SupervisorCommand {
-            program: windflow_tests::agent::agent_bin(),
-        });
+        config.supervisor = Some(SupervisorCommand::new(windflow_tests::agent::agent_bin()));
         config.versions = future;
         config.reconnect_max_backoff = Duration::from_millis(200);
         let stop = tokio_util::sync::CancellationToken::new();

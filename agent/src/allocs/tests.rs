@@ -31,7 +31,7 @@ fn supervisor() -> SupervisorCommand {
         "{} is missing: cargo build -p windflow-agent",
         program.display()
     );
-    SupervisorCommand { program }
+    SupervisorCommand::new(program)
 }
 
 /// An agent's data dir: its store and its allocations' directories.
@@ -205,11 +205,11 @@ async fn a_stop_kills_the_process_group_even_when_it_ignores_sigterm() {
     let child = pid_in(&pidfile).unwrap();
     assert!(alive(child));
     assert_eq!(a.running(), 1);
-    assert_eq!(
-        seen(&a, 1).unwrap().0,
-        ClientStatus::Running,
-        "started: running"
-    );
+    // The task may print its pid before the keeper has recorded that it started.
+    until("started: running", || {
+        seen(&a, 1).is_some_and(|s| s.0 == ClientStatus::Running)
+    })
+    .await;
 
     // A stale version changes nothing; the newer one stops it.
     a.apply(stop(1, 3));

@@ -90,9 +90,9 @@ pub fn start_agent_with(
     let data = tempfile::tempdir().unwrap();
     config.data_dir = Some(data.path().to_owned());
     // Tasks run under the real binary's supervisor (this test binary has no such mode).
-    config.supervisor = Some(SupervisorCommand {
-        program: env!("CARGO_BIN_EXE_windflow-agent").into(),
-    });
+    config.supervisor = Some(SupervisorCommand::new(
+        env!("CARGO_BIN_EXE_windflow-agent").into(),
+    ));
     configure(&mut config);
     let stop = CancellationToken::new();
     let handle = tokio::spawn(windflow_agent::run(config, stop.clone()));

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use windflow_protocol::{DriverConfig, HumanDuration, RunOutcome, Timestamp};
 
 use super::attempt::{Attempt, AttemptPlan, run_attempt};
@@ -23,6 +24,17 @@ use crate::process::ProcessIdentity;
 /// The hidden subcommand both binaries (`windflow-agent`, and `windflow` for `windflow dev`)
 /// answer to before parsing anything else.
 pub const SUBCOMMAND: &str = "supervise";
+/// `supervise --spec-from-stdin`: a warm supervisor, started before there is a task for
+/// it; it reads the spec's path from its stdin (one line), and exits quietly on EOF.
+pub const WAIT_FOR_SPEC: &str = "--spec-from-stdin";
+
+/// Where the supervisor's spec comes from.
+enum SpecFrom {
+    /// `--spec FILE`; stderr is already the execution's log.
+    Argument(PathBuf),
+    /// `--spec-from-stdin`; the log is opened once the path is known.
+    Stdin,
+}
 
 /// Runs the supervisor when this process was started as one (`<binary> supervise --spec
 /// FILE`), and returns its exit code; `None` for any other command line. Both binaries call
@@ -33,7 +45,10 @@ pub fn main_if_invoked() -> Option<ExitCode> {
         return None;
     }
     Some(match (args.next(), args.next(), args.next()) {
-        (Some(flag), Some(spec), None) if flag == "--spec" => supervise_main(PathBuf::from(spec)),
+        (Some(flag), Some(spec), None) if flag == "--spec" => {
+            supervise_main(SpecFrom::Argument(PathBuf::from(spec)))
+        }
+        (Some(flag), None, None) if flag == WAIT_FOR_SPEC => supervise_main(SpecFrom::Stdin),
         _ => {
             eprintln!(
                 "usage: {SUBCOMMAND} --spec FILE (the agent starts this; not for use by hand)"
@@ -43,14 +58,40 @@ pub fn main_if_invoked() -> Option<ExitCode> {
     })
 }
 
-fn supervise_main(spec: PathBuf) -> ExitCode {
+fn supervise_main(from: SpecFrom) -> ExitCode {
     // Out of the agent's session and process group before anything else.
     if let Err(e) = nix::unistd::setsid() {
         eprintln!("supervisor: setsid failed: {e}");
     }
+    let (spec, log) = match from {
+        SpecFrom::Argument(spec) => (spec, BoxMakeWriter::new(io::stderr)),
+        SpecFrom::Stdin => {
+            let mut line = String::new();
+            match io::stdin().read_line(&mut line) {
+                // The agent let its warm supervisor go (it stopped): nothing to run.
+                Ok(0) | Err(_) => return ExitCode::SUCCESS,
+                Ok(_) => {}
+            }
+            let spec = PathBuf::from(line.trim_end_matches('\n'));
+            let log = spec
+                .parent()
+                .map(|d| ExecDir::new(d).supervisor_log())
+                .and_then(|p| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .ok()
+                });
+            match log {
+                Some(file) => (spec, BoxMakeWriter::new(std::sync::Mutex::new(file))),
+                None => (spec, BoxMakeWriter::new(io::sink)),
+            }
+        }
+    };
     tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_writer(io::stderr)
+        .with_writer(log)
         .init();
     let Some(dir) = spec.parent().map(ExecDir::new) else {
         tracing::error!(spec = %spec.display(), "the spec file has no directory");

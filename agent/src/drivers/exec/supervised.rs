@@ -29,18 +29,92 @@ const CHUNK: usize = 64 * 1024;
 const READ_PER_POLL: u64 = 4 * 1024 * 1024;
 
 /// The binary that supervises executions: the agent's own, started with the hidden
-/// `supervise` subcommand.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `supervise` subcommand. One supervisor is kept started ahead of need (see
+/// [`WarmSupervisor`]), shared by the clones of this value.
+#[derive(Debug, Clone)]
 pub struct SupervisorCommand {
     pub program: PathBuf,
+    warm: std::sync::Arc<std::sync::Mutex<Option<WarmSupervisor>>>,
+}
+
+impl PartialEq for SupervisorCommand {
+    fn eq(&self, other: &Self) -> bool {
+        self.program == other.program
+    }
+}
+
+impl Eq for SupervisorCommand {}
+
+/// A supervisor already started (its binary loaded, out of the agent's session) that
+/// waits on its stdin for the path of the spec it is to run: starting a task then costs
+/// one process start, the task's own, instead of two. When the agent goes away its stdin
+/// closes and it exits without doing anything.
+#[derive(Debug)]
+struct WarmSupervisor {
+    child: tokio::process::Child,
+    identity: ProcessIdentity,
 }
 
 impl SupervisorCommand {
+    pub fn new(program: PathBuf) -> SupervisorCommand {
+        SupervisorCommand {
+            program,
+            warm: Default::default(),
+        }
+    }
+
     /// This process's own binary (what `windflow-agent` and `windflow dev` use).
     pub fn current_exe() -> io::Result<SupervisorCommand> {
-        Ok(SupervisorCommand {
-            program: std::env::current_exe()?,
-        })
+        Ok(SupervisorCommand::new(std::env::current_exe()?))
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .arg(SUBCOMMAND)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // The agent's own join token is none of the task's business.
+            .env_remove("WINDFLOW_AGENT_TOKEN")
+            // The point of a supervisor is to outlive the agent.
+            .kill_on_drop(false);
+        command
+    }
+
+    /// Hands `spec` to the warm supervisor, if one is alive and takes it.
+    fn take_warm(&self, spec: &Path) -> Option<(tokio::process::Child, ProcessIdentity)> {
+        use std::io::Write;
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        if !matches!(warm.child.try_wait(), Ok(None)) || !warm.identity.is_alive() {
+            return None;
+        }
+        let stdin = warm.child.stdin.take()?.into_owned_fd().ok()?;
+        let mut line = spec.as_os_str().as_encoded_bytes().to_vec();
+        line.push(b'\n');
+        // Closed right after: the supervisor reads one line, then EOF.
+        File::from(stdin).write_all(&line).ok()?;
+        Some((warm.child, warm.identity))
+    }
+
+    /// Starts the next warm supervisor, unless one waits already. Best effort: without
+    /// one, the next task starts its supervisor itself.
+    pub fn warm_up(&self) {
+        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let mut command = self.command();
+        command
+            .arg(super::supervise::WAIT_FOR_SPEC)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null());
+        match command.spawn() {
+            Ok(child) => match child.id().and_then(ProcessIdentity::of) {
+                Some(identity) => *slot = Some(WarmSupervisor { child, identity }),
+                None => tracing::debug!("a warm supervisor ended as it started"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot start a warm supervisor"),
+        }
     }
 }
 
@@ -97,21 +171,18 @@ impl Supervised {
         let spawned = (|| {
             dir.create()?;
             write_value(&dir.spec(), spec, PRIVATE, Durability::ProcessCrash)?;
+            if let Some(warm) = command.take_warm(&dir.spec()) {
+                return Ok(warm);
+            }
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(dir.supervisor_log())?;
-            let child = tokio::process::Command::new(&command.program)
-                .arg(SUBCOMMAND)
+            let child = command
+                .command()
                 .arg("--spec")
                 .arg(dir.spec())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
                 .stderr(log)
-                // The agent's own join token is none of the task's business.
-                .env_remove("WINDFLOW_AGENT_TOKEN")
-                // The point of a supervisor is to outlive the agent.
-                .kill_on_drop(false)
                 .spawn()?;
             let supervisor = child
                 .id()
@@ -119,6 +190,8 @@ impl Supervised {
                 .ok_or_else(|| io::Error::other("the supervisor ended as it started"))?;
             Ok::<_, io::Error>((child, supervisor))
         })();
+        // For the next task, once this one is on its way.
+        command.warm_up();
         match spawned {
             Ok((child, supervisor)) => Ok(Supervised {
                 dir,
@@ -355,8 +428,9 @@ fn read_new(
 }
 
 /// The pids of running supervisors whose spec lies under `dir` (an agent's data dir), read
-/// from `/proc/*/cmdline` (`<binary> supervise --spec <path>`): what an agent left running,
-/// found without its store.
+/// from `/proc/*/cmdline` (`<binary> supervise --spec <path>`), or, for one started warm
+/// (`supervise --spec-from-stdin`), whose open files (its log) lie under it: what an agent
+/// left running, found without its store.
 pub fn supervisors_under(dir: &Path) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -367,11 +441,22 @@ pub fn supervisors_under(dir: &Path) -> Vec<u32> {
             let pid: u32 = p.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let ours = args.get(1) == Some(&SUBCOMMAND.as_bytes())
-                && args.get(2) == Some(&b"--spec".as_slice())
-                && args.get(3).is_some_and(|spec| {
+            if args.get(1) != Some(&SUBCOMMAND.as_bytes()) {
+                return None;
+            }
+            let ours = match args.get(2).copied() {
+                Some(b"--spec") => args.get(3).is_some_and(|spec| {
                     std::str::from_utf8(spec).is_ok_and(|s| Path::new(s).starts_with(dir))
-                });
+                }),
+                Some(flag) if flag == super::supervise::WAIT_FOR_SPEC.as_bytes() => {
+                    std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                        fds.flatten().any(|fd| {
+                            std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir))
+                        })
+                    })
+                }
+                _ => false,
+            };
             ours.then_some(pid)
         })
         .collect()
