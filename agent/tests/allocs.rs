@@ -35,6 +35,9 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         reschedules: 0,
         events: Vec::new(),
         ports: Vec::new(),
+        job_version: 1,
+        deployment: None,
+        health: Default::default(),
     }
 }
 
@@ -48,6 +51,8 @@ fn running(id: u64, modify_index: u64, command: &str, restart: RestartPolicy) ->
         tasks: vec![TaskSpec::exec("main", command)],
         restart,
         job_type: JobType::Service,
+        checks: Vec::new(),
+        update: Default::default(),
     }
 }
 
@@ -57,6 +62,8 @@ fn stopped(id: u64, modify_index: u64) -> AllocAssignment {
         tasks: Vec::new(),
         restart: RestartPolicy::default(),
         job_type: JobType::Service,
+        checks: Vec::new(),
+        update: Default::default(),
     }
 }
 

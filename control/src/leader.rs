@@ -15,12 +15,13 @@ use crate::lifecycle::drain::DrainWatcher;
 use crate::lifecycle::monitor::NodeMonitor;
 use crate::pipeline_timer::PipelineTimer;
 use crate::run_retention::RunRetentionLoop;
+use crate::scheduler::deploy_watch::DeploymentWatcher;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
 
 /// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`],
-/// [`DrainWatcher`], [`PipelineTimer`] and [`RunRetentionLoop`] (and later cron and
-/// webhooks) while leader.
+/// [`DrainWatcher`], [`PipelineTimer`], [`RunRetentionLoop`] and [`DeploymentWatcher`] (and
+/// later cron and webhooks) while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -48,6 +49,7 @@ pub fn spawn(
                     tokio::spawn(DrainWatcher::new(raft.clone(), liveness).run(token.clone()));
                     tokio::spawn(PipelineTimer::new(raft.clone()).run(token.clone()));
                     tokio::spawn(RunRetentionLoop::new(raft.clone()).run(token.clone()));
+                    tokio::spawn(DeploymentWatcher::new(raft.clone()).run(token.clone()));
                     term = Some(token);
                 }
                 (false, Some(token)) => {

@@ -9,7 +9,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use windflow_protocol::{Eligibility, NodeStatus, RunStatus};
+use windflow_protocol::{DeploymentStatus, Eligibility, NodeStatus, RunStatus};
 use windflow_raft::RaftNode;
 
 use crate::gateway::Sessions;
@@ -118,6 +118,25 @@ impl Collector for StateCollector {
                 MetricType::Gauge,
             )?;
             for (status, n) in counts {
+                let labels = [("status", status.as_str())];
+                ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        // Rollouts (issue 6): deployments by status.
+        if let Ok(all) = reader.deployments() {
+            let mut metric = encoder.encode_descriptor(
+                "windflow_deployments",
+                "Deployments of service job versions, by status.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for status in [
+                DeploymentStatus::Running,
+                DeploymentStatus::Successful,
+                DeploymentStatus::Failed,
+                DeploymentStatus::Cancelled,
+            ] {
+                let n = all.iter().filter(|d| d.status == status).count();
                 let labels = [("status", status.as_str())];
                 ConstGauge::new(n as i64).encode(metric.encode_family(&labels)?)?;
             }

@@ -178,6 +178,15 @@ pub struct Allocation {
     /// The host ports its containers got (docker tasks), as its node last reported them.
     #[serde(default)]
     pub ports: Vec<crate::docker::AllocPort>,
+    /// The job version it runs (its tasks are that version's).
+    #[serde(default)]
+    pub job_version: u64,
+    /// The deployment that placed it, if one did.
+    #[serde(default)]
+    pub deployment: Option<crate::ids::DeploymentId>,
+    /// What its node last said of its health checks.
+    #[serde(default)]
+    pub health: crate::deploy::AllocHealth,
 }
 
 /// The most events an allocation keeps.
@@ -256,6 +265,8 @@ pub enum EvalTrigger {
     NodeDrain,
     /// An allocation failed or was lost: its replacement is due (the reschedule policy).
     AllocFailed,
+    /// A deployment moved on: one of its allocations' health changed, or it was promoted.
+    Deployment,
 }
 
 /// Where an evaluation is.

@@ -57,6 +57,12 @@ pub struct TaskGroup {
     /// What the scheduler does when an allocation fails or is lost.
     #[serde(default)]
     pub reschedule: ReschedulePolicy,
+    /// How a new job version replaces this group's allocations (a service's).
+    #[serde(default)]
+    pub update: crate::deploy::UpdatePolicy,
+    /// What its node checks to call an allocation healthy.
+    #[serde(default)]
+    pub checks: Vec<crate::deploy::HealthCheck>,
 }
 
 /// On the node: restart a service allocation's exited task up to `attempts` times within
@@ -264,6 +270,8 @@ impl JobSpec {
                 placement: Default::default(),
                 restart: Default::default(),
                 reschedule: Default::default(),
+                update: Default::default(),
+                checks: Vec::new(),
             }],
             name,
             namespace: Default::default(),
@@ -299,6 +307,13 @@ pub struct Job {
     pub spec: JobSpec,
     pub created_at: crate::time::Timestamp,
     pub updated_at: crate::time::Timestamp,
+    /// 1 at creation, one more for each update that changes the spec; every version is
+    /// kept, so a deployment can go back to one.
+    #[serde(default)]
+    pub version: u64,
+    /// The latest version whose deployment succeeded: where an automatic revert goes.
+    #[serde(default)]
+    pub stable_version: Option<u64>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod batch;
 pub mod codec;
+pub mod deploy;
 pub mod docker;
 pub mod enroll;
 pub mod identity;
@@ -27,6 +28,9 @@ pub use alloc::{
 };
 pub use batch::{RunRetention, RunTarget};
 pub use codec::CodecError;
+pub use deploy::{
+    AllocHealth, CheckKind, Deployment, DeploymentStatus, HealthCheck, HealthStatus, UpdatePolicy,
+};
 pub use docker::{
     ALLOC_PORTS_MAX, AllocPort, DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
 };

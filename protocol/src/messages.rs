@@ -78,6 +78,9 @@ pub struct AllocUpdate {
     /// The host ports its running containers got now (docker tasks; empty otherwise).
     #[serde(default)]
     pub ports: Vec<crate::docker::AllocPort>,
+    /// What its health checks say now.
+    #[serde(default)]
+    pub health: crate::deploy::AllocHealth,
 }
 
 /// The first message of every session.
@@ -181,6 +184,11 @@ pub struct AllocAssignment {
     pub restart: RestartPolicy,
     /// A batch job's allocation that exits 0 is `complete`; a service's is restarted.
     pub job_type: JobType,
+    /// The group's health checks, and the update policy's times that judge them.
+    #[serde(default)]
+    pub checks: Vec<crate::deploy::HealthCheck>,
+    #[serde(default)]
+    pub update: crate::deploy::UpdatePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

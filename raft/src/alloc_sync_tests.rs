@@ -52,6 +52,8 @@ fn plan(f: &Fixture, stop: Vec<AllocId>, place: &[NodeId]) -> Vec<AllocId> {
                 disk_mb: 0,
             },
             replaces: None,
+            job_version: 1,
+            deployment: None,
         })
         .collect();
     match f.apply(Command::SubmitPlan(Plan {
@@ -83,6 +85,7 @@ fn report(alloc: AllocId, node: NodeId, client: ClientStatus, events: Vec<AllocE
         events,
         ports: Vec::new(),
         at: Timestamp(10),
+        health: Default::default(),
     })
 }
 
@@ -310,6 +313,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         events: many,
         ports: Vec::new(),
         at: Timestamp(200),
+        health: Default::default(),
     }))
     .unwrap();
     let got = get(&f, a);
@@ -330,6 +334,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         events: vec![],
         ports: Vec::new(),
         at: Timestamp(201),
+        health: Default::default(),
     }))
     .unwrap();
     assert_eq!(get(&f, a).restarts, 40);

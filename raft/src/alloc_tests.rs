@@ -44,6 +44,8 @@ fn place(node: NodeId, index: u32, memory_mb: u64) -> NewAlloc {
             disk_mb: 0,
         },
         replaces: None,
+        job_version: 1,
+        deployment: None,
     }
 }
 
@@ -119,6 +121,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         events: Vec::new(),
         ports: Vec::new(),
         at: Timestamp(4),
+        health: Default::default(),
     }))
     .unwrap();
     assert_eq!(used(&f, node), Resources::default());
@@ -131,6 +134,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         events: Vec::new(),
         ports: Vec::new(),
         at: Timestamp(5),
+        health: Default::default(),
     }))
     .unwrap();
     assert_eq!(used(&f, node), Resources::default());

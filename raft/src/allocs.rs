@@ -217,6 +217,9 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     reschedules: 0,
                     events: Vec::new(),
                     ports: Vec::new(),
+                    job_version: place.job_version,
+                    deployment: place.deployment,
+                    health: Default::default(),
                 };
                 let placed = format!("placed on {} by {}", a.node, plan.eval);
                 match replaced {
@@ -306,7 +309,9 @@ pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Res
         return Ok(Ok(Applied::Allocation(a)));
     }
     let was_live = a.is_live();
-    let mut changed = a.client != report.client || a.restarts < report.restarts;
+    let mut changed =
+        a.client != report.client || a.restarts < report.restarts || a.health != report.health;
+    let health_before = std::mem::replace(&mut a.health, report.health);
     a.client = report.client;
     a.restarts = a.restarts.max(report.restarts);
     let mut ports = report.ports;
@@ -329,6 +334,7 @@ pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Res
     if changed {
         a.modified_at = report.at;
         a.modify_index = put_alloc(p, &a, was_live)?;
+        crate::deployments::health_changed(p, &a, &health_before, report.at)?;
         // A wanted instance that ended is the scheduler's to replace (the reschedule
         // policy for a failed one), in the same entry.
         if was_live && a.client.is_terminal() {

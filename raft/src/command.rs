@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use windflow_protocol::enroll::JoinKind;
 use windflow_protocol::{
-    AllocEvent, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, DriverKind, Eligibility,
-    EvalId, EvalStatus, EvalTrigger, Evaluation, Fingerprint, HumanDuration, Job, JobId, JobSpec,
-    JoinTokenId, Namespace, NamespaceInfo, Node, NodeId, Resources, Role, Run, RunId, RunOutcome,
-    Sealed, Timestamp, TokenId, TokenKind, TokenView, UserView,
+    AllocEvent, AllocHealth, AllocId, Allocation, AuditEntry, AuditId, ClientStatus, Deployment,
+    DeploymentId, DriverKind, Eligibility, EvalId, EvalStatus, EvalTrigger, Evaluation,
+    Fingerprint, HumanDuration, Job, JobId, JobSpec, JoinTokenId, Namespace, NamespaceInfo, Node,
+    NodeId, Resources, Role, Run, RunId, RunOutcome, Sealed, Timestamp, TokenId, TokenKind,
+    TokenView, UserView,
 };
 use windflow_protocol::{
     Context, ContextId, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineSpec,
@@ -259,6 +260,49 @@ pub enum Command {
         retention: RunRetention,
         at: Timestamp,
     },
+    // Job versions, scaling and deployments (issue 6, rolling updates): see
+    // `crate::deployments`.
+    /// A new spec for a job (same name, namespace and type): its version + 1, the old
+    /// one kept; nothing when the spec is the same. A service whose tasks or policies
+    /// change gets a deployment (cancelling the one under way) and an evaluation.
+    /// Answers [`Applied::JobUpdated`].
+    UpdateJob {
+        job: JobId,
+        spec: JobSpec,
+        at: Timestamp,
+    },
+    /// A service group's count, changed in place (no new version: see
+    /// `crate::deployments`), and an evaluation.
+    ScaleJob {
+        job: JobId,
+        group: String,
+        count: u32,
+        at: Timestamp,
+    },
+    /// A running deployment ends (the leader's watcher, or `deployment fail`).
+    EndDeployment {
+        deployment: DeploymentId,
+        outcome: DeploymentEnd,
+        reason: String,
+        at: Timestamp,
+    },
+    /// A deployment's canaries are promoted: its version replaces every instance.
+    PromoteDeployment {
+        deployment: DeploymentId,
+        at: Timestamp,
+    },
+}
+
+/// How [`Command::EndDeployment`] ends a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentEnd {
+    /// Every instance runs its version, healthy: the version becomes stable.
+    Successful,
+    /// It failed (an unhealthy allocation, its progress deadline, or a person said so);
+    /// with `auto_revert` the job goes back to its stable version.
+    Failed,
+    /// Its job is gone.
+    Cancelled,
 }
 
 /// What [`Command::SetNodeDrain`] does.
@@ -356,6 +400,10 @@ impl Command {
             Command::ResetContext { .. } => "reset_context",
             Command::PruneRuns { .. } => "prune_runs",
             Command::SetRunRetention { .. } => "set_run_retention",
+            Command::UpdateJob { .. } => "update_job",
+            Command::ScaleJob { .. } => "scale_job",
+            Command::EndDeployment { .. } => "end_deployment",
+            Command::PromoteDeployment { .. } => "promote_deployment",
         }
     }
 }
@@ -404,6 +452,9 @@ pub struct AllocReport {
     #[serde(default)]
     pub ports: Vec<windflow_protocol::AllocPort>,
     pub at: Timestamp,
+    /// What its health checks say.
+    #[serde(default)]
+    pub health: AllocHealth,
 }
 
 /// One placement of a plan; `apply` assigns its [`AllocId`].
@@ -418,6 +469,11 @@ pub struct NewAlloc {
     /// The allocation it replaces, and why; `None` for a first placement.
     #[serde(default)]
     pub replaces: Option<Replacement>,
+    /// The job version it runs, and the deployment that places it.
+    #[serde(default)]
+    pub job_version: u64,
+    #[serde(default)]
+    pub deployment: Option<DeploymentId>,
 }
 
 /// An allocation a plan stops, and why (said in its events).
@@ -493,6 +549,12 @@ pub enum Applied {
     PipelineRun(PipelineRun),
     Context(Context),
     RunRetention(RunRetention),
+    /// A job after an update, and the deployment that rolls it out, if one started.
+    JobUpdated {
+        job: Job,
+        deployment: Option<Deployment>,
+    },
+    Deployment(Deployment),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

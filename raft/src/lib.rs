@@ -10,6 +10,8 @@ mod allocs;
 pub mod backup;
 mod batch;
 mod command;
+mod deployments;
+mod deployments_reader;
 mod error;
 mod forward;
 mod identity;
@@ -33,9 +35,9 @@ mod state_machine;
 mod timings;
 
 pub use command::{
-    AllocReport, Applied, ApplyError, Command, DrainChange, DrainEnd, JoinTokenRecord,
-    JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult, Rejection,
-    ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
+    AllocReport, Applied, ApplyError, Command, DeploymentEnd, DrainChange, DrainEnd,
+    JoinTokenRecord, JoinTokenRefusal, KeyValue, NewAlloc, NewToken, NodeCert, Plan, PlanResult,
+    Rejection, ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
@@ -87,5 +89,7 @@ mod alloc_sync_tests;
 mod alloc_tests;
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod deployment_tests;
 #[cfg(test)]
 mod identity_tests;

@@ -68,6 +68,8 @@ fn place(job: u64, index: u32, node: NodeId, replaces: Option<Replacement>) -> N
             disk_mb: 0,
         },
         replaces,
+        job_version: 1,
+        deployment: None,
     }
 }
 
@@ -170,6 +172,7 @@ fn a_silent_node_goes_down_its_live_allocations_are_lost_and_their_jobs_evaluate
         events: vec![],
         ports: Vec::new(),
         at: Timestamp(22),
+        health: Default::default(),
     }))
     .unwrap();
     heartbeat(&f, &[(other, 500)]);
@@ -353,6 +356,7 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
         events: vec![],
         ports: Vec::new(),
         at: Timestamp(12),
+        health: Default::default(),
     }))
     .unwrap();
     heartbeat(&f, &[(a, 20)]);
@@ -419,6 +423,7 @@ fn a_wanted_allocation_that_fails_queues_its_jobs_evaluation() {
             events: vec![],
             ports: Vec::new(),
             at: Timestamp(3),
+            health: Default::default(),
         }))
         .unwrap();
     };

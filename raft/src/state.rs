@@ -353,12 +353,15 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 }));
             }
             let id = JobId(p.next(key::NEXT_JOB)?);
-            let job = Job {
+            let mut job = Job {
                 id,
                 spec,
                 created_at: at,
                 updated_at: at,
+                version: 1,
+                stable_version: None,
             };
+            crate::deployments::created(p, &mut job, at)?;
             p.put(name_key, id.0.to_be_bytes().to_vec());
             p.put_as(key::id(key::JOB, id.0), &job)?;
             p.put_as(
@@ -392,6 +395,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.add(key::JOB_COUNT.to_vec(), -1)?;
             p.add(key::namespace_jobs(&j.spec.namespace), -1)?;
             crate::allocs::stop_job(p, job, at)?;
+            crate::deployments::forget_job(p, job)?;
             for entry in p.tree.scan_prefix(key::id(key::RUN_BY_JOB, job.0)) {
                 let (k, _) = entry?;
                 let Some(run_id) = k
@@ -472,6 +476,22 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             unplaced,
             at,
         } => crate::allocs::wait_eval(p, eval, until, unplaced, at)?,
+        Command::UpdateJob { job, spec, at } => crate::deployments::update(p, job, spec, at)?,
+        Command::ScaleJob {
+            job,
+            group,
+            count,
+            at,
+        } => crate::deployments::scale(p, job, group, count, at)?,
+        Command::EndDeployment {
+            deployment,
+            outcome,
+            reason,
+            at,
+        } => crate::deployments::end(p, deployment, outcome, reason, at)?,
+        Command::PromoteDeployment { deployment, at } => {
+            crate::deployments::promote(p, deployment, at)?
+        }
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {

@@ -48,6 +48,29 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("DELETE", "/v1/jobs/{id}", W, "/v1/jobs/J999999"),
     ("POST", "/v1/jobs/{id}/run", W, "/v1/jobs/J999999/run"),
     ("GET", "/v1/jobs/{id}/runs", R, "/v1/jobs/J999999/runs"),
+    // Job versions, scaling and deployments.
+    ("PUT", "/v1/jobs/{id}", W, "/v1/jobs/J999999"),
+    ("POST", "/v1/jobs/{id}/scale", W, "/v1/jobs/J999999/scale"),
+    (
+        "GET",
+        "/v1/jobs/{id}/versions",
+        R,
+        "/v1/jobs/J999999/versions",
+    ),
+    ("GET", "/v1/deployments", R, "/v1/deployments"),
+    ("GET", "/v1/deployments/{id}", R, "/v1/deployments/D999999"),
+    (
+        "POST",
+        "/v1/deployments/{id}/fail",
+        W,
+        "/v1/deployments/D999999/fail",
+    ),
+    (
+        "POST",
+        "/v1/deployments/{id}/promote",
+        W,
+        "/v1/deployments/D999999/promote",
+    ),
     (
         "GET",
         "/v1/jobs/{id}/evaluations",

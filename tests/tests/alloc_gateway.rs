@@ -290,6 +290,7 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
             restarts: 9,
             events: vec![event(AllocEventKind::Failed, "forged".into())],
             ports: Vec::new(),
+            health: Default::default(),
         })
         .await;
     }
@@ -309,6 +310,7 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
         restarts: 3,
         events: flood,
         ports: Vec::new(),
+        health: Default::default(),
     })
     .await;
     let pushed = fake.next_sync().await;

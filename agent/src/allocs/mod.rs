@@ -14,6 +14,7 @@
 //! in `Allocs::open` (`recover.rs`), names the same index in its Hello, and reports what ended meanwhile.
 
 mod container;
+mod health;
 mod persist;
 mod policy;
 mod recover;
@@ -29,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocId, AllocPort, Allocation, ClientStatus,
-    DesiredStatus, Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, AllocPort, Allocation,
+    ClientStatus, DesiredStatus, Timestamp,
 };
 
 use persist::{AllocStore, Saved};
@@ -64,6 +65,9 @@ struct Entry {
     ports: BTreeMap<String, Vec<AllocPort>>,
     /// The ports a server last acknowledged.
     acked_ports: Vec<AllocPort>,
+    /// What its health checks say, and what a server last acknowledged of it.
+    health: AllocHealth,
+    acked_health: AllocHealth,
 }
 
 struct Runner {
@@ -85,6 +89,8 @@ impl Entry {
             windows: BTreeMap::new(),
             ports: BTreeMap::new(),
             acked_ports: Vec::new(),
+            health: AllocHealth::default(),
+            acked_health: AllocHealth::default(),
         }
     }
 
@@ -104,6 +110,8 @@ impl Entry {
             active: self.runner.is_some(),
             handles: self.handles.clone(),
             windows: self.windows.clone(),
+            health: self.health.clone(),
+            acked_health: self.acked_health.clone(),
         }
     }
 
@@ -120,6 +128,8 @@ impl Entry {
             windows: s.windows,
             ports: BTreeMap::new(),
             acked_ports: Vec::new(),
+            health: s.health,
+            acked_health: s.acked_health,
         }
     }
 
@@ -128,6 +138,7 @@ impl Entry {
         !self.unacked.is_empty()
             || self.acked != Some((self.client, self.restarts))
             || self.all_ports() != self.acked_ports
+            || self.acked_health != self.health
     }
 
     /// Done with for good: ended here, the servers know it, and they have it ended too.
@@ -232,7 +243,7 @@ impl Allocs {
         self.changed.notify_one();
     }
 
-    fn take(&self, st: &mut State, a: AllocAssignment) {
+    fn take(&self, st: &mut State, mut a: AllocAssignment) {
         let id = a.alloc.id;
         if let Some(e) = st.entries.get_mut(&id) {
             if a.alloc.modify_index <= e.alloc.modify_index {
@@ -266,6 +277,19 @@ impl Allocs {
                 st.entries.insert(id, e);
             }
             DesiredStatus::Run => {
+                // A port of its own, kept with its tasks (so the same after a restart).
+                match health::free_port() {
+                    Ok(port) => {
+                        for t in &mut a.tasks {
+                            t.env
+                                .entry(health::PORT_VAR.to_owned())
+                                .or_insert_with(|| port.to_string());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(alloc = %id, error = %e, "no free port for the allocation")
+                    }
+                }
                 let mut e = Entry::new(a.alloc.clone(), ClientStatus::Pending);
                 e.event(AllocEventKind::Received, "received by the node".into());
                 // Kept before it starts, so a later agent on this data dir knows it runs
@@ -370,6 +394,7 @@ impl Allocs {
                 e.event(AllocEventKind::Failed, why);
                 e.runner = None;
             }
+            Change::Health(h) => e.health = h,
             Change::Complete => {
                 e.client = ClientStatus::Complete;
                 e.runner = None;

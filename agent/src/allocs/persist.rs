@@ -36,6 +36,11 @@ pub(super) struct Saved {
     pub handles: BTreeMap<String, SupervisedHandle>,
     /// Each task's restart window, by task name.
     pub windows: BTreeMap<String, RestartWindow>,
+    /// Its health, and what a server last acknowledged of it.
+    #[serde(default)]
+    pub health: windflow_protocol::AllocHealth,
+    #[serde(default)]
+    pub acked_health: windflow_protocol::AllocHealth,
 }
 
 /// The `allocs` tree and the allocations' directories.

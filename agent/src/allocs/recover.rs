@@ -48,6 +48,7 @@ impl Allocs {
                         let resume = Resume {
                             handles: e.handles.clone(),
                             windows: e.windows.clone(),
+                            health: e.health.status,
                         };
                         let runner = self.start(a, resume);
                         if let Some(why) = stop_reason(&e.alloc) {

@@ -35,6 +35,8 @@ const ANNOUNCE_WITHIN: Duration = Duration::from_secs(5);
 pub(crate) struct Resume {
     pub handles: BTreeMap<String, SupervisedHandle>,
     pub windows: BTreeMap<String, RestartWindow>,
+    /// The health last judged, which the checks go on from.
+    pub health: windflow_protocol::HealthStatus,
 }
 
 impl Resume {
@@ -96,6 +98,8 @@ pub(crate) enum Change {
     Complete,
     /// Stopped on request: the runner has ended.
     Stopped,
+    /// Its health checks' verdict changed.
+    Health(windflow_protocol::AllocHealth),
 }
 
 pub(crate) type Report = Arc<dyn Fn(Change) + Send + Sync>;
@@ -142,10 +146,30 @@ pub(crate) async fn run(
         ("WINDFLOW_JOB_ID", a.job.to_string()),
         ("WINDFLOW_GROUP", a.group.clone()),
     ];
+    let mut health = None;
     for (n, mut task) in assignment.tasks.into_iter().enumerate() {
         // Who it is, for the task itself (as Nomad's NOMAD_ALLOC_ID); the job's own env wins.
         for (k, v) in &env {
             task.env.entry((*k).to_owned()).or_insert_with(|| v.clone());
+        }
+        // A service is judged by its checks, run with its first task's env and workdir.
+        if n == 0 && assignment.job_type == JobType::Service {
+            let workdir = match &task.driver {
+                windflow_protocol::DriverConfig::Exec(c) => c.workdir.as_ref().map(PathBuf::from),
+                // A container's workdir is inside it; its checks run on the node.
+                windflow_protocol::DriverConfig::Docker(_) => None,
+            };
+            let target = super::health::Target {
+                checks: assignment.checks.clone(),
+                update: assignment.update,
+                judged: resume.health,
+                env: task.env.clone(),
+                workdir,
+            };
+            let watch = super::health::watch(target, report.clone(), tasks_stop.clone());
+            health = Some(tokio::spawn(
+                watch.instrument(tracing::info_span!("health")),
+            ));
         }
         let span = tracing::info_span!("task", task = %task.name);
         let window = resume.windows.remove(&task.name);
@@ -202,6 +226,8 @@ pub(crate) async fn run(
             .instrument(span),
         );
     }
+    // Dropped with the runner (the agent stopping), or stopped with the tasks.
+    let _health = health.map(AbortOnDrop);
     let mut failed = None;
     while let Some(end) = tasks.join_next().await {
         match end {
@@ -229,6 +255,15 @@ pub(crate) async fn run(
         None if stop.is_cancelled() => Change::Stopped,
         None => Change::Complete,
     });
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One task of the allocation and how to run it.

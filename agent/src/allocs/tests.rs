@@ -88,6 +88,9 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         reschedules: 0,
         events: Vec::new(),
         ports: Vec::new(),
+        job_version: 1,
+        deployment: None,
+        health: Default::default(),
     }
 }
 
@@ -108,6 +111,8 @@ fn run(id: u64, index: u64, command: &str, policy: RestartPolicy, job_type: JobT
             tasks: vec![TaskSpec::exec("main", command)],
             restart: policy,
             job_type,
+            checks: Vec::new(),
+            update: Default::default(),
         }],
     }
 }
@@ -120,6 +125,8 @@ fn stop(id: u64, index: u64) -> AllocSync {
             tasks: Vec::new(),
             restart: RestartPolicy::default(),
             job_type: JobType::Service,
+            checks: Vec::new(),
+            update: Default::default(),
         }],
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use windflow_protocol::messages::AllocUpdate;
-use windflow_protocol::{AllocId, AllocPort, ClientStatus};
+use windflow_protocol::{AllocHealth, AllocId, AllocPort, ClientStatus};
 
 use super::Allocs;
 
@@ -17,6 +17,7 @@ pub(super) struct InFlight {
     /// How many of `unacked` it carried (the oldest ones).
     pub events: usize,
     pub ports: Vec<AllocPort>,
+    pub health: AllocHealth,
 }
 
 impl Allocs {
@@ -48,6 +49,7 @@ impl Allocs {
                 restarts: e.restarts,
                 events: e.unacked.len(),
                 ports: ports.clone(),
+                health: e.health.clone(),
             });
             due.push(AllocUpdate {
                 alloc: *id,
@@ -55,6 +57,7 @@ impl Allocs {
                 restarts: e.restarts,
                 events: e.unacked.clone(),
                 ports,
+                health: e.health.clone(),
             });
         }
         due
@@ -74,6 +77,7 @@ impl Allocs {
         e.unacked.drain(..n);
         e.acked = Some((f.client, f.restarts));
         e.acked_ports = f.ports;
+        e.acked_health = f.health;
         let more = e.dirty();
         if e.forgettable() {
             st.entries.remove(&alloc);

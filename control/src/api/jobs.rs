@@ -33,9 +33,10 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// (a docker task has no top-level `command`), "resources"?:
 /// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
 /// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…},
-/// "target"?, "keep_runs"?, "keep_for"?}` (where runs go and how many are kept, see
-/// [`super::batch`]; the
-/// policies of a service job, see [`super::policies`]). A service job is placed by the scheduler
+/// "target"?, "keep_runs"?, "keep_for"?, "update"?: {…}, "checks"?: […]}` (where runs go and
+/// how many are kept, see [`super::batch`]; the policies of a service job, see
+/// [`super::policies`]; its rollouts and health, see [`super::rollout_spec`]). A service job
+/// is placed by the scheduler
 /// and kept running at its count; a batch job runs when asked. Secret env values are sealed
 /// here, before the job is proposed; the answer (like every job view) shows them only as
 /// redacted markers.
@@ -178,6 +179,7 @@ pub(crate) fn parse_job_spec(
     let policies = super::policies::parse(&mut f, shape.job_type)?;
     let target = super::batch::parse_target(&mut f)?;
     let retention = super::batch::parse_retention(&mut f)?;
+    let rollout = super::rollout_spec::parse(&mut f, shape.job_type, shape.count)?;
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
@@ -203,6 +205,10 @@ pub(crate) fn parse_job_spec(
     if let Some(reschedule) = policies.reschedule {
         group.reschedule = reschedule;
     }
+    if let Some(update) = rollout.update {
+        group.update = update;
+    }
+    group.checks = rollout.checks;
     Ok((spec, secret_env))
 }
 

@@ -9,6 +9,9 @@ mod batch;
 mod body;
 mod cluster;
 mod contexts;
+mod deployments;
+#[cfg(test)]
+mod deployments_tests;
 mod docker;
 mod error;
 mod faults;
@@ -22,6 +25,7 @@ mod nodes;
 mod pipelines;
 mod placement;
 mod policies;
+mod rollout_spec;
 mod runs;
 mod secrets;
 mod session;
@@ -113,6 +117,56 @@ fn v1_routes(fault_injection: bool) -> Routes {
         .route(M::GET, "/jobs/{id}", READ, "jobs.show", jobs::show)
         .route(M::DELETE, "/jobs/{id}", WRITE, "jobs.delete", jobs::delete)
         .route(M::POST, "/jobs/{id}/run", WRITE, "jobs.run", jobs::run)
+        // Job versions, scaling and deployments (issue 6, rolling updates).
+        .route(
+            M::PUT,
+            "/jobs/{id}",
+            WRITE,
+            "jobs.update",
+            deployments::update,
+        )
+        .route(
+            M::POST,
+            "/jobs/{id}/scale",
+            WRITE,
+            "jobs.scale",
+            deployments::scale,
+        )
+        .route(
+            M::GET,
+            "/jobs/{id}/versions",
+            READ,
+            "jobs.versions",
+            deployments::versions,
+        )
+        .route(
+            M::GET,
+            "/deployments",
+            READ,
+            "deployments.list",
+            deployments::list,
+        )
+        .route(
+            M::GET,
+            "/deployments/{id}",
+            READ,
+            "deployments.show",
+            deployments::show,
+        )
+        .route(
+            M::POST,
+            "/deployments/{id}/fail",
+            WRITE,
+            "deployments.fail",
+            deployments::fail,
+        )
+        .route(
+            M::POST,
+            "/deployments/{id}/promote",
+            WRITE,
+            "deployments.promote",
+            deployments::promote,
+        )
         .route(
             M::GET,
             "/jobs/{id}/runs",

@@ -94,6 +94,8 @@ pub fn parse(f: &mut Fields) -> Result<Shape, ApiError> {
             placement: Placement::default(),
             restart: Default::default(),
             reschedule: Default::default(),
+            update: Default::default(),
+            checks: Vec::new(),
         })
         .map_err(|e| ApiError::invalid_field(&format!("constraints[{i}]"), e))?;
         constraints.push(constraint);

@@ -94,6 +94,22 @@ fn show(a: &Allocation) -> String {
         a.previous.map_or_else(|| "-".to_owned(), |p| p.to_string()),
     );
     line("Reschedules:", a.reschedules.to_string());
+    // Rollouts: the job version it runs, the deployment that placed it, its health.
+    line(
+        "Job version:",
+        match a.deployment {
+            Some(d) => format!("{} (placed by {d})", a.job_version),
+            None => a.job_version.to_string(),
+        },
+    );
+    line(
+        "Health:",
+        if a.health.message.is_empty() {
+            a.health.status.to_string()
+        } else {
+            format!("{} ({})", a.health.status, a.health.message)
+        },
+    );
     line(
         "Resources:",
         format!(
@@ -196,6 +212,9 @@ mod tests {
             reschedules: 1,
             events: Vec::new(),
             ports: Vec::new(),
+            job_version: 1,
+            deployment: None,
+            health: Default::default(),
         };
         a.push_event(Timestamp(1), AllocEventKind::Lost, "node N3 is down");
         let text = show(&a);

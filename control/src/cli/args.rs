@@ -339,6 +339,19 @@ pub enum JobCommand {
         #[arg(long, conflicts_with_all = ["keep_runs", "keep_for"])]
         unlimited: bool,
     },
+    /// Give a job a new spec (the flags of `create`): a new version, rolled out to a
+    /// service's instances by a deployment.
+    Update(Box<JobCreateArgs>),
+    /// Change how many instances of a service group run (no new version).
+    Scale {
+        job: String,
+        count: u32,
+        /// The group (needed when the job has several).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// A job's kept versions, newest first.
+    Versions { job: String },
 }
 
 #[derive(Debug, Args)]
@@ -395,6 +408,8 @@ pub struct JobCreateArgs {
     pub runs: RunArgs,
     #[command(flatten)]
     pub docker: super::docker::DockerArgs,
+    #[command(flatten)]
+    pub rollout: super::RolloutArgs,
 }
 
 /// A service's restart policy (on its node) and reschedule policy (on the servers).

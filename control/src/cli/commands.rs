@@ -114,6 +114,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Alloc(cmd) => super::allocs::alloc(&client, out, cmd).await,
+        Command::Deployment(cmd) => super::deployments::deployment(&client, out, cmd).await,
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {
@@ -257,6 +258,15 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
             return super::pipelines::job_retention(client, out, keep_runs, keep_for, unlimited)
                 .await;
         }
+        JobCommand::Update(args) => {
+            return super::deployments::update(client, out, create_body(*args)?).await;
+        }
+        JobCommand::Scale { job, count, group } => {
+            return super::deployments::scale(client, out, job, count, group).await;
+        }
+        JobCommand::Versions { job } => {
+            return super::deployments::versions(client, out, job).await;
+        }
         JobCommand::Run { job, wait } => {
             let run: Run = client
                 .post(&format!("/v1/jobs/{}/run", seg(&job)), None)
@@ -361,6 +371,7 @@ fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
         body.insert("placement".into(), p.into());
     }
     super::nodes::policies(&args.policies, &mut body);
+    super::deployments::add_rollout(&mut body, args.rollout);
     let mut secret_env = Map::new();
     for pair in args.secret_env {
         // The error names the variable, never the value.

@@ -6,6 +6,7 @@ mod args;
 mod client;
 mod commands;
 pub mod config;
+mod deployments;
 mod docker;
 mod identity;
 mod namespaces;
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use args::*;
+pub use deployments::{DeploymentCommand, RolloutArgs};
 
 use crate::logging::{self, Verbosity};
 use crate::server::ServerConfig;
@@ -83,6 +85,9 @@ pub enum Command {
     /// Where the scheduler placed service instances.
     #[command(subcommand)]
     Alloc(AllocCommand),
+    /// Rollouts of service job versions.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// Enrolling agents: their join tokens.
     #[command(subcommand)]
     Agent(AgentCommand),

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use windflow_protocol::messages::{AllocAssignment, AllocSync, AllocUpdate, ServerMessage};
 use windflow_protocol::run::capped_text;
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, Allocation, ClientStatus, DesiredStatus, Job, JobId, NodeId,
-    Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocHealth, Allocation, ClientStatus, DesiredStatus, Job, JobId,
+    JobSpec, NodeId, Timestamp,
 };
 use windflow_raft::{AllocReport, Command, WriteError};
 
@@ -107,25 +107,29 @@ impl Gateway {
     }
 
     /// An allocation as its node must run it: a running one with its group's tasks (secret
-    /// env opened), restart policy and job type; a stopped one bare.
+    /// env opened), restart policy, health checks and job type, all of the job version it
+    /// records (a rolling update runs two versions side by side); a stopped one bare.
     async fn assignment(
         &self,
         alloc: Allocation,
-        jobs: &mut HashMap<JobId, Option<Job>>,
+        jobs: &mut HashMap<(JobId, u64), Option<JobSpec>>,
     ) -> Result<AllocAssignment, SyncError> {
-        let job = match jobs.get(&alloc.job) {
-            Some(job) => job.clone(),
+        let key = (alloc.job, alloc.job_version);
+        let spec = match jobs.get(&key) {
+            Some(spec) => spec.clone(),
             None => {
-                let job = self.raft.reader().job(alloc.job)?;
-                jobs.insert(alloc.job, job.clone());
-                job
+                let spec = self.spec_of(&alloc)?;
+                jobs.insert(key, spec.clone());
+                spec
             }
         };
-        let group = job
+        let group = spec
             .as_ref()
-            .and_then(|j| j.spec.groups.iter().find(|g| g.name == alloc.group));
-        let job_type = job.as_ref().map(|j| j.spec.job_type).unwrap_or_default();
+            .and_then(|s| s.groups.iter().find(|g| g.name == alloc.group));
+        let job_type = spec.as_ref().map(|s| s.job_type).unwrap_or_default();
         let restart = group.map(|g| g.restart).unwrap_or_default();
+        let checks = group.map(|g| g.checks.clone()).unwrap_or_default();
+        let update = group.map(|g| g.update).unwrap_or_default();
         let mut tasks = Vec::new();
         match (alloc.desired, group) {
             (DesiredStatus::Run, Some(group)) => {
@@ -152,7 +156,21 @@ impl Gateway {
             tasks,
             restart,
             job_type,
+            checks,
+            update,
         })
+    }
+
+    /// The spec of the version an allocation runs (the current one for allocations placed
+    /// before versions were recorded).
+    fn spec_of(&self, alloc: &Allocation) -> Result<Option<JobSpec>, SyncError> {
+        let reader = self.raft.reader();
+        if alloc.job_version > 0
+            && let Some(spec) = reader.job_version(alloc.job, alloc.job_version)?
+        {
+            return Ok(Some(spec));
+        }
+        Ok(reader.job(alloc.job)?.map(|j: Job| j.spec))
     }
 
     /// Records what the agent says of one of its allocations. True when the agent may
@@ -193,6 +211,10 @@ impl Gateway {
             events,
             ports: capped_ports(u.ports),
             at: Timestamp::now(),
+            health: AllocHealth {
+                status: u.health.status,
+                message: capped_text(u.health.message.as_bytes(), EVENT_MESSAGE_MAX).0,
+            },
         });
         match self.raft.write(cmd).await {
             Ok(_) => true,

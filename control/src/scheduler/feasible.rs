@@ -277,6 +277,8 @@ mod tests {
             placement: Default::default(),
             restart: Default::default(),
             reschedule: Default::default(),
+            update: Default::default(),
+            checks: Vec::new(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! ([`plan::plan_job`], with [`feasible`] deciding which nodes can take what) and proposes
 //! the plan through raft, where `apply` re-checks every placement.
 
+mod deploy;
+pub mod deploy_watch;
 pub mod feasible;
 pub mod plan;
 mod reconcile;

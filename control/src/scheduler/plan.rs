@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use windflow_protocol::{
-    AllocId, Allocation, EvalId, Job, Node, NodeId, Placement, Resources, TaskGroup, Timestamp,
+    AllocId, Allocation, Deployment, EvalId, Job, Node, NodeId, Placement, Resources, TaskGroup,
+    Timestamp,
 };
 use windflow_raft::{NewAlloc, Plan, StateReader, StoreError};
 
@@ -77,9 +78,12 @@ impl Outcome {
 /// Per instance index: a live allocation stays (duplicates stop); one on a draining node
 /// gets a replacement elsewhere and stops once that runs; an ended one is replaced, a
 /// failed or lost one per the group's reschedule policy (its delay, doubling; its limit).
+/// While `rollout` (the job's running deployment) lasts, instances move to its version as
+/// [`super::deploy`] decides; every placement runs the job's current version.
 pub fn plan_job(
     job_id: windflow_protocol::JobId,
     job: Option<&Job>,
+    rollout: Option<&Deployment>,
     existing: &[Allocation],
     view: &mut ClusterView,
     eval: EvalId,
@@ -111,7 +115,20 @@ pub fn plan_job(
     }
     let mut rng = XorShift::new(eval.0 ^ job_id.0.rotate_left(32));
     for group in &job.spec.groups {
-        let wanted = super::reconcile::reconcile(group, existing, &by_id, view, at, &mut out);
+        let rolled = rollout.map(|d| super::deploy::roll(group, existing, d, &mut out));
+        let unheld: Vec<Allocation>;
+        let seen = match &rolled {
+            Some(r) if !r.held.is_empty() => {
+                unheld = existing
+                    .iter()
+                    .filter(|a| !r.held.contains(&a.id))
+                    .cloned()
+                    .collect();
+                &unheld[..]
+            }
+            _ => existing,
+        };
+        let wanted = super::reconcile::reconcile(group, seen, &by_id, view, at, &mut out);
         if wanted.is_empty() {
             continue;
         }
@@ -136,6 +153,8 @@ pub fn plan_job(
                         node,
                         resources: checks.ask,
                         replaces: want.replaces,
+                        job_version: job.version,
+                        deployment: rollout.map(|d| d.id),
                     });
                 }
                 Err(why) => {
@@ -272,5 +291,7 @@ impl XorShift {
 
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod rollout_tests;
 #[cfg(test)]
 mod tests;

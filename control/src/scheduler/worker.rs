@@ -118,9 +118,13 @@ impl Scheduler {
             for eval in chunk {
                 let job = reader.job(eval.job)?;
                 let existing = reader.allocations_of_job(eval.job)?;
+                let rollout = reader
+                    .latest_deployment(eval.job)?
+                    .filter(|d| d.status.is_active());
                 let outcome = plan_job(
                     eval.job,
                     job.as_ref(),
+                    rollout.as_ref(),
                     &existing,
                     view,
                     eval.id,

@@ -43,7 +43,15 @@ fn replacing(mut a: Allocation, previous: &Allocation) -> Allocation {
 }
 
 fn at(job: &Job, existing: &[Allocation], v: &mut ClusterView, ms: u64) -> Outcome {
-    plan_job(job.id, Some(job), existing, v, EvalId(9), Timestamp(ms))
+    plan_job(
+        job.id,
+        Some(job),
+        None,
+        existing,
+        v,
+        EvalId(9),
+        Timestamp(ms),
+    )
 }
 
 #[test]

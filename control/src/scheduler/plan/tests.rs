@@ -48,11 +48,21 @@ pub(super) fn service(count: u32, cpu_mhz: u64, memory_mb: u64) -> Job {
         spec,
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
+        version: 1,
+        stable_version: None,
     }
 }
 
 pub(super) fn plan(job: &Job, existing: &[Allocation], view: &mut ClusterView) -> Outcome {
-    plan_job(job.id, Some(job), existing, view, EvalId(1), Timestamp(1))
+    plan_job(
+        job.id,
+        Some(job),
+        None,
+        existing,
+        view,
+        EvalId(1),
+        Timestamp(1),
+    )
 }
 
 pub(super) fn stopped(o: &Outcome) -> Vec<AllocId> {
@@ -167,6 +177,9 @@ pub(super) fn alloc(id: u64, index: u32, node: u64) -> Allocation {
         reschedules: 0,
         events: Vec::new(),
         ports: Vec::new(),
+        job_version: 1,
+        deployment: None,
+        health: Default::default(),
     }
 }
 
@@ -183,7 +196,15 @@ fn running_instances_stay_extra_ones_stop_and_a_deleted_job_stops() {
     assert!(o.plan.place.is_empty());
     assert_eq!(o.wait_until, Some(Timestamp(30_000)));
 
-    let gone = plan_job(JobId(1), None, &existing, &mut v, EvalId(2), Timestamp(2));
+    let gone = plan_job(
+        JobId(1),
+        None,
+        None,
+        &existing,
+        &mut v,
+        EvalId(2),
+        Timestamp(2),
+    );
     assert_eq!(stopped(&gone), [AllocId(1), AllocId(2), AllocId(3)]);
     assert!(gone.plan.place.is_empty());
 }
