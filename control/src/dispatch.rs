@@ -96,6 +96,7 @@ impl Dispatcher {
             .filter(|n| crate::scheduler::feasible::unschedulable(n).is_none())
             .map(|n| (n.id, n))
             .collect();
+        let mut placed = Vec::new();
         for run in pending {
             let Some(job) = reader.job(run.job)? else {
                 continue;
@@ -129,44 +130,68 @@ impl Dispatcher {
                     continue;
                 }
             };
-            match self
-                .raft
-                .write(Command::RunDispatched {
-                    run: run.id,
-                    node,
-                    at: Timestamp::now(),
-                })
-                .await
-            {
-                Ok(_) => {}
-                // Already placed (an earlier leader, or a run finished meanwhile).
-                Err(WriteError::Rejected(
-                    ApplyError::InvalidTransition { .. } | ApplyError::NotFound { .. },
-                )) => continue,
-                Err(e) => return Err(e.into()),
-            }
+            // Counted now: the next runs of this pass are placed knowing of this one.
             *view.load.entry(node).or_default() += 1;
             if let Some(used) = view.used.as_mut() {
                 let u = used.entry(node).or_default();
                 *u = u.saturating_add(task.resources);
             }
-            tracing::info!(run = %run.id, job = %job.id, %node, "dispatched");
-            let sent = self
-                .sessions
-                .send(
-                    node,
-                    ServerMessage::RunTask(RunTask {
-                        run: run.id,
-                        job: job.id,
-                        task,
-                    }),
-                )
-                .await;
-            if !sent {
-                tracing::warn!(run = %run.id, %node, "agent left before the run reached it; it gets the run when it reconnects");
+            placed.push((
+                node,
+                RunTask {
+                    run: run.id,
+                    job: job.id,
+                    task,
+                },
+            ));
+        }
+        self.place(placed).await
+    }
+
+    /// Marks the runs dispatched, all proposed at once (raft batches them into shared
+    /// entries: a thousand runs due in the same second are one pass, not a thousand
+    /// commits in a row), and sends each to its agent once its mark is committed.
+    async fn place(&self, placed: Vec<(NodeId, RunTask)>) -> Result<(), DispatchError> {
+        let mut writes = tokio::task::JoinSet::new();
+        for (node, task) in placed {
+            let raft = self.raft.clone();
+            writes.spawn(async move {
+                let written = raft
+                    .write(Command::RunDispatched {
+                        run: task.run,
+                        node,
+                        at: Timestamp::now(),
+                    })
+                    .await;
+                (node, task, written)
+            });
+        }
+        let mut failed = None;
+        while let Some(done) = writes.join_next().await {
+            let Ok((node, task, written)) = done else {
+                continue;
+            };
+            match written {
+                Ok(_) => {}
+                // Already placed (an earlier leader, or a run finished meanwhile).
+                Err(WriteError::Rejected(
+                    ApplyError::InvalidTransition { .. } | ApplyError::NotFound { .. },
+                )) => continue,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            }
+            let run = task.run;
+            tracing::info!(%run, job = %task.job, %node, "dispatched");
+            if !self.sessions.send(node, ServerMessage::RunTask(task)).await {
+                tracing::warn!(%run, %node, "agent left before the run reached it; it gets the run when it reconnects");
             }
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 

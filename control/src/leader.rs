@@ -8,6 +8,7 @@ use windflow_raft::RaftNode;
 use std::time::Duration;
 
 use crate::audit_retention::AuditRetention;
+use crate::cron::runner::CronLoop;
 use crate::dispatch::Dispatcher;
 use crate::gateway::Sessions;
 use crate::lifecycle::Liveness;
@@ -18,10 +19,11 @@ use crate::run_retention::RunRetentionLoop;
 use crate::scheduler::deploy_watch::DeploymentWatcher;
 use crate::scheduler::worker::Scheduler;
 use crate::secrets::Secrets;
+use crate::webhooks::WebhookDelivery;
 
 /// Watches raft and runs [`Dispatcher`], [`Scheduler`], [`AuditRetention`], [`NodeMonitor`],
-/// [`DrainWatcher`], [`PipelineTimer`], [`RunRetentionLoop`] and [`DeploymentWatcher`] (and
-/// later cron and webhooks) while leader.
+/// [`DrainWatcher`], [`PipelineTimer`], [`RunRetentionLoop`], [`DeploymentWatcher`],
+/// [`CronLoop`] and [`WebhookDelivery`] while leader.
 pub fn spawn(
     raft: RaftNode,
     sessions: Sessions,
@@ -50,6 +52,17 @@ pub fn spawn(
                     tokio::spawn(PipelineTimer::new(raft.clone()).run(token.clone()));
                     tokio::spawn(RunRetentionLoop::new(raft.clone()).run(token.clone()));
                     tokio::spawn(DeploymentWatcher::new(raft.clone()).run(token.clone()));
+                    // Schedules and webhooks (issue 7).
+                    let clock = std::sync::Arc::new(crate::cron::SystemClock);
+                    tokio::spawn(CronLoop::new(raft.clone(), clock).run(token.clone()));
+                    match WebhookDelivery::new(raft.clone(), secrets.clone()) {
+                        Ok(delivery) => {
+                            tokio::spawn(delivery.run(token.clone()));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhook delivery cannot start: no HTTP client")
+                        }
+                    }
                     term = Some(token);
                 }
                 (false, Some(token)) => {

@@ -19,8 +19,10 @@ pub mod namespace;
 pub mod node;
 pub mod pipeline;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod time;
+pub mod webhook;
 
 pub use alloc::{
     ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, Allocation, ClientStatus, Constraint,
@@ -50,8 +52,13 @@ pub use pipeline::{
     StepStatus,
 };
 pub use run::{Context, ContextPart, ContextSource, Run, RunOutcome, RunStatus};
+pub use schedule::{
+    CatchUp, FireOutcome, OverlapPolicy, Schedule, ScheduleFire, ScheduleSpec, ScheduleTarget,
+    TargetLaunch,
+};
 pub use secret::{KeyId, Sealed};
 pub use time::{HumanDuration, Timestamp};
+pub use webhook::{Delivery, DeliveryOutcome, Event, EventKind, Webhook, WebhookSpec};
 
 /// The most stdout a run keeps as its context. Longer output is cut to this many bytes
 /// (at a UTF-8 boundary) and the context is marked `truncated`.

@@ -15,6 +15,11 @@ use windflow_protocol::{
     Context, ContextId, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineSpec,
     RunRetention,
 };
+// Schedules and webhooks (issue 7).
+use windflow_protocol::{
+    Delivery, DeliveryOutcome, Schedule, ScheduleFire, ScheduleId, ScheduleSpec, Webhook,
+    WebhookId, WebhookSpec,
+};
 
 /// One change to cluster state. Times are stamped by the proposer, never read in `apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +296,49 @@ pub enum Command {
         deployment: DeploymentId,
         at: Timestamp,
     },
+    // --- Schedules and webhooks (issue 7; see `crate::schedules`, `crate::webhooks`) ---
+    /// A schedule; names are unique within a namespace, the namespace must exist. It
+    /// fires for due times after `at`. Assigns the next [`ScheduleId`].
+    CreateSchedule { spec: ScheduleSpec, at: Timestamp },
+    /// Enables or disables a schedule; enabling counts due times from `at` on (what was
+    /// due while disabled is not caught up).
+    SetScheduleEnabled {
+        schedule: ScheduleId,
+        enabled: bool,
+        at: Timestamp,
+    },
+    /// Removes a schedule and its fire log; runs it started stay.
+    DeleteSchedule { schedule: ScheduleId, at: Timestamp },
+    /// The leader's fire of `schedule` for due time `due`: refused unless `due` is after
+    /// the last recorded fire, so no due time is fired twice whoever leads. Applies the
+    /// overlap policy and creates the runs in the same entry.
+    FireSchedule {
+        schedule: ScheduleId,
+        due: Timestamp,
+        /// Due times before `due` that the catch-up policy leaves out.
+        missed: u32,
+        at: Timestamp,
+    },
+    /// A webhook; `secret` is its HMAC key, sealed by the proposer. Events from now on are
+    /// delivered to it. Assigns the next [`WebhookId`].
+    CreateWebhook {
+        spec: WebhookSpec,
+        secret: Sealed,
+        at: Timestamp,
+    },
+    /// Removes a webhook and its delivery log.
+    DeleteWebhook { webhook: WebhookId, at: Timestamp },
+    /// One delivery attempt (the leader's); a final one (delivered or given up) marks the
+    /// event done for the webhook. Refused for an event already done.
+    WebhookAttempt {
+        webhook: WebhookId,
+        event: u64,
+        attempt: u32,
+        status: Option<u16>,
+        error: Option<String>,
+        outcome: DeliveryOutcome,
+        at: Timestamp,
+    },
 }
 
 /// How [`Command::EndDeployment`] ends a deployment.
@@ -349,6 +397,9 @@ impl Command {
                 | Command::FinishDrain { .. }
                 // Scans the pipeline's runs.
                 | Command::DeletePipeline { .. }
+                // These scan their fire or delivery logs.
+                | Command::DeleteSchedule { .. }
+                | Command::DeleteWebhook { .. }
         )
     }
 
@@ -404,6 +455,13 @@ impl Command {
             Command::ScaleJob { .. } => "scale_job",
             Command::EndDeployment { .. } => "end_deployment",
             Command::PromoteDeployment { .. } => "promote_deployment",
+            Command::CreateSchedule { .. } => "create_schedule",
+            Command::SetScheduleEnabled { .. } => "set_schedule_enabled",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::FireSchedule { .. } => "fire_schedule",
+            Command::CreateWebhook { .. } => "create_webhook",
+            Command::DeleteWebhook { .. } => "delete_webhook",
+            Command::WebhookAttempt { .. } => "webhook_attempt",
         }
     }
 }
@@ -555,6 +613,11 @@ pub enum Applied {
         deployment: Option<Deployment>,
     },
     Deployment(Deployment),
+    // --- Schedules and webhooks (issue 7) ---
+    Schedule(Schedule),
+    Fire(ScheduleFire),
+    Webhook(Webhook),
+    Delivery(Delivery),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

@@ -29,10 +29,13 @@ mod pipelines;
 mod pipelines_reader;
 mod reader;
 mod run_retention;
+mod schedules;
+mod schedules_reader;
 mod secrets;
 mod state;
 mod state_machine;
 mod timings;
+mod webhooks;
 
 pub use command::{
     AllocReport, Applied, ApplyError, Command, DeploymentEnd, DrainChange, DrainEnd,
@@ -93,3 +96,5 @@ mod apply_tests;
 mod deployment_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod schedule_tests;

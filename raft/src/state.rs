@@ -91,6 +91,35 @@ pub(crate) mod key {
     /// Raft's bookkeeping, which backups neither carry nor overwrite.
     pub const META: &[u8] = b"meta/";
     pub const LAST_APPLIED: &[u8] = b"meta/last_applied";
+
+    // --- Schedules and webhooks (issue 7) ---
+    pub const SCHEDULE: &[u8] = b"sched/";
+    /// `schedname/<namespace>/<name>` → schedule ID.
+    pub const SCHEDULE_NAME: &[u8] = b"schedname/";
+    pub const NEXT_SCHEDULE: &[u8] = b"counter/schedule";
+    /// `schedfire/<schedule><seq>`: a schedule's fire log, the last `FIRE_LOG_MAX`.
+    pub const SCHEDULE_FIRE: &[u8] = b"schedfire/";
+    /// Moves on every change to a schedule's definition (not on fires), so the leader's
+    /// cron loop reloads only when it must.
+    pub const SCHEDULE_VERSION: &[u8] = b"count/schedversion";
+    pub const WEBHOOK: &[u8] = b"hook/";
+    /// `hookname/<namespace>/<name>` → webhook ID.
+    pub const WEBHOOK_NAME: &[u8] = b"hookname/";
+    pub const NEXT_WEBHOOK: &[u8] = b"counter/webhook";
+    /// How many webhooks exist: no event is recorded while there are none.
+    pub const WEBHOOK_COUNT: &[u8] = b"count/webhooks";
+    /// `event/<seq>`: the events webhooks deliver, the last `EVENT_LOG_MAX`.
+    pub const EVENT: &[u8] = b"event/";
+    pub const NEXT_EVENT: &[u8] = b"counter/event";
+    /// `hookdelivery/<webhook><seq>`: a webhook's delivery log, the last `DELIVERY_LOG_MAX`.
+    pub const WEBHOOK_DELIVERY: &[u8] = b"hookdelivery/";
+    /// `counter/hookdelivery/<webhook>`: the last delivery's number.
+    pub const NEXT_WEBHOOK_DELIVERY: &[u8] = b"counter/hookdelivery/";
+
+    /// `<prefix><namespace>/<name>`, like [`job_name`].
+    pub fn ns_name(prefix: &[u8], ns: &super::Namespace, name: &str) -> Vec<u8> {
+        [prefix, ns.as_str().as_bytes(), b"/", name.as_bytes()].concat()
+    }
     pub const MEMBERSHIP: &[u8] = b"meta/membership";
 
     pub fn id(prefix: &[u8], id: u64) -> Vec<u8> {
@@ -492,6 +521,44 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
         Command::PromoteDeployment { deployment, at } => {
             crate::deployments::promote(p, deployment, at)?
         }
+        // Schedules and webhooks (issue 7).
+        Command::CreateSchedule { spec, at } => crate::schedules::create(p, spec, at)?,
+        Command::SetScheduleEnabled {
+            schedule,
+            enabled,
+            at,
+        } => crate::schedules::set_enabled(p, schedule, enabled, at)?,
+        Command::DeleteSchedule { schedule, at: _ } => crate::schedules::delete(p, schedule)?,
+        Command::FireSchedule {
+            schedule,
+            due,
+            missed,
+            at,
+        } => crate::schedules::fire(p, schedule, due, missed, at)?,
+        Command::CreateWebhook { spec, secret, at } => {
+            crate::webhooks::create(p, spec, secret, at)?
+        }
+        Command::DeleteWebhook { webhook, at: _ } => crate::webhooks::delete(p, webhook)?,
+        Command::WebhookAttempt {
+            webhook,
+            event,
+            attempt,
+            status,
+            error,
+            outcome,
+            at,
+        } => crate::webhooks::attempt(
+            p,
+            crate::webhooks::Attempt {
+                webhook,
+                event,
+                attempt,
+                status,
+                error,
+                outcome,
+            },
+            at,
+        )?,
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for cmd in cmds {
@@ -559,6 +626,7 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
                 stderr_tail
             };
             p.put_run(&r, Some(before))?;
+            crate::webhooks::run_ended(p, &r, at)?;
             let ctx_key = key::context(ContextId::of_job(r.job));
             if p.get(&key::id(key::JOB, r.job.0))?.is_some() {
                 let mut ctx = Context::empty_for_job(r.job, at);

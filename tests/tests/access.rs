@@ -35,6 +35,8 @@ const R: Expect = Role(windflow_protocol::Role::Reader);
 const W: Expect = Role(windflow_protocol::Role::Writer);
 const CR: Expect = Cluster(windflow_protocol::Role::Reader);
 const A: Expect = Cluster(windflow_protocol::Role::Admin);
+/// An admin of the request's namespace (webhooks).
+const NA: Expect = Role(windflow_protocol::Role::Admin);
 
 /// Every `/v1` route (no fault injection), with a concrete path to call it with.
 const ROUTES: &[(&str, &str, Expect, &str)] = &[
@@ -78,6 +80,44 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
         "/v1/jobs/J999999/evaluations",
     ),
     ("GET", "/v1/allocations", R, "/v1/allocations"),
+    ("GET", "/v1/schedules", R, "/v1/schedules"),
+    ("POST", "/v1/schedules", W, "/v1/schedules"),
+    ("GET", "/v1/schedules/{id}", R, "/v1/schedules/S999999"),
+    ("DELETE", "/v1/schedules/{id}", W, "/v1/schedules/S999999"),
+    (
+        "POST",
+        "/v1/schedules/{id}/enable",
+        W,
+        "/v1/schedules/S999999/enable",
+    ),
+    (
+        "POST",
+        "/v1/schedules/{id}/disable",
+        W,
+        "/v1/schedules/S999999/disable",
+    ),
+    (
+        "GET",
+        "/v1/schedules/{id}/next",
+        R,
+        "/v1/schedules/S999999/next",
+    ),
+    (
+        "GET",
+        "/v1/schedules/{id}/fires",
+        R,
+        "/v1/schedules/S999999/fires",
+    ),
+    ("GET", "/v1/webhooks", R, "/v1/webhooks"),
+    ("POST", "/v1/webhooks", NA, "/v1/webhooks"),
+    ("GET", "/v1/webhooks/{id}", R, "/v1/webhooks/W999999"),
+    ("DELETE", "/v1/webhooks/{id}", NA, "/v1/webhooks/W999999"),
+    (
+        "GET",
+        "/v1/webhooks/{id}/deliveries",
+        R,
+        "/v1/webhooks/W999999/deliveries",
+    ),
     ("GET", "/v1/allocations/{id}", R, "/v1/allocations/AL999999"),
     ("GET", "/v1/runs/{id}", R, "/v1/runs/R999999"),
     ("GET", "/v1/runs/{id}/output", R, "/v1/runs/R999999/output"),

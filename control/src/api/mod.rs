@@ -27,11 +27,13 @@ mod placement;
 mod policies;
 mod rollout_spec;
 mod runs;
+mod schedules;
 mod secrets;
 mod session;
 mod tokens;
 mod ui;
 mod users;
+mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -82,6 +84,9 @@ pub struct AppState {
     /// carry `Strict-Transport-Security`.
     pub https: bool,
 }
+
+/// An admin of the request's namespace (or of the cluster).
+const NS_ADMIN: Access = Access::Role(windflow_protocol::Role::Admin);
 
 /// The `/v1` routes, each with who may call it and its audit action.
 fn v1_routes(fault_injection: bool) -> Routes {
@@ -486,6 +491,93 @@ fn v1_routes(fault_injection: bool) -> Routes {
             ADMIN,
             "cluster.snapshot",
             backup::save,
+        )
+        // Schedules and webhooks (issue 7).
+        .route(
+            M::GET,
+            "/schedules",
+            READ,
+            "schedules.list",
+            schedules::list,
+        )
+        .route(
+            M::POST,
+            "/schedules",
+            WRITE,
+            "schedules.create",
+            schedules::create,
+        )
+        .route(
+            M::GET,
+            "/schedules/{id}",
+            READ,
+            "schedules.show",
+            schedules::show,
+        )
+        .route(
+            M::DELETE,
+            "/schedules/{id}",
+            WRITE,
+            "schedules.delete",
+            schedules::delete,
+        )
+        .route(
+            M::POST,
+            "/schedules/{id}/enable",
+            WRITE,
+            "schedules.enable",
+            schedules::enable,
+        )
+        .route(
+            M::POST,
+            "/schedules/{id}/disable",
+            WRITE,
+            "schedules.disable",
+            schedules::disable,
+        )
+        .route(
+            M::GET,
+            "/schedules/{id}/next",
+            READ,
+            "schedules.next",
+            schedules::next,
+        )
+        .route(
+            M::GET,
+            "/schedules/{id}/fires",
+            READ,
+            "schedules.fires",
+            schedules::fires,
+        )
+        // A webhook makes the servers POST to a URL of its creator's choosing: admins only.
+        .route(M::GET, "/webhooks", READ, "webhooks.list", webhooks::list)
+        .route(
+            M::POST,
+            "/webhooks",
+            NS_ADMIN,
+            "webhooks.create",
+            webhooks::create,
+        )
+        .route(
+            M::GET,
+            "/webhooks/{id}",
+            READ,
+            "webhooks.show",
+            webhooks::show,
+        )
+        .route(
+            M::DELETE,
+            "/webhooks/{id}",
+            NS_ADMIN,
+            "webhooks.delete",
+            webhooks::delete,
+        )
+        .route(
+            M::GET,
+            "/webhooks/{id}/deliveries",
+            READ,
+            "webhooks.deliveries",
+            webhooks::deliveries,
         )
         .route_with_body_limit(
             M::POST,

@@ -534,3 +534,81 @@ pub enum AllocCommand {
         alloc: String,
     },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule that launches its jobs together at every due time.
+    Create {
+        name: String,
+        /// 5 fields (minute first), 6 fields (second first), or @hourly, @daily,
+        /// @midnight, @weekly, @monthly, @yearly.
+        #[arg(long)]
+        cron: String,
+        /// The IANA zone the fields are read in, such as Europe/Paris.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// A job to launch (ID or name); repeat for several.
+        #[arg(long = "job", required_unless_present = "pipelines")]
+        jobs: Vec<String>,
+        /// A pipeline to launch (ID); repeat for several. (Refused until pipelines can
+        /// be scheduled.)
+        #[arg(long = "pipeline")]
+        pipelines: Vec<String>,
+        /// While the last fire's runs go on: allow, forbid (skip the fire) or replace
+        /// (fail the last fire's runs still pending).
+        #[arg(long, default_value = "allow")]
+        overlap: String,
+        /// Due times missed while no server could fire them: skip, run_once or run_all.
+        #[arg(long, default_value = "skip")]
+        catch_up: String,
+    },
+    /// The schedules, with their next due time.
+    List,
+    /// A schedule and its recent fires.
+    Show {
+        schedule: String,
+        /// How many fires to show.
+        #[arg(long, default_value_t = 20)]
+        fires: usize,
+    },
+    /// Fire again from now on (what was due while disabled is not caught up).
+    Enable { schedule: String },
+    /// Stop firing.
+    Disable { schedule: String },
+    /// Delete a schedule (its runs stay).
+    Rm { schedule: String },
+    /// Preview the next due times.
+    Next {
+        schedule: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Subscribe a URL to events; the signing secret is shown once.
+    Create {
+        name: String,
+        /// Where to POST: http:// or https://.
+        #[arg(long)]
+        url: String,
+        /// Events, comma-separated: job.succeeded, job.failed, job.timed_out,
+        /// pipeline.succeeded, pipeline.failed, pipeline.timed_out, schedule.fired.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// Read the signing secret from standard input [default: one is generated].
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// The webhooks (never their secrets).
+    List,
+    /// Delete a webhook and its delivery log.
+    Rm { webhook: String },
+    /// A webhook's delivery attempts, newest first.
+    Deliveries {
+        webhook: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}

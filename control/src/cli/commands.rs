@@ -115,6 +115,8 @@ pub async fn run(
         }
         Command::Alloc(cmd) => super::allocs::alloc(&client, out, cmd).await,
         Command::Deployment(cmd) => super::deployments::deployment(&client, out, cmd).await,
+        Command::Schedule(cmd) => super::schedules::schedule(&client, out, cmd).await,
+        Command::Webhook(cmd) => super::webhooks::webhook(&client, out, cmd).await,
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {

@@ -12,8 +12,10 @@ mod identity;
 mod namespaces;
 mod nodes;
 mod pipelines;
+mod schedules;
 mod table;
 mod trust;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +90,12 @@ pub enum Command {
     /// Rollouts of service job versions.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Cron schedules that launch jobs.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Webhooks: signed POSTs of run and schedule events.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Enrolling agents: their join tokens.
     #[command(subcommand)]
     Agent(AgentCommand),

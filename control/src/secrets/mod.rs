@@ -165,9 +165,21 @@ impl Secrets {
     /// Opens the value of secret env var `name`. A key this server lacks (a rotation it
     /// missed) is fetched from the peers once before giving up.
     pub async fn open_env(&self, name: &str, sealed: &Sealed) -> Result<String, SecretError> {
-        let place = env_place(name);
+        self.open_at(&env_place(name), sealed).await
+    }
+
+    /// Seals a value kept at `place` (its associated data, such as `webhook:ns/name`).
+    pub fn seal_at(&self, place: &str, value: &str) -> Result<Sealed, SecretError> {
+        self.read()
+            .as_ref()
+            .ok_or(SecretError::NoKeyRing)?
+            .seal(place, value.as_bytes())
+    }
+
+    /// Opens a value sealed at `place`, fetching a missing key from the peers once.
+    pub async fn open_at(&self, place: &str, sealed: &Sealed) -> Result<String, SecretError> {
         let first = match self.read().as_ref() {
-            Some(ring) => ring.open(&place, sealed),
+            Some(ring) => ring.open(place, sealed),
             None => Err(SecretError::NoKeyRing),
         };
         let bytes = match first {
@@ -176,11 +188,11 @@ impl Secrets {
                 self.read()
                     .as_ref()
                     .ok_or(SecretError::NoKeyRing)?
-                    .open(&place, sealed)?
+                    .open(place, sealed)?
             }
             other => other?,
         };
-        String::from_utf8(bytes).map_err(|_| SecretError::Open(place))
+        String::from_utf8(bytes).map_err(|_| SecretError::Open(place.to_owned()))
     }
 
     /// The task as its agent gets it: secret env vars opened into `env` (over a plain var

@@ -152,6 +152,8 @@ impl Secrets {
                 in_use.extend(task.secret_env.values().map(|s| s.key));
             }
         }
+        // Webhook secrets are not resealed by a rotation: their keys stay.
+        in_use.extend(self.raft.reader().webhooks()?.iter().map(|w| w.secret.key));
         let dropped: Vec<KeyId> = ring
             .key_ids()
             .into_iter()
