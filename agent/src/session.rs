@@ -160,7 +160,7 @@ async fn handshake(
     endpoint: &quinn::Endpoint,
     server: SocketAddr,
     config: &AgentConfig,
-    alloc_index: u64,
+    work: &Work,
 ) -> Result<
     (
         quinn::Connection,
@@ -174,13 +174,24 @@ async fn handshake(
         .connect(server, windflow_certs::SERVER_NAME)?
         .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
+    let mut fingerprint = config.resources.apply(crate::fingerprint::host());
+    let docker = match work.docker.fingerprint().await {
+        Ok(attributes) => {
+            fingerprint.attributes.extend(attributes);
+            true
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "the docker driver is not usable here");
+            false
+        }
+    };
     let hello = Hello {
         versions: config.versions,
         hostname: config.hostname.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        drivers: drivers::available(),
-        fingerprint: config.resources.apply(crate::fingerprint::host()),
-        alloc_index,
+        drivers: drivers::available(docker),
+        fingerprint,
+        alloc_index: work.allocs.index(),
     };
     write_frame(&mut send, &AgentMessage::Hello(hello)).await?;
     let welcome = match read_frame::<ServerMessage>(&mut recv).await? {
@@ -222,7 +233,7 @@ async fn session(
 ) -> Result<SessionEnd, AgentError> {
     let (conn, send, recv, welcome) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, server, config, work.allocs.index())) => {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(endpoint, server, config, work)) => {
             r.map_err(|_| AgentError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??
         }
     };

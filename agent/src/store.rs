@@ -9,12 +9,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use windflow_protocol::messages::TaskFinished;
-use windflow_protocol::{JobId, RunId, codec};
+use windflow_protocol::{DriverKind, HumanDuration, JobId, RunId, codec};
 
 use crate::drivers::exec::SupervisedHandle;
 
 const RUN: &[u8] = b"run/";
 const OUTBOX: &[u8] = b"outbox/";
+/// This agent's own random ID, made once per data dir (see [`Store::agent_id`]).
+const AGENT_ID: &[u8] = b"agent_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +36,10 @@ pub struct RunRecord {
     /// The task's name, for logs. The task itself (with its opened secrets) is not kept
     /// here: only its supervisor needs it, and it gets it once, in its spec file.
     pub task: String,
+    /// Exec runs are found again through `exec`; docker runs by their container's label.
+    pub driver: DriverKind,
+    /// The attempt's timeout, for a docker run re-attached after an agent restart.
+    pub timeout: Option<HumanDuration>,
     pub exec: SupervisedHandle,
 }
 
@@ -94,6 +100,25 @@ impl Store {
             .collect()
     }
 
+    /// This agent's ID: random, made on first use and kept, so the containers it labels
+    /// with it are its own across restarts and never another agent's on the same engine.
+    pub fn agent_id(&self) -> Result<String, StoreError> {
+        if let Some(v) = self.tree.get(AGENT_ID)? {
+            return String::from_utf8(v.to_vec()).map_err(|e| StoreError::Corrupt {
+                key: "agent_id".into(),
+                error: e.to_string(),
+            });
+        }
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .map_err(|e| StoreError::Encode(format!("cannot read /dev/urandom: {e}")))?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.tree.insert(AGENT_ID, id.as_bytes())?;
+        self.flush()?;
+        Ok(id)
+    }
+
     /// Records a run as executing, on disk before this returns.
     pub fn put_run(&self, record: &RunRecord) -> Result<(), StoreError> {
         self.tree.insert(key(RUN, record.run), encode(record)?)?;
@@ -152,6 +177,8 @@ mod tests {
             run: RunId(run),
             job: JobId(3),
             task: "t".into(),
+            driver: DriverKind::Exec,
+            timeout: None,
             exec: SupervisedHandle {
                 dir: format!("/data/runs/R{run}").into(),
                 supervisor: Some(ProcessIdentity {
@@ -203,6 +230,16 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert!(store.outbox().unwrap().is_empty(), "the ack was kept");
+    }
+
+    #[test]
+    fn the_agent_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Store::open(dir.path()).unwrap().agent_id().unwrap();
+        assert_eq!(id.len(), 16);
+        assert_eq!(Store::open(dir.path()).unwrap().agent_id().unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(Store::open(other.path()).unwrap().agent_id().unwrap(), id);
     }
 
     #[test]

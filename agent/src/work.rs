@@ -12,9 +12,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use windflow_protocol::messages::{AgentMessage, OutputChunk, RunTask, TaskFinished};
-use windflow_protocol::{RunId, Timestamp};
+use windflow_protocol::{DriverConfig, DriverKind, RunId, Timestamp};
 
 use crate::allocs::{Allocs, Supervision};
+use crate::drivers::docker::{self, DockerDriver, RunOwner};
 use crate::drivers::exec::{
     ExecDir, ExecResult, Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
 };
@@ -44,6 +45,8 @@ pub(crate) struct Work {
     /// The node's allocations (their updates wait there until acknowledged), taken back
     /// from the store when the agent starts.
     pub(crate) allocs: Arc<Allocs>,
+    /// The docker driver, for runs and allocations alike.
+    pub(crate) docker: Arc<DockerDriver>,
 }
 
 impl Work {
@@ -56,12 +59,14 @@ impl Work {
         kill_grace: std::time::Duration,
     ) -> Result<Arc<Work>, AgentError> {
         let store = Store::open(data_dir)?;
+        let docker = Arc::new(DockerDriver::new(store.agent_id()?));
         let allocs = Allocs::open(
             &store,
             &data_dir.join("allocs"),
             Supervision {
                 supervisor: supervisor.clone(),
                 grace: kill_grace,
+                docker: docker.clone(),
             },
         )?;
         let work = Arc::new(Work {
@@ -73,6 +78,7 @@ impl Work {
             supervisor,
             runs_dir: data_dir.join("runs"),
             allocs,
+            docker,
         });
         work.recover()?;
         Ok(work)
@@ -85,6 +91,12 @@ impl Work {
                 tracing::info_span!("run", %run, job = %record.job, task = %record.task).entered();
             if self.outbox.contains(run) {
                 self.store.remove_run(run)?;
+                continue;
+            }
+            if record.driver == DriverKind::Docker {
+                tracing::info!("finding the run's container again");
+                let mut running = lock(&self.running);
+                running.insert(run, self.watch_container(record, None));
                 continue;
             }
             match Supervised::recover(&record.exec) {
@@ -144,6 +156,8 @@ impl Work {
             run,
             job: task.job,
             task: task.task.name.clone(),
+            driver: task.task.driver.kind(),
+            timeout: task.task.timeout,
             exec: SupervisedHandle {
                 dir: dir.path().to_owned(),
                 supervisor: None,
@@ -162,6 +176,10 @@ impl Work {
             return;
         }
         let _ = dir.remove();
+        if matches!(task.task.driver, DriverConfig::Docker(_)) {
+            running.insert(run, self.watch_container(record, Some(task.task)));
+            return;
+        }
         let exec = match Supervised::spawn(&self.supervisor, dir, &drivers::exec::spec(task.task)) {
             Ok(exec) => exec,
             Err(e) => {
@@ -197,27 +215,51 @@ impl Work {
             async move {
                 let result = exec
                     .wait(|progress| {
-                        let msg = match progress {
-                            Progress::AttemptStarted { attempt } => AgentMessage::AttemptStarted {
-                                run,
-                                attempt,
-                                at: Timestamp::now(),
-                            },
-                            Progress::Output {
-                                attempt,
-                                stream,
-                                data,
-                            } => AgentMessage::Output(OutputChunk {
-                                run,
-                                attempt,
-                                stream,
-                                data,
-                            }),
-                        };
                         // Live output is dropped, not waited for, when the link is slow.
-                        let _ = events.try_send(msg);
+                        let _ = events.try_send(progress_message(run, progress));
                     })
                     .await;
+                work.complete(&record.exec.dir, result.into_finished(run));
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Runs a docker task to its end (`task`), or follows its container found again after
+    /// an agent restart (`None`), then reports it. Aborting this leaves the container to
+    /// the engine, for the next agent process to find.
+    fn watch_container(
+        self: &Arc<Self>,
+        record: RunRecord,
+        task: Option<windflow_protocol::TaskSpec>,
+    ) -> JoinHandle<()> {
+        let work = self.clone();
+        let run = record.run;
+        let span = tracing::info_span!("run", %run, job = %record.job, task = %record.task);
+        tokio::spawn(
+            async move {
+                let owner = RunOwner {
+                    run,
+                    job: record.job,
+                    task: record.task.clone(),
+                };
+                let events = work.events.clone();
+                let progress = move |p: Progress| {
+                    let _ = events.try_send(progress_message(run, p));
+                };
+                let result = match task {
+                    Some(task) => docker::run_to_end(&work.docker, owner, task, progress).await,
+                    None => {
+                        docker::resume_run(
+                            &work.docker,
+                            owner,
+                            record.exec.started_at,
+                            record.timeout,
+                            progress,
+                        )
+                        .await
+                    }
+                };
                 work.complete(&record.exec.dir, result.into_finished(run));
             }
             .instrument(span),
@@ -259,5 +301,26 @@ impl Work {
                 watcher
             })
             .collect()
+    }
+}
+
+/// What a run's progress says to the servers.
+fn progress_message(run: RunId, progress: Progress) -> AgentMessage {
+    match progress {
+        Progress::AttemptStarted { attempt } => AgentMessage::AttemptStarted {
+            run,
+            attempt,
+            at: Timestamp::now(),
+        },
+        Progress::Output {
+            attempt,
+            stream,
+            data,
+        } => AgentMessage::Output(OutputChunk {
+            run,
+            attempt,
+            stream,
+            data,
+        }),
     }
 }

@@ -34,6 +34,7 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         job_version: 1,
         deployment: None,
         health: Default::default(),

@@ -54,7 +54,20 @@ async fn the_agent_runs_a_task_and_reports_its_output_and_result() {
     let mut s = accept(&endpoint).await;
     assert_eq!(s.hello.versions, VersionRange::SUPPORTED);
     assert_eq!(s.hello.hostname, "test-host");
-    assert_eq!(s.hello.drivers, vec![DriverKind::Exec]);
+    // Exec always; docker exactly when the engine answered the fingerprint.
+    assert_eq!(s.hello.drivers[0], DriverKind::Exec);
+    let docker = s.hello.drivers.contains(&DriverKind::Docker);
+    let attributes = &s.hello.fingerprint.attributes;
+    assert_eq!(
+        docker,
+        attributes.contains_key("driver.docker.version"),
+        "{attributes:?}"
+    );
+    assert_eq!(
+        docker,
+        attributes.contains_key("driver.docker.agent"),
+        "{attributes:?}"
+    );
     assert!(!s.hello.agent_version.is_empty());
     s.welcome().await;
     s.send(run_task(7, "echo hi")).await;

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::{RunTask, ServerMessage};
-use windflow_protocol::{
-    DriverConfig, DriverKind, Node, NodeId, Resources, RunStatus, RunTarget, Timestamp,
-};
+use windflow_protocol::{Node, NodeId, Resources, RunStatus, RunTarget, Timestamp};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;
@@ -106,9 +104,7 @@ impl Dispatcher {
             let Some(task) = job.spec.tasks().next().cloned() else {
                 continue;
             };
-            let driver = match task.driver {
-                DriverConfig::Exec(_) => DriverKind::Exec,
-            };
+            let driver = task.driver.kind();
             let task = match crate::refs::resolve_task(reader, &run.namespace, &task) {
                 Ok(task) => task,
                 Err(crate::refs::RefError::Store(e)) => return Err(e.into()),
@@ -313,6 +309,7 @@ fn least_loaded(nodes: impl Iterator<Item = NodeId>, view: &View) -> Option<Node
 #[cfg(test)]
 mod tests {
     use super::*;
+    use windflow_protocol::DriverKind;
 
     fn node(id: u64, cpu: u64, labels: &[(&str, &str)]) -> (NodeId, Node) {
         let n = Node {

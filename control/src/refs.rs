@@ -77,6 +77,14 @@ pub fn resolve_task(
                 exec.command = resolve(reader, ns, &exec.command)?;
             }
         }
+        // A container's command and arguments take references as an exec command does.
+        DriverConfig::Docker(docker) => {
+            for text in docker.command.iter_mut().chain(docker.args.iter_mut()) {
+                if has_references(text) {
+                    *text = resolve(reader, ns, text)?;
+                }
+            }
+        }
     }
     Ok(task)
 }

@@ -175,6 +175,9 @@ pub struct Allocation {
     /// What happened to it, oldest first; at most [`ALLOC_EVENTS_MAX`], the oldest dropped.
     #[serde(default)]
     pub events: Vec<AllocEvent>,
+    /// The host ports its containers got (docker tasks), as its node last reported them.
+    #[serde(default)]
+    pub ports: Vec<crate::docker::AllocPort>,
     /// The job version it runs (its tasks are that version's).
     #[serde(default)]
     pub job_version: u64,
@@ -224,6 +227,8 @@ pub enum AllocEventKind {
     Rescheduled,
     /// Its node is draining.
     Draining,
+    /// A driver's step on the way to starting a task (an image pull and its progress).
+    TaskSetup,
 }
 
 impl Allocation {

@@ -181,6 +181,18 @@ fn default_task_resources() -> crate::alloc::Resources {
 #[serde(rename_all = "snake_case")]
 pub enum DriverConfig {
     Exec(ExecConfig),
+    /// Boxed: it is much larger than an exec task, and travels in every `RunTask`.
+    Docker(Box<crate::docker::DockerConfig>),
+}
+
+impl DriverConfig {
+    /// The driver a node must offer to run it.
+    pub fn kind(&self) -> crate::node::DriverKind {
+        match self {
+            DriverConfig::Exec(_) => crate::node::DriverKind::Exec,
+            DriverConfig::Docker(_) => crate::node::DriverKind::Docker,
+        }
+    }
 }
 
 impl TaskSpec {
@@ -283,6 +295,7 @@ impl JobSpec {
         }
         match &task.driver {
             DriverConfig::Exec(cfg) => Some((task, cfg)),
+            DriverConfig::Docker(_) => None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod batch;
 pub mod codec;
 pub mod deploy;
+pub mod docker;
 pub mod enroll;
 pub mod identity;
 pub mod ids;
@@ -31,6 +32,9 @@ pub use batch::{RunRetention, RunTarget};
 pub use codec::CodecError;
 pub use deploy::{
     AllocHealth, CheckKind, Deployment, DeploymentStatus, HealthCheck, HealthStatus, UpdatePolicy,
+};
+pub use docker::{
+    ALLOC_PORTS_MAX, AllocPort, DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
 };
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{

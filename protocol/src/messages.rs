@@ -75,6 +75,9 @@ pub struct AllocUpdate {
     pub restarts: u32,
     /// What happened since the last update the server acknowledged, oldest first.
     pub events: Vec<AllocEvent>,
+    /// The host ports its running containers got now (docker tasks; empty otherwise).
+    #[serde(default)]
+    pub ports: Vec<crate::docker::AllocPort>,
     /// What its health checks say now.
     #[serde(default)]
     pub health: crate::deploy::AllocHealth,

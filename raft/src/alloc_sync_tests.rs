@@ -83,6 +83,7 @@ fn report(alloc: AllocId, node: NodeId, client: ClientStatus, events: Vec<AllocE
         client,
         restarts: 0,
         events,
+        ports: Vec::new(),
         at: Timestamp(10),
         health: Default::default(),
     })
@@ -310,6 +311,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         client: ClientStatus::Running,
         restarts: 40,
         events: many,
+        ports: Vec::new(),
         at: Timestamp(200),
         health: Default::default(),
     }))
@@ -330,6 +332,7 @@ fn events_are_appended_bounded_and_restarts_recorded() {
         client: ClientStatus::Running,
         restarts: 1,
         events: vec![],
+        ports: Vec::new(),
         at: Timestamp(201),
         health: Default::default(),
     }))

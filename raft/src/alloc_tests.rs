@@ -119,6 +119,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         client: ClientStatus::Failed,
         restarts: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         at: Timestamp(4),
         health: Default::default(),
     }))
@@ -131,6 +132,7 @@ fn stopped_and_ended_allocations_free_their_resources() {
         client: ClientStatus::Running,
         restarts: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         at: Timestamp(5),
         health: Default::default(),
     }))

@@ -216,6 +216,7 @@ pub(crate) fn submit_plan(p: &mut Pending<'_>, plan: Plan) -> Result<Response, S
                     previous: None,
                     reschedules: 0,
                     events: Vec::new(),
+                    ports: Vec::new(),
                     job_version: place.job_version,
                     deployment: place.deployment,
                     health: Default::default(),
@@ -313,6 +314,12 @@ pub(crate) fn set_status(p: &mut Pending<'_>, report: AllocReport) -> Result<Res
     let health_before = std::mem::replace(&mut a.health, report.health);
     a.client = report.client;
     a.restarts = a.restarts.max(report.restarts);
+    let mut ports = report.ports;
+    ports.truncate(windflow_protocol::ALLOC_PORTS_MAX);
+    if a.ports != ports {
+        a.ports = ports;
+        changed = true;
+    }
     for e in report.events.into_iter().rev().take(ALLOC_EVENTS_MAX).rev() {
         if a.events
             .iter()

@@ -506,6 +506,9 @@ pub struct AllocReport {
     /// New events, oldest first; those already recorded (same time, kind and message) are
     /// skipped, so a resent report adds nothing twice.
     pub events: Vec<AllocEvent>,
+    /// The host ports its containers got (docker tasks), replacing those recorded.
+    #[serde(default)]
+    pub ports: Vec<windflow_protocol::AllocPort>,
     pub at: Timestamp,
     /// What its health checks say.
     #[serde(default)]

@@ -170,6 +170,7 @@ fn a_silent_node_goes_down_its_live_allocations_are_lost_and_their_jobs_evaluate
         client: ClientStatus::Failed,
         restarts: 0,
         events: vec![],
+        ports: Vec::new(),
         at: Timestamp(22),
         health: Default::default(),
     }))
@@ -353,6 +354,7 @@ fn a_rescheduled_replacement_links_to_the_lost_one_which_is_told_to_stop() {
         client: ClientStatus::Failed,
         restarts: 0,
         events: vec![],
+        ports: Vec::new(),
         at: Timestamp(12),
         health: Default::default(),
     }))
@@ -419,6 +421,7 @@ fn a_wanted_allocation_that_fails_queues_its_jobs_evaluation() {
             client,
             restarts: 0,
             events: vec![],
+            ports: Vec::new(),
             at: Timestamp(3),
             health: Default::default(),
         }))

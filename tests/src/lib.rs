@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod docker;
 pub mod fleet;
 pub mod history;
 

@@ -289,6 +289,7 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
             client,
             restarts: 9,
             events: vec![event(AllocEventKind::Failed, "forged".into())],
+            ports: Vec::new(),
             health: Default::default(),
         })
         .await;
@@ -308,6 +309,7 @@ async fn the_gateway_sends_exactly_the_changes_after_the_index_and_distrusts_the
         client: ClientStatus::Running,
         restarts: 3,
         events: flood,
+        ports: Vec::new(),
         health: Default::default(),
     })
     .await;

@@ -13,6 +13,7 @@
 //! killed) leaves the tasks running, and the next one on the same data dir takes them back
 //! in `Allocs::open` (`recover.rs`), names the same index in its Hello, and reports what ended meanwhile.
 
+mod container;
 mod health;
 mod persist;
 mod policy;
@@ -29,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::{AllocAssignment, AllocSync};
 use windflow_protocol::{
-    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, Allocation, ClientStatus,
-    DesiredStatus, Timestamp,
+    ALLOC_EVENTS_MAX, AllocEvent, AllocEventKind, AllocHealth, AllocId, AllocPort, Allocation,
+    ClientStatus, DesiredStatus, Timestamp,
 };
 
 use persist::{AllocStore, Saved};
@@ -59,6 +60,11 @@ struct Entry {
     handles: BTreeMap<String, SupervisedHandle>,
     /// Each task's restart window, by task name.
     windows: BTreeMap<String, RestartWindow>,
+    /// The host ports each running docker task's container got, by task name; not
+    /// stored (a resumed container reports them again).
+    ports: BTreeMap<String, Vec<AllocPort>>,
+    /// The ports a server last acknowledged.
+    acked_ports: Vec<AllocPort>,
     /// What its health checks say, and what a server last acknowledged of it.
     health: AllocHealth,
     acked_health: AllocHealth,
@@ -81,9 +87,16 @@ impl Entry {
             runner: None,
             handles: BTreeMap::new(),
             windows: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            acked_ports: Vec::new(),
             health: AllocHealth::default(),
             acked_health: AllocHealth::default(),
         }
+    }
+
+    /// Every task's ports, as one report carries them.
+    fn all_ports(&self) -> Vec<AllocPort> {
+        self.ports.values().flatten().cloned().collect()
     }
 
     /// What the store keeps of it.
@@ -113,6 +126,8 @@ impl Entry {
             runner: None,
             handles: s.handles,
             windows: s.windows,
+            ports: BTreeMap::new(),
+            acked_ports: Vec::new(),
             health: s.health,
             acked_health: s.acked_health,
         }
@@ -122,6 +137,7 @@ impl Entry {
     fn dirty(&self) -> bool {
         !self.unacked.is_empty()
             || self.acked != Some((self.client, self.restarts))
+            || self.all_ports() != self.acked_ports
             || self.acked_health != self.health
     }
 
@@ -345,15 +361,23 @@ impl Allocs {
                     e.client = ClientStatus::Running;
                 }
             }
-            Change::Started { task, pid } => {
+            Change::Started { task, what } => {
                 if !e.client.is_terminal() {
                     e.client = ClientStatus::Running;
                 }
                 e.event(
                     AllocEventKind::Started,
-                    format!("task {task} started (pid {pid})"),
+                    format!("task {task} started ({what})"),
                 );
             }
+            Change::Ports { task, ports } => {
+                if ports.is_empty() {
+                    e.ports.remove(&task);
+                } else {
+                    e.ports.insert(task, ports);
+                }
+            }
+            Change::Note { kind, message } => e.event(kind, message),
             Change::Exited { task, exit } => {
                 e.event(AllocEventKind::Exited, format!("task {task}: {exit}"))
             }
@@ -384,6 +408,7 @@ impl Allocs {
         if e.runner.is_none() {
             e.handles.clear();
             e.windows.clear();
+            e.ports.clear();
         }
         self.save(e);
         drop(st);

@@ -16,9 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_protocol::messages::AllocAssignment;
-use windflow_protocol::{JobType, RestartPolicy, TaskSpec, Timestamp};
+use windflow_protocol::{DriverConfig, JobType, RestartPolicy, TaskSpec, Timestamp};
 
+use super::container::ContainerTask;
 use super::policy::{Decision, RestartTracker, RestartWindow};
+use crate::drivers::docker::{LABEL_ALLOC, Owner};
 use crate::drivers::exec::{
     self, ExecDir, ProcessExit, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
     read_value,
@@ -49,6 +51,8 @@ pub(crate) struct Supervision {
     pub supervisor: SupervisorCommand,
     /// Between SIGTERM and SIGKILL when a task is stopped.
     pub grace: Duration,
+    /// Docker tasks run as containers of this engine.
+    pub docker: Arc<crate::drivers::docker::DockerDriver>,
 }
 
 /// What a runner tells the allocation's keeper, as it happens.
@@ -56,8 +60,19 @@ pub(crate) struct Supervision {
 pub(crate) enum Change {
     Started {
         task: String,
-        /// The task's process (its group's leader).
-        pid: u32,
+        /// What runs it, for people: `pid 123` (its process group's leader) or
+        /// `container 1a2b3c4d5e6f`.
+        what: String,
+    },
+    /// The host ports a task's container got now (replacing the task's earlier ones).
+    Ports {
+        task: String,
+        ports: Vec<windflow_protocol::AllocPort>,
+    },
+    /// Something worth telling about a task on its way to start (an image pull's steps).
+    Note {
+        kind: windflow_protocol::AllocEventKind,
+        message: String,
     },
     /// A task was found still running after an agent restart.
     Reattached,
@@ -120,6 +135,11 @@ pub(crate) async fn run(
     let tasks_stop = stop.child_token();
     let mut tasks = JoinSet::new();
     let a = &assignment.alloc;
+    let alloc_id = a.id;
+    let has_containers = assignment
+        .tasks
+        .iter()
+        .any(|t| matches!(t.driver, DriverConfig::Docker(_)));
     let env = [
         ("WINDFLOW_ALLOC_ID", a.id.to_string()),
         ("WINDFLOW_ALLOC_INDEX", a.index.to_string()),
@@ -136,6 +156,8 @@ pub(crate) async fn run(
         if n == 0 && assignment.job_type == JobType::Service {
             let workdir = match &task.driver {
                 windflow_protocol::DriverConfig::Exec(c) => c.workdir.as_ref().map(PathBuf::from),
+                // A container's workdir is inside it; its checks run on the node.
+                windflow_protocol::DriverConfig::Docker(_) => None,
             };
             let target = super::health::Target {
                 checks: assignment.checks.clone(),
@@ -150,10 +172,35 @@ pub(crate) async fn run(
             ));
         }
         let span = tracing::info_span!("task", task = %task.name);
+        let window = resume.windows.remove(&task.name);
+        if let DriverConfig::Docker(cfg) = task.driver.clone() {
+            let t = ContainerTask {
+                owner: Owner::Alloc {
+                    alloc: a.id,
+                    job: a.job,
+                    task: task.name.clone(),
+                },
+                cfg,
+                spec: task,
+                how: how.clone(),
+                report: report.clone(),
+            };
+            tasks.spawn(
+                supervise(
+                    Driven::Docker(t),
+                    None,
+                    window,
+                    assignment.restart,
+                    assignment.job_type,
+                    tasks_stop.clone(),
+                )
+                .instrument(span),
+            );
+            continue;
+        }
         let exec_dir = ExecDir::new(dir.join(format!("task-{n}")));
         // A handle lost to a crash right after its supervisor started: the directory
         // names its supervisor too.
-        let window = resume.windows.remove(&task.name);
         let found = resume.handles.remove(&task.name).or_else(|| {
             exec_dir.path().exists().then(|| SupervisedHandle {
                 dir: exec_dir.path().to_owned(),
@@ -169,7 +216,7 @@ pub(crate) async fn run(
         };
         tasks.spawn(
             supervise(
-                t,
+                Driven::Exec(t),
                 found,
                 window,
                 assignment.restart,
@@ -194,6 +241,13 @@ pub(crate) async fn run(
                 tasks_stop.cancel();
             }
             Err(_) => {}
+        }
+    }
+    // Ended for good (not detached: that drops this future): its containers go too.
+    if has_containers {
+        let mine = [(LABEL_ALLOC, alloc_id.to_string())];
+        if let Err(e) = how.docker.remove_all(&mine).await {
+            tracing::warn!(error = %e, "cannot remove the allocation's containers");
         }
     }
     report(match failed {
@@ -250,7 +304,7 @@ impl Task {
             if let Ok(Some(leader)) = read_value::<ProcessIdentity>(&self.dir.group(1)) {
                 (self.report)(Change::Started {
                     task: self.spec.name.clone(),
-                    pid: leader.pid,
+                    what: format!("pid {}", leader.pid),
                 });
                 return;
             }
@@ -283,6 +337,41 @@ impl Task {
     }
 }
 
+impl Task {
+    /// Runs the task once (re-attaching to `found` when given): how it exited, or `None`
+    /// when it was stopped.
+    async fn once(
+        &self,
+        found: Option<SupervisedHandle>,
+        stop: &CancellationToken,
+    ) -> Option<ProcessExit> {
+        let exec = match found {
+            Some(handle) => self.recover(&handle),
+            None if stop.is_cancelled() => return None,
+            None => match self.start() {
+                Ok(exec) => {
+                    self.announce(&exec).await;
+                    Ok(exec)
+                }
+                Err(exit) => Err(exit),
+            },
+        };
+        match exec {
+            Ok(exec) => match follow(exec, stop).await {
+                Ended::Stopped => None,
+                Ended::Exited(exit) => Some(exit),
+            },
+            Err(exit) => Some(exit),
+        }
+    }
+}
+
+/// A task as its driver runs it.
+enum Driven {
+    Exec(Task),
+    Docker(ContainerTask),
+}
+
 /// How one task's current process ended.
 enum Ended {
     Exited(ProcessExit),
@@ -311,7 +400,7 @@ async fn follow(exec: Supervised, stop: &CancellationToken) -> Ended {
 /// exits 0), fails past its policy, or is stopped. It starts by re-attaching to `found`
 /// when the previous agent left one.
 async fn supervise(
-    task: Task,
+    task: Driven,
     mut found: Option<SupervisedHandle>,
     window: Option<RestartWindow>,
     policy: RestartPolicy,
@@ -319,26 +408,18 @@ async fn supervise(
     stop: CancellationToken,
 ) -> TaskEnd {
     let mut tracker = RestartTracker::resume(policy, window);
-    let name = task.spec.name.clone();
-    let report = task.report.clone();
+    let (name, report) = match &task {
+        Driven::Exec(t) => (t.spec.name.clone(), t.report.clone()),
+        Driven::Docker(t) => (t.spec.name.clone(), t.report.clone()),
+    };
+    let mut first = true;
     loop {
-        let exec = match found.take() {
-            Some(handle) => task.recover(&handle),
-            None if stop.is_cancelled() => return TaskEnd::Stopped,
-            None => match task.start() {
-                Ok(exec) => {
-                    task.announce(&exec).await;
-                    Ok(exec)
-                }
-                Err(exit) => Err(exit),
-            },
+        let exit = match &task {
+            Driven::Exec(t) => t.once(found.take(), &stop).await,
+            Driven::Docker(t) => t.once(std::mem::take(&mut first), &stop).await,
         };
-        let exit = match exec {
-            Ok(exec) => match follow(exec, &stop).await {
-                Ended::Stopped => return TaskEnd::Stopped,
-                Ended::Exited(exit) => exit,
-            },
-            Err(exit) => exit,
+        let Some(exit) = exit else {
+            return TaskEnd::Stopped;
         };
         tracing::info!(%exit, "task exited");
         report(Change::Exited {

@@ -43,6 +43,9 @@ struct Data {
 fn open(dir: tempfile::TempDir, grace: Duration) -> (std::sync::Arc<Allocs>, Data) {
     let store = Store::open(dir.path()).unwrap();
     let how = Supervision {
+        docker: std::sync::Arc::new(crate::drivers::docker::DockerDriver::new(
+            "unit-tests".into(),
+        )),
         supervisor: supervisor(),
         grace,
     };
@@ -84,6 +87,7 @@ fn alloc(id: u64, desired: DesiredStatus, modify_index: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         job_version: 1,
         deployment: None,
         health: Default::default(),

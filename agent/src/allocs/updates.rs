@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use windflow_protocol::messages::AllocUpdate;
-use windflow_protocol::{AllocHealth, AllocId, ClientStatus};
+use windflow_protocol::{AllocHealth, AllocId, AllocPort, ClientStatus};
 
 use super::Allocs;
 
@@ -16,6 +16,7 @@ pub(super) struct InFlight {
     pub restarts: u32,
     /// How many of `unacked` it carried (the oldest ones).
     pub events: usize,
+    pub ports: Vec<AllocPort>,
     pub health: AllocHealth,
 }
 
@@ -40,12 +41,14 @@ impl Allocs {
             {
                 continue;
             }
+            let ports = e.all_ports();
             e.in_flight = Some(InFlight {
                 session,
                 at: now,
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.len(),
+                ports: ports.clone(),
                 health: e.health.clone(),
             });
             due.push(AllocUpdate {
@@ -53,6 +56,7 @@ impl Allocs {
                 client: e.client,
                 restarts: e.restarts,
                 events: e.unacked.clone(),
+                ports,
                 health: e.health.clone(),
             });
         }
@@ -72,6 +76,7 @@ impl Allocs {
         let n = f.events.min(e.unacked.len());
         e.unacked.drain(..n);
         e.acked = Some((f.client, f.restarts));
+        e.acked_ports = f.ports;
         e.acked_health = f.health;
         let more = e.dirty();
         if e.forgettable() {

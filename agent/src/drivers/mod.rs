@@ -2,9 +2,15 @@
 
 use windflow_protocol::DriverKind;
 
+pub mod docker;
 pub mod exec;
 
-/// The drivers this agent offers, as announced in its Hello.
-pub fn available() -> Vec<DriverKind> {
-    vec![DriverKind::Exec]
+/// The drivers this agent offers, as announced in its Hello: exec always, docker when its
+/// engine answered the fingerprint.
+pub fn available(docker_usable: bool) -> Vec<DriverKind> {
+    let mut drivers = vec![DriverKind::Exec];
+    if docker_usable {
+        drivers.push(DriverKind::Docker);
+    }
+    drivers
 }

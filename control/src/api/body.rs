@@ -69,7 +69,7 @@ impl Fields {
     }
 
     /// A field's full name in the body, as errors give it.
-    fn path(&self, name: &str) -> String {
+    pub fn path(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 

@@ -27,6 +27,10 @@ pub const MAX_SECRET_LEN: usize = 64 * 1024;
 /// `POST /v1/jobs` with the shorthand form:
 /// `{"name", "command", "workdir"?, "env"?, "secret_env"?, "timeout"?, "max_retries"?,
 /// "retry_delay"?, "namespace"?, "type"?: "batch"|"service", "count"?, "resources"?:
+/// {…}, "driver"?: "exec"|"docker", "docker"?: {"image", "command"?, "args"?, "entrypoint"?,
+/// "workdir"?, "ports"?: [{"label"?, "container_port", "host_port"?, "protocol"?}],
+/// "mounts"?: [{"type": "bind"|"volume", "source", "target", "read_only"?}], "labels"?}
+/// (a docker task has no top-level `command`), "resources"?:
 /// {"cpu_mhz", "memory_mb", "disk_mb"}, "constraints"?: [{"attribute", "operator",
 /// "value"}], "placement"?: "binpack"|"spread", "restart"?: {…}, "reschedule"?: {…},
 /// "target"?, "keep_runs"?, "keep_for"?, "update"?: {…}, "checks"?: […]}` (where runs go and
@@ -100,19 +104,26 @@ pub(crate) fn parse_job_spec(
     let name = f.required_str("name")?;
     validate_name(&name)?;
     let namespace = scope.target(namespaces::optional_field(&mut f, "namespace")?)?;
-    let command = f.required_str("command")?;
-    if command.trim().is_empty() {
-        return Err(ApiError::invalid_field("command", "must not be empty"));
-    }
-    let workdir = f.optional_str("workdir")?;
-    if let Some(dir) = &workdir
-        && !dir.starts_with('/')
-    {
-        return Err(ApiError::invalid_field(
-            "workdir",
-            format!("must be an absolute path, not `{dir}`"),
-        ));
-    }
+    let driver = match f.optional_str("driver")?.as_deref() {
+        None | Some("exec") => DriverConfig::Exec(exec_config(&mut f)?),
+        Some("docker") => {
+            for exec_only in ["command", "workdir"] {
+                if f.optional_str(exec_only)?.is_some() {
+                    return Err(ApiError::invalid_field(
+                        exec_only,
+                        format!("is for exec tasks; a docker task's goes in `docker.{exec_only}`"),
+                    ));
+                }
+            }
+            DriverConfig::Docker(Box::new(super::docker::parse(&mut f)?))
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "driver",
+                format!("must be exec or docker, not `{other}`"),
+            ));
+        }
+    };
     let env = f.optional_string_map("env")?;
     if let Some(key) = env.keys().find(|k| !valid_env_key(k)) {
         return Err(ApiError::invalid_field(
@@ -172,7 +183,7 @@ pub(crate) fn parse_job_spec(
     f.finish()?;
     let task = TaskSpec {
         name: name.clone(),
-        driver: DriverConfig::Exec(ExecConfig { command, workdir }),
+        driver,
         env,
         secret_env: BTreeMap::new(),
         timeout,
@@ -199,6 +210,30 @@ pub(crate) fn parse_job_spec(
     }
     group.checks = rollout.checks;
     Ok((spec, secret_env))
+}
+
+/// An exec task's `command` and `workdir`.
+fn exec_config(f: &mut Fields) -> Result<ExecConfig, ApiError> {
+    if f.optional_object("docker")?.is_some() {
+        return Err(ApiError::invalid_field(
+            "docker",
+            "is for docker tasks: add \"driver\": \"docker\"",
+        ));
+    }
+    let command = f.required_str("command")?;
+    if command.trim().is_empty() {
+        return Err(ApiError::invalid_field("command", "must not be empty"));
+    }
+    let workdir = f.optional_str("workdir")?;
+    if let Some(dir) = &workdir
+        && !dir.starts_with('/')
+    {
+        return Err(ApiError::invalid_field(
+            "workdir",
+            format!("must be an absolute path, not `{dir}`"),
+        ));
+    }
+    Ok(ExecConfig { command, workdir })
 }
 
 fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, ApiError> {
@@ -328,6 +363,106 @@ mod tests {
 
     fn message(json: &str) -> String {
         parse(json).unwrap_err().message
+    }
+
+    #[test]
+    fn a_docker_task_is_read_field_by_field() {
+        let spec = parse(
+            r#"{"name":"web","driver":"docker","type":"service","count":3,
+                "docker":{"image":"busybox:latest","command":"httpd","args":["-f","-p","8080"],
+                "ports":[{"label":"http","container_port":8080},
+                         {"container_port":53,"host_port":5353,"protocol":"udp"}],
+                "mounts":[{"type":"volume","source":"data","target":"/data","read_only":true}],
+                "labels":{"team":"web"}}}"#,
+        )
+        .unwrap();
+        let task = spec.tasks().next().unwrap();
+        let DriverConfig::Docker(d) = &task.driver else {
+            panic!("not a docker task: {task:?}");
+        };
+        assert_eq!(d.image, "busybox:latest");
+        assert_eq!(d.cmd().unwrap(), ["httpd", "-f", "-p", "8080"]);
+        assert_eq!(d.ports[0].label, "http");
+        assert_eq!(d.ports[0].host_port, None);
+        assert_eq!(d.ports[1].label, "53");
+        assert_eq!(d.ports[1].host_port, Some(5353));
+        assert_eq!(d.mounts[0].target, "/data");
+        assert_eq!(spec.groups[0].count, 3);
+    }
+
+    #[test]
+    fn bad_docker_fields_are_named() {
+        let cases = [
+            (r#"{"name":"w","driver":"docker"}"#, "`docker`"),
+            (
+                r#"{"name":"w","driver":"podman","command":"x"}"#,
+                "`driver`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{}}"#,
+                "`docker.image`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","command":"ls","docker":{"image":"b"}}"#,
+                "`command`",
+            ),
+            (
+                r#"{"name":"w","command":"ls","docker":{"image":"b"}}"#,
+                "`docker`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"a b"}}"#,
+                "`docker.image`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":0}]}}"#,
+                "`docker.ports[0].container_port`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"host_port":70000}]}}"#,
+                "`docker.ports[0].host_port`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80,"protocol":"sctp"}]}}"#,
+                "`docker.ports[0].protocol`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","ports":[{"container_port":80},{"container_port":80}]}}"#,
+                "`docker.ports[1].label`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"tmpfs","source":"a","target":"/a"}]}}"#,
+                "`docker.mounts[0].type`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"bind","source":"rel","target":"/a"}]}}"#,
+                "`docker.mounts[0].source`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","mounts":[{"type":"volume","source":"v","target":"a"}]}}"#,
+                "`docker.mounts[0].target`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","labels":{"windflow.alloc":"x"}}}"#,
+                "`docker.labels.windflow.alloc`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","workdir":"srv"}}"#,
+                "`docker.workdir`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","args":[1]}}"#,
+                "`docker.args[0]`",
+            ),
+            (
+                r#"{"name":"w","driver":"docker","docker":{"image":"b","tty":true}}"#,
+                "`docker.tty`",
+            ),
+        ];
+        for (body, field) in cases {
+            let m = message(body);
+            assert!(m.contains(field), "{body}: {m}");
+        }
     }
 
     #[test]

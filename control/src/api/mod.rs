@@ -12,6 +12,7 @@ mod contexts;
 mod deployments;
 #[cfg(test)]
 mod deployments_tests;
+mod docker;
 mod error;
 mod faults;
 pub mod hardening;

@@ -117,6 +117,19 @@ fn show(a: &Allocation) -> String {
             a.resources.cpu_mhz, a.resources.memory_mb, a.resources.disk_mb
         ),
     );
+    if !a.ports.is_empty() {
+        let mut p = Table::new(vec!["TASK", "LABEL", "HOST", "CONTAINER"]);
+        for port in &a.ports {
+            p.row(vec![
+                port.task.clone(),
+                port.label.clone(),
+                format!("{}:{}", port.host_ip, port.host_port),
+                format!("{}/{}", port.container_port, port.protocol.as_str()),
+            ]);
+        }
+        s.push_str("\nPorts:\n");
+        s.push_str(&p.render());
+    }
     let mut t = Table::new(vec!["TIME", "EVENT", "MESSAGE"]);
     for e in &a.events {
         t.row(vec![e.at.to_string(), word(&e.kind), e.message.clone()]);
@@ -198,6 +211,7 @@ mod tests {
             previous: Some(AllocId(5)),
             reschedules: 1,
             events: Vec::new(),
+            ports: Vec::new(),
             job_version: 1,
             deployment: None,
             health: Default::default(),

@@ -358,9 +358,9 @@ pub enum JobCommand {
 pub struct JobCreateArgs {
     /// A unique name (letters, digits, `-`, `_`, `.`).
     pub name: String,
-    /// The command, run with `sh -c`.
+    /// The command, run with `sh -c` (with --image: the container's program).
     #[arg(long)]
-    pub cmd: String,
+    pub cmd: Option<String>,
     /// The directory the command starts in.
     #[arg(long)]
     pub workdir: Option<String>,
@@ -406,6 +406,8 @@ pub struct JobCreateArgs {
     pub policies: PolicyArgs,
     #[command(flatten)]
     pub runs: RunArgs,
+    #[command(flatten)]
+    pub docker: super::docker::DockerArgs,
     #[command(flatten)]
     pub rollout: super::RolloutArgs,
 }

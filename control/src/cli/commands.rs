@@ -322,12 +322,8 @@ async fn wait_for_run(client: &Client, out: Printer, mut run: Run) -> anyhow::Re
 fn create_body(args: JobCreateArgs) -> anyhow::Result<Value> {
     let mut body = Map::new();
     body.insert("name".into(), args.name.into());
-    body.insert("command".into(), args.cmd.into());
-    let optional = [
-        ("workdir", args.workdir),
-        ("timeout", args.timeout),
-        ("retry_delay", args.retry_delay),
-    ];
+    super::docker::add_task(&mut body, args.docker, args.cmd, args.workdir)?;
+    let optional = [("timeout", args.timeout), ("retry_delay", args.retry_delay)];
     for (key, value) in optional {
         if let Some(v) = value {
             body.insert(key.into(), v.into());
@@ -567,6 +563,10 @@ impl Printer {
             let task = job.spec.tasks().next();
             let command = task.map(|t| match &t.driver {
                 DriverConfig::Exec(e) => e.command.clone(),
+                DriverConfig::Docker(d) => match d.cmd() {
+                    Some(cmd) => format!("{} {}", d.image, cmd.join(" ")),
+                    None => d.image.clone(),
+                },
             });
             t.row(vec![
                 job.id.to_string(),

@@ -7,6 +7,7 @@ mod client;
 mod commands;
 pub mod config;
 mod deployments;
+mod docker;
 mod identity;
 mod namespaces;
 mod nodes;

@@ -209,6 +209,7 @@ impl Gateway {
             client: u.client,
             restarts: u.restarts,
             events,
+            ports: capped_ports(u.ports),
             at: Timestamp::now(),
             health: AllocHealth {
                 status: u.health.status,
@@ -227,4 +228,18 @@ impl Gateway {
             }
         }
     }
+}
+
+/// An agent's reported ports, bounded: at most [`ALLOC_PORTS_MAX`], names cut to 128 bytes.
+fn capped_ports(mut ports: Vec<windflow_protocol::AllocPort>) -> Vec<windflow_protocol::AllocPort> {
+    const NAME_MAX: usize = 128;
+    ports.truncate(windflow_protocol::ALLOC_PORTS_MAX);
+    for p in &mut ports {
+        for text in [&mut p.task, &mut p.label, &mut p.host_ip] {
+            if text.len() > NAME_MAX {
+                *text = capped_text(text.as_bytes(), NAME_MAX).0;
+            }
+        }
+    }
+    ports
 }

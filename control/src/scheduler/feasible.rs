@@ -4,8 +4,8 @@
 use std::fmt;
 
 use windflow_protocol::{
-    Constraint, Dimension, DriverConfig, DriverKind, Eligibility, Node, NodeStatus, Operator,
-    Resources, TaskGroup,
+    Constraint, Dimension, DriverKind, Eligibility, Node, NodeStatus, Operator, Resources,
+    TaskGroup,
 };
 
 /// Why a node cannot take a group.
@@ -69,13 +69,7 @@ enum Cmp {
 impl Checks {
     /// Compiles a group's checks; a malformed constraint is an error naming it.
     pub fn of(group: &TaskGroup) -> Result<Checks, String> {
-        let mut drivers: Vec<DriverKind> = group
-            .tasks
-            .iter()
-            .map(|t| match t.driver {
-                DriverConfig::Exec(_) => DriverKind::Exec,
-            })
-            .collect();
+        let mut drivers: Vec<DriverKind> = group.tasks.iter().map(|t| t.driver.kind()).collect();
         drivers.sort();
         drivers.dedup();
         let constraints = group

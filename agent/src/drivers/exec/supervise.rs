@@ -168,8 +168,17 @@ pub(crate) async fn run_all(
     stop: &CancellationToken,
 ) -> ExecResult {
     let task = &spec.task;
-    let DriverConfig::Exec(cfg) = &task.driver;
     let started_at = Timestamp::now();
+    let DriverConfig::Exec(cfg) = &task.driver else {
+        return ExecResult::failed(
+            0,
+            started_at,
+            format!(
+                "the exec supervisor got a {} task",
+                task.driver.kind().as_str()
+            ),
+        );
+    };
     let clock = Instant::now();
     let finish = |attempts: u32, a: Attempt| ExecResult {
         outcome: a.outcome,

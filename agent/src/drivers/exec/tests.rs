@@ -212,7 +212,9 @@ async fn background_children_do_not_hold_the_run_open() {
 async fn a_missing_workdir_fails_naming_it() {
     let mut t = task("true");
     t.retry.max_retries = 3;
-    let DriverConfig::Exec(cfg) = &mut t.driver;
+    let DriverConfig::Exec(cfg) = &mut t.driver else {
+        unreachable!("TaskSpec::exec makes an exec task")
+    };
     cfg.workdir = Some("/no/such/dir".into());
     let (f, dir) = run_task(&t).await;
     assert_eq!((f.outcome, f.attempts), (RunOutcome::Failed, 1));
@@ -230,7 +232,9 @@ async fn workdir_and_env_reach_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = task("echo \"$GREETING\"; pwd");
     t.env.insert("GREETING".into(), "hi there".into());
-    let DriverConfig::Exec(cfg) = &mut t.driver;
+    let DriverConfig::Exec(cfg) = &mut t.driver else {
+        unreachable!("TaskSpec::exec makes an exec task")
+    };
     cfg.workdir = Some(dir.path().display().to_string());
     let (f, _) = run_task(&t).await;
     let expected = format!(

@@ -176,6 +176,7 @@ pub(super) fn alloc(id: u64, index: u32, node: u64) -> Allocation {
         previous: None,
         reschedules: 0,
         events: Vec::new(),
+        ports: Vec::new(),
         job_version: 1,
         deployment: None,
         health: Default::default(),
