@@ -98,7 +98,8 @@ fn agents_enroll_with_a_token_and_a_revoked_node_is_refused_at_the_handshake() {
     assert_eq!(all.len(), 3, "{all:?}");
     for n in &all {
         assert_eq!(n["labels"], json!({"rack": "r1", "zone": "test"}), "{n}");
-        assert_eq!(n["drivers"], json!(["exec"]), "{n}");
+        // exec always; docker too where the engine answers (CI has one).
+        assert_eq!(n["drivers"][0], json!("exec"), "{n}");
     }
     for agent in &agents {
         let dir = &agent.spec.data_dir;

@@ -20,6 +20,8 @@ use super::files::{
 use super::supervise::SUBCOMMAND;
 use crate::process::ProcessIdentity;
 
+/// How long after a task's start the next warm supervisor is started.
+const WARM_UP_AFTER: Duration = Duration::from_millis(50);
 /// How often the output files and the supervisor are looked at.
 const POLL: Duration = Duration::from_millis(100);
 /// The largest live output chunk handed on at once.
@@ -94,6 +96,21 @@ impl SupervisorCommand {
         // Closed right after: the supervisor reads one line, then EOF.
         File::from(stdin).write_all(&line).ok()?;
         Some((warm.child, warm.identity))
+    }
+
+    /// [`SupervisorCommand::warm_up`] a moment from now, off the path of the task just
+    /// started (at once when there is no runtime to wait on).
+    fn warm_up_later(&self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let command = self.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(WARM_UP_AFTER).await;
+                    command.warm_up();
+                });
+            }
+            Err(_) => self.warm_up(),
+        }
     }
 
     /// Starts the next warm supervisor, unless one waits already. Best effort: without
@@ -190,8 +207,9 @@ impl Supervised {
                 .ok_or_else(|| io::Error::other("the supervisor ended as it started"))?;
             Ok::<_, io::Error>((child, supervisor))
         })();
-        // For the next task, once this one is on its way.
-        command.warm_up();
+        // For the next task, once this one is on its way: started at once, the next
+        // supervisor's own start competes for the CPU with this task's.
+        command.warm_up_later();
         match spawned {
             Ok((child, supervisor)) => Ok(Supervised {
                 dir,
