@@ -246,6 +246,16 @@ fn duration_field(f: &mut Fields, name: &str) -> Result<Option<HumanDuration>, A
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
+    validate_name_of::<JobId>(name, "job")
+}
+
+/// The rule for a named resource's `name` (jobs, schedules, webhooks): 1 to
+/// [`MAX_NAME_LEN`] letters, digits, `-`, `_` and `.`, and not spelled like an `Id` of its
+/// `kind`, since names are accepted wherever IDs are.
+pub(crate) fn validate_name_of<Id: std::str::FromStr>(
+    name: &str,
+    kind: &str,
+) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::invalid_field(
             "name",
@@ -261,10 +271,10 @@ pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
             "may hold only letters, digits, `-`, `_` and `.`",
         ));
     }
-    if name.parse::<JobId>().is_ok() {
+    if name.parse::<Id>().is_ok() {
         return Err(ApiError::invalid_field(
             "name",
-            format!("`{name}` looks like a job ID; pick another name"),
+            format!("`{name}` looks like a {kind} ID; pick another name"),
         ));
     }
     Ok(())

@@ -21,7 +21,6 @@ use super::namespaces::{self, NsScope};
 use super::{ApiError, AppState, read_barrier};
 use crate::cron::CronExpr;
 
-const MAX_NAME_LEN: usize = 128;
 /// The most targets one schedule launches.
 pub const MAX_TARGETS: usize = 100;
 /// The most due times `next` previews.
@@ -218,28 +217,7 @@ fn target_job(
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("must be 1 to {MAX_NAME_LEN} characters"),
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(ApiError::invalid_field(
-            "name",
-            "may hold only letters, digits, `-`, `_` and `.`",
-        ));
-    }
-    if name.parse::<ScheduleId>().is_ok() {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("`{name}` looks like a schedule ID; pick another name"),
-        ));
-    }
-    Ok(())
+    super::jobs::validate_name_of::<ScheduleId>(name, "schedule")
 }
 
 /// A schedule by ID (`S3`) or by name in the scope's home namespace; one the scope does

@@ -18,7 +18,6 @@ use super::jobs::unexpected;
 use super::namespaces::{self, NsScope};
 use super::{ApiError, AppState, read_barrier};
 
-const MAX_NAME_LEN: usize = 128;
 const MAX_URL_LEN: usize = 2048;
 /// A given secret's bounds, in bytes.
 const MIN_SECRET_LEN: usize = 16;
@@ -104,28 +103,7 @@ pub async fn create(
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("must be 1 to {MAX_NAME_LEN} characters"),
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(ApiError::invalid_field(
-            "name",
-            "may hold only letters, digits, `-`, `_` and `.`",
-        ));
-    }
-    if name.parse::<WebhookId>().is_ok() {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("`{name}` looks like a webhook ID; pick another name"),
-        ));
-    }
-    Ok(())
+    super::jobs::validate_name_of::<WebhookId>(name, "webhook")
 }
 
 fn validate_url(url: &str) -> Result<(), ApiError> {
