@@ -23,6 +23,7 @@ mod network;
 mod node;
 mod node_certs;
 mod nodes;
+pub mod page;
 #[cfg(test)]
 mod pipeline_tests;
 mod pipelines;

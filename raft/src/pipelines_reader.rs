@@ -5,14 +5,10 @@ use windflow_protocol::{
     RunRetention, Timestamp,
 };
 
+use crate::page::tail_id;
 use crate::reader::StateReader;
-use crate::state::{id_of, key};
+use crate::state::key;
 use crate::{StoreError, decode};
-
-/// The last 8 bytes of an index key, as the ID they hold.
-fn tail_id(k: &[u8]) -> Option<u64> {
-    id_of(k.get(k.len().saturating_sub(8)..).map(sled::IVec::from))
-}
 
 impl StateReader {
     pub fn pipeline(&self, id: PipelineId) -> Result<Option<Pipeline>, StoreError> {

@@ -9,6 +9,7 @@ use windflow_protocol::{Context, ContextId, Timestamp};
 use windflow_raft::{Applied, Command, StateReader};
 
 use super::namespaces::NsScope;
+use super::page::{Paged, page_request};
 use super::{ApiError, AppState, read_barrier};
 
 /// The context a user names, if the scope may see it.
@@ -22,7 +23,11 @@ fn resolve(scope: &NsScope, reader: &StateReader, id: &str) -> Result<ContextId,
 }
 
 /// Whether the context's job or pipeline is in a namespace the scope admits.
-fn visible(scope: &NsScope, reader: &StateReader, id: ContextId) -> Result<bool, ApiError> {
+fn visible(
+    scope: &NsScope,
+    reader: &StateReader,
+    id: ContextId,
+) -> Result<bool, windflow_raft::StoreError> {
     Ok(match id {
         ContextId::Job(job) => reader
             .job(job)?
@@ -54,16 +59,17 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Context>>, ApiError> {
+) -> Result<Paged<Context, ContextId>, ApiError> {
     read_barrier(&state, &q).await?;
+    let req = page_request(&q)?;
     let reader = state.raft.reader();
-    let mut out = Vec::new();
-    for ctx in reader.contexts()? {
-        if scope == NsScope::All || visible(&scope, reader, ctx.id)? {
-            out.push(ctx);
+    let page = reader.contexts_page(req, &mut |ctx| {
+        if scope == NsScope::All {
+            return Ok(true);
         }
-    }
-    Ok(Json(out))
+        visible(&scope, reader, ctx.id)
+    })?;
+    Ok(Paged(page))
 }
 
 /// `POST /v1/contexts/{id}/reset`: empties the context, as before its first run.

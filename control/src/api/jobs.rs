@@ -8,12 +8,13 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::{
     DriverConfig, ExecConfig, HumanDuration, Job, JobId, JobSpec, JobType, RetryPolicy, Run,
-    TaskSpec, Timestamp,
+    RunStatus, TaskSpec, Timestamp,
 };
 use windflow_raft::{Applied, Command};
 
 use super::body::Fields;
 use super::namespaces::{self, NsScope};
+use super::page::{NameFilter, Paged, newest_run_status_filter, page_request};
 use super::placement;
 use super::{ApiError, AppState, read_barrier};
 
@@ -291,16 +292,53 @@ pub(super) fn unexpected(applied: Applied) -> ApiError {
 }
 
 /// `GET /v1/jobs`
+/// `GET /v1/jobs[?limit=&cursor=&name=&status=&type=]`: by ascending ID; `status` is the
+/// status of each job's newest run (`never` for a job that has not run).
 pub async fn list(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Job>>, ApiError> {
+) -> Result<Paged<Job, JobId>, ApiError> {
     read_barrier(&state, &q).await?;
-    let mut jobs = state.raft.reader().jobs()?;
-    jobs.retain(|j| scope.admits(&j.spec.namespace));
-    Ok(Json(jobs))
+    let req = page_request(&q)?;
+    let name = NameFilter::of(&q)?;
+    let status = newest_run_status_filter::<RunStatus>(&q, JOB_STATUSES)?;
+    let job_type = match q.get("type") {
+        None => None,
+        Some(t) => Some(
+            serde_json::from_value::<JobType>(serde_json::Value::String(t.clone())).map_err(
+                |_| ApiError::invalid_field("type", format_args!("`{t}` is not batch or service")),
+            )?,
+        ),
+    };
+    let reader = state.raft.reader();
+    let page = reader.jobs_page(req, &mut |j| {
+        if !(scope.admits(&j.spec.namespace)
+            && name.admits(&j.spec.name)
+            && job_type.is_none_or(|t| t == j.spec.job_type))
+        {
+            return Ok(false);
+        }
+        match status {
+            None => Ok(true),
+            Some(wanted) => Ok(reader.last_run_status(j.id)? == wanted),
+        }
+    })?;
+    Ok(Paged(page))
 }
+
+/// The `?status=` of runs.
+pub const RUN_STATUSES: &[&str] = &["pending", "running", "succeeded", "failed", "timed_out"];
+
+/// The `?status=` of jobs: their newest run's, or `never`.
+pub const JOB_STATUSES: &[&str] = &[
+    "never",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+];
 
 /// `GET /v1/jobs/{id}` (ID or name)
 pub async fn show(

@@ -22,6 +22,7 @@ mod join_tokens;
 mod log_level;
 pub mod namespaces;
 mod nodes;
+mod page;
 mod pipelines;
 mod placement;
 mod policies;

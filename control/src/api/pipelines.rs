@@ -12,13 +12,15 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use windflow_protocol::pipeline::{MAX_PIPELINE_STEPS, order};
 use windflow_protocol::{
-    FailurePolicy, Pipeline, PipelineRun, PipelineRunId, PipelineSpec, PipelineStep, Timestamp,
+    FailurePolicy, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineRunStatus,
+    PipelineSpec, PipelineStep, Timestamp,
 };
 use windflow_raft::{Applied, Command, StateReader};
 
 use super::body::Fields;
 use super::jobs::{unexpected, validate_name};
 use super::namespaces::{self, NsScope};
+use super::page::{NameFilter, Paged, newest_run_status_filter, page_request, status_filter};
 use super::{ApiError, AppState, read_barrier};
 
 /// A pipeline by ID (`P3`) or by name in the scope's home namespace.
@@ -163,16 +165,35 @@ pub async fn create(
 }
 
 /// `GET /v1/pipelines`
+/// `GET /v1/pipelines[?limit=&cursor=&name=&status=]`: by ascending ID; `status` is the
+/// status of each pipeline's newest run (`never` for one that has not run).
 pub async fn list(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Pipeline>>, ApiError> {
+) -> Result<Paged<Pipeline, PipelineId>, ApiError> {
     read_barrier(&state, &q).await?;
-    let mut all = state.raft.reader().pipelines()?;
-    all.retain(|p| scope.admits(&p.spec.namespace));
-    Ok(Json(all))
+    let req = page_request(&q)?;
+    let name = NameFilter::of(&q)?;
+    let status = newest_run_status_filter::<PipelineRunStatus>(&q, PIPELINE_STATUSES)?;
+    let reader = state.raft.reader();
+    let page = reader.pipelines_page(req, &mut |p| {
+        if !(scope.admits(&p.spec.namespace) && name.admits(&p.spec.name)) {
+            return Ok(false);
+        }
+        match status {
+            None => Ok(true),
+            Some(wanted) => Ok(reader.last_pipeline_run_status(p.id)? == wanted),
+        }
+    })?;
+    Ok(Paged(page))
 }
+
+/// The `?status=` of pipeline runs.
+const PIPELINE_RUN_STATUSES: &[&str] = &["scheduled", "running", "succeeded", "failed"];
+
+/// The `?status=` of pipelines: their newest run's, or `never`.
+const PIPELINE_STATUSES: &[&str] = &["never", "scheduled", "running", "succeeded", "failed"];
 
 /// `GET /v1/pipelines/{id}` (ID or name)
 pub async fn show(
@@ -240,11 +261,15 @@ pub async fn runs(
     Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<PipelineRun>>, ApiError> {
+) -> Result<Paged<PipelineRun, PipelineRunId>, ApiError> {
     read_barrier(&state, &q).await?;
+    let req = page_request(&q)?;
+    let status = status_filter::<PipelineRunStatus>(&q, PIPELINE_RUN_STATUSES)?;
     let reader = state.raft.reader();
     let p = find(&scope, reader, &id)?;
-    Ok(Json(reader.runs_of_pipeline(p.id)?))
+    let page = reader
+        .runs_of_pipeline_page(p.id, req, &mut |r| Ok(status.is_none_or(|s| s == r.status)))?;
+    Ok(Paged(page))
 }
 
 /// `GET /v1/pipeline-runs/{id}[?wait=30s]`: with `wait`, holds the request until the run

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
-use windflow_protocol::{HumanDuration, Run, RunId};
+use windflow_protocol::{HumanDuration, Run, RunId, RunStatus};
 
 use super::namespaces::NsScope;
+use super::page::{Paged, page_request, status_filter};
 use super::{ApiError, AppState, read_barrier};
 
 /// The longest `?wait=` a request may hold.
@@ -61,10 +62,18 @@ pub async fn list_for_job(
     Extension(scope): Extension<NsScope>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Run>>, ApiError> {
+) -> Result<Paged<Run, RunId>, ApiError> {
     read_barrier(&state, &q).await?;
+    let req = page_request(&q)?;
+    let status = status_filter::<RunStatus>(&q, super::jobs::RUN_STATUSES)?;
     let job = scope.job(state.raft.reader(), &id)?;
-    Ok(Json(state.raft.reader().runs_of_job(job.id)?))
+    let page = state
+        .raft
+        .reader()
+        .runs_of_job_page(job.id, req, &mut |r| {
+            Ok(status.is_none_or(|s| s == r.status))
+        })?;
+    Ok(Paged(page))
 }
 
 /// `GET /v1/runs/{id}/output`: what the run has printed so far, as this server received it

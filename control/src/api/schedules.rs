@@ -18,6 +18,7 @@ use windflow_raft::{Applied, Command, StateReader};
 use super::body::Fields;
 use super::jobs::unexpected;
 use super::namespaces::{self, NsScope};
+use super::page::{NameFilter, Paged, page_request};
 use super::{ApiError, AppState, read_barrier};
 use crate::cron::CronExpr;
 
@@ -236,18 +237,27 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+) -> Result<Paged<ScheduleView, ScheduleId>, ApiError> {
     read_barrier(&state, &q).await?;
-    Ok(Json(
-        state
-            .raft
-            .reader()
-            .schedules()?
-            .into_iter()
-            .filter(|s| scope.admits(&s.spec.namespace))
-            .map(view)
-            .collect(),
-    ))
+    let req = page_request(&q)?;
+    let name = NameFilter::of(&q)?;
+    let enabled = match q.get("status").map(String::as_str) {
+        None => None,
+        Some("enabled") => Some(true),
+        Some("disabled") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "status",
+                format_args!("`{other}` is not one of enabled, disabled"),
+            ));
+        }
+    };
+    let page = state.raft.reader().schedules_page(req, &mut |s| {
+        Ok(scope.admits(&s.spec.namespace)
+            && name.admits(&s.spec.name)
+            && enabled.is_none_or(|e| e == s.enabled))
+    })?;
+    Ok(Paged(page).map(view))
 }
 
 /// `GET /v1/schedules/{id}` (ID or name), with the last `?fires=` (20) fires.

@@ -16,6 +16,7 @@ use windflow_raft::{Applied, Command, StateReader};
 use super::body::Fields;
 use super::jobs::unexpected;
 use super::namespaces::{self, NsScope};
+use super::page::{NameFilter, Paged, page_request};
 use super::{ApiError, AppState, read_barrier};
 
 const MAX_URL_LEN: usize = 2048;
@@ -144,11 +145,14 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(scope): Extension<NsScope>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<Webhook>>, ApiError> {
+) -> Result<Paged<Webhook, WebhookId>, ApiError> {
     read_barrier(&state, &q).await?;
-    let mut hooks = state.raft.reader().webhooks()?;
-    hooks.retain(|w| scope.admits(&w.spec.namespace));
-    Ok(Json(hooks))
+    let req = page_request(&q)?;
+    let name = NameFilter::of(&q)?;
+    let page = state.raft.reader().webhooks_page(req, &mut |w| {
+        Ok(scope.admits(&w.spec.namespace) && name.admits(&w.spec.name))
+    })?;
+    Ok(Paged(page))
 }
 
 /// `GET /v1/webhooks/{id}` (ID or name)

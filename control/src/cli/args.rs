@@ -309,8 +309,8 @@ pub struct DevArgs {
 pub enum JobCommand {
     /// Create a job that runs a shell command.
     Create(Box<JobCreateArgs>),
-    /// List jobs.
-    List,
+    /// List jobs, by ID: `--name`, `--status` (of the newest run, or `never`), `--limit`.
+    List(super::list::ListArgs),
     /// Show one job.
     Show { job: String },
     /// Run a job now.

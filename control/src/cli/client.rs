@@ -142,6 +142,20 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// A `GET` of a paged list: its items, and the cursor of the next page if there is one.
+    pub async fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(Vec<T>, Option<String>)> {
+        let res = self.send(Method::GET, path, Body::None).await?;
+        let next = res
+            .headers()
+            .get("x-windflow-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((decode(res).await?, next))
+    }
+
     pub async fn post<T: DeserializeOwned>(
         &self,
         path: &str,

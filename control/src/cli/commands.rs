@@ -222,8 +222,8 @@ async fn job(client: &Client, out: Printer, cmd: JobCommand) -> anyhow::Result<E
             let job: Job = client.post("/v1/jobs", Some(&body)).await?;
             out.job(&job)?;
         }
-        JobCommand::List => {
-            let jobs: Vec<Job> = client.get("/v1/jobs").await?;
+        JobCommand::List(list) => {
+            let jobs: Vec<Job> = list.fetch(client, "/v1/jobs").await?;
             out.jobs(&jobs)?;
         }
         JobCommand::Show { job } => {

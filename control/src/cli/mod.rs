@@ -9,6 +9,7 @@ pub mod config;
 mod deployments;
 mod docker;
 mod identity;
+mod list;
 mod namespaces;
 mod nodes;
 mod pipelines;

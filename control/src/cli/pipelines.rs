@@ -28,8 +28,8 @@ pub enum PipelineCommand {
         #[arg(long, default_value = "stop")]
         on_failure: String,
     },
-    /// List pipelines.
-    List,
+    /// List pipelines, by ID: `--name`, `--status` (of the newest run, or `never`), `--limit`.
+    List(super::list::ListArgs),
     /// Show one pipeline.
     Show { pipeline: String },
     /// Delete a pipeline (its scheduled runs are cancelled).
@@ -304,8 +304,8 @@ pub async fn pipeline(
             let p: Pipeline = client.post("/v1/pipelines", Some(&body)).await?;
             print_pipeline(client, out, &p).await?;
         }
-        PipelineCommand::List => {
-            let all: Vec<Pipeline> = client.get("/v1/pipelines").await?;
+        PipelineCommand::List(list) => {
+            let all: Vec<Pipeline> = list.fetch(client, "/v1/pipelines").await?;
             if out.0 == OutputFormat::Json {
                 out.json(&all)?;
                 return Ok(ExitCode::SUCCESS);
