@@ -26,21 +26,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use windflow_benches::cluster::{env_or, fmt_dur, loadavg, percentile, target_dir, windflow_bin};
 use windflow_benches::server::{ProcSample, SingleServer, proc_sample};
+use windflow_benches::sim_agent::{ENROLL_ATTEMPTS, enroll_all, handshake};
+use windflow_certs::TlsIdentity;
 use windflow_certs::wire::{read_frame, write_frame};
-use windflow_certs::{CertRequest, TlsIdentity};
-use windflow_protocol::enroll::{EnrollRequest, EnrollResponse, JoinKind, JoinToken};
-use windflow_protocol::messages::{
-    ALPN_AGENT, AgentMessage, Heartbeat, Hello, ServerMessage, VersionRange,
-};
-use windflow_protocol::{DriverKind, Fingerprint, Resources};
+use windflow_protocol::enroll::JoinToken;
+use windflow_protocol::messages::{AgentMessage, Heartbeat, ServerMessage};
 
 /// Session handshakes in flight at once.
 const CONCURRENCY: usize = 64;
-/// Enrollments in flight at once: each is a raft write (fsync) and a signature.
-const ENROLL_CONCURRENCY: usize = 16;
-/// An enrollment refused because its write was not committed in time (a slow disk on a
-/// shared machine) is tried again this many times.
-const ENROLL_ATTEMPTS: usize = 5;
 /// A session whose handshake fails (timed out on a busy machine) is opened again.
 const HANDSHAKE_ATTEMPTS: usize = 3;
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -109,7 +102,7 @@ fn main() {
     rt.block_on(async {
         windflow_certs::install_crypto_provider();
         let started = Instant::now();
-        let identities = enroll_all(&token, server.quic, max).await;
+        let identities = enroll_all(&token, server.quic, "fanout", max).await;
         println!(
             "{max} agents enrolled in {:.1} s (one token, the real enrollment exchange)",
             started.elapsed().as_secs_f64()
@@ -180,65 +173,6 @@ fn main() {
     });
 }
 
-/// N identities through the real enrollment exchange, `CONCURRENCY` at a time.
-async fn enroll_all(token: &JoinToken, server: SocketAddr, n: usize) -> Vec<TlsIdentity> {
-    let gate = Arc::new(Semaphore::new(ENROLL_CONCURRENCY));
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let (gate, token) = (gate.clone(), token.clone());
-            tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await.expect("semaphore");
-                enroll(&token, server, i).await
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("enrollment task"));
-    }
-    out
-}
-
-async fn enroll(token: &JoinToken, server: SocketAddr, i: usize) -> TlsIdentity {
-    let name = format!("fanout-{i}");
-    let key = CertRequest::new(&name).expect("a key and CSR");
-    let request = EnrollRequest {
-        versions: VersionRange::SUPPORTED,
-        secret: token.secret.clone(),
-        kind: JoinKind::Agent,
-        name,
-        csr_pem: key.csr_pem.clone(),
-        ips: Vec::new(),
-    };
-    let mut attempt = 1;
-    let answer = loop {
-        let (_, answer) =
-            windflow_agent::enroll::ask_servers(token, &[server.to_string()], &request, None)
-                .await
-                .unwrap_or_else(|e| panic!("enrolling agent {i}: {e}"));
-        match answer {
-            EnrollResponse::Refused { reason }
-                if reason.contains("did not commit") && attempt < ENROLL_ATTEMPTS =>
-            {
-                eprintln!("enrolling agent {i}, attempt {attempt}: {reason}; trying again");
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
-    match answer {
-        EnrollResponse::Node {
-            cert_pem,
-            ca_cert_pem,
-            ..
-        } => TlsIdentity {
-            ca_pem: ca_cert_pem,
-            cert: key.into_issued(cert_pem),
-        },
-        other => panic!("enrolling agent {i}: {other:?}"),
-    }
-}
-
 /// Opens a session per identity (numbered from `first`), spread over `clients`; each one's
 /// heartbeats start at its own offset within the second, as agents that connected at
 /// different times would.
@@ -255,8 +189,7 @@ async fn open_sessions(
         .iter()
         .enumerate()
         .map(|(i, identity)| {
-            let config =
-                windflow_certs::quinn_client_config(identity, ALPN_AGENT).expect("client config");
+            let identity = identity.clone();
             let endpoint = clients[(first + i) % clients.len()].clone();
             let (gate, stats) = (gate.clone(), stats.clone());
             let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
@@ -264,7 +197,8 @@ async fn open_sessions(
                 let _permit = gate.acquire_owned().await.expect("semaphore");
                 let mut attempt = 1;
                 let (conn, send, recv) = loop {
-                    match handshake(&endpoint, config.clone(), server, first + i).await {
+                    let hostname = format!("fanout-{}", first + i);
+                    match handshake(&endpoint, &identity, server, hostname).await {
                         Ok(session) => break session,
                         Err(e) if attempt < HANDSHAKE_ATTEMPTS => {
                             eprintln!(
@@ -288,43 +222,6 @@ async fn open_sessions(
         conns.push(t.await.expect("session task"));
     }
     conns
-}
-
-/// Connect with the node's certificate, Hello, Welcome: what a real agent does first.
-async fn handshake(
-    endpoint: &quinn::Endpoint,
-    config: quinn::ClientConfig,
-    server: SocketAddr,
-    i: usize,
-) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String> {
-    let conn = endpoint
-        .connect_with(config, server, windflow_certs::SERVER_NAME)
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let hello = Hello {
-        versions: VersionRange::SUPPORTED,
-        hostname: format!("fanout-{i}"),
-        agent_version: "bench".into(),
-        drivers: vec![DriverKind::Exec],
-        fingerprint: Fingerprint {
-            resources: Resources {
-                cpu_mhz: 8 * 2500,
-                memory_mb: 32 * 1024,
-                disk_mb: 100 * 1024,
-            },
-            attributes: [("os".to_owned(), "linux".to_owned())].into(),
-        },
-        alloc_index: 0,
-    };
-    write_frame(&mut send, &AgentMessage::Hello(hello))
-        .await
-        .map_err(|e| e.to_string())?;
-    match read_frame::<ServerMessage>(&mut recv).await {
-        Ok(Some(ServerMessage::Welcome(_))) => Ok((conn, send, recv)),
-        other => Err(format!("expected Welcome, got {other:?}")),
-    }
 }
 
 /// Where heartbeat sequence numbers count from: each one is its send time in µs since

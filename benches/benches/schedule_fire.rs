@@ -1,27 +1,31 @@
 //! Schedule fire delay: many schedules due every minute onto exec jobs, on one real
-//! `windflow server` process and one real `windflow-agent` process (enrolled with a join
-//! token), fsync on.
+//! `windflow server` process (fsync on) with simulated agents (`sim_agent`: real nodes,
+//! enrolled with a join token, on real QUIC mTLS sessions, that answer each `RunTask` at
+//! once as if its process started and exited 0), so the delays are the server's.
 //!
-//! Two delays per fire, both from the due instant: until the leader recorded the fire
+//! Three delays per fire, all from the due instant: until the leader recorded the fire
 //! (its `FireSchedule` entry, stamped `at` just before it is proposed: this is when the
-//! leader acted) and until the run it launched was dispatched to the agent (the run's
-//! `started_at`, stamped by the dispatcher as it places the run). The server's CPU time is
-//! sampled over the measured minutes.
+//! leader acted), until the run it launched was dispatched (the run's `started_at`,
+//! stamped by the dispatcher as it places the run), and until its `RunTask` reached the
+//! agent (the agent's clock, the same machine's). The server's CPU time is sampled over
+//! the measured minutes.
 //!
 //! Run: `cargo bench -p windflow-benches --bench schedule_fire`. Environment:
 //! `FIRE_SCHEDULES` (1000), `FIRE_JOBS` (10000; schedule i targets job i), `FIRE_MINUTES`
-//! (3), `FIRE_DIR` (where the server's data goes, default `target/`), `WINDFLOW_BIN`,
-//! `WINDFLOW_AGENT_BIN` (default `target/release/…`, built if missing).
+//! (3), `FIRE_AGENTS` (10), `FIRE_DIR` (where the server's data goes, default `target/`),
+//! `WINDFLOW_BIN` (default `target/release/windflow`, built if missing).
 
-use std::process::Command;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use windflow_benches::cluster::{
-    Procs, env_or, fmt_dur, http_client, loadavg, log_tail, percentile, spawn_logged, target_dir,
-    try_wait_until, windflow_bin,
+    env_or, fmt_dur, http_client, loadavg, percentile, target_dir, try_wait_until, windflow_bin,
 };
-use windflow_benches::server::{SingleServer, agent_bin, proc_sample};
-use windflow_protocol::Timestamp;
+use windflow_benches::server::{SingleServer, proc_sample};
+use windflow_benches::sim_agent::{ENROLL_ATTEMPTS, Received, enroll_all, handshake, serve_runs};
+use windflow_protocol::enroll::JoinToken;
+use windflow_protocol::{RunId, Timestamp};
 
 fn ts(v: &serde_json::Value) -> Option<Timestamp> {
     serde_json::from_value(v.clone()).ok()
@@ -31,39 +35,12 @@ fn main() {
     let schedules = env_or("FIRE_SCHEDULES", 1000usize);
     let jobs = env_or("FIRE_JOBS", 10_000usize).max(schedules);
     let minutes = env_or("FIRE_MINUTES", 3u64);
-    let (bin, agent) = (windflow_bin(), agent_bin());
+    let agents = env_or("FIRE_AGENTS", 10usize).max(1);
+    let bin = windflow_bin();
     let dir =
         tempfile::tempdir_in(std::env::var_os("FIRE_DIR").map_or_else(target_dir, Into::into))
             .expect("bench dir");
     let server = SingleServer::start(&bin, dir.path());
-
-    let (status, body) = server
-        .api("POST", "/v1/agent/tokens", r#"{"uses": 1, "ttl": "1h"}"#)
-        .expect("agent token");
-    assert_eq!(status, 201, "agent token: {body}");
-    let created: serde_json::Value = serde_json::from_str(&body).expect("token JSON");
-    let token = created["token"].as_str().expect("token").to_owned();
-    let agent_log = dir.path().join("agent.log");
-    let mut procs = Procs::new(1);
-    procs.set(
-        0,
-        spawn_logged(
-            Command::new(&agent)
-                .args(["--servers", &server.quic.to_string(), "--token", &token])
-                .args(["--hostname", "bench-agent", "--data-dir"])
-                .arg(dir.path().join("agent"))
-                .env("HOME", dir.path()),
-            &agent_log,
-        ),
-    );
-    let connected = try_wait_until(Duration::from_secs(60), || {
-        server.metric("windflow_agents_connected") == Some(1.0)
-    });
-    assert!(
-        connected,
-        "agent not connected:\n{}",
-        log_tail(&agent_log, 20)
-    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,6 +48,37 @@ fn main() {
         .build()
         .expect("runtime");
     windflow_certs::install_crypto_provider();
+    let (status, body) = server
+        .api(
+            "POST",
+            "/v1/agent/tokens",
+            &format!(r#"{{"uses": {}, "ttl": "1h"}}"#, agents * ENROLL_ATTEMPTS),
+        )
+        .expect("agent token");
+    assert_eq!(status, 201, "agent token: {body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("token JSON");
+    let token: JoinToken = created["token"]
+        .as_str()
+        .expect("token")
+        .parse()
+        .expect("a join token");
+    let received = Arc::new(Received::default());
+    let endpoint = rt.block_on(async {
+        let identities = enroll_all(&token, server.quic, "sim", agents).await;
+        let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
+        for (i, identity) in identities.iter().enumerate() {
+            let session = handshake(&endpoint, identity, server.quic, format!("sim-{i}"))
+                .await
+                .unwrap_or_else(|e| panic!("session {i}: {e}"));
+            tokio::spawn(serve_runs(session, received.clone()));
+        }
+        endpoint
+    });
+    let connected = try_wait_until(Duration::from_secs(60), || {
+        server.metric("windflow_agents_connected") == Some(agents as f64)
+    });
+    assert!(connected, "{agents} simulated agents not connected");
+
     let client = http_client(Duration::from_secs(60));
     let base = format!("http://{}", server.http);
     let auth = format!("Bearer {}", server.token);
@@ -126,10 +134,9 @@ fn main() {
     });
     println!(
         "schedule fire: {schedules} schedules due every minute over {jobs} exec jobs, {minutes} minute(s), \
-         setup {}; {}, {}; load average {}",
+         {agents} simulated agents, setup {}; {}; load average {}",
         fmt_dur(setup.elapsed()),
         bin.display(),
-        agent.display(),
         loadavg()
     );
 
@@ -152,7 +159,14 @@ fn main() {
     let cpu = proc_sample(&pid).cpu.saturating_sub(cpu_before.cpu);
     let elapsed = wall.elapsed();
 
-    let (mut fire_delay, mut run_delay) = (Vec::new(), Vec::new());
+    let arrived: HashMap<RunId, Timestamp> = received
+        .runs
+        .lock()
+        .expect("received")
+        .iter()
+        .copied()
+        .collect();
+    let (mut fire_delay, mut run_delay, mut arrive_delay) = (Vec::new(), Vec::new(), Vec::new());
     let mut undispatched = 0usize;
     rt.block_on(async {
         for i in 0..schedules {
@@ -178,6 +192,9 @@ fn main() {
                 let Some(run) = f["launches"][0]["run"].as_str() else {
                     continue;
                 };
+                if let Some(at) = run.parse().ok().and_then(|r: RunId| arrived.get(&r)) {
+                    arrive_delay.push(Duration::from_millis(at.0.saturating_sub(due.0)));
+                }
                 let run: serde_json::Value = client
                     .get(format!("{base}/v1/runs/{run}"))
                     .header("Authorization", &auth)
@@ -198,6 +215,7 @@ fn main() {
     });
     fire_delay.sort();
     run_delay.sort();
+    arrive_delay.sort();
     let expected = schedules as u64 * minutes;
     let line = |what: &str, v: &[Duration]| {
         if v.is_empty() {
@@ -216,6 +234,7 @@ fn main() {
     println!("  fires recorded: {} of {expected} due", fire_delay.len());
     line("due → fire recorded", &fire_delay);
     line("due → run dispatched", &run_delay);
+    line("due → RunTask at the agent", &arrive_delay);
     println!("  runs not dispatched 30 s after the last due minute: {undispatched}");
     println!(
         "  server CPU: {} over {} ({:.1}% of one core); load average {}",
@@ -224,5 +243,5 @@ fn main() {
         cpu.as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
         loadavg()
     );
-    drop(procs);
+    endpoint.close(0u32.into(), b"bench over");
 }

@@ -6,6 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod cluster;
 pub mod server;
+pub mod sim_agent;
 
 use std::collections::BTreeMap;
 
