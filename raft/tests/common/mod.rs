@@ -46,7 +46,19 @@ pub async fn single_server(dir: &Path, snapshot_after_logs: u64) -> (RaftNode, b
         advertise_addr: addr.clone(),
         snapshot_after_logs,
     };
-    let node = RaftNode::open(config, net).await.unwrap();
+    // A node just shut down in this process may still be letting go of its store (its
+    // tasks drop their handles as they end): a reopen waits for that, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let node = loop {
+        match RaftNode::open(config.clone(), net.clone()).await {
+            Ok(node) => break node,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reopening {}: {e}; trying again", dir.display());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("opening {}: {e}", dir.display()),
+        }
+    };
     let initialized = node
         .initialize_if_new(BTreeMap::from([(SINGLE_SERVER_ID, BasicNode::new(addr))]))
         .await
