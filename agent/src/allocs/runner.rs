@@ -165,6 +165,7 @@ pub(crate) async fn run(
                 judged: resume.health,
                 env: task.env.clone(),
                 workdir,
+                containers: has_containers.then(|| (how.docker.clone(), a.id)),
             };
             let watch = super::health::watch(target, report.clone(), tasks_stop.clone());
             health = Some(tokio::spawn(

@@ -4,8 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
-use windflow_protocol::{DockerConfig, MountKind, TaskSpec};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkingConfig, PortBinding,
+};
+use windflow_protocol::{ContainerHealthcheck, DockerConfig, HumanDuration, MountKind, TaskSpec};
 
 use super::{LABEL_AGENT, Owner};
 
@@ -15,6 +18,27 @@ const MIN_CPU_SHARES: i64 = 2;
 /// The engine's key for a container port (`80/tcp`).
 pub(super) fn port_key(p: &windflow_protocol::PortMapping) -> String {
     format!("{}/{}", p.container_port, p.protocol.as_str())
+}
+
+/// The engine's name of a task's `network` on this agent: each agent has its own, so two
+/// agents (or clusters) on one engine never share one.
+pub(crate) fn network_name(agent: &str, network: &str) -> String {
+    format!("windflow-{agent}-{network}")
+}
+
+/// The engine's form of a container health check (durations in nanoseconds).
+fn health_config(h: &ContainerHealthcheck) -> HealthConfig {
+    let nanos = |d: Option<HumanDuration>| {
+        d.map(|d| i64::try_from(d.0.as_nanos()).unwrap_or(i64::MAX))
+    };
+    HealthConfig {
+        test: Some(h.test.clone()),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        start_period: nanos(h.start_period),
+        retries: h.retries.map(i64::from),
+        ..Default::default()
+    }
 }
 
 /// The container to create for `task` (its env as given: the caller adds its own).
@@ -40,7 +64,7 @@ pub(super) fn create_body(
             .or_default()
             .get_or_insert_with(Vec::new)
             .push(PortBinding {
-                host_ip: None,
+                host_ip: p.host_ip.clone(),
                 // Empty: the engine picks a free port, which the agent reads back.
                 host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
             });
@@ -62,6 +86,16 @@ pub(super) fn create_body(
         })
         .collect();
     let r = task.resources;
+    let network = cfg.network.as_ref().map(|n| network_name(agent, n));
+    let networking_config = network.as_ref().map(|n| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            n.clone(),
+            EndpointSettings {
+                aliases: (!cfg.aliases.is_empty()).then(|| cfg.aliases.clone()),
+                ..Default::default()
+            },
+        )])),
+    });
     ContainerCreateBody {
         image: Some(cfg.image.clone()),
         cmd: cfg.cmd(),
@@ -70,7 +104,10 @@ pub(super) fn create_body(
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: cfg.healthcheck.as_ref().map(health_config),
+        networking_config,
         host_config: Some(HostConfig {
+            network_mode: network,
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             mounts: Some(mounts),
             memory: i64::try_from(r.memory_mb.saturating_mul(1024 * 1024))
@@ -107,12 +144,14 @@ mod tests {
                     container_port: 8080,
                     host_port: None,
                     protocol: PortProtocol::Tcp,
+                    host_ip: None,
                 },
                 PortMapping {
                     label: "dns".into(),
                     container_port: 53,
                     host_port: Some(5353),
                     protocol: PortProtocol::Udp,
+                    host_ip: Some("127.0.0.1".into()),
                 },
             ],
             mounts: vec![windflow_protocol::Mount {
@@ -125,6 +164,10 @@ mod tests {
                 ("team".into(), "web".into()),
                 ("windflow.alloc".into(), "forged".into()),
             ]),
+            network: None,
+            aliases: Vec::new(),
+            healthcheck: None,
+            depends_on: Vec::new(),
         };
         let mut t = TaskSpec::exec("web", "unused");
         t.driver = DriverConfig::Docker(Box::new(cfg.clone()));
