@@ -790,6 +790,33 @@ pub fn env_file_paths(doc: &Value) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The `environment` entries without a value (`- KEY`, `KEY:`): taken from where the
+/// file is deployed from, like interpolated variables.
+pub fn passthrough_names(doc: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(services) = doc.get("services").and_then(Value::as_mapping) else {
+        return out;
+    };
+    for s in services.values() {
+        match s.get("environment") {
+            Some(Value::Mapping(m)) => out.extend(
+                m.iter()
+                    .filter(|(_, v)| v.is_null())
+                    .map(|(k, _)| key_text(k)),
+            ),
+            Some(Value::Sequence(items)) => out.extend(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| !s.contains('='))
+                    .map(str::to_owned),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `KEY=VALUE` lines; blank lines and `#` comments skipped, quotes around a value taken off.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

@@ -75,5 +75,7 @@ pub fn parse(input: &Input<'_>) -> Result<Compose, StackError> {
 pub fn needs(text: &str) -> Result<(Vec<String>, BTreeSet<String>), StackError> {
     let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| StackError::Yaml(e.to_string()))?;
-    Ok((compose::env_file_paths(&doc), interpolate::referenced(text)))
+    let mut names = interpolate::referenced(text);
+    names.extend(compose::passthrough_names(&doc));
+    Ok((compose::env_file_paths(&doc), names))
 }
