@@ -26,7 +26,7 @@ pub mod rate_limit;
 pub mod refs;
 pub mod run_retention;
 pub mod scheduler;
-pub mod stacks;
 pub mod secrets;
 pub mod server;
+pub mod stacks;
 pub mod webhooks;

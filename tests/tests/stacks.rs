@@ -113,11 +113,19 @@ fn a_client_starts_after_web_is_healthy_and_reaches_it_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, COMPOSE).unwrap();
-    std::fs::write(dir.path().join("client.env"), "GREETING=hello-from-env-file\n").unwrap();
+    std::fs::write(
+        dir.path().join("client.env"),
+        "GREETING=hello-from-env-file\n",
+    )
+    .unwrap();
 
     let out = f.cli(&["stack", "deploy", "shop", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("Created stack shop"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Created stack shop"),
+        "{}",
+        stdout(&out)
+    );
 
     let web = f.wait("web's container", |_| {
         containers_of_service(agent, "web").into_iter().next()
@@ -164,9 +172,22 @@ fn a_client_starts_after_web_is_healthy_and_reaches_it_by_name() {
     });
     // The same file again changes nothing; a changed env file is the next version.
     let out = f.cli(&["stack", "deploy", "shop", "-f", file.to_str().unwrap()]);
-    assert!(stdout(&out).contains("Unchanged: stack shop"), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("Unchanged: stack shop"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     std::fs::write(dir.path().join("client.env"), "GREETING=second-version\n").unwrap();
-    let out = f.cli(&["-o", "json", "stack", "deploy", "shop", "-f", file.to_str().unwrap()]);
+    let out = f.cli(&[
+        "-o",
+        "json",
+        "stack",
+        "deploy",
+        "shop",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(answer["changed"], true, "{answer}");
@@ -209,7 +230,10 @@ fn a_file_with_build_and_networks_is_refused_naming_both() {
         Some(json!({"name": "bad", "compose": "services:\n  a: {image: x, container_name: y}\n"})),
     );
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["error"]["code"], "unsupported_compose_keys", "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "unsupported_compose_keys",
+        "{answer}"
+    );
     assert!(
         answer["error"]["message"]
             .as_str()
@@ -238,9 +262,23 @@ fn a_templates_password_is_stored_sealed_and_shown_once() {
         Some(json!({"name": "pg", "set": {"COLOUR": "red"}})),
     );
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("COLOUR"), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("COLOUR"),
+        "{answer}"
+    );
 
-    let out = f.cli(&["template", "deploy", "postgres", "--name", "pg", "--set", "PORT=15432"]);
+    let out = f.cli(&[
+        "template",
+        "deploy",
+        "postgres",
+        "--name",
+        "pg",
+        "--set",
+        "PORT=15432",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let shown = stdout(&out);
     let password = shown
@@ -253,10 +291,16 @@ fn a_templates_password_is_stored_sealed_and_shown_once() {
     let stack: Value = f.get("/v1/stacks/pg");
     let job = f.get(&format!("/v1/jobs/{}", stack["job"].as_str().unwrap()));
     for seen in [stack.to_string(), job.to_string()] {
-        assert!(!seen.contains(&password), "the password is in plain sight: {seen}");
+        assert!(
+            !seen.contains(&password),
+            "the password is in plain sight: {seen}"
+        );
     }
     let task = &job["spec"]["groups"][0]["tasks"][0];
-    assert_eq!(task["secret_env"]["POSTGRES_PASSWORD"]["redacted"], true, "{task}");
+    assert_eq!(
+        task["secret_env"]["POSTGRES_PASSWORD"]["redacted"], true,
+        "{task}"
+    );
     assert!(task["env"].get("POSTGRES_PASSWORD").is_none(), "{task}");
     assert_eq!(task["env"]["POSTGRES_USER"], "app", "{task}");
     let ports = task["driver"]["docker"]["ports"].to_string();
@@ -267,8 +311,16 @@ fn a_templates_password_is_stored_sealed_and_shown_once() {
     assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
     assert!(!stdout(&again).contains("POSTGRES_PASSWORD="));
     let out = f.cli(&["template", "show", "postgres"]);
-    assert!(stdout(&out).contains("POSTGRES_PASSWORD"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("image: postgres:16"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("POSTGRES_PASSWORD"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("image: postgres:16"),
+        "{}",
+        stdout(&out)
+    );
     let out = f.cli(&["stack", "rm", "pg"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

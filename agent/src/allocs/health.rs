@@ -13,9 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use windflow_protocol::{
-    AllocHealth, AllocId, CheckKind, HealthCheck, HealthStatus, UpdatePolicy,
-};
+use windflow_protocol::{AllocHealth, AllocId, CheckKind, HealthCheck, HealthStatus, UpdatePolicy};
 
 use crate::drivers::docker::{DockerDriver, LABEL_ALLOC, LABEL_TASK};
 

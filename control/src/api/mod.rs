@@ -134,7 +134,13 @@ fn v1_routes(fault_injection: bool) -> Routes {
             "stacks.remove",
             stacks::remove,
         )
-        .route(M::GET, "/templates", READ, "templates.list", templates::list)
+        .route(
+            M::GET,
+            "/templates",
+            READ,
+            "templates.list",
+            templates::list,
+        )
         .route(
             M::GET,
             "/templates/{name}",

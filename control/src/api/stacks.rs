@@ -14,7 +14,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use windflow_protocol::{
-    AllocPort, ClientStatus, DesiredStatus, Deployment, DriverConfig, DriverKind, HealthStatus,
+    AllocPort, ClientStatus, Deployment, DesiredStatus, DriverConfig, DriverKind, HealthStatus,
     Job, JobId, Namespace, Sealed, Timestamp,
 };
 use windflow_raft::{Applied, Command, StateReader};
@@ -97,15 +97,24 @@ pub async fn deploy(
     let base_dir = f.optional_str("base_dir")?;
     let node = f.optional_str("node")?;
     f.finish()?;
-    for (field, n) in [("variables", variables.len()), ("env_files", env_files.len())] {
+    for (field, n) in [
+        ("variables", variables.len()),
+        ("env_files", env_files.len()),
+    ] {
         if n > MAX_ENTRIES {
-            return Err(ApiError::invalid_field(field, format!("at most {MAX_ENTRIES}")));
+            return Err(ApiError::invalid_field(
+                field,
+                format!("at most {MAX_ENTRIES}"),
+            ));
         }
     }
     if let Some(dir) = &base_dir
         && !dir.starts_with('/')
     {
-        return Err(ApiError::invalid_field("base_dir", "must be an absolute path"));
+        return Err(ApiError::invalid_field(
+            "base_dir",
+            "must be an absolute path",
+        ));
     }
     let request = Request {
         name,
@@ -124,7 +133,9 @@ pub async fn deploy(
 /// The compose error as the API says it.
 fn compose_error(e: StackError) -> ApiError {
     match e {
-        StackError::Unsupported(_) => ApiError::bad_request("unsupported_compose_keys", e.to_string()),
+        StackError::Unsupported(_) => {
+            ApiError::bad_request("unsupported_compose_keys", e.to_string())
+        }
         other => ApiError::bad_request("invalid_compose", other.to_string()),
     }
 }
@@ -152,7 +163,10 @@ pub(super) async fn deploy_request(
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_a_stack",
-                format!("job {} ({}) exists and is not a stack; pick another name", r.name, job.id),
+                format!(
+                    "job {} ({}) exists and is not a stack; pick another name",
+                    r.name, job.id
+                ),
             ));
         }
         if r.only_new {
@@ -166,11 +180,17 @@ pub(super) async fn deploy_request(
             ));
         }
     }
-    let node = match (&r.node, existing.as_ref().and_then(|j| stacks::pinned_node(&j.spec))) {
+    let node = match (
+        &r.node,
+        existing.as_ref().and_then(|j| stacks::pinned_node(&j.spec)),
+    ) {
         (Some(asked), _) => {
             let known = reader.nodes()?.into_iter().any(|n| n.name == *asked);
             if !known {
-                return Err(ApiError::invalid_field("node", format!("no node is named `{asked}`")));
+                return Err(ApiError::invalid_field(
+                    "node",
+                    format!("no node is named `{asked}`"),
+                ));
             }
             asked.clone()
         }
@@ -215,7 +235,11 @@ pub(super) async fn deploy_request(
     };
     tracing::info!(job = %job.id, version = job.version, created, changed, "stack deployed");
     let stack = view(reader, &job)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((
         status,
         Json(Deployed {

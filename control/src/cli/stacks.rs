@@ -69,8 +69,8 @@ pub async fn stack(client: &Client, out: Printer, cmd: StackCommand) -> anyhow::
                 .parent()
                 .map(|d| d.to_path_buf())
                 .unwrap_or_else(|| PathBuf::from("/"));
-            let (env_files, names) =
-                crate::stacks::needs(&compose).with_context(|| format!("reading {}", file.display()))?;
+            let (env_files, names) = crate::stacks::needs(&compose)
+                .with_context(|| format!("reading {}", file.display()))?;
             let mut files = BTreeMap::new();
             for f in env_files {
                 let path = dir.join(&f);
@@ -109,13 +109,27 @@ pub async fn stack(client: &Client, out: Printer, cmd: StackCommand) -> anyhow::
                 out.json(&all)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut t = Table::new(vec!["NAME", "NAMESPACE", "JOB", "VERSION", "NODE", "SERVICES"]);
+            let mut t = Table::new(vec![
+                "NAME",
+                "NAMESPACE",
+                "JOB",
+                "VERSION",
+                "NODE",
+                "SERVICES",
+            ]);
             for s in &all {
                 let services: Vec<String> = s["services"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|v| format!("{} {}/{}", text(&v["name"]), text(&v["running"]), text(&v["replicas"])))
+                    .map(|v| {
+                        format!(
+                            "{} {}/{}",
+                            text(&v["name"]),
+                            text(&v["running"]),
+                            text(&v["replicas"])
+                        )
+                    })
                     .collect();
                 t.row(vec![
                     text(&s["name"]),
@@ -149,7 +163,11 @@ pub async fn stack(client: &Client, out: Printer, cmd: StackCommand) -> anyhow::
             if out.0 == OutputFormat::Json {
                 out.json(&j)?;
             } else {
-                println!("Removed stack {} ({}); its containers stop", text(&j["spec"]["name"]), text(&j["id"]));
+                println!(
+                    "Removed stack {} ({}); its containers stop",
+                    text(&j["spec"]["name"]),
+                    text(&j["id"])
+                );
             }
         }
     }
@@ -157,7 +175,9 @@ pub async fn stack(client: &Client, out: Printer, cmd: StackCommand) -> anyhow::
 }
 
 fn services(stack: &Value) -> Table {
-    let mut t = Table::new(vec!["SERVICE", "IMAGE", "REPLICAS", "RUNNING", "HEALTHY", "PORTS"]);
+    let mut t = Table::new(vec![
+        "SERVICE", "IMAGE", "REPLICAS", "RUNNING", "HEALTHY", "PORTS",
+    ]);
     for v in stack["services"].as_array().into_iter().flatten() {
         let ports: Vec<String> = v["ports"]
             .as_array()
@@ -279,7 +299,10 @@ pub async fn template(
                 body["namespace"] = json!(ns);
             }
             let answer: Value = client
-                .post(&format!("/v1/templates/{}/deploy", seg(&template)), Some(&body))
+                .post(
+                    &format!("/v1/templates/{}/deploy", seg(&template)),
+                    Some(&body),
+                )
                 .await?;
             deployed(&out, &answer)?;
         }

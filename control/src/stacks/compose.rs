@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml_ng::{Mapping, Value};
 use windflow_protocol::{
-    ContainerHealthcheck, DependencyCondition, HumanDuration, MountKind, PortMapping,
-    PortProtocol, RestartMode, RestartPolicy,
+    ContainerHealthcheck, DependencyCondition, HumanDuration, MountKind, PortMapping, PortProtocol,
+    RestartMode, RestartPolicy,
 };
 
 use super::interpolate::{Interpolated, Vars, interpolate};
@@ -246,7 +246,10 @@ impl Reader<'_> {
             .filter(|i| !i.trim().is_empty())
             .ok_or_else(|| invalid(&at("image"), "is required (`build` is not supported)"))?;
         if image.chars().any(char::is_whitespace) {
-            return Err(invalid(&at("image"), format!("`{image}` is not an image name")));
+            return Err(invalid(
+                &at("image"),
+                format!("`{image}` is not an image name"),
+            ));
         }
         let command = m
             .get("command")
@@ -282,9 +285,15 @@ impl Reader<'_> {
             for (k, v) in self.pairs(v, &at("labels"))? {
                 let p = format!("{path}.labels.{k}");
                 if k.starts_with("windflow.") || k.starts_with("com.docker.compose.") {
-                    return Err(invalid(&p, "`windflow.` and `com.docker.compose.` labels are set by windflow"));
+                    return Err(invalid(
+                        &p,
+                        "`windflow.` and `com.docker.compose.` labels are set by windflow",
+                    ));
                 }
-                let value = v.map(|v| self.text(&v, &p)).transpose()?.unwrap_or_default();
+                let value = v
+                    .map(|v| self.text(&v, &p))
+                    .transpose()?
+                    .unwrap_or_default();
                 labels.insert(k, value);
             }
         }
@@ -317,7 +326,12 @@ impl Reader<'_> {
                         .parse()
                         .ok()
                         .filter(|c: &f64| c.is_finite() && *c > 0.0 && *c <= 1024.0)
-                        .ok_or_else(|| invalid(&p, format!("must be a number of CPUs such as 0.5, not `{t}`")))?;
+                        .ok_or_else(|| {
+                            invalid(
+                                &p,
+                                format!("must be a number of CPUs such as 0.5, not `{t}`"),
+                            )
+                        })?;
                     // One CPU counts as 1000 MHz.
                     cpu_mhz = Some((cpus * 1000.0).round().max(1.0) as u64);
                 }
@@ -355,14 +369,18 @@ impl Reader<'_> {
             let p = format!("{path}.env_file[{i}]");
             match self.input.env_files.get(&file) {
                 Some(text) => {
-                    for (k, v) in parse_env_file(text).map_err(|e| invalid(&p, format!("{file}: {e}")))? {
+                    for (k, v) in
+                        parse_env_file(text).map_err(|e| invalid(&p, format!("{file}: {e}")))?
+                    {
                         env.insert(k, v);
                     }
                 }
                 None if required => {
                     return Err(invalid(
                         &p,
-                        format!("`{file}` was not sent with the file (the CLI reads it next to the compose file)"),
+                        format!(
+                            "`{file}` was not sent with the file (the CLI reads it next to the compose file)"
+                        ),
                     ));
                 }
                 None => {}
@@ -421,7 +439,10 @@ impl Reader<'_> {
                 };
             }
             if out.iter().any(|o| o.label == port.label) {
-                return Err(invalid(&p, format!("port `{}` is listed twice", port.label)));
+                return Err(invalid(
+                    &p,
+                    format!("port `{}` is listed twice", port.label),
+                ));
             }
             out.push(port);
         }
@@ -444,12 +465,16 @@ impl Reader<'_> {
             .transpose()?;
         let protocol = match m.get("protocol") {
             None => PortProtocol::Tcp,
-            Some(v) => protocol(&self.text(v, &at("protocol"))?).map_err(|e| invalid(&at("protocol"), e))?,
+            Some(v) => protocol(&self.text(v, &at("protocol"))?)
+                .map_err(|e| invalid(&at("protocol"), e))?,
         };
         if let Some(v) = m.get("mode") {
             let mode = self.text(v, &at("mode"))?;
             if mode != "host" && mode != "ingress" {
-                return Err(invalid(&at("mode"), format!("must be host or ingress, not `{mode}`")));
+                return Err(invalid(
+                    &at("mode"),
+                    format!("must be host or ingress, not `{mode}`"),
+                ));
             }
         }
         let host_ip = m
@@ -459,7 +484,10 @@ impl Reader<'_> {
         if let Some(ip) = &host_ip
             && ip.parse::<std::net::IpAddr>().is_err()
         {
-            return Err(invalid(&at("host_ip"), format!("`{ip}` is not an IP address")));
+            return Err(invalid(
+                &at("host_ip"),
+                format!("`{ip}` is not an IP address"),
+            ));
         }
         let label = m
             .get("name")
@@ -468,9 +496,14 @@ impl Reader<'_> {
             .unwrap_or_default();
         if !label.is_empty()
             && (label.len() > 64
-                || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
         {
-            return Err(invalid(&at("name"), "must be 1 to 64 letters, digits, `-` or `_`"));
+            return Err(invalid(
+                &at("name"),
+                "must be 1 to 64 letters, digits, `-` or `_`",
+            ));
         }
         Ok(PortMapping {
             label,
@@ -496,7 +529,9 @@ impl Reader<'_> {
             let (kind, source, target, read_only) = match item {
                 Value::Mapping(m) => {
                     let field = |k: &str| -> Result<Option<String>, StackError> {
-                        m.get(k).map(|v| self.text(v, &format!("{p}.{k}"))).transpose()
+                        m.get(k)
+                            .map(|v| self.text(v, &format!("{p}.{k}")))
+                            .transpose()
                     };
                     let kind = match field("type")?.as_deref() {
                         Some("bind") => Some(MountKind::Bind),
@@ -510,14 +545,22 @@ impl Reader<'_> {
                         }
                     };
                     let source = field("source")?.ok_or_else(|| {
-                        invalid(&format!("{p}.source"), "is required (anonymous volumes are not supported: name one)")
+                        invalid(
+                            &format!("{p}.source"),
+                            "is required (anonymous volumes are not supported: name one)",
+                        )
                     })?;
                     let target = field("target")?
                         .ok_or_else(|| invalid(&format!("{p}.target"), "is required"))?;
                     let read_only = match m.get("read_only") {
                         None => false,
                         Some(Value::Bool(b)) => *b,
-                        Some(_) => return Err(invalid(&format!("{p}.read_only"), "must be true or false")),
+                        Some(_) => {
+                            return Err(invalid(
+                                &format!("{p}.read_only"),
+                                "must be true or false",
+                            ));
+                        }
                     };
                     (kind, source, target, read_only)
                 }
@@ -526,33 +569,58 @@ impl Reader<'_> {
                     let parts: Vec<&str> = t.split(':').collect();
                     let (source, target, mode) = match parts.as_slice() {
                         [_] => {
-                            return Err(invalid(&p, format!("`{t}` is an anonymous volume, which is not supported: name one (`data:{t}`) and declare it under `volumes`")));
+                            return Err(invalid(
+                                &p,
+                                format!(
+                                    "`{t}` is an anonymous volume, which is not supported: name one (`data:{t}`) and declare it under `volumes`"
+                                ),
+                            ));
                         }
                         [s, t] => (*s, *t, None),
                         [s, t, m] => (*s, *t, Some(*m)),
-                        _ => return Err(invalid(&p, format!("`{t}` is not SOURCE:TARGET[:ro|rw]"))),
+                        _ => {
+                            return Err(invalid(&p, format!("`{t}` is not SOURCE:TARGET[:ro|rw]")));
+                        }
                     };
                     let read_only = match mode {
                         None | Some("rw") => false,
                         Some("ro") => true,
-                        Some(m) => return Err(invalid(&p, format!("mode `{m}` is not supported (ro or rw)"))),
+                        Some(m) => {
+                            return Err(invalid(
+                                &p,
+                                format!("mode `{m}` is not supported (ro or rw)"),
+                            ));
+                        }
                     };
                     (None, source.to_owned(), target.to_owned(), read_only)
                 }
             };
-            let path_like = source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
-            let kind = kind.unwrap_or(if path_like { MountKind::Bind } else { MountKind::Volume });
+            let path_like =
+                source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
+            let kind = kind.unwrap_or(if path_like {
+                MountKind::Bind
+            } else {
+                MountKind::Volume
+            });
             let source = match kind {
                 MountKind::Bind => self.host_path(&source, &p)?,
                 MountKind::Volume => {
                     if !named.contains(&source) {
-                        return Err(invalid(&p, format!("volume `{source}` is not declared under the top-level `volumes`")));
+                        return Err(invalid(
+                            &p,
+                            format!(
+                                "volume `{source}` is not declared under the top-level `volumes`"
+                            ),
+                        ));
                     }
                     source
                 }
             };
             if !target.starts_with('/') {
-                return Err(invalid(&p, format!("the target `{target}` must be an absolute path")));
+                return Err(invalid(
+                    &p,
+                    format!("the target `{target}` must be an absolute path"),
+                ));
             }
             out.push(Volume {
                 kind,
@@ -570,7 +638,10 @@ impl Reader<'_> {
             return Ok(source.to_owned());
         }
         if source.starts_with('~') {
-            return Err(invalid(path, format!("`{source}`: `~` is not expanded; give an absolute path")));
+            return Err(invalid(
+                path,
+                format!("`{source}`: `~` is not expanded; give an absolute path"),
+            ));
         }
         let base = self.input.base_dir.ok_or_else(|| {
             invalid(path, format!("`{source}` is relative, and no directory of the compose file was given; give an absolute path"))
@@ -594,7 +665,10 @@ impl Reader<'_> {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    Ok((self.text(d, &format!("{path}[{i}]"))?, DependencyCondition::Started))
+                    Ok((
+                        self.text(d, &format!("{path}[{i}]"))?,
+                        DependencyCondition::Started,
+                    ))
                 })
                 .collect(),
             Value::Mapping(m) => m
@@ -610,7 +684,9 @@ impl Reader<'_> {
                             other => {
                                 return Err(invalid(
                                     &p,
-                                    format!("must be service_started or service_healthy, not `{other}`"),
+                                    format!(
+                                        "must be service_started or service_healthy, not `{other}`"
+                                    ),
                                 ));
                             }
                         },
@@ -689,7 +765,10 @@ fn check_dependencies(services: &BTreeMap<String, Service>) -> Result<(), StackE
         for (dep, condition) in &s.depends_on {
             let path = format!("services.{name}.depends_on.{dep}");
             let Some(d) = services.get(dep) else {
-                return Err(invalid(&path, format!("`{dep}` is not a service of this file")));
+                return Err(invalid(
+                    &path,
+                    format!("`{dep}` is not a service of this file"),
+                ));
             };
             if dep == name {
                 return Err(invalid(&path, "a service cannot depend on itself"));
@@ -720,7 +799,10 @@ fn check_dependencies(services: &BTreeMap<String, Service>) -> Result<(), StackE
                 let from = trail.iter().position(|n| *n == name).unwrap_or(0);
                 return Err(invalid(
                     "depends_on",
-                    format!("services depend on each other in a cycle: {}", trail[from..].join(" → ")),
+                    format!(
+                        "services depend on each other in a cycle: {}",
+                        trail[from..].join(" → ")
+                    ),
                 ));
             }
             None => {}
@@ -763,7 +845,10 @@ fn env_files(m: &Mapping, path: &str) -> Result<Vec<(String, bool)>, StackError>
                         None => true,
                         Some(Value::Bool(b)) => *b,
                         Some(_) => {
-                            return Err(invalid(&format!("{p}[{i}].required"), "must be true or false"));
+                            return Err(invalid(
+                                &format!("{p}[{i}].required"),
+                                "must be true or false",
+                            ));
                         }
                     };
                     Ok((file.to_owned(), required))
@@ -831,7 +916,10 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
             .ok_or_else(|| format!("line {}: not KEY=VALUE", n + 1))?;
         let k = k.trim();
         if !valid_env_key(k) {
-            return Err(format!("line {}: `{k}` is not a valid variable name", n + 1));
+            return Err(format!(
+                "line {}: `{k}` is not a valid variable name",
+                n + 1
+            ));
         }
         let v = v.trim();
         let v = ['"', '\'']
@@ -944,7 +1032,9 @@ pub fn restart_policy(t: &str, path: &str) -> Result<RestartPolicy, StackError> 
                 None => {
                     return Err(invalid(
                         path,
-                        format!("must be no, always, on-failure[:N] or unless-stopped, not `{other}`"),
+                        format!(
+                            "must be no, always, on-failure[:N] or unless-stopped, not `{other}`"
+                        ),
                     ));
                 }
             };

@@ -74,8 +74,8 @@ fn expand(s: &str, vars: Vars<'_>, out: &mut Interpolated) -> Result<(), String>
             out.text.push('$');
             rest = after;
         } else if let Some(after) = rest.strip_prefix('{') {
-            let close = matching_brace(after)
-                .ok_or_else(|| format!("`${{{after}` has no closing `}}`"))?;
+            let close =
+                matching_brace(after).ok_or_else(|| format!("`${{{after}` has no closing `}}`"))?;
             braced(&after[..close], vars, out)?;
             rest = &after[close + 1..];
         } else {
@@ -126,7 +126,9 @@ fn matching_brace(s: &str) -> Option<usize> {
 fn braced(inner: &str, vars: Vars<'_>, out: &mut Interpolated) -> Result<(), String> {
     let len = name_len(inner);
     if len == 0 {
-        return Err(format!("`${{{inner}}}` does not start with a variable name"));
+        return Err(format!(
+            "`${{{inner}}}` does not start with a variable name"
+        ));
     }
     let name = &inner[..len];
     let op = &inner[len..];
@@ -157,8 +159,16 @@ fn braced(inner: &str, vars: Vars<'_>, out: &mut Interpolated) -> Result<(), Str
             }
         }
         ":+" | "+" => {
-            let use_alt = if kind == ":+" { !empty } else { value.is_some() };
-            if use_alt { expand(arg, vars, out) } else { Ok(()) }
+            let use_alt = if kind == ":+" {
+                !empty
+            } else {
+                value.is_some()
+            };
+            if use_alt {
+                expand(arg, vars, out)
+            } else {
+                Ok(())
+            }
         }
         _ => {
             let missing = if kind == ":?" { empty } else { value.is_none() };
@@ -225,8 +235,16 @@ mod tests {
         assert!(e.contains("`PW`: give a password"), "{e}");
         assert!(run("${TAG", &[], &[]).unwrap_err().contains("closing"));
         assert!(run("$ 5", &[], &[]).unwrap_err().contains("$$"));
-        assert!(run("${1X}", &[], &[]).unwrap_err().contains("variable name"));
-        assert!(run("${X/a/b}", &[("X", "a")], &[]).unwrap_err().contains(":-"));
+        assert!(
+            run("${1X}", &[], &[])
+                .unwrap_err()
+                .contains("variable name")
+        );
+        assert!(
+            run("${X/a/b}", &[("X", "a")], &[])
+                .unwrap_err()
+                .contains(":-")
+        );
     }
 
     #[test]

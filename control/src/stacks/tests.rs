@@ -113,12 +113,18 @@ volumes:
   data:
 "#,
         &vars(&[("FROM_SHELL", "x")]),
-        &BTreeMap::from([("./web.env".to_owned(), "# c\nMODE=dev\nEXTRA=\"q\"\n".to_owned())]),
+        &BTreeMap::from([(
+            "./web.env".to_owned(),
+            "# c\nMODE=dev\nEXTRA=\"q\"\n".to_owned(),
+        )]),
     )
     .unwrap();
     let web = &c.services["web"];
     assert_eq!(web.image, "nginx:1.27");
-    assert_eq!(web.command.as_deref().unwrap(), ["httpd", "-f", "-p", "80 80"]);
+    assert_eq!(
+        web.command.as_deref().unwrap(),
+        ["httpd", "-f", "-p", "80 80"]
+    );
     assert_eq!(web.entrypoint.as_deref().unwrap(), ["/bin/sh", "-c"]);
     // `environment` wins over the env_file.
     assert_eq!(web.env["MODE"], "prod");
@@ -129,19 +135,28 @@ volumes:
     assert_eq!((p[1].host_port, p[1].container_port), (None, 81));
     assert_eq!(p[2].protocol, PortProtocol::Udp);
     assert_eq!(p[2].host_ip.as_deref(), Some("127.0.0.1"));
-    assert_eq!((p[2].host_port, p[2].label.as_str()), (Some(5353), "53-udp"));
+    assert_eq!(
+        (p[2].host_port, p[2].label.as_str()),
+        (Some(5353), "53-udp")
+    );
     assert_eq!(p[3].container_port, 82);
     assert_eq!(p[4].label, "https");
     assert_eq!((p[4].host_port, p[4].container_port), (Some(8443), 443));
     let v = &web.volumes;
     assert_eq!((v[0].kind, v[0].read_only), (MountKind::Bind, true));
     assert_eq!(v[1].source, "/srv/app/site");
-    assert_eq!((v[2].kind, v[2].source.as_str()), (MountKind::Volume, "data"));
+    assert_eq!(
+        (v[2].kind, v[2].source.as_str()),
+        (MountKind::Volume, "data")
+    );
     assert_eq!((v[3].kind, v[3].read_only), (MountKind::Bind, true));
     assert_eq!(v[4].kind, MountKind::Volume);
     assert_eq!(web.labels["team"], "web");
     assert_eq!((web.memory_mb, web.cpu_mhz), (Some(1024), Some(500)));
-    assert_eq!((web.restart.attempts, web.restart.mode), (4, RestartMode::Fail));
+    assert_eq!(
+        (web.restart.attempts, web.restart.mode),
+        (4, RestartMode::Fail)
+    );
 
     let db = &c.services["db"];
     assert_eq!(db.env["POSTGRES_DB"], "app");
@@ -180,7 +195,10 @@ fn unsupported_keys_are_refused_together_by_path() {
             "services.db.networks".to_owned()
         ])
     );
-    assert!(e.to_string().contains("services.web.build, services.db.networks"));
+    assert!(
+        e.to_string()
+            .contains("services.web.build, services.db.networks")
+    );
 }
 
 #[test]
@@ -189,28 +207,94 @@ fn bad_values_name_their_path() {
         ("services: {}", "services"),
         ("services:\n  web: {command: x}", "services.web.image"),
         ("services:\n  Web: {image: a}", "services.Web"),
-        ("services:\n  web: {image: a, ports: [\"80-90:80-90\"]}", "services.web.ports[0]"),
-        ("services:\n  web: {image: a, ports: [\"x:80\"]}", "services.web.ports[0]"),
-        ("services:\n  web: {image: a, ports: [\"80/sctp\"]}", "services.web.ports[0]"),
-        ("services:\n  web: {image: a, ports: [{published: 80}]}", "services.web.ports[0].target"),
-        ("services:\n  web: {image: a, volumes: [\"/data\"]}", "services.web.volumes[0]"),
-        ("services:\n  web: {image: a, volumes: [\"nope:/data\"]}", "services.web.volumes[0]"),
-        ("services:\n  web: {image: a, volumes: [\"/a:rel\"]}", "services.web.volumes[0]"),
-        ("services:\n  web: {image: a, volumes: [{type: tmpfs, target: /t}]}", "services.web.volumes[0].type"),
-        ("services:\n  web: {image: a, depends_on: [db]}", "services.web.depends_on.db"),
-        ("services:\n  web: {image: a, depends_on: [web]}", "services.web.depends_on.web"),
-        ("services:\n  web: {image: a, depends_on: {db: {condition: service_healthy}}}\n  db: {image: b}", "services.web.depends_on.db"),
-        ("services:\n  web: {image: a, depends_on: {db: {condition: service_completed_successfully}}}\n  db: {image: b}", "services.web.depends_on.db.condition"),
-        ("services:\n  a: {image: a, depends_on: [b]}\n  b: {image: b, depends_on: [a]}", "depends_on"),
-        ("services:\n  web: {image: a, restart: sometimes}", "services.web.restart"),
-        ("services:\n  web: {image: a, healthcheck: {test: [\"RUN\", \"x\"]}}", "services.web.healthcheck.test"),
-        ("services:\n  web: {image: a, healthcheck: {test: \"x\", interval: soon}}", "services.web.healthcheck.interval"),
-        ("services:\n  web: {image: a, deploy: {replicas: -1}}", "services.web.deploy.replicas"),
-        ("services:\n  web: {image: a, labels: {windflow.alloc: x}}", "services.web.labels.windflow.alloc"),
-        ("services:\n  web: {image: \"${NOPE}\"}", "services.web.image"),
-        ("services:\n  web: {image: a, environment: {1X: y}}", "services.web.environment.1X"),
-        ("services:\n  web: {image: a, env_file: missing.env}", "services.web.env_file[0]"),
-        ("services:\n  web: {image: a, deploy: {resources: {limits: {memory: lots}}}}", "services.web.deploy.resources.limits.memory"),
+        (
+            "services:\n  web: {image: a, ports: [\"80-90:80-90\"]}",
+            "services.web.ports[0]",
+        ),
+        (
+            "services:\n  web: {image: a, ports: [\"x:80\"]}",
+            "services.web.ports[0]",
+        ),
+        (
+            "services:\n  web: {image: a, ports: [\"80/sctp\"]}",
+            "services.web.ports[0]",
+        ),
+        (
+            "services:\n  web: {image: a, ports: [{published: 80}]}",
+            "services.web.ports[0].target",
+        ),
+        (
+            "services:\n  web: {image: a, volumes: [\"/data\"]}",
+            "services.web.volumes[0]",
+        ),
+        (
+            "services:\n  web: {image: a, volumes: [\"nope:/data\"]}",
+            "services.web.volumes[0]",
+        ),
+        (
+            "services:\n  web: {image: a, volumes: [\"/a:rel\"]}",
+            "services.web.volumes[0]",
+        ),
+        (
+            "services:\n  web: {image: a, volumes: [{type: tmpfs, target: /t}]}",
+            "services.web.volumes[0].type",
+        ),
+        (
+            "services:\n  web: {image: a, depends_on: [db]}",
+            "services.web.depends_on.db",
+        ),
+        (
+            "services:\n  web: {image: a, depends_on: [web]}",
+            "services.web.depends_on.web",
+        ),
+        (
+            "services:\n  web: {image: a, depends_on: {db: {condition: service_healthy}}}\n  db: {image: b}",
+            "services.web.depends_on.db",
+        ),
+        (
+            "services:\n  web: {image: a, depends_on: {db: {condition: service_completed_successfully}}}\n  db: {image: b}",
+            "services.web.depends_on.db.condition",
+        ),
+        (
+            "services:\n  a: {image: a, depends_on: [b]}\n  b: {image: b, depends_on: [a]}",
+            "depends_on",
+        ),
+        (
+            "services:\n  web: {image: a, restart: sometimes}",
+            "services.web.restart",
+        ),
+        (
+            "services:\n  web: {image: a, healthcheck: {test: [\"RUN\", \"x\"]}}",
+            "services.web.healthcheck.test",
+        ),
+        (
+            "services:\n  web: {image: a, healthcheck: {test: \"x\", interval: soon}}",
+            "services.web.healthcheck.interval",
+        ),
+        (
+            "services:\n  web: {image: a, deploy: {replicas: -1}}",
+            "services.web.deploy.replicas",
+        ),
+        (
+            "services:\n  web: {image: a, labels: {windflow.alloc: x}}",
+            "services.web.labels.windflow.alloc",
+        ),
+        (
+            "services:\n  web: {image: \"${NOPE}\"}",
+            "services.web.image",
+        ),
+        (
+            "services:\n  web: {image: a, environment: {1X: y}}",
+            "services.web.environment.1X",
+        ),
+        (
+            "services:\n  web: {image: a, env_file: missing.env}",
+            "services.web.env_file[0]",
+        ),
+        (
+            "services:\n  web: {image: a, deploy: {resources: {limits: {memory: lots}}}}",
+            "services.web.deploy.resources.limits.memory",
+        ),
     ];
     for (text, path) in cases {
         assert_eq!(invalid_path(text), path, "{text}");
@@ -226,7 +310,9 @@ fn the_cycle_and_unset_variables_are_explained() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("a → b → a"), "{e}");
-    let e = read("services:\n  web: {image: \"app:${TAG}\"}").unwrap_err().to_string();
+    let e = read("services:\n  web: {image: \"app:${TAG}\"}")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`TAG` is not set"), "{e}");
 }
 
@@ -250,8 +336,10 @@ fn secret_variables_go_to_sealed_env_only() {
     assert_eq!(db.env["USER"], "app");
     assert!(!db.env.contains_key("URL"));
     assert_eq!(db.secret_env["URL"], "pg://app:hunter2@db");
-    let e = parse(&input("services:\n  db:\n    image: postgres\n    command: run ${PW}\n"))
-        .unwrap_err();
+    let e = parse(&input(
+        "services:\n  db:\n    image: postgres\n    command: run ${PW}\n",
+    ))
+    .unwrap_err();
     let StackError::Invalid { path, message } = e else {
         panic!("{e:?}")
     };
@@ -307,7 +395,8 @@ volumes: {data: {}}
     assert_eq!(d.mounts[0].source, "shop_data");
     assert!(client.checks.is_empty());
     // A fixed host port cannot be shared by replicas on one node.
-    let c = read("services:\n  web: {image: a, ports: [\"80:80\"], deploy: {replicas: 2}}").unwrap();
+    let c =
+        read("services:\n  web: {image: a, ports: [\"80:80\"], deploy: {replicas: 2}}").unwrap();
     let e = to_job("s", &ns, &c, None).unwrap_err().to_string();
     assert!(e.contains("services.web.ports[0]"), "{e}");
 }
@@ -318,7 +407,15 @@ fn every_template_renders_to_a_valid_job() {
     let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
-        ["postgres", "redis", "mysql", "wordpress", "nginx", "monitoring", "minio"]
+        [
+            "postgres",
+            "redis",
+            "mysql",
+            "wordpress",
+            "nginx",
+            "monitoring",
+            "minio"
+        ]
     );
     for t in &all {
         assert!(!t.description.is_empty(), "{}", t.name);
@@ -350,9 +447,15 @@ fn every_template_renders_to_a_valid_job() {
         // sight anywhere in the spec.
         let shown = serde_json::to_string(&job.spec).unwrap();
         for (name, p) in &rendered.generated {
-            assert!(!shown.contains(p.as_str()), "{}: {name} in plain sight", t.name);
             assert!(
-                job.secret_env.values().any(|env| env.values().any(|v| v.contains(p.as_str()))),
+                !shown.contains(p.as_str()),
+                "{}: {name} in plain sight",
+                t.name
+            );
+            assert!(
+                job.secret_env
+                    .values()
+                    .any(|env| env.values().any(|v| v.contains(p.as_str()))),
                 "{}: {name} reaches no task",
                 t.name
             );
@@ -392,7 +495,11 @@ fn every_template_renders_to_a_valid_job() {
 fn template_variables_are_checked() {
     let pg = templates::get("postgres").unwrap();
     let e = pg
-        .render(&vars(&[("PORT", "5433"), ("COLOUR", "red"), ("SIZE", "xl")]))
+        .render(&vars(&[
+            ("PORT", "5433"),
+            ("COLOUR", "red"),
+            ("SIZE", "xl"),
+        ]))
         .unwrap_err()
         .to_string();
     assert!(e.contains("COLOUR, SIZE"), "{e}");
@@ -405,5 +512,8 @@ fn template_variables_are_checked() {
     assert!(r.generated.is_empty(), "a given password is not generated");
     assert!(!format!("{r:?}").contains("mine"));
     assert!(templates::get("oracle").is_err());
-    assert_ne!(templates::password().unwrap(), templates::password().unwrap());
+    assert_ne!(
+        templates::password().unwrap(),
+        templates::password().unwrap()
+    );
 }

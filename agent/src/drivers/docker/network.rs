@@ -15,7 +15,10 @@ impl DockerDriver {
     pub async fn ensure_network(&self, network: &str) -> Result<(), DockerError> {
         let docker = self.client().await?;
         let name = network_name(self.agent(), network);
-        match docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+        match docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(DockerError::engine("inspect the network")(e)),
@@ -49,7 +52,10 @@ impl DockerDriver {
             return;
         };
         let name = network_name(self.agent(), network);
-        let in_use = match docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+        let in_use = match docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+        {
             Ok(info) => info.containers.is_some_and(|c| !c.is_empty()),
             Err(_) => return,
         };

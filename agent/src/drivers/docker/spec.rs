@@ -28,9 +28,8 @@ pub(crate) fn network_name(agent: &str, network: &str) -> String {
 
 /// The engine's form of a container health check (durations in nanoseconds).
 fn health_config(h: &ContainerHealthcheck) -> HealthConfig {
-    let nanos = |d: Option<HumanDuration>| {
-        d.map(|d| i64::try_from(d.0.as_nanos()).unwrap_or(i64::MAX))
-    };
+    let nanos =
+        |d: Option<HumanDuration>| d.map(|d| i64::try_from(d.0.as_nanos()).unwrap_or(i64::MAX));
     HealthConfig {
         test: Some(h.test.clone()),
         interval: nanos(h.interval),
@@ -229,5 +228,50 @@ mod tests {
         let mount = &host.mounts.unwrap()[0];
         assert_eq!(mount.typ, Some(MountType::VOLUME));
         assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn a_stack_task_joins_its_network_under_its_alias_with_its_health_check() {
+        let (mut t, mut cfg) = task();
+        cfg.network = Some("default_shop".into());
+        cfg.aliases = vec!["web".into()];
+        cfg.healthcheck = Some(ContainerHealthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some(HumanDuration::from_secs(2)),
+            timeout: None,
+            start_period: Some(HumanDuration::from_millis(500)),
+            retries: Some(3),
+        });
+        t.driver = DriverConfig::Docker(Box::new(cfg.clone()));
+        let owner = Owner::Alloc {
+            alloc: windflow_protocol::AllocId(4),
+            job: JobId(3),
+            task: "web".into(),
+        };
+        let body = create_body(&t, &cfg, &BTreeMap::new(), &owner, "a1b2");
+        let net = "windflow-a1b2-default_shop";
+        assert_eq!(
+            body.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some(net)
+        );
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints[net].aliases, Some(vec!["web".to_owned()]));
+        let h = body.healthcheck.unwrap();
+        assert_eq!(h.test, Some(vec!["CMD".to_owned(), "true".to_owned()]));
+        assert_eq!(h.interval, Some(2_000_000_000));
+        assert_eq!(h.timeout, None);
+        assert_eq!(h.start_period, Some(500_000_000));
+        assert_eq!(h.retries, Some(3));
+        // The UDP port was asked on 127.0.0.1 only.
+        let ports = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(
+            ports["53/udp"].as_ref().unwrap()[0].host_ip.as_deref(),
+            Some("127.0.0.1")
+        );
+        // Without a network: the engine's default, no endpoint config.
+        let (t, cfg) = task();
+        let body = create_body(&t, &cfg, &BTreeMap::new(), &owner, "a1b2");
+        assert!(body.networking_config.is_none());
+        assert!(body.host_config.unwrap().network_mode.is_none());
     }
 }
