@@ -31,6 +31,8 @@ mod schedules;
 mod secrets;
 mod session;
 mod stacks;
+#[cfg(test)]
+mod stacks_tests;
 mod templates;
 mod tokens;
 mod ui;
