@@ -310,6 +310,53 @@ fn a_templates_password_is_stored_sealed_and_shown_once() {
     assert!(!again.status.success());
     assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
     assert!(!stdout(&again).contains("POSTGRES_PASSWORD="));
+    // Redeployed from the template's file with the values in the environment: the same
+    // ones change nothing; a new password is the next version, and stays sealed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg.yml");
+    let template = f.get("/v1/templates/postgres");
+    std::fs::write(&file, template["compose"].as_str().unwrap()).unwrap();
+    let redeploy = |pw: &str| {
+        Command::new(windflow_tests::windflow_bin())
+            .args(["stack", "deploy", "pg", "-f", file.to_str().unwrap()])
+            .env("HOME", f.cluster.root.path())
+            .env(
+                "WINDFLOW_ADDR",
+                format!("http://{}", f.cluster.servers[0].http_addr),
+            )
+            .env("WINDFLOW_TOKEN", &f.admin)
+            .envs([
+                ("POSTGRES_USER", "app"),
+                ("POSTGRES_DB", "app"),
+                ("POSTGRES_PASSWORD", pw),
+                ("PORT", "15432"),
+                ("MEMORY", "512M"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = redeploy(&password);
+    assert!(
+        stdout(&out).contains("Unchanged: stack pg"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = redeploy("a-new-password");
+    assert!(
+        stdout(&out).contains("Updated stack pg"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let job = f.get(&format!("/v1/jobs/{}", stack["job"].as_str().unwrap()));
+    assert_eq!(job["version"], 2, "{job}");
+    assert!(!job.to_string().contains("a-new-password"), "{job}");
+    let task = &job["spec"]["groups"][0]["tasks"][0];
+    assert_eq!(
+        task["secret_env"]["POSTGRES_PASSWORD"]["redacted"], true,
+        "{task}"
+    );
     let out = f.cli(&["template", "show", "postgres"]);
     assert!(
         stdout(&out).contains("POSTGRES_PASSWORD"),

@@ -199,12 +199,27 @@ pub(super) async fn deploy_request(
     };
     let stacks::StackJob {
         mut spec,
-        secret_env,
+        mut secret_env,
     } = stacks::to_job(&r.name, &r.namespace, &compose, Some(&node)).map_err(compose_error)?;
     for group in &mut spec.groups {
         for task in &mut group.tasks {
+            let old = existing
+                .as_ref()
+                .and_then(|j| j.spec.tasks().find(|t| t.name == task.name))
+                .map(|t| &t.secret_env);
+            // A variable stored sealed stays sealed, whatever the new file says of it.
+            if let Some(old) = old {
+                for name in old.keys() {
+                    if let Some(value) = task.env.remove(name) {
+                        secret_env
+                            .entry(task.name.clone())
+                            .or_default()
+                            .insert(name.clone(), value);
+                    }
+                }
+            }
             if let Some(env) = secret_env.get(&task.name) {
-                task.secret_env = seal_all(state, env)?;
+                task.secret_env = seal_reusing(state, env, old).await?;
             }
         }
     }
@@ -252,19 +267,29 @@ pub(super) async fn deploy_request(
     ))
 }
 
-fn seal_all(
+/// Seals a task's secret values; one equal to the value already stored under that name
+/// keeps its sealed form (a new seal differs, and would make a version of nothing).
+async fn seal_reusing(
     state: &AppState,
     env: &BTreeMap<String, String>,
+    stored: Option<&BTreeMap<String, Sealed>>,
 ) -> Result<BTreeMap<String, Sealed>, ApiError> {
-    env.iter()
-        .map(|(k, v)| {
-            state
-                .secrets
-                .seal_env(k, v)
-                .map(|s| (k.clone(), s))
-                .map_err(super::secrets::seal_error)
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for (name, value) in env {
+        if let Some(old) = stored.and_then(|s| s.get(name))
+            && let Ok(opened) = state.secrets.open_env(name, old).await
+            && opened == *value
+        {
+            out.insert(name.clone(), old.clone());
+            continue;
+        }
+        let sealed = state
+            .secrets
+            .seal_env(name, value)
+            .map_err(super::secrets::seal_error)?;
+        out.insert(name.clone(), sealed);
+    }
+    Ok(out)
 }
 
 /// The ready, eligible node offering docker with the most free memory.
