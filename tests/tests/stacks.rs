@@ -57,12 +57,24 @@ fn networks_of(agent: &str) -> Vec<String> {
         .collect()
 }
 
-/// Removes the agents' networks when dropped (after the containers' cleanup).
-struct NetworkCleanup(Vec<String>);
+/// Removes the agents' networks when dropped. Declare it first: it then goes after the
+/// fleet (whose agents could make them again) and the containers' cleanup.
+#[derive(Default)]
+struct NetworkCleanup(std::sync::Mutex<Vec<String>>);
+
+impl NetworkCleanup {
+    fn watch(&self, agents: &[String]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(agents.iter().cloned());
+    }
+}
 
 impl Drop for NetworkCleanup {
     fn drop(&mut self) {
-        for agent in &self.0 {
+        let agents = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for agent in agents.iter() {
             for n in networks_of(agent) {
                 let _ = docker::docker(&["network", "rm", &n]);
             }
@@ -84,6 +96,7 @@ services:
       retries: 30
     restart: always
     deploy:
+      replicas: 2
       resources:
         limits: {memory: 32M}
   client:
@@ -105,10 +118,11 @@ fn a_client_starts_after_web_is_healthy_and_reaches_it_by_name() {
         return;
     }
     docker::image();
+    let networks = NetworkCleanup::default();
     let cleanup = Cleanup::default();
     let f = Fleet::start(1, PATIENT);
     let agents = cleanup.watch_nodes(&f.nodes());
-    let _networks = NetworkCleanup(agents.clone());
+    networks.watch(&agents);
     let agent = &agents[0];
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("docker-compose.yml");
@@ -127,18 +141,25 @@ fn a_client_starts_after_web_is_healthy_and_reaches_it_by_name() {
         stdout(&out)
     );
 
-    let web = f.wait("web's container", |_| {
-        containers_of_service(agent, "web").into_iter().next()
+    // Two web replicas start together, on the one network the agent made for the stack.
+    let webs = f.wait("web's two containers", |_| {
+        let ids = containers_of_service(agent, "web");
+        (ids.len() == 2).then_some(ids)
     });
     let client = f.wait("the client's container", |_| {
         containers_of_service(agent, "client").into_iter().next()
     });
-    assert_eq!(inspect(&web, "{{.State.Health.Status}}"), "healthy");
+    let healthy: Vec<String> = webs
+        .iter()
+        .map(|w| inspect(w, "{{.State.Health.Status}}"))
+        .collect();
+    assert!(healthy.iter().any(|h| h == "healthy"), "{healthy:?}");
     let started = |id: &str| {
         let t = inspect(id, "{{.State.StartedAt}}");
         Timestamp::parse_rfc3339(&t).unwrap_or_else(|e| panic!("{t}: {e}"))
     };
-    let (web_at, client_at) = (started(&web), started(&client));
+    let web_at = webs.iter().map(|w| started(w)).min().unwrap();
+    let client_at = started(&client);
     assert!(
         client_at.0 >= web_at.0 + 3_000,
         "the client started {} ms after web, before web could be healthy",
@@ -167,7 +188,10 @@ fn a_client_starts_after_web_is_healthy_and_reaches_it_by_name() {
         let services = s["services"].as_array().cloned().unwrap_or_default();
         services
             .iter()
-            .all(|v| v["running"] == 1 && (v["name"] != "web" || v["healthy"] == 1))
+            .all(|v| {
+                v["running"] == v["replicas"] && v["healthy"] == v["running"]
+                    || v["name"] == "client" && v["running"] == 1
+            })
             .then_some(())
     });
     // The same file again changes nothing; a changed env file is the next version.
@@ -252,10 +276,10 @@ fn a_templates_password_is_stored_sealed_and_shown_once() {
         return;
     }
     docker::image();
+    let networks = NetworkCleanup::default();
     let cleanup = Cleanup::default();
     let f = Fleet::start(1, PATIENT);
-    let agents = cleanup.watch_nodes(&f.nodes());
-    let _networks = NetworkCleanup(agents);
+    networks.watch(&cleanup.watch_nodes(&f.nodes()));
     let (status, answer) = f.call(
         "POST",
         "/v1/templates/postgres/deploy",

@@ -152,9 +152,15 @@ impl ContainerTask {
                 })
             })
             .await?;
-        if let Some(network) = &self.cfg.network {
-            docker.ensure_network(network).await?;
-        }
+        // The network stays until the container has joined it (at its start).
+        let joining = match &self.cfg.network {
+            Some(network) => {
+                let guard = docker.network_lock().await;
+                docker.ensure_network(network).await?;
+                Some(guard)
+            }
+            None => None,
+        };
         let c = docker
             .create(&self.spec, &self.cfg, &self.spec.env, &self.owner)
             .await?;
@@ -162,6 +168,7 @@ impl ContainerTask {
             let _ = docker.remove(&c.id).await;
             return Err(e);
         }
+        drop(joining);
         tracing::info!(container = c.short_id(), "container started");
         (self.report)(Change::Started {
             task: self.spec.name.clone(),

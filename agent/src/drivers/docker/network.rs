@@ -11,7 +11,16 @@ use super::spec::network_name;
 use super::{DockerDriver, DockerError, LABEL_AGENT, describe, not_found};
 
 impl DockerDriver {
-    /// Makes this agent's network `network` (a bridge) unless the engine has it.
+    /// Held by whoever makes, joins or removes a network, from the look-up to the
+    /// container's start (or the removal): the engine may accept two networks of one name
+    /// made at once (a stack's replicas start together), and a network removed between
+    /// its look-up and a container's start would fail that start.
+    pub async fn network_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.networks.lock().await
+    }
+
+    /// Makes this agent's network `network` (a bridge) unless the engine has it; call it
+    /// holding [`DockerDriver::network_lock`].
     pub async fn ensure_network(&self, network: &str) -> Result<(), DockerError> {
         let docker = self.client().await?;
         let name = network_name(self.agent(), network);
@@ -52,6 +61,7 @@ impl DockerDriver {
             return;
         };
         let name = network_name(self.agent(), network);
+        let _one_at_a_time = self.network_lock().await;
         let in_use = match docker
             .inspect_network(&name, None::<InspectNetworkOptions>)
             .await
