@@ -773,6 +773,12 @@ fn check_dependencies(services: &BTreeMap<String, Service>) -> Result<(), StackE
             if dep == name {
                 return Err(invalid(&path, "a service cannot depend on itself"));
             }
+            if d.replicas == 0 {
+                return Err(invalid(
+                    &path,
+                    format!("`{dep}` has 0 replicas: nothing would ever start"),
+                ));
+            }
             let checked = d
                 .healthcheck
                 .as_ref()
@@ -1010,7 +1016,8 @@ pub fn short_port(t: &str) -> Result<PortMapping, String> {
 pub fn restart_policy(t: &str, path: &str) -> Result<RestartPolicy, StackError> {
     let secs = HumanDuration::from_secs;
     Ok(match t {
-        "no" | "\"no\"" => RestartPolicy {
+        // `false`: an unquoted `no` read as YAML 1.1 would have it.
+        "no" | "false" => RestartPolicy {
             attempts: 0,
             interval: secs(60),
             delay: secs(1),

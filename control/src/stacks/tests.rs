@@ -167,6 +167,14 @@ volumes:
     assert_eq!(h.start_period.unwrap().0.as_secs(), 60);
     assert_eq!(h.retries, Some(3));
     assert_eq!(db.restart.mode, RestartMode::Delay);
+    assert_eq!(web.restart.attempts, 4);
+    let no = compose::restart_policy("no", "r").unwrap();
+    assert_eq!((no.attempts, no.mode), (0, RestartMode::Fail));
+    assert_eq!(compose::restart_policy("false", "r").unwrap(), no);
+    assert_eq!(
+        compose::restart_policy("on-failure", "r").unwrap().attempts,
+        3
+    );
     assert_eq!(c.services["worker"].replicas, 3);
     assert_eq!(
         c.services["worker"].depends_on,
@@ -262,6 +270,10 @@ fn bad_values_name_their_path() {
         (
             "services:\n  web: {image: a, restart: sometimes}",
             "services.web.restart",
+        ),
+        (
+            "services:\n  web: {image: a, depends_on: [db]}\n  db: {image: b, deploy: {replicas: 0}}",
+            "services.web.depends_on.db",
         ),
         (
             "services:\n  web: {image: a, healthcheck: {test: [\"RUN\", \"x\"]}}",
