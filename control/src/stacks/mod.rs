@@ -3,7 +3,8 @@
 //!
 //! - `keys.rs`: which keys are supported; every other one is listed in one error;
 //! - `interpolate.rs`: `${VAR}`, `${VAR:-default}` and the rest of compose's forms;
-//! - `compose.rs`: the supported keys, short and long syntaxes, read and checked;
+//! - `compose.rs`: a file's services read and checked (`parts.rs`: ports, volumes,
+//!   `depends_on`, healthcheck; `syntax.rs`: the short text forms);
 //! - `convert.rs`: services → task groups of docker tasks on one node and network;
 //! - `templates.rs`: the catalog (compose files with variables, compiled in).
 
@@ -11,6 +12,8 @@ pub mod compose;
 pub mod convert;
 pub mod interpolate;
 mod keys;
+mod parts;
+pub mod syntax;
 pub mod templates;
 
 #[cfg(test)]
@@ -76,6 +79,6 @@ pub fn needs(text: &str) -> Result<(Vec<String>, BTreeSet<String>), StackError> 
     let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| StackError::Yaml(e.to_string()))?;
     let mut names = interpolate::referenced(text);
-    names.extend(compose::passthrough_names(&doc));
-    Ok((compose::env_file_paths(&doc), names))
+    names.extend(syntax::passthrough_names(&doc));
+    Ok((syntax::env_file_paths(&doc), names))
 }

@@ -168,11 +168,11 @@ volumes:
     assert_eq!(h.retries, Some(3));
     assert_eq!(db.restart.mode, RestartMode::Delay);
     assert_eq!(web.restart.attempts, 4);
-    let no = compose::restart_policy("no", "r").unwrap();
+    let no = syntax::restart_policy("no", "r").unwrap();
     assert_eq!((no.attempts, no.mode), (0, RestartMode::Fail));
-    assert_eq!(compose::restart_policy("false", "r").unwrap(), no);
+    assert_eq!(syntax::restart_policy("false", "r").unwrap(), no);
     assert_eq!(
-        compose::restart_policy("on-failure", "r").unwrap().attempts,
+        syntax::restart_policy("on-failure", "r").unwrap().attempts,
         3
     );
     assert_eq!(c.services["worker"].replicas, 3);
