@@ -28,4 +28,5 @@ pub mod run_retention;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod stacks;
 pub mod webhooks;

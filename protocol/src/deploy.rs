@@ -69,6 +69,9 @@ pub enum CheckKind {
     Tcp { port: Option<u16> },
     /// `sh -c command` in the task's environment exits 0.
     Command { command: String },
+    /// The engine's health check of the docker task `task`'s container (its
+    /// [`crate::docker::ContainerHealthcheck`]) reports healthy.
+    Container { task: String },
 }
 
 /// What an allocation's node says of its health.

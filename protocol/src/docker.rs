@@ -31,6 +31,62 @@ pub struct DockerConfig {
     /// Extra container labels; the `windflow.` ones are the agent's and cannot be set.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A network of the node to join instead of the engine's default bridge; the agent
+    /// makes it (`windflow-<agent>-<network>`) when missing. A stack's services share one.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Names the container answers to on `network` (a stack's service name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The engine's own health check, run inside the container.
+    #[serde(default)]
+    pub healthcheck: Option<ContainerHealthcheck>,
+    /// Tasks of the same job on the same node whose containers must run (or be healthy)
+    /// before this one is created: a stack's `depends_on`, waited for by the agent.
+    #[serde(default)]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A container health check the engine runs (compose's `healthcheck`, docker's
+/// `HEALTHCHECK`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerHealthcheck {
+    /// In the engine's form: `["CMD", prog, args…]`, `["CMD-SHELL", "cmd"]`, or `["NONE"]`
+    /// (the image's check turned off).
+    pub test: Vec<String>,
+    pub interval: Option<crate::time::HumanDuration>,
+    pub timeout: Option<crate::time::HumanDuration>,
+    /// Failures in this long after the start do not count.
+    pub start_period: Option<crate::time::HumanDuration>,
+    /// Failures in a row that make the container unhealthy.
+    pub retries: Option<u32>,
+}
+
+/// One task a container waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The task's name in the same job.
+    pub task: String,
+    pub condition: DependencyCondition,
+}
+
+/// What a dependency must be before the dependent container is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    /// Its container runs.
+    Started,
+    /// Its container's engine health check reports healthy.
+    Healthy,
+}
+
+impl DependencyCondition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DependencyCondition::Started => "service_started",
+            DependencyCondition::Healthy => "service_healthy",
+        }
+    }
 }
 
 impl DockerConfig {
@@ -54,6 +110,9 @@ pub struct PortMapping {
     pub host_port: Option<u16>,
     #[serde(default)]
     pub protocol: PortProtocol,
+    /// The host address it is published on (`127.0.0.1`); `None`: every address.
+    #[serde(default)]
+    pub host_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -123,6 +182,10 @@ mod tests {
             ports: Vec::new(),
             mounts: Vec::new(),
             labels: BTreeMap::new(),
+            network: None,
+            aliases: Vec::new(),
+            healthcheck: None,
+            depends_on: Vec::new(),
         }
     }
 

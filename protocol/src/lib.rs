@@ -34,7 +34,8 @@ pub use deploy::{
     AllocHealth, CheckKind, Deployment, DeploymentStatus, HealthCheck, HealthStatus, UpdatePolicy,
 };
 pub use docker::{
-    ALLOC_PORTS_MAX, AllocPort, DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
+    ALLOC_PORTS_MAX, AllocPort, ContainerHealthcheck, Dependency, DependencyCondition,
+    DockerConfig, Mount, MountKind, PortMapping, PortProtocol,
 };
 pub use identity::{AuditEntry, AuditOutcome, Role, TokenKind, TokenView, UserView};
 pub use ids::{

@@ -50,6 +50,19 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ("DELETE", "/v1/jobs/{id}", W, "/v1/jobs/J999999"),
     ("POST", "/v1/jobs/{id}/run", W, "/v1/jobs/J999999/run"),
     ("GET", "/v1/jobs/{id}/runs", R, "/v1/jobs/J999999/runs"),
+    // Compose stacks and the template catalog (issue 6).
+    ("GET", "/v1/stacks", R, "/v1/stacks"),
+    ("POST", "/v1/stacks", W, "/v1/stacks"),
+    ("GET", "/v1/stacks/{name}", R, "/v1/stacks/nope"),
+    ("DELETE", "/v1/stacks/{name}", W, "/v1/stacks/nope"),
+    ("GET", "/v1/templates", R, "/v1/templates"),
+    ("GET", "/v1/templates/{name}", R, "/v1/templates/nope"),
+    (
+        "POST",
+        "/v1/templates/{name}/deploy",
+        W,
+        "/v1/templates/nope/deploy",
+    ),
     // Job versions, scaling and deployments.
     ("PUT", "/v1/jobs/{id}", W, "/v1/jobs/J999999"),
     ("POST", "/v1/jobs/{id}/scale", W, "/v1/jobs/J999999/scale"),

@@ -9,12 +9,17 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
-use windflow_protocol::{AllocEventKind, DockerConfig, TaskSpec};
+use windflow_protocol::{AllocEventKind, DependencyCondition, DockerConfig, TaskSpec};
 
 use super::runner::{Change, Report, Supervision};
 use crate::drivers::docker::{Container, ContainerExit, DockerError, Owner};
 use crate::drivers::exec::ProcessExit;
+
+/// How often the containers a task depends on are looked at while it waits for them.
+const DEPENDENCY_POLL: Duration = Duration::from_millis(500);
 
 /// A docker task of an allocation and how to run it.
 pub(super) struct ContainerTask {
@@ -73,6 +78,11 @@ impl ContainerTask {
                 Err(e) => return Some(ProcessExit::Error(e.to_string())),
             }
         }
+        match self.wait_for_dependencies(stop).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(ProcessExit::Error(e.to_string())),
+        }
         if stop.is_cancelled() {
             return None;
         }
@@ -80,6 +90,52 @@ impl ContainerTask {
             Ok(c) => self.follow(c, stop).await,
             Err(e) => Some(ProcessExit::Error(e.to_string())),
         }
+    }
+
+    /// Waits until the containers of the tasks this one depends on (same job, this agent)
+    /// run, or are healthy, as each dependency asks; `false` when stopped first.
+    async fn wait_for_dependencies(&self, stop: &CancellationToken) -> Result<bool, DockerError> {
+        for dep in &self.cfg.depends_on {
+            let selector = self.owner.sibling_selector(&dep.task);
+            let mut told = false;
+            loop {
+                let found = self.how.docker.find(&selector).await?;
+                let ready = found.iter().any(|f| {
+                    f.exit.is_none()
+                        && match dep.condition {
+                            DependencyCondition::Started => true,
+                            DependencyCondition::Healthy => f.health.as_deref() == Some("healthy"),
+                        }
+                });
+                if ready {
+                    if told {
+                        tracing::info!(dependency = %dep.task, "dependency ready");
+                    }
+                    break;
+                }
+                if !told {
+                    told = true;
+                    let what = match dep.condition {
+                        DependencyCondition::Started => "to run",
+                        DependencyCondition::Healthy => "to be healthy",
+                    };
+                    (self.report)(Change::Note {
+                        kind: AllocEventKind::TaskSetup,
+                        message: format!(
+                            "task {}: waiting for {} {what} ({})",
+                            self.spec.name,
+                            dep.task,
+                            dep.condition.as_str()
+                        ),
+                    });
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(DEPENDENCY_POLL) => {}
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// A fresh container: the previous one (an earlier exit's) removed, the image pulled
@@ -96,6 +152,15 @@ impl ContainerTask {
                 })
             })
             .await?;
+        // The network stays until the container has joined it (at its start).
+        let joining = match &self.cfg.network {
+            Some(network) => {
+                let guard = docker.network_lock().await;
+                docker.ensure_network(network).await?;
+                Some(guard)
+            }
+            None => None,
+        };
         let c = docker
             .create(&self.spec, &self.cfg, &self.spec.env, &self.owner)
             .await?;
@@ -103,6 +168,7 @@ impl ContainerTask {
             let _ = docker.remove(&c.id).await;
             return Err(e);
         }
+        drop(joining);
         tracing::info!(container = c.short_id(), "container started");
         (self.report)(Change::Started {
             task: self.spec.name.clone(),
@@ -146,6 +212,9 @@ impl ContainerTask {
                 }
                 if let Err(e) = docker.remove(&c.id).await {
                     tracing::warn!(error = %e, "cannot remove the container");
+                }
+                if let Some(network) = &self.cfg.network {
+                    docker.remove_network_if_unused(network).await;
                 }
                 tracing::info!(container = c.short_id(), "container stopped");
                 None

@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use windflow_protocol::{AllocHealth, CheckKind, HealthCheck, HealthStatus, UpdatePolicy};
+use windflow_protocol::{AllocHealth, AllocId, CheckKind, HealthCheck, HealthStatus, UpdatePolicy};
+
+use crate::drivers::docker::{DockerDriver, LABEL_ALLOC, LABEL_TASK};
 
 use super::runner::{Change, Report};
 
@@ -34,6 +36,8 @@ pub(crate) struct Target {
     /// The first task's env (the allocation's own vars included) for command checks.
     pub env: BTreeMap<String, String>,
     pub workdir: Option<PathBuf>,
+    /// The engine and the allocation, for `container` checks (its containers' own health).
+    pub containers: Option<(std::sync::Arc<DockerDriver>, AllocId)>,
 }
 
 impl Target {
@@ -169,6 +173,15 @@ async fn run(check: &HealthCheck, target: &Target) -> Result<(), String> {
                     .map_err(|e| format!("cannot connect to 127.0.0.1:{port}: {e}"))
             })
         }
+        CheckKind::Container { task } => {
+            let Some((docker, alloc)) = &target.containers else {
+                return Err("the allocation has no containers".into());
+            };
+            let docker = docker.clone();
+            let selector = vec![(LABEL_ALLOC, alloc.to_string()), (LABEL_TASK, task.clone())];
+            let task = task.clone();
+            Box::pin(async move { container_health(&docker, &selector, &task).await })
+        }
     };
     match tokio::time::timeout(timeout, network).await {
         Ok(r) => r,
@@ -178,6 +191,22 @@ async fn run(check: &HealthCheck, target: &Target) -> Result<(), String> {
 
 /// A network check's run, to time out.
 type Probing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The engine's verdict on the task's container: `healthy` passes.
+async fn container_health(
+    docker: &DockerDriver,
+    selector: &[(&str, String)],
+    task: &str,
+) -> Result<(), String> {
+    let found = docker.find(selector).await.map_err(|e| e.to_string())?;
+    let running = found.iter().find(|f| f.exit.is_none());
+    match running.map(|f| f.health.as_deref()) {
+        Some(Some("healthy")) => Ok(()),
+        Some(Some(other)) => Err(format!("the container of {task} is {other}")),
+        Some(None) => Err(format!("the container of {task} has no health check")),
+        None => Err(format!("the container of {task} is not running")),
+    }
+}
 
 /// `GET path` on 127.0.0.1:port; 2xx and 3xx pass.
 async fn http(port: u16, path: &str) -> Result<(), String> {
@@ -303,6 +332,7 @@ mod tests {
             },
             judged: HealthStatus::Unknown,
             env: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+            containers: None,
             workdir: None,
         }
     }

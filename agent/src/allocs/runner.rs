@@ -146,6 +146,16 @@ pub(crate) async fn run(
         ("WINDFLOW_JOB_ID", a.job.to_string()),
         ("WINDFLOW_GROUP", a.group.clone()),
     ];
+    // The stack networks its containers join, to remove once they are gone.
+    let mut networks: Vec<String> = assignment
+        .tasks
+        .iter()
+        .filter_map(|t| match &t.driver {
+            DriverConfig::Docker(d) => d.network.clone(),
+            DriverConfig::Exec(_) => None,
+        })
+        .collect();
+    networks.dedup();
     let mut health = None;
     for (n, mut task) in assignment.tasks.into_iter().enumerate() {
         // Who it is, for the task itself (as Nomad's NOMAD_ALLOC_ID); the job's own env wins.
@@ -165,6 +175,7 @@ pub(crate) async fn run(
                 judged: resume.health,
                 env: task.env.clone(),
                 workdir,
+                containers: has_containers.then(|| (how.docker.clone(), a.id)),
             };
             let watch = super::health::watch(target, report.clone(), tasks_stop.clone());
             health = Some(tokio::spawn(
@@ -248,6 +259,9 @@ pub(crate) async fn run(
         let mine = [(LABEL_ALLOC, alloc_id.to_string())];
         if let Err(e) = how.docker.remove_all(&mine).await {
             tracing::warn!(error = %e, "cannot remove the allocation's containers");
+        }
+        for network in &networks {
+            how.docker.remove_network_if_unused(network).await;
         }
     }
     report(match failed {

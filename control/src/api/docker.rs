@@ -84,6 +84,10 @@ pub fn parse(body: &mut Fields) -> Result<DockerConfig, ApiError> {
         ports,
         mounts,
         labels,
+        network: None,
+        aliases: Vec::new(),
+        healthcheck: None,
+        depends_on: Vec::new(),
     })
 }
 
@@ -148,6 +152,7 @@ fn ports(f: &mut Fields) -> Result<Vec<PortMapping>, ApiError> {
             container_port,
             host_port,
             protocol,
+            host_ip: None,
         });
     }
     Ok(ports)

@@ -31,6 +31,10 @@ mod runs;
 mod schedules;
 mod secrets;
 mod session;
+mod stacks;
+#[cfg(test)]
+mod stacks_tests;
+mod templates;
 mod tokens;
 mod ui;
 mod users;
@@ -123,6 +127,37 @@ fn v1_routes(fault_injection: bool) -> Routes {
         .route(M::GET, "/jobs/{id}", READ, "jobs.show", jobs::show)
         .route(M::DELETE, "/jobs/{id}", WRITE, "jobs.delete", jobs::delete)
         .route(M::POST, "/jobs/{id}/run", WRITE, "jobs.run", jobs::run)
+        .route(M::GET, "/stacks", READ, "stacks.list", stacks::list)
+        .route(M::POST, "/stacks", WRITE, "stacks.deploy", stacks::deploy)
+        .route(M::GET, "/stacks/{name}", READ, "stacks.show", stacks::show)
+        .route(
+            M::DELETE,
+            "/stacks/{name}",
+            WRITE,
+            "stacks.remove",
+            stacks::remove,
+        )
+        .route(
+            M::GET,
+            "/templates",
+            READ,
+            "templates.list",
+            templates::list,
+        )
+        .route(
+            M::GET,
+            "/templates/{name}",
+            READ,
+            "templates.show",
+            templates::show,
+        )
+        .route(
+            M::POST,
+            "/templates/{name}/deploy",
+            WRITE,
+            "templates.deploy",
+            templates::deploy,
+        )
         // Job versions, scaling and deployments (issue 6, rolling updates).
         .route(
             M::PUT,

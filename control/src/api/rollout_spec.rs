@@ -223,5 +223,6 @@ fn kind_name(k: &CheckKind) -> &'static str {
         CheckKind::Http { .. } => "http",
         CheckKind::Tcp { .. } => "tcp",
         CheckKind::Command { .. } => "command",
+        CheckKind::Container { .. } => "container",
     }
 }

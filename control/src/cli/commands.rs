@@ -117,6 +117,8 @@ pub async fn run(
         Command::Deployment(cmd) => super::deployments::deployment(&client, out, cmd).await,
         Command::Schedule(cmd) => super::schedules::schedule(&client, out, cmd).await,
         Command::Webhook(cmd) => super::webhooks::webhook(&client, out, cmd).await,
+        Command::Stack(cmd) => super::stacks::stack(&client, out, cmd).await,
+        Command::Template(cmd) => super::stacks::template(&client, out, cmd).await,
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {

@@ -14,6 +14,7 @@ mod namespaces;
 mod nodes;
 mod pipelines;
 mod schedules;
+mod stacks;
 mod table;
 mod trust;
 mod webhooks;
@@ -26,6 +27,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use args::*;
 pub use deployments::{DeploymentCommand, RolloutArgs};
+pub use stacks::{StackCommand, TemplateCommand};
 
 use crate::logging::{self, Verbosity};
 use crate::server::ServerConfig;
@@ -97,6 +99,12 @@ pub enum Command {
     /// Webhooks: signed POSTs of run and schedule events.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Compose files deployed as stacks (one service job each).
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// The built-in catalog of stack templates.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Enrolling agents: their join tokens.
     #[command(subcommand)]
     Agent(AgentCommand),

@@ -20,6 +20,9 @@ pub struct DockerDriver {
     /// This agent's own ID ([`super::LABEL_AGENT`]), kept in its store.
     agent: String,
     client: OnceCell<bollard::Docker>,
+    /// Held while a network is looked up and made: the engine may accept two networks of
+    /// one name made at once (a stack's replicas start together).
+    pub(super) networks: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for DockerDriver {
@@ -35,6 +38,7 @@ impl DockerDriver {
         DockerDriver {
             agent,
             client: OnceCell::new(),
+            networks: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct Found {
     pub exit: Option<ContainerExit>,
     /// When it started, in the engine's RFC 3339 form.
     pub started_at: Option<String>,
+    /// The engine's verdict of its health check: `starting`, `healthy`, `unhealthy`;
+    /// `None` without one.
+    pub health: Option<String>,
 }
 
 impl DockerDriver {
@@ -220,6 +223,12 @@ impl DockerDriver {
                 Err(e) => return Err(DockerError::engine("inspect the container")(e)),
             };
             let state = info.state.unwrap_or_default();
+            let health = state
+                .health
+                .as_ref()
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none");
             let running = !matches!(
                 state.status,
                 Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
@@ -235,6 +244,7 @@ impl DockerDriver {
                         error: state.error.filter(|e| !e.is_empty()),
                     }),
                     started_at: state.started_at,
+                    health,
                 },
             ));
         }

@@ -10,6 +10,7 @@
 //! - `spec.rs`: a task → the container to create (env, ports, mounts, limits, labels);
 //! - `image.rs`: pulling an image the engine lacks, with progress;
 //! - `container.rs`: create, start, stop (grace, then kill), wait, find by label, ports;
+//! - `network.rs`: the per-agent networks a stack's containers share;
 //! - `logs.rs`: a container's output (stdout head and stderr tail, live chunks);
 //! - `run.rs`: a batch run of a docker task (attempts, retries, timeout).
 
@@ -17,6 +18,7 @@ mod client;
 mod container;
 mod image;
 mod logs;
+mod network;
 mod run;
 mod spec;
 
@@ -118,6 +120,15 @@ impl Owner {
                 (LABEL_ATTEMPT, attempt.to_string()),
             ],
         }
+    }
+
+    /// The labels that find the containers of task `task` of the same job, whatever
+    /// their allocation (what a stack's `depends_on` waits for).
+    pub fn sibling_selector(&self, task: &str) -> Vec<(&'static str, String)> {
+        let job = match self {
+            Owner::Alloc { job, .. } | Owner::Run { job, .. } => job,
+        };
+        vec![(LABEL_JOB, job.to_string()), (LABEL_TASK, task.to_owned())]
     }
 
     /// The labels that find it again: its allocation and task, or its run.

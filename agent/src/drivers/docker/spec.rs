@@ -4,8 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
-use windflow_protocol::{DockerConfig, MountKind, TaskSpec};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkingConfig, PortBinding,
+};
+use windflow_protocol::{ContainerHealthcheck, DockerConfig, HumanDuration, MountKind, TaskSpec};
 
 use super::{LABEL_AGENT, Owner};
 
@@ -15,6 +18,26 @@ const MIN_CPU_SHARES: i64 = 2;
 /// The engine's key for a container port (`80/tcp`).
 pub(super) fn port_key(p: &windflow_protocol::PortMapping) -> String {
     format!("{}/{}", p.container_port, p.protocol.as_str())
+}
+
+/// The engine's name of a task's `network` on this agent: each agent has its own, so two
+/// agents (or clusters) on one engine never share one.
+pub(crate) fn network_name(agent: &str, network: &str) -> String {
+    format!("windflow-{agent}-{network}")
+}
+
+/// The engine's form of a container health check (durations in nanoseconds).
+fn health_config(h: &ContainerHealthcheck) -> HealthConfig {
+    let nanos =
+        |d: Option<HumanDuration>| d.map(|d| i64::try_from(d.0.as_nanos()).unwrap_or(i64::MAX));
+    HealthConfig {
+        test: Some(h.test.clone()),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        start_period: nanos(h.start_period),
+        retries: h.retries.map(i64::from),
+        ..Default::default()
+    }
 }
 
 /// The container to create for `task` (its env as given: the caller adds its own).
@@ -40,7 +63,7 @@ pub(super) fn create_body(
             .or_default()
             .get_or_insert_with(Vec::new)
             .push(PortBinding {
-                host_ip: None,
+                host_ip: p.host_ip.clone(),
                 // Empty: the engine picks a free port, which the agent reads back.
                 host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
             });
@@ -62,6 +85,16 @@ pub(super) fn create_body(
         })
         .collect();
     let r = task.resources;
+    let network = cfg.network.as_ref().map(|n| network_name(agent, n));
+    let networking_config = network.as_ref().map(|n| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            n.clone(),
+            EndpointSettings {
+                aliases: (!cfg.aliases.is_empty()).then(|| cfg.aliases.clone()),
+                ..Default::default()
+            },
+        )])),
+    });
     ContainerCreateBody {
         image: Some(cfg.image.clone()),
         cmd: cfg.cmd(),
@@ -70,7 +103,10 @@ pub(super) fn create_body(
         env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: cfg.healthcheck.as_ref().map(health_config),
+        networking_config,
         host_config: Some(HostConfig {
+            network_mode: network,
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             mounts: Some(mounts),
             memory: i64::try_from(r.memory_mb.saturating_mul(1024 * 1024))
@@ -107,12 +143,14 @@ mod tests {
                     container_port: 8080,
                     host_port: None,
                     protocol: PortProtocol::Tcp,
+                    host_ip: None,
                 },
                 PortMapping {
                     label: "dns".into(),
                     container_port: 53,
                     host_port: Some(5353),
                     protocol: PortProtocol::Udp,
+                    host_ip: Some("127.0.0.1".into()),
                 },
             ],
             mounts: vec![windflow_protocol::Mount {
@@ -125,6 +163,10 @@ mod tests {
                 ("team".into(), "web".into()),
                 ("windflow.alloc".into(), "forged".into()),
             ]),
+            network: None,
+            aliases: Vec::new(),
+            healthcheck: None,
+            depends_on: Vec::new(),
         };
         let mut t = TaskSpec::exec("web", "unused");
         t.driver = DriverConfig::Docker(Box::new(cfg.clone()));
@@ -186,5 +228,50 @@ mod tests {
         let mount = &host.mounts.unwrap()[0];
         assert_eq!(mount.typ, Some(MountType::VOLUME));
         assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
+    fn a_stack_task_joins_its_network_under_its_alias_with_its_health_check() {
+        let (mut t, mut cfg) = task();
+        cfg.network = Some("default_shop".into());
+        cfg.aliases = vec!["web".into()];
+        cfg.healthcheck = Some(ContainerHealthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some(HumanDuration::from_secs(2)),
+            timeout: None,
+            start_period: Some(HumanDuration::from_millis(500)),
+            retries: Some(3),
+        });
+        t.driver = DriverConfig::Docker(Box::new(cfg.clone()));
+        let owner = Owner::Alloc {
+            alloc: windflow_protocol::AllocId(4),
+            job: JobId(3),
+            task: "web".into(),
+        };
+        let body = create_body(&t, &cfg, &BTreeMap::new(), &owner, "a1b2");
+        let net = "windflow-a1b2-default_shop";
+        assert_eq!(
+            body.host_config.as_ref().unwrap().network_mode.as_deref(),
+            Some(net)
+        );
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints[net].aliases, Some(vec!["web".to_owned()]));
+        let h = body.healthcheck.unwrap();
+        assert_eq!(h.test, Some(vec!["CMD".to_owned(), "true".to_owned()]));
+        assert_eq!(h.interval, Some(2_000_000_000));
+        assert_eq!(h.timeout, None);
+        assert_eq!(h.start_period, Some(500_000_000));
+        assert_eq!(h.retries, Some(3));
+        // The UDP port was asked on 127.0.0.1 only.
+        let ports = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(
+            ports["53/udp"].as_ref().unwrap()[0].host_ip.as_deref(),
+            Some("127.0.0.1")
+        );
+        // Without a network: the engine's default, no endpoint config.
+        let (t, cfg) = task();
+        let body = create_body(&t, &cfg, &BTreeMap::new(), &owner, "a1b2");
+        assert!(body.networking_config.is_none());
+        assert!(body.host_config.unwrap().network_mode.is_none());
     }
 }
