@@ -117,6 +117,10 @@ pub async fn run(
         Command::Deployment(cmd) => super::deployments::deployment(&client, out, cmd).await,
         Command::Schedule(cmd) => super::schedules::schedule(&client, out, cmd).await,
         Command::Webhook(cmd) => super::webhooks::webhook(&client, out, cmd).await,
+        Command::Export { file } => super::export::export(&client, out, file.as_deref()).await,
+        Command::Import { file, dry_run } => {
+            super::export::import(&client, out, &file, dry_run).await
+        }
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {
