@@ -98,10 +98,8 @@ fn build(state: &AppState, scope: &NsScope) -> Result<ExportFile, ApiError> {
     let mut webhooks = reader.webhooks()?;
     webhooks.retain(|w| scope.admits(&w.spec.namespace));
 
-    let job_names: HashMap<JobId, &str> = jobs
-        .iter()
-        .map(|j| (j.id, j.spec.name.as_str()))
-        .collect();
+    let job_names: HashMap<JobId, &str> =
+        jobs.iter().map(|j| (j.id, j.spec.name.as_str())).collect();
     let pipeline_names: HashMap<PipelineId, &str> = pipelines
         .iter()
         .map(|p| (p.id, p.spec.name.as_str()))
@@ -166,7 +164,10 @@ impl Entry {
     }
 
     fn list<T: Into<Value>>(&mut self, key: &str, items: impl IntoIterator<Item = T>) {
-        self.set(key, Value::Sequence(items.into_iter().map(Into::into).collect()));
+        self.set(
+            key,
+            Value::Sequence(items.into_iter().map(Into::into).collect()),
+        );
     }
 
     fn map<'a>(&mut self, key: &str, items: impl IntoIterator<Item = (&'a String, &'a String)>) {
@@ -270,7 +271,10 @@ pub(crate) fn job_entry(spec: &JobSpec) -> Result<Value, String> {
         e.map("env", &task.env);
     }
     if !task.secret_env.is_empty() {
-        e.list(SECRET_ENV_OMITTED, task.secret_env.keys().map(String::as_str));
+        e.list(
+            SECRET_ENV_OMITTED,
+            task.secret_env.keys().map(String::as_str),
+        );
     }
     if let Some(t) = task.timeout {
         e.duration("timeout", t);
@@ -409,7 +413,9 @@ fn check_job_entry(entry: &Value, spec: &JobSpec) -> Result<(), String> {
         task.secret_env.clear();
     }
     if back != expected {
-        return Err("its body reads back as a different job (made another way than the API)".into());
+        return Err(
+            "its body reads back as a different job (made another way than the API)".into(),
+        );
     }
     Ok(())
 }
@@ -439,7 +445,11 @@ fn pipeline_entry(p: &Pipeline, jobs: &HashMap<JobId, &str>) -> Result<Value, St
         let mut se = Entry::default();
         se.set("job", name(&s.job)?);
         if !s.depends_on.is_empty() {
-            let deps = s.depends_on.iter().map(name).collect::<Result<Vec<_>, _>>()?;
+            let deps = s
+                .depends_on
+                .iter()
+                .map(name)
+                .collect::<Result<Vec<_>, _>>()?;
             se.list("depends_on", deps);
         }
         steps.push(se.done());
@@ -576,7 +586,11 @@ mod tests {
 
     #[test]
     fn a_job_entry_reads_back_as_the_same_spec() {
-        for spec in [exec_job(), service_job(), JobSpec::exec("t", TaskSpec::exec("t", "true"))] {
+        for spec in [
+            exec_job(),
+            service_job(),
+            JobSpec::exec("t", TaskSpec::exec("t", "true")),
+        ] {
             let entry = job_entry(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
             let yaml = serde_yaml_ng::to_string(&entry).unwrap();
             assert!(yaml.starts_with("name: "), "{yaml}");
@@ -608,6 +622,10 @@ mod tests {
         assert!(e.contains("different job"), "{e}");
         let mut two = exec_job();
         two.groups.push(two.groups[0].clone());
-        assert!(job_entry(&two).unwrap_err().contains("more than one task group"));
+        assert!(
+            job_entry(&two)
+                .unwrap_err()
+                .contains("more than one task group")
+        );
     }
 }

@@ -223,9 +223,9 @@ fn check(file: &ExportFile, scope: &NsScope, reader: &StateReader) -> Result<Che
     let mut parsed = Vec::new();
     for (i, v) in file.pipelines.iter().enumerate() {
         let entry = entry_ref(EntryKind::Pipeline, i, v);
-        match body_of(v).and_then(|b| {
-            super::pipelines::parse_body(&b, scope).map_err(|e| e.message)
-        }) {
+        match body_of(v)
+            .and_then(|b| super::pipelines::parse_body(&b, scope).map_err(|e| e.message))
+        {
             Ok(p) => {
                 c.file_pipelines
                     .insert((p.namespace.clone(), p.name.clone()));
@@ -293,10 +293,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn claim(&mut self, entry: &EntryRef, ns: &Namespace, name: &str) {
-        if !self
-            .seen
-            .insert((entry.kind, ns.clone(), name.to_owned()))
-        {
+        if !self.seen.insert((entry.kind, ns.clone(), name.to_owned())) {
             self.errors.push(format!(
                 "{entry}: the file holds another {} `{name}` in namespace `{ns}`",
                 entry.kind.as_str()
@@ -316,14 +313,17 @@ impl Checker<'_> {
 
     fn job(&self, v: &Value, scope: &NsScope) -> Result<JobIn, String> {
         let mut v = v.clone();
-        let omitted = match v.as_mapping_mut().and_then(|m| m.remove(SECRET_ENV_OMITTED)) {
+        let omitted = match v
+            .as_mapping_mut()
+            .and_then(|m| m.remove(SECRET_ENV_OMITTED))
+        {
             None => Vec::new(),
             Some(list) => serde_yaml_ng::from_value::<Vec<String>>(list).map_err(|_| {
                 format!("field `{SECRET_ENV_OMITTED}`: must be a list of variable names")
             })?,
         };
-        let (spec, secrets) = super::jobs::parse_job_spec(&body_of(&v)?, scope)
-            .map_err(|e| e.message)?;
+        let (spec, secrets) =
+            super::jobs::parse_job_spec(&body_of(&v)?, scope).map_err(|e| e.message)?;
         super::batch::check_target(self.reader, &spec.target).map_err(|e| e.message)?;
         self.namespace_exists(&spec.namespace)?;
         let existing = self

@@ -13,7 +13,11 @@ use super::commands::{Printer, text};
 use super::table::Table;
 
 /// Writes the export (YAML; JSON with `--output json`) to `file` or standard output.
-pub async fn export(client: &Client, out: Printer, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn export(
+    client: &Client,
+    out: Printer,
+    file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let path = match out.0 {
         OutputFormat::Json => "/v1/export?format=json",
         OutputFormat::Table => "/v1/export",

@@ -105,7 +105,10 @@ async fn a_dry_run_plans_and_writes_nothing_then_the_import_does_it() {
     assert_eq!(job_count(&h).await, 2);
     let (status, again) = raw(&h, "POST", "/v1/import?dry_run=true", file).await;
     assert_eq!(status, StatusCode::OK, "{again}");
-    assert!(!again.contains("\"create\"") && again.contains("\"unchanged\""), "{again}");
+    assert!(
+        !again.contains("\"create\"") && again.contains("\"unchanged\""),
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +118,9 @@ async fn secret_env_stays_in_the_cluster_and_is_kept_on_import() {
         .call(
             "POST",
             "/v1/jobs",
-            Some(json!({"name": "db", "command": "true", "secret_env": {"DB_PASS": "s3cret-value"}})),
+            Some(
+                json!({"name": "db", "command": "true", "secret_env": {"DB_PASS": "s3cret-value"}}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
