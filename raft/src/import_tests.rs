@@ -198,3 +198,49 @@ fn a_preview_answers_like_apply_and_writes_nothing() {
         actions(&planned)
     );
 }
+
+#[test]
+fn an_updated_pipeline_moves_its_steps_and_an_updated_schedule_is_reloaded() {
+    let f = Fixture::new();
+    import(&f, set("true")).unwrap();
+    let version = f.reader.schedules_version().unwrap();
+    let mut smaller = set("true");
+    // `d` is no longer a step; the schedule fires at another time.
+    smaller.pipelines[0].steps.retain(|s| s.job != "d");
+    smaller.schedules[0].cron = "0 3 * * *".into();
+    let o = import(&f, smaller.clone()).unwrap();
+    let changed: Vec<_> = o
+        .entries
+        .iter()
+        .filter(|e| e.action == EntryAction::Update)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(changed, [EntryKind::Pipeline, EntryKind::Schedule], "{o:?}");
+    assert!(f.reader.schedules_version().unwrap() > version);
+    let job = |n: &str| {
+        f.reader
+            .job_by_name(&Namespace::default(), n)
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    // The step index follows: `d` may go, `a` still may not.
+    assert!(
+        f.apply(Command::DeleteJob {
+            job: job("a"),
+            at: Timestamp(20),
+        })
+        .is_err()
+    );
+    f.apply(Command::DeleteJob {
+        job: job("d"),
+        at: Timestamp(20),
+    })
+    .unwrap();
+    // Same set again: nothing moves, the reload counter neither.
+    smaller.jobs.retain(|j| j.name != "d");
+    let version = f.reader.schedules_version().unwrap();
+    let o = import(&f, smaller).unwrap();
+    assert_eq!(o.count(EntryAction::Unchanged), o.entries.len(), "{o:?}");
+    assert_eq!(f.reader.schedules_version().unwrap(), version);
+}

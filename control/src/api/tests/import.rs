@@ -10,10 +10,20 @@ use super::Harness;
 
 /// A raw (YAML) body, answered as text.
 async fn raw(h: &Harness, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+    raw_as(h, &h.token, method, path, body).await
+}
+
+async fn raw_as(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("authorization", format!("Bearer {}", h.token))
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::from(body.to_owned()))
         .unwrap();
     let res = h.app().oneshot(req).await.unwrap();
@@ -148,4 +158,47 @@ async fn secret_env_stays_in_the_cluster_and_is_kept_on_import() {
         answer.contains(r#"jobs[0] "db2": field `secret_env_omitted`: `DB_PASS`"#),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn webhooks_take_an_admin_and_namespaces_are_kept() {
+    let h = Harness::start().await;
+    let (status, t) = h
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "ci", "role": "writer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let writer = t["token"].as_str().unwrap().to_owned();
+    let hooks =
+        "webhooks:\n  - name: ops\n    url: http://127.0.0.1:9/\n    events: [job.failed]\n";
+    let (status, answer) = raw_as(&h, &writer, "POST", "/v1/import", hooks).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (_, listed) = h.call("GET", "/v1/webhooks", None).await;
+    assert!(listed.as_array().unwrap().is_empty());
+
+    let file = "jobs:\n  - name: a\n    namespace: team-a\n    command: 'true'\n\
+                schedules:\n  - name: s\n    namespace: team-a\n    cron: '@daily'\n    targets: [{job: a}]\n";
+    let (status, answer) = raw_as(&h, &writer, "POST", "/v1/import", file).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer.contains(r#"jobs[0] "a": namespace `team-a` does not exist"#),
+        "{answer}"
+    );
+    let (status, _) = h
+        .call("POST", "/v1/namespaces", Some(json!({"name": "team-a"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, answer) = raw_as(&h, &writer, "POST", "/v1/import", file).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, yaml) = raw(&h, "GET", "/v1/export", "").await;
+    assert_eq!(status, StatusCode::OK, "{yaml}");
+    assert!(yaml.contains("- name: a\n  namespace: team-a\n"), "{yaml}");
+    assert!(yaml.contains("- name: s\n  namespace: team-a\n"), "{yaml}");
+    let (status, json) = raw(&h, "GET", "/v1/export?format=json", "").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["schedules"][0]["targets"][0]["job"], "a");
 }
