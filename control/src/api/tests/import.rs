@@ -201,4 +201,20 @@ async fn webhooks_take_an_admin_and_namespaces_are_kept() {
     assert_eq!(status, StatusCode::OK, "{json}");
     let json: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["schedules"][0]["targets"][0]["job"], "a");
+
+    // A webhook with its secret in the file: the same secret again changes nothing, a
+    // new one updates it; the secret is never echoed.
+    let given = "webhooks:\n  - name: ops\n    url: http://127.0.0.1:9/\n    events: [job.failed]\n    secret: 0123456789abcdef-given\n";
+    for expected in ["\"create\"", "\"unchanged\""] {
+        let (status, answer) = raw(&h, "POST", "/v1/import", given).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert!(answer.contains(expected), "{expected}: {answer}");
+        assert!(!answer.contains("0123456789abcdef-given"), "{answer}");
+    }
+    let other = given.replace("-given", "-other");
+    let (status, answer) = raw(&h, "POST", "/v1/import", &other).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer.contains("\"update\""), "{answer}");
+    let (_, yaml) = raw(&h, "GET", "/v1/export", "").await;
+    assert!(!yaml.contains("0123456789abcdef"), "{yaml}");
 }
