@@ -7,7 +7,8 @@
 //! a fresh cluster. Secrets never leave: a webhook's HMAC secret is not written, and a
 //! job's secret env vars are listed by name only, under `secret_env_omitted`. Every job
 //! entry is read back with the create endpoint's own parser before it is written, so an
-//! export is known to import to the same spec.
+//! export is known to import to the same spec; what cannot be written is listed under
+//! `left_out`, with why.
 
 use std::collections::HashMap;
 
@@ -45,6 +46,10 @@ pub struct ExportFile {
     pub schedules: Vec<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<Value>,
+    /// What the export could not write, and why (a schedule's deleted target, a job made
+    /// another way than the API); import reads past it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 fn format_version() -> u32 {
@@ -108,36 +113,31 @@ fn build(state: &AppState, scope: &NsScope) -> Result<ExportFile, ApiError> {
         version: FORMAT_VERSION,
         ..Default::default()
     };
-    let mut refused = Vec::new();
     for job in &jobs {
         match job_entry(&job.spec) {
             Ok(entry) => file.jobs.push(entry),
-            Err(why) => refused.push(format!("job {} ({}): {why}", job.id, job.spec.name)),
+            Err(why) => file
+                .left_out
+                .push(format!("job {} ({}): {why}", job.spec.name, job.id)),
         }
     }
     for p in &pipelines {
         match pipeline_entry(p, &job_names) {
             Ok(entry) => file.pipelines.push(entry),
-            Err(why) => refused.push(format!("pipeline {} ({}): {why}", p.id, p.spec.name)),
+            Err(why) => file
+                .left_out
+                .push(format!("pipeline {} ({}): {why}", p.spec.name, p.id)),
         }
     }
     for s in &schedules {
-        match schedule_entry(s, &job_names, &pipeline_names) {
+        match schedule_entry(s, &job_names, &pipeline_names, &mut file.left_out) {
             Ok(entry) => file.schedules.push(entry),
-            Err(why) => refused.push(format!("schedule {} ({}): {why}", s.id, s.spec.name)),
+            Err(why) => file
+                .left_out
+                .push(format!("schedule {} ({}): {why}", s.spec.name, s.id)),
         }
     }
     file.webhooks = webhooks.iter().map(webhook_entry).collect();
-    if !refused.is_empty() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "not_exportable",
-            format!(
-                "these cannot be written to an export file: {}",
-                refused.join("; ")
-            ),
-        ));
-    }
     Ok(file)
 }
 
@@ -458,10 +458,12 @@ fn pipeline_entry(p: &Pipeline, jobs: &HashMap<JobId, &str>) -> Result<Value, St
     Ok(e.done())
 }
 
+/// A schedule by names; a target deleted since is left out (and said so in `notes`).
 fn schedule_entry(
     s: &Schedule,
     jobs: &HashMap<JobId, &str>,
     pipelines: &HashMap<PipelineId, &str>,
+    notes: &mut Vec<String>,
 ) -> Result<Value, String> {
     let mut e = Entry::named(&s.spec.name, &s.spec.namespace);
     e.set("cron", s.spec.cron.as_str());
@@ -472,12 +474,24 @@ fn schedule_entry(
         match t {
             ScheduleTarget::Job(j) => match jobs.get(j) {
                 Some(name) => te.set("job", *name),
-                // A deleted target is recorded at each fire; it has no name to write.
-                None => continue,
+                // A deleted target has no name to write; its fires record it as gone.
+                None => {
+                    notes.push(format!(
+                        "schedule {} ({}): target {j}, a deleted job",
+                        s.spec.name, s.id
+                    ));
+                    continue;
+                }
             },
             ScheduleTarget::Pipeline(p) => match pipelines.get(p) {
                 Some(name) => te.set("pipeline", *name),
-                None => continue,
+                None => {
+                    notes.push(format!(
+                        "schedule {} ({}): target {p}, a deleted pipeline",
+                        s.spec.name, s.id
+                    ));
+                    continue;
+                }
             },
         }
         targets.push(te.done());

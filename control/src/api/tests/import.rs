@@ -218,3 +218,40 @@ async fn webhooks_take_an_admin_and_namespaces_are_kept() {
     let (_, yaml) = raw(&h, "GET", "/v1/export", "").await;
     assert!(!yaml.contains("0123456789abcdef"), "{yaml}");
 }
+
+#[tokio::test]
+async fn what_cannot_be_written_is_listed_and_the_rest_imports() {
+    let h = Harness::start().await;
+    for name in ["x", "y"] {
+        let (status, _) = h
+            .call(
+                "POST",
+                "/v1/jobs",
+                Some(json!({"name": name, "command": "true"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, s) = h
+        .call(
+            "POST",
+            "/v1/schedules",
+            Some(json!({"name": "s", "cron": "@hourly", "targets": [{"job": "x"}, {"job": "y"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let (status, _) = h.call("DELETE", "/v1/jobs/x", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, yaml) = raw(&h, "GET", "/v1/export", "").await;
+    assert_eq!(status, StatusCode::OK, "{yaml}");
+    assert!(
+        yaml.contains("left_out:\n- 'schedule s (S1): target J1, a deleted job'"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("  targets:\n  - job: y\n"), "{yaml}");
+    // Read back as it is: the schedule is now what the file says.
+    let (status, answer) = raw(&h, "POST", "/v1/import", &yaml).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, s) = h.call("GET", "/v1/schedules/s", None).await;
+    assert_eq!(s["spec"]["targets"], json!([{"job": "J2"}]), "{s}");
+}
