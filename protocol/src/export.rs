@@ -157,8 +157,9 @@ pub struct EntryOutcome {
     pub action: EntryAction,
     /// The object's ID (`J3`, `P1`, …) after the import.
     pub id: String,
-    /// A job's version after the import.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A job's version after the import. (Never skipped when empty: bincode, which
+    /// carries this between servers, reads every field in order.)
+    #[serde(default)]
     pub version: Option<u64>,
 }
 
@@ -178,6 +179,25 @@ impl ImportOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outcome_goes_through_bincode() {
+        let o = ImportOutcome {
+            entries: vec![EntryOutcome {
+                kind: EntryKind::Pipeline,
+                index: 0,
+                name: "p".into(),
+                namespace: Namespace::default(),
+                action: EntryAction::Create,
+                id: "P1".into(),
+                version: None,
+            }],
+        };
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&o, cfg).unwrap();
+        let (back, _): (ImportOutcome, _) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, o);
+    }
 
     #[test]
     fn an_entry_is_named_by_section_index_and_name() {

@@ -281,3 +281,64 @@ fn a_file_with_one_invalid_entry_names_it_and_changes_nothing() {
     assert_eq!(specs(&target), before, "the job's change went in");
     assert_eq!(versions(&target), versions_before);
 }
+
+/// What server `i` of `cluster` answers for `path`, read locally.
+fn count_on(cluster: &windflow_tests::cluster::Cluster, i: usize, path: &str) -> Option<usize> {
+    let token = cluster.token();
+    let (status, v) = http_json(
+        cluster.servers[i].http_addr,
+        "GET",
+        path,
+        Some(&token),
+        None,
+    )
+    .ok()?;
+    (status == 200).then(|| v.as_array().map_or(0, Vec::len))
+}
+
+#[test]
+fn an_import_through_a_follower_is_one_entry_that_every_server_applies() {
+    use std::time::Duration;
+    use windflow_tests::wait_for;
+
+    let mut cluster = windflow_tests::cluster::Cluster::start(3).unwrap();
+    let token = cluster.token();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
+    let follower = (leader + 1) % 3;
+    let file = "jobs:\n  - name: a\n    command: echo a\n  - name: b\n    command: echo b\n\
+                pipelines:\n  - name: ab\n    steps:\n      - job: a\n      - job: b\n        depends_on: [a]\n\
+                schedules:\n  - name: s\n    cron: '@daily'\n    targets: [{pipeline: ab}]\n";
+    let import = |addr: std::net::SocketAddr| {
+        let (status, v) = http_json(addr, "POST", "/v1/import", Some(&token), Some(file)).unwrap();
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let done = import(cluster.servers[follower].http_addr);
+    assert_eq!(actions(&done).len(), 4, "{done}");
+    for i in 0..3 {
+        wait_for(
+            &format!("server {i} to hold the import"),
+            Duration::from_secs(30),
+            || {
+                (count_on(&cluster, i, "/v1/jobs")? == 2
+                    && count_on(&cluster, i, "/v1/pipelines")? == 1
+                    && count_on(&cluster, i, "/v1/schedules")? == 1)
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    }
+
+    // The leader goes; under the next one the same file changes nothing.
+    cluster.kill(leader);
+    let next = wait_for("a new leader", Duration::from_secs(60), || {
+        cluster.leader().filter(|l| *l != leader)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let survivor = (0..3).find(|i| *i != leader && *i != next).unwrap();
+    let again = import(cluster.servers[survivor].http_addr);
+    assert!(
+        actions(&again).iter().all(|a| a.ends_with("\"unchanged\"")),
+        "{again}"
+    );
+}
