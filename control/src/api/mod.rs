@@ -19,6 +19,8 @@ mod faults;
 pub mod hardening;
 mod health;
 mod import;
+mod import_check;
+mod job_body;
 mod jobs;
 mod join_tokens;
 mod log_level;
