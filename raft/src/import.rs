@@ -263,9 +263,11 @@ fn schedule(
     if stored.spec == spec {
         return Ok(Ok((EntryAction::Unchanged, stored.id.to_string(), None)));
     }
-    // Where its fires stand (enabled, last due time, fire log) stays.
+    // Where its fires stand (enabled, last due time, fire log) stays; due times count
+    // from now, as after an enable, so a new expression never catches up its own past.
     stored.spec = spec;
     stored.updated_at = at;
+    stored.fires_after = stored.fires_after.max(at);
     p.put_as(key::id(key::SCHEDULE, id), &stored)?;
     p.next(key::SCHEDULE_VERSION)?;
     Ok(Ok((EntryAction::Update, stored.id.to_string(), None)))

@@ -208,6 +208,7 @@ fn an_updated_pipeline_moves_its_steps_and_an_updated_schedule_is_reloaded() {
     // `d` is no longer a step; the schedule fires at another time.
     smaller.pipelines[0].steps.retain(|s| s.job != "d");
     smaller.schedules[0].cron = "0 3 * * *".into();
+    smaller.at = Timestamp(50);
     let o = import(&f, smaller.clone()).unwrap();
     let changed: Vec<_> = o
         .entries
@@ -217,6 +218,12 @@ fn an_updated_pipeline_moves_its_steps_and_an_updated_schedule_is_reloaded() {
         .collect();
     assert_eq!(changed, [EntryKind::Pipeline, EntryKind::Schedule], "{o:?}");
     assert!(f.reader.schedules_version().unwrap() > version);
+    let s = f.reader.schedule_by_name(&Namespace::default(), "nightly");
+    assert_eq!(
+        s.unwrap().unwrap().fires_after,
+        smaller.at,
+        "the new expression's due times count from the update"
+    );
     let job = |n: &str| {
         f.reader
             .job_by_name(&Namespace::default(), n)
