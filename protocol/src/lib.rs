@@ -11,6 +11,7 @@ pub mod codec;
 pub mod deploy;
 pub mod docker;
 pub mod enroll;
+pub mod export;
 pub mod identity;
 pub mod ids;
 pub mod job;

@@ -339,6 +339,12 @@ pub enum Command {
         outcome: DeliveryOutcome,
         at: Timestamp,
     },
+    /// An import file's jobs, pipelines, schedules and webhooks, all or nothing: each is
+    /// created, or updated when one of its name exists and differs (a job through a new
+    /// version), or left alone when the same. References are by name, resolved after the
+    /// file's jobs and pipelines are in. Any refused entry refuses the whole command, and
+    /// the answer names every refused entry. Answers [`Applied::Imported`].
+    Import(Box<crate::import::ImportSet>),
 }
 
 /// How [`Command::EndDeployment`] ends a deployment.
@@ -400,6 +406,8 @@ impl Command {
                 // These scan their fire or delivery logs.
                 | Command::DeleteSchedule { .. }
                 | Command::DeleteWebhook { .. }
+                // All or nothing: it rolls back its own writes, so it goes alone.
+                | Command::Import(_)
         )
     }
 
@@ -462,6 +470,7 @@ impl Command {
             Command::CreateWebhook { .. } => "create_webhook",
             Command::DeleteWebhook { .. } => "delete_webhook",
             Command::WebhookAttempt { .. } => "webhook_attempt",
+            Command::Import(_) => "import",
         }
     }
 }
@@ -618,6 +627,8 @@ pub enum Applied {
     Fire(ScheduleFire),
     Webhook(Webhook),
     Delivery(Delivery),
+    /// What an import did, entry by entry.
+    Imported(windflow_protocol::export::ImportOutcome),
 }
 
 /// Why a command was refused. Deterministic: every server refuses the same commands.

@@ -15,6 +15,7 @@ mod deployments_reader;
 mod error;
 mod forward;
 mod identity;
+mod import;
 mod join_tokens;
 mod leader;
 mod log_store;
@@ -44,6 +45,7 @@ pub use command::{
     Rejection, ReplaceKind, Replacement, Response, StopAlloc, TokenRecord, UserRecord,
 };
 pub use error::{RaftNodeError, StoreError, WriteError};
+pub use import::{ImportSet, ImportWebhook};
 pub use network::{Faults, QuicNetwork, serve_peer_connection, serve_peer_connection_with_faults};
 pub use node::{MemberInfo, MemberRole, RaftConfig, RaftNode};
 pub use nodes::NodeLiveness;
@@ -97,5 +99,7 @@ mod apply_tests;
 mod deployment_tests;
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod schedule_tests;

@@ -82,32 +82,8 @@ pub(crate) fn create(
             name: spec.name,
         }));
     }
-    for step in &spec.steps {
-        let Some(job) = p.get_as::<Job>(&key::id(key::JOB, step.job.0), "job")? else {
-            return Ok(Err(ApplyError::not_found("job", step.job)));
-        };
-        if job.spec.namespace != spec.namespace {
-            return Ok(refused(format!(
-                "job {} is in namespace `{}`, not `{}`",
-                step.job, job.spec.namespace, spec.namespace
-            )));
-        }
-        if job.spec.job_type != JobType::Batch {
-            return Ok(refused(format!(
-                "job `{}` is a service job; pipeline steps are batch jobs",
-                job.spec.name
-            )));
-        }
-    }
-    // Checked again here (the API checks names first), and kept in dependency order.
-    let dag: Vec<(JobId, Vec<JobId>)> = spec
-        .steps
-        .iter()
-        .map(|s| (s.job, s.depends_on.clone()))
-        .collect();
-    match pipeline::order(&dag) {
-        Ok(order) => spec.steps = order.into_iter().map(|i| spec.steps[i].clone()).collect(),
-        Err(e) => return Ok(refused(e.to_string())),
+    if let Err(e) = checked_steps(p, &mut spec)? {
+        return Ok(Err(e));
     }
     let id = PipelineId(p.next(key::NEXT_PIPELINE)?);
     for step in &spec.steps {
@@ -129,6 +105,46 @@ pub(crate) fn create(
     p.put_as(key::id(key::PIPELINE, id.0), &pipeline)?;
     p.add(key::PIPELINE_COUNT.to_vec(), 1)?;
     Ok(Ok(Applied::Pipeline(pipeline)))
+}
+
+/// Apply's rules for a pipeline's steps (jobs that exist, batch jobs of its namespace, a
+/// DAG), which puts them in dependency order.
+pub(crate) fn checked_steps(
+    p: &Pending<'_>,
+    spec: &mut PipelineSpec,
+) -> Result<Result<(), ApplyError>, StoreError> {
+    for step in &spec.steps {
+        let Some(job) = p.get_as::<Job>(&key::id(key::JOB, step.job.0), "job")? else {
+            return Ok(Err(ApplyError::not_found("job", step.job)));
+        };
+        if job.spec.namespace != spec.namespace {
+            return Ok(refused_rule(format!(
+                "job {} is in namespace `{}`, not `{}`",
+                step.job, job.spec.namespace, spec.namespace
+            )));
+        }
+        if job.spec.job_type != JobType::Batch {
+            return Ok(refused_rule(format!(
+                "job `{}` is a service job; pipeline steps are batch jobs",
+                job.spec.name
+            )));
+        }
+    }
+    // Checked again here (the API checks names first), and kept in dependency order.
+    let dag: Vec<(JobId, Vec<JobId>)> = spec
+        .steps
+        .iter()
+        .map(|s| (s.job, s.depends_on.clone()))
+        .collect();
+    match pipeline::order(&dag) {
+        Ok(order) => spec.steps = order.into_iter().map(|i| spec.steps[i].clone()).collect(),
+        Err(e) => return Ok(refused_rule(e.to_string())),
+    }
+    Ok(Ok(()))
+}
+
+fn refused_rule(why: impl Into<String>) -> Result<(), ApplyError> {
+    Err(ApplyError::Refused(why.into()))
 }
 
 /// Scans the pipeline's runs: never in a batch.

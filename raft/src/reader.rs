@@ -90,6 +90,15 @@ impl StateReader {
         reader
     }
 
+    /// What `cmd` would answer if it were applied now, writing nothing: apply runs against
+    /// the committed state (commits wait meanwhile) and its writes are dropped. For
+    /// `import --dry-run`, so the plan shown is apply's own.
+    pub fn preview(&self, cmd: crate::Command) -> Result<crate::Response, StoreError> {
+        let _paused = self.commits_paused();
+        let mut p = crate::state::Pending::new(&self.tree);
+        crate::state::apply(&mut p, cmd)
+    }
+
     pub(crate) fn tree(&self) -> &sled::Tree {
         &self.tree
     }

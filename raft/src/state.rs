@@ -186,6 +186,12 @@ pub(crate) struct Pending<'a> {
     pub(crate) replaced_all: bool,
 }
 
+/// A [`Pending`]'s writes at one moment.
+pub(crate) struct Checkpoint {
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    alloc_changes: usize,
+}
+
 impl<'a> Pending<'a> {
     pub(crate) fn new(tree: &'a sled::Tree) -> Self {
         Pending {
@@ -245,6 +251,21 @@ impl<'a> Pending<'a> {
         let n = u64_of(self.get(&counter)?).saturating_add_signed(delta);
         self.put(counter, n.to_be_bytes().to_vec());
         Ok(())
+    }
+
+    /// What has been written so far, to go back to with [`Pending::rollback`].
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            writes: self.writes.clone(),
+            alloc_changes: self.alloc_changes.len(),
+        }
+    }
+
+    /// Forgets every write made since `saved` was taken: a command that must be all or
+    /// nothing (an import) goes back to it when one of its parts is refused.
+    pub(crate) fn rollback(&mut self, saved: Checkpoint) {
+        self.writes = saved.writes;
+        self.alloc_changes.truncate(saved.alloc_changes);
     }
 
     /// Writes the batch. Callers go through [`crate::StateReader::commit`], which also
@@ -370,41 +391,8 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             p.put_as(key::id(key::NODE, node.0), &n)?;
             Ok(Applied::Node(n))
         }
-        Command::CreateJob { spec, at } => {
-            if let Err(e) = crate::namespaces::require(p, &spec.namespace)? {
-                return Ok(Err(e));
-            }
-            let name_key = key::job_name(&spec.namespace, &spec.name);
-            if p.get(&name_key)?.is_some() {
-                return Ok(Err(ApplyError::NameTaken {
-                    kind: "job".into(),
-                    name: spec.name,
-                }));
-            }
-            let id = JobId(p.next(key::NEXT_JOB)?);
-            let mut job = Job {
-                id,
-                spec,
-                created_at: at,
-                updated_at: at,
-                version: 1,
-                stable_version: None,
-            };
-            crate::deployments::created(p, &mut job, at)?;
-            p.put(name_key, id.0.to_be_bytes().to_vec());
-            p.put_as(key::id(key::JOB, id.0), &job)?;
-            p.put_as(
-                key::context(ContextId::of_job(id)),
-                &Context::empty_for_job(id, at),
-            )?;
-            p.add(key::JOB_COUNT.to_vec(), 1)?;
-            p.add(key::namespace_jobs(&job.spec.namespace), 1)?;
-            // A service is kept running: its registration is the scheduler's to place.
-            if job.spec.job_type == JobType::Service {
-                crate::allocs::create_eval(p, id, EvalTrigger::JobRegister, at)?;
-            }
-            Ok(Applied::Job(job))
-        }
+        Command::CreateJob { spec, at } => create_job(p, spec, at)?,
+        Command::Import(set) => crate::import::import(p, *set)?,
         Command::ResealSecretEnv {
             job,
             task,
@@ -665,6 +653,48 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             crate::run_retention::set_default(p, retention)?
         }
     })
+}
+
+/// `Command::CreateJob`: the next [`JobId`], the first version, the empty context, the
+/// counts, and a service's first evaluation.
+pub(crate) fn create_job(
+    p: &mut Pending<'_>,
+    spec: windflow_protocol::JobSpec,
+    at: windflow_protocol::Timestamp,
+) -> Result<Response, StoreError> {
+    if let Err(e) = crate::namespaces::require(p, &spec.namespace)? {
+        return Ok(Err(e));
+    }
+    let name_key = key::job_name(&spec.namespace, &spec.name);
+    if p.get(&name_key)?.is_some() {
+        return Ok(Err(ApplyError::NameTaken {
+            kind: "job".into(),
+            name: spec.name,
+        }));
+    }
+    let id = JobId(p.next(key::NEXT_JOB)?);
+    let mut job = Job {
+        id,
+        spec,
+        created_at: at,
+        updated_at: at,
+        version: 1,
+        stable_version: None,
+    };
+    crate::deployments::created(p, &mut job, at)?;
+    p.put(name_key, id.0.to_be_bytes().to_vec());
+    p.put_as(key::id(key::JOB, id.0), &job)?;
+    p.put_as(
+        key::context(ContextId::of_job(id)),
+        &Context::empty_for_job(id, at),
+    )?;
+    p.add(key::JOB_COUNT.to_vec(), 1)?;
+    p.add(key::namespace_jobs(&job.spec.namespace), 1)?;
+    // A service is kept running: its registration is the scheduler's to place.
+    if job.spec.job_type == JobType::Service {
+        crate::allocs::create_eval(p, id, EvalTrigger::JobRegister, at)?;
+    }
+    Ok(Ok(Applied::Job(job)))
 }
 
 /// Queues a run of `job` (`pending`), as a step of `pipeline_run` if given.

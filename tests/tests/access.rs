@@ -259,6 +259,9 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
     ),
     ("GET", "/v1/cluster/snapshot", A, "/v1/cluster/snapshot"),
     ("POST", "/v1/cluster/restore", A, "/v1/cluster/restore"),
+    // Export and import (issue 7).
+    ("GET", "/v1/export", R, "/v1/export"),
+    ("POST", "/v1/import", W, "/v1/import"),
 ];
 
 /// A body that is well-formed JSON but invalid for every route that takes one, so that

@@ -85,7 +85,7 @@ pub async fn update(
 
 /// Seals the request's secret values; one equal to the job's stored value of that name
 /// keeps the stored sealed form (a new seal would differ, and make a version of nothing).
-async fn seal_reusing(
+pub(crate) async fn seal_reusing(
     state: &AppState,
     secrets: &BTreeMap<String, String>,
     current: &JobSpec,

@@ -14,9 +14,13 @@ mod deployments;
 mod deployments_tests;
 mod docker;
 mod error;
+mod export;
 mod faults;
 pub mod hardening;
 mod health;
+mod import;
+mod import_check;
+mod job_body;
 mod jobs;
 mod join_tokens;
 mod log_level;
@@ -614,6 +618,16 @@ fn v1_routes(fault_injection: bool) -> Routes {
             READ,
             "webhooks.deliveries",
             webhooks::deliveries,
+        )
+        // Export and import (issue 7): everything a caller may see, as one file.
+        .route(M::GET, "/export", READ, "export.show", export::export)
+        .route_with_body_limit(
+            M::POST,
+            "/import",
+            WRITE,
+            "import.apply",
+            import::import,
+            import::MAX_IMPORT_BYTES,
         )
         .route_with_body_limit(
             M::POST,

@@ -10,6 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use windflow_protocol::export::{NamedPipeline, NamedStep};
 use windflow_protocol::pipeline::{MAX_PIPELINE_STEPS, order};
 use windflow_protocol::{
     FailurePolicy, Pipeline, PipelineId, PipelineRun, PipelineRunId, PipelineRunStatus,
@@ -51,6 +52,20 @@ fn parse_spec(
     scope: &NsScope,
     reader: &StateReader,
 ) -> Result<PipelineSpec, ApiError> {
+    let NamedPipeline {
+        name,
+        namespace,
+        steps,
+        on_failure,
+    } = parse_body(body, scope)?;
+    let named: Vec<(String, Vec<String>)> =
+        steps.into_iter().map(|s| (s.job, s.depends_on)).collect();
+    resolve(name, namespace, named, on_failure, reader)
+}
+
+/// The body's own rules, before any job is looked up: the steps name jobs as written
+/// (names or IDs). Import checks its entries with this.
+pub(crate) fn parse_body(body: &Bytes, scope: &NsScope) -> Result<NamedPipeline, ApiError> {
     let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
@@ -77,7 +92,7 @@ fn parse_spec(
             format!("has {} steps; at most {MAX_PIPELINE_STEPS}", raw.len()),
         ));
     }
-    let mut named: Vec<(String, Vec<String>)> = Vec::with_capacity(raw.len());
+    let mut named = Vec::with_capacity(raw.len());
     for (i, mut step) in raw.into_iter().enumerate() {
         let job = step.required_str("job")?;
         let deps = step.optional_string_list("depends_on")?;
@@ -88,9 +103,29 @@ fn parse_spec(
                 "must not be empty",
             ));
         }
-        named.push((job, deps));
+        named.push(NamedStep {
+            job,
+            depends_on: deps,
+        });
     }
     f.finish()?;
+    Ok(NamedPipeline {
+        name,
+        namespace,
+        steps: named,
+        on_failure,
+    })
+}
+
+/// The steps' jobs, looked up in the pipeline's namespace, and the DAG checked on the
+/// user's names.
+fn resolve(
+    name: String,
+    namespace: windflow_protocol::Namespace,
+    named: Vec<(String, Vec<String>)>,
+    on_failure: FailurePolicy,
+    reader: &StateReader,
+) -> Result<PipelineSpec, ApiError> {
     // The jobs, looked up in the pipeline's namespace; names and IDs of one job are the
     // same step.
     let scope_of_ns = NsScope::One(namespace.clone());

@@ -21,6 +21,7 @@ use super::namespaces::{self, NsScope};
 use super::page::{NameFilter, Paged, page_request};
 use super::{ApiError, AppState, read_barrier};
 use crate::cron::CronExpr;
+use windflow_protocol::export::{NamedSchedule, NamedTarget};
 
 /// The most targets one schedule launches.
 pub const MAX_TARGETS: usize = 100;
@@ -80,6 +81,44 @@ pub(crate) fn parse_spec(
     scope: &NsScope,
     reader: &StateReader,
 ) -> Result<ScheduleSpec, ApiError> {
+    let named = parse_body(body, scope)?;
+    let mut targets = Vec::with_capacity(named.targets.len());
+    for (i, target) in named.targets.iter().enumerate() {
+        let field = format!("targets[{i}]");
+        let target = match target {
+            NamedTarget::Job(job) => {
+                ScheduleTarget::Job(target_job(reader, &named.namespace, job, &field)?)
+            }
+            NamedTarget::Pipeline(pipeline) => ScheduleTarget::Pipeline(target_pipeline(
+                reader,
+                &named.namespace,
+                pipeline,
+                &field,
+            )?),
+        };
+        if targets.contains(&target) {
+            return Err(ApiError::invalid_field(
+                &field,
+                format!("{target} is already a target"),
+            ));
+        }
+        targets.push(target);
+    }
+    Ok(ScheduleSpec {
+        name: named.name,
+        namespace: named.namespace,
+        cron: named.cron,
+        timezone: named.timezone,
+        targets,
+        overlap: named.overlap,
+        catch_up: named.catch_up,
+    })
+}
+
+/// The body's own rules (name, cron and zone, policies, the targets' shape), before any
+/// target is looked up: targets as written (names or IDs). Import checks its entries
+/// with this.
+pub(crate) fn parse_body(body: &Bytes, scope: &NsScope) -> Result<NamedSchedule, ApiError> {
     let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
@@ -135,10 +174,8 @@ pub(crate) fn parse_spec(
         item.finish()?;
         let field = format!("targets[{i}]");
         let target = match (job, pipeline) {
-            (Some(job), None) => ScheduleTarget::Job(target_job(reader, &namespace, &job, &field)?),
-            (None, Some(pipeline)) => {
-                ScheduleTarget::Pipeline(target_pipeline(reader, &namespace, &pipeline, &field)?)
-            }
+            (Some(job), None) => NamedTarget::Job(job),
+            (None, Some(pipeline)) => NamedTarget::Pipeline(pipeline),
             _ => {
                 return Err(ApiError::invalid_field(
                     &field,
@@ -155,7 +192,7 @@ pub(crate) fn parse_spec(
         targets.push(target);
     }
     f.finish()?;
-    Ok(ScheduleSpec {
+    Ok(NamedSchedule {
         name,
         namespace,
         cron,

@@ -9,6 +9,7 @@ use tower::ServiceExt;
 use crate::server::{self, RunningServer, ServerConfig};
 
 mod hardening;
+mod import;
 mod schedules;
 
 pub(super) struct Harness {

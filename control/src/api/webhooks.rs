@@ -40,7 +40,39 @@ pub async fn create(
     Extension(scope): Extension<NsScope>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let mut f = Fields::parse(&body)?;
+    let (spec, secret) = parse_body(&body, &scope)?;
+    let secret = match secret {
+        Some(s) => s,
+        None => new_secret()?,
+    };
+    let sealed = state
+        .secrets
+        .seal_at(
+            &crate::webhooks::secret_place(&spec.namespace, &spec.name),
+            &secret,
+        )
+        .map_err(super::secrets::seal_error)?;
+    match state
+        .raft
+        .write(Command::CreateWebhook {
+            spec,
+            secret: sealed,
+            at: Timestamp::now(),
+        })
+        .await?
+    {
+        Applied::Webhook(webhook) => Ok((StatusCode::CREATED, Json(Created { webhook, secret }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The body's rules: the spec, and the secret it gives, if any (never echoed in an
+/// error). Import checks its entries with this.
+pub(crate) fn parse_body(
+    body: &Bytes,
+    scope: &NsScope,
+) -> Result<(WebhookSpec, Option<String>), ApiError> {
+    let mut f = Fields::parse(body)?;
     let name = f.required_str("name")?;
     validate_name(&name)?;
     let namespace = scope.target(namespaces::optional_field(&mut f, "namespace")?)?;
@@ -68,39 +100,31 @@ pub async fn create(
     }
     // Never echoed in an error.
     let secret = match f.optional_str("secret")? {
-        Some(s) if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.len()) => s,
+        Some(s) if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.len()) => Some(s),
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "secret",
                 format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes"),
             ));
         }
-        None => crate::auth::random_hex(32)
-            .map_err(|_| ApiError::internal("no system randomness for the webhook's secret"))?,
+        None => None,
     };
     f.finish()?;
-    let sealed = state
-        .secrets
-        .seal_at(&crate::webhooks::secret_place(&namespace, &name), &secret)
-        .map_err(super::secrets::seal_error)?;
-    let spec = WebhookSpec {
-        name,
-        namespace,
-        url,
-        events,
-    };
-    match state
-        .raft
-        .write(Command::CreateWebhook {
-            spec,
-            secret: sealed,
-            at: Timestamp::now(),
-        })
-        .await?
-    {
-        Applied::Webhook(webhook) => Ok((StatusCode::CREATED, Json(Created { webhook, secret }))),
-        other => Err(unexpected(other)),
-    }
+    Ok((
+        WebhookSpec {
+            name,
+            namespace,
+            url,
+            events,
+        },
+        secret,
+    ))
+}
+
+/// A generated secret: 32 random bytes as hex.
+pub(crate) fn new_secret() -> Result<String, ApiError> {
+    crate::auth::random_hex(32)
+        .map_err(|_| ApiError::internal("no system randomness for the webhook's secret"))
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {

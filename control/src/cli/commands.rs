@@ -119,6 +119,10 @@ pub async fn run(
         Command::Webhook(cmd) => super::webhooks::webhook(&client, out, cmd).await,
         Command::Stack(cmd) => super::stacks::stack(&client, out, cmd).await,
         Command::Template(cmd) => super::stacks::template(&client, out, cmd).await,
+        Command::Export { file } => super::export::export(&client, out, file.as_deref()).await,
+        Command::Import { file, dry_run } => {
+            super::export::import(&client, out, &file, dry_run).await
+        }
         Command::Node(NodeCommand::List) => {
             let nodes: Vec<Value> = client.get("/v1/nodes").await?;
             if output == OutputFormat::Json {

@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 mod deployments;
 mod docker;
+mod export;
 mod identity;
 mod list;
 mod namespaces;
@@ -105,6 +106,22 @@ pub enum Command {
     /// The built-in catalog of stack templates.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Write the jobs, pipelines, schedules and webhooks you may see as one YAML file
+    /// (secrets left out), for `windflow import`.
+    Export {
+        /// Write to this file [default: standard output]
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+    },
+    /// Apply an export file: create or update by name, all or nothing; nothing the file
+    /// lacks is deleted.
+    Import {
+        /// The file (YAML or JSON); `-` for standard input.
+        file: PathBuf,
+        /// Show what would be created, updated or left unchanged, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Enrolling agents: their join tokens.
     #[command(subcommand)]
     Agent(AgentCommand),
