@@ -217,6 +217,11 @@ impl Allocs {
         self.lock().index
     }
 
+    /// Whether this agent holds the allocation (running it, or its end not yet forgotten).
+    pub(crate) fn holds(&self, id: AllocId) -> bool {
+        self.lock().entries.contains_key(&id)
+    }
+
     /// Allocations running here now (their runners alive).
     #[cfg(test)]
     pub(crate) fn running(&self) -> usize {
