@@ -7,6 +7,7 @@ mod alloc_feed;
 mod alloc_sync;
 mod enroll;
 mod output;
+mod requests;
 mod revocation;
 mod session;
 mod sessions;
@@ -26,6 +27,7 @@ use crate::secrets::Secrets;
 
 pub use enroll::validate_server_name;
 pub use output::RunOutputs;
+pub use requests::{AgentAnswer, AskError};
 pub use revocation::Revocations;
 pub use sessions::Sessions;
 

@@ -17,6 +17,9 @@ pub struct Sessions {
 struct Entry {
     session: u64,
     tx: mpsc::Sender<ServerMessage>,
+    /// The agent's connection, on which requests for logs and stats open streams of their
+    /// own (`None` in unit tests).
+    conn: Option<quinn::Connection>,
     drivers: Vec<DriverKind>,
     /// When its agent was last heard: the session opening, then each heartbeat.
     heard: Timestamp,
@@ -54,6 +57,7 @@ impl Sessions {
         node: NodeId,
         session: u64,
         tx: mpsc::Sender<ServerMessage>,
+        conn: Option<quinn::Connection>,
         drivers: Vec<DriverKind>,
     ) {
         self.lock().insert(
@@ -61,6 +65,7 @@ impl Sessions {
             Entry {
                 session,
                 tx,
+                conn,
                 drivers,
                 heard: Timestamp::now(),
             },
@@ -124,6 +129,11 @@ impl Sessions {
             .map(|(node, _)| *node)
     }
 
+    /// The connection of the node's agent, when it has a session with this server.
+    pub fn connection(&self, node: NodeId) -> Option<quinn::Connection> {
+        self.lock().get(&node).and_then(|e| e.conn.clone())
+    }
+
     /// Queues `msg` for the node's agent; false when it has no session.
     pub async fn send(&self, node: NodeId, msg: ServerMessage) -> bool {
         let tx = self.lock().get(&node).map(|e| e.tx.clone());
@@ -142,9 +152,9 @@ mod tests {
     fn picks_the_least_loaded_node_with_the_driver() {
         let s = Sessions::default();
         let (tx, _rx) = mpsc::channel(1);
-        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(2), 2, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(3), 3, tx.clone(), vec![DriverKind::Docker]);
+        s.insert(NodeId(1), 1, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(3), 3, tx.clone(), None, vec![DriverKind::Docker]);
         let load = HashMap::from([(NodeId(1), 2)]);
         assert_eq!(s.pick(DriverKind::Exec, &load), Some(NodeId(2)));
         assert_eq!(s.pick(DriverKind::Libvirt, &load), None);
@@ -159,8 +169,8 @@ mod tests {
     fn only_agents_heard_since_a_time_are_reported() {
         let s = Sessions::default();
         let (tx, _rx) = mpsc::channel(1);
-        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(2), 2, tx, vec![DriverKind::Exec]);
+        s.insert(NodeId(1), 1, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx, None, vec![DriverKind::Exec]);
         let later = Timestamp(Timestamp::now().0 + 60_000);
         assert_eq!(s.heard_since(later), []);
         s.lock().get_mut(&NodeId(2)).unwrap().heard = later;

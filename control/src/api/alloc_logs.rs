@@ -1,0 +1,425 @@
+//! `GET /v1/allocations/{id}/logs` and `/stats`: asked of the agent holding the allocation,
+//! over a stream of its own on the agent's connection to this server. Logs come back as a
+//! chunked `text/plain` body, written as they arrive (`follow=true` keeps it open until
+//! the client goes away, which cancels the agent's side).
+//!
+//! An agent connected to another server of the cluster is not reached from here: the
+//! answer is a 503 naming the node and this server, to ask the server it is connected to.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use windflow_protocol::messages::{
+    AgentReply, AgentRequest, LOG_TAIL_MAX, LogsRequest, OutputStream, StatsRequest, TaskStats,
+};
+use windflow_protocol::{AllocId, Allocation, DriverKind, HumanDuration, Timestamp};
+
+use super::namespaces::NsScope;
+use super::{ApiError, AppState};
+use crate::gateway::{AgentAnswer, AskError};
+
+/// The query parameters `logs` knows (`namespace` is the guard's).
+const LOG_PARAMS: &[&str] = &["task", "stream", "follow", "since", "tail", "namespace"];
+
+/// What a logs request asks for, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogsQuery {
+    task: Option<String>,
+    stream: OutputStream,
+    follow: bool,
+    since: Option<Timestamp>,
+    tail: Option<u32>,
+}
+
+fn invalid(param: &str, problem: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_query", format!("`{param}`: {problem}"))
+}
+
+impl LogsQuery {
+    /// Checks every parameter, naming the one that is wrong; `now` anchors `since=10m`.
+    fn parse(q: &HashMap<String, String>, now: Timestamp) -> Result<LogsQuery, ApiError> {
+        let mut unknown: Vec<&String> = q
+            .keys()
+            .filter(|k| !LOG_PARAMS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            return Err(invalid(
+                k,
+                "unknown parameter; known are task, stream, follow, since and tail",
+            ));
+        }
+        let task = match q.get("task").map(String::as_str) {
+            None | Some("") => None,
+            Some(t) => Some(t.to_owned()),
+        };
+        let stream = match q.get("stream").map(String::as_str) {
+            None | Some("stdout") => OutputStream::Stdout,
+            Some("stderr") => OutputStream::Stderr,
+            Some(other) => {
+                return Err(invalid(
+                    "stream",
+                    format!("must be stdout or stderr, not `{other}`"),
+                ));
+            }
+        };
+        let follow = match q.get("follow").map(String::as_str) {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") | Some("") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "follow",
+                    format!("must be true or false, not `{other}`"),
+                ));
+            }
+        };
+        let since = match q.get("since").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(parse_since(s, now).map_err(|e| invalid("since", e))?),
+        };
+        let tail = match q.get("tail").map(String::as_str) {
+            None | Some("") => None,
+            Some(t) => match t.parse::<u32>() {
+                Ok(n) if n <= LOG_TAIL_MAX => Some(n),
+                _ => {
+                    return Err(invalid(
+                        "tail",
+                        format!("must be a number of lines from 0 to {LOG_TAIL_MAX}, not `{t}`"),
+                    ));
+                }
+            },
+        };
+        Ok(LogsQuery {
+            task,
+            stream,
+            follow,
+            since,
+            tail,
+        })
+    }
+}
+
+/// `since`: an RFC 3339 instant (`2026-12-02T17:00:00Z`), or a duration back from now
+/// (`10m`, `1h30m`).
+fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(ago) = s.parse::<HumanDuration>() {
+        let ms = u64::try_from(ago.0.as_millis()).unwrap_or(u64::MAX);
+        return Ok(Timestamp(now.0.saturating_sub(ms)));
+    }
+    Timestamp::parse_rfc3339(s).map_err(|_| {
+        format!("`{s}` is neither a duration like 10m nor an RFC 3339 time like 2026-12-02T17:00:00Z")
+    })
+}
+
+/// The allocation `id`, as the request's namespaces admit it.
+fn find_alloc(state: &AppState, scope: &NsScope, id: &str) -> Result<Allocation, ApiError> {
+    let alloc_id: AllocId = id
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
+    state
+        .raft
+        .reader()
+        .allocation(alloc_id)?
+        .filter(|a| scope.admits(&a.namespace))
+        .ok_or_else(|| ApiError::not_found("allocation", id))
+}
+
+/// The allocation's tasks, by name with their driver, from the job version it runs.
+fn tasks_of(state: &AppState, alloc: &Allocation) -> Result<Vec<(String, DriverKind)>, ApiError> {
+    let reader = state.raft.reader();
+    let spec = match reader.job_version(alloc.job, alloc.job_version)? {
+        Some(spec) if alloc.job_version > 0 => Some(spec),
+        _ => reader.job(alloc.job)?.map(|j| j.spec),
+    };
+    let group = spec
+        .as_ref()
+        .and_then(|s| s.groups.iter().find(|g| g.name == alloc.group));
+    let Some(group) = group else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "the tasks of {} are unknown: its job {} (group `{}`) is gone",
+                alloc.id, alloc.job, alloc.group
+            ),
+        ));
+    };
+    Ok(group
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.driver.kind()))
+        .collect())
+}
+
+/// The task a request names, or the only one.
+fn pick_task(
+    alloc: &Allocation,
+    tasks: &[(String, DriverKind)],
+    asked: Option<&str>,
+) -> Result<(String, DriverKind), ApiError> {
+    let names = || {
+        tasks
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match asked {
+        Some(name) => tasks
+            .iter()
+            .find(|(n, _)| n == name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "task `{name}` is not a task of {}; its tasks: {}",
+                        alloc.id,
+                        names()
+                    ),
+                )
+            }),
+        None => match tasks {
+            [only] => Ok(only.clone()),
+            _ => Err(invalid(
+                "task",
+                format!("{} has several tasks ({}); name one", alloc.id, names()),
+            )),
+        },
+    }
+}
+
+/// An agent's refusal or silence as an HTTP answer.
+fn ask_error(state: &AppState, alloc: &Allocation, e: AskError) -> ApiError {
+    match e {
+        AskError::NotConnected(node) => {
+            let me = state.raft.id();
+            let server = state
+                .server_names
+                .get(&me)
+                .cloned()
+                .unwrap_or_else(|| me.to_string());
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent_not_connected",
+                format!(
+                    "node {node}, which holds {}, has no agent session with this server ({server}): \
+                     its agent is down or connected to another server of the cluster; ask that \
+                     server (this one does not forward)",
+                    alloc.id
+                ),
+            )
+        }
+        AskError::Refused {
+            reason,
+            missing: true,
+        } => ApiError::new(StatusCode::NOT_FOUND, "not_found", reason),
+        AskError::Refused { reason, .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "agent_error",
+            format!("node {}'s agent: {reason}", alloc.node),
+        ),
+        e @ AskError::TimedOut { .. } => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", e.to_string())
+        }
+        e @ AskError::Unreachable { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unreachable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `GET /v1/allocations/{id}/logs?task=&stream=stdout|stderr&follow=&since=&tail=`.
+#[tracing::instrument(skip_all, fields(alloc = %id))]
+pub async fn logs(
+    State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = LogsQuery::parse(&q, Timestamp::now())?;
+    let alloc = find_alloc(&state, &scope, &id)?;
+    let tasks = tasks_of(&state, &alloc)?;
+    let (task, driver) = pick_task(&alloc, &tasks, query.task.as_deref())?;
+    let request = AgentRequest::Logs(LogsRequest {
+        alloc: alloc.id,
+        task,
+        driver,
+        stream: query.stream,
+        follow: query.follow,
+        since: query.since,
+        tail: query.tail,
+    });
+    let answer = state
+        .sessions
+        .ask(alloc.node, &request)
+        .await
+        .map_err(|e| ask_error(&state, &alloc, e))?;
+    let body = futures_util::stream::unfold(answer, |mut answer: AgentAnswer| async move {
+        loop {
+            match answer.next().await {
+                Ok(Some(AgentReply::Chunk(bytes))) => {
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), answer));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(e) => {
+                    // Ends the body: the client sees the answer stop where the agent did.
+                    tracing::info!(error = %e, "the agent's log stream ended early");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// What `GET /v1/allocations/{id}/stats` answers.
+#[derive(Debug, Serialize)]
+pub struct AllocStats {
+    pub alloc: AllocId,
+    pub node: windflow_protocol::NodeId,
+    pub at: Timestamp,
+    pub tasks: Vec<TaskStats>,
+}
+
+/// `GET /v1/allocations/{id}/stats`: one sample of each task's resource use.
+#[tracing::instrument(skip_all, fields(alloc = %id))]
+pub async fn stats(
+    State(state): State<AppState>,
+    Extension(scope): Extension<NsScope>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<AllocStats>, ApiError> {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "namespace") {
+        return Err(invalid(k, "unknown parameter; stats takes none"));
+    }
+    let alloc = find_alloc(&state, &scope, &id)?;
+    let tasks = tasks_of(&state, &alloc)?;
+    let request = AgentRequest::Stats(StatsRequest {
+        alloc: alloc.id,
+        tasks,
+    });
+    let mut answer = state
+        .sessions
+        .ask(alloc.node, &request)
+        .await
+        .map_err(|e| ask_error(&state, &alloc, e))?;
+    let unanswered = || {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "agent_error",
+            format!("node {}'s agent sent no stats", alloc.node),
+        )
+    };
+    let tasks = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), answer.next()).await {
+            Ok(Ok(Some(AgentReply::Stats(tasks)))) => break tasks,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Err(unanswered()),
+        }
+    };
+    Ok(Json(AllocStats {
+        alloc: alloc.id,
+        node: alloc.node,
+        at: Timestamp::now(),
+        tasks,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_parameter_is_checked_by_name() {
+        let now = Timestamp(1_000_000_000);
+        let ok = LogsQuery::parse(
+            &q(&[
+                ("task", "web"),
+                ("stream", "stderr"),
+                ("follow", "true"),
+                ("since", "10m"),
+                ("tail", "5"),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            LogsQuery {
+                task: Some("web".into()),
+                stream: OutputStream::Stderr,
+                follow: true,
+                since: Some(Timestamp(1_000_000_000 - 600_000)),
+                tail: Some(5),
+            }
+        );
+        let at = LogsQuery::parse(&q(&[("since", "2026-12-02T17:00:00Z")]), now).unwrap();
+        assert_eq!(
+            at.since,
+            Some(Timestamp::parse_rfc3339("2026-12-02T17:00:00Z").unwrap())
+        );
+        for (param, value) in [
+            ("stream", "both"),
+            ("follow", "maybe"),
+            ("since", "yesterday"),
+            ("tail", "-1"),
+            ("tail", "100001"),
+            ("tial", "5"),
+        ] {
+            let e = LogsQuery::parse(&q(&[(param, value)]), now).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.starts_with(&format!("`{param}`")), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_task_is_named_or_the_only_one() {
+        let alloc: Allocation = serde_json::from_value(serde_json::json!({
+            "id": "AL3", "job": "J1", "namespace": "default", "group": "g", "index": 0,
+            "node": "N1", "resources": {"cpu_mhz": 1, "memory_mb": 1},
+            "desired": "run", "client": "running", "eval": "EV1",
+            "created_at": "2026-01-01T00:00:00Z", "modified_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let one = vec![("web".to_owned(), DriverKind::Exec)];
+        assert_eq!(pick_task(&alloc, &one, None).unwrap().0, "web");
+        let two = vec![
+            ("web".to_owned(), DriverKind::Exec),
+            ("db".to_owned(), DriverKind::Docker),
+        ];
+        let e = pick_task(&alloc, &two, None).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("`web`, `db`"), "{}", e.message);
+        let e = pick_task(&alloc, &two, Some("cache")).unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert!(
+            e.message.contains("task `cache` is not a task of AL3; its tasks: `web`, `db`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(pick_task(&alloc, &two, Some("db")).unwrap().1, DriverKind::Docker);
+    }
+}
