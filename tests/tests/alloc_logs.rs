@@ -3,9 +3,10 @@
 //! `alloc logs --tail 5` gives exactly the last 5 lines, `--since` drops the lines before
 //! the cut, `--stderr` gives stderr alone, `--follow` prints lines written after it
 //! started; the API checks its parameters by name; an agent that is away is a 503 naming
-//! its node, and once it is back the lines its task wrote meanwhile are there. The same
-//! for a docker task (busybox from `tests/src/docker.rs`), skipped, saying why, when no
-//! Docker Engine answers here.
+//! its node, and once it is back the lines its task wrote meanwhile are there; stats name
+//! the task's memory and CPU. The same for a docker task (busybox from
+//! `tests/src/docker.rs`, read from the engine), skipped, saying why, when no Docker
+//! Engine answers here.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -67,7 +68,10 @@ fn get_text(f: &Fleet, path: &str) -> anyhow::Result<(u16, String)> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no end of headers"))?;
     let status = head.get(9..12).unwrap_or_default().parse()?;
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return Ok((status, body.to_owned()));
     }
     let mut decoded = String::new();
@@ -79,7 +83,10 @@ fn get_text(f: &Fleet, path: &str) -> anyhow::Result<(u16, String)> {
         if size == 0 {
             return Ok((status, decoded));
         }
-        decoded.push_str(rest.get(..size).ok_or_else(|| anyhow::anyhow!("a short chunk"))?);
+        decoded.push_str(
+            rest.get(..size)
+                .ok_or_else(|| anyhow::anyhow!("a short chunk"))?,
+        );
         body = rest.get(size + 2..).unwrap_or_default();
     }
 }
@@ -159,10 +166,9 @@ impl Follow {
         let mut got = Vec::new();
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no line above {beyond} within {deadline:?} ({e}); got {got:?}"));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
+                panic!("no line above {beyond} within {deadline:?} ({e}); got {got:?}")
+            });
             let n = numbers(&line, prefix)[0];
             got.push(n);
             if n > beyond {
@@ -188,7 +194,10 @@ fn check_cuts(f: &Fleet, alloc: &str) {
     let tail = numbers(&cli_logs(f, &[alloc, "--tail", "5"]), "line");
     assert_eq!(tail.len(), 5, "{tail:?}");
     assert_consecutive(&tail, "--tail 5");
-    assert!(tail[0] > *before.last().unwrap() - 5, "{tail:?} after {before:?}");
+    assert!(
+        tail[0] > *before.last().unwrap() - 5,
+        "{tail:?} after {before:?}"
+    );
     assert_eq!(
         numbers(&logs_text(f, alloc, "?tail=0"), "line"),
         Vec::<u64>::new()
@@ -202,8 +211,15 @@ fn check_cuts(f: &Fleet, alloc: &str) {
         (*n.last().unwrap() >= seen + 5).then_some(())
     });
     let since = numbers(&cli_logs(f, &[alloc, "--since", &cut.to_string()]), "line");
-    assert!(since[0] > seen, "line {} was there before the cut", since[0]);
-    assert!(since[0] <= seen + 3, "lines after the cut are missing: {since:?}");
+    assert!(
+        since[0] > seen,
+        "line {} was there before the cut",
+        since[0]
+    );
+    assert!(
+        since[0] <= seen + 3,
+        "lines after the cut are missing: {since:?}"
+    );
     assert_consecutive(&since, "--since");
     // A duration back from now: everything the task wrote in the last 10 minutes.
     let ten = numbers(&cli_logs(f, &[alloc, "--since", "10m"]), "line");
@@ -229,7 +245,9 @@ fn check_cuts(f: &Fleet, alloc: &str) {
     assert!(got[0] <= present + 3, "{got:?} after {present}");
     drop(follow);
     let follow_err = Follow::start(f, alloc, &["--stderr", "--tail", "0"]);
-    let present = *numbers(&logs_text(f, alloc, "?stream=stderr"), "err").last().unwrap();
+    let present = *numbers(&logs_text(f, alloc, "?stream=stderr"), "err")
+        .last()
+        .unwrap();
     let got = follow_err.until_above("err", present + 5, Duration::from_secs(30));
     assert_consecutive(&got, "--follow --stderr");
 
@@ -249,7 +267,10 @@ fn check_cuts(f: &Fleet, alloc: &str) {
     let (status, body) = api_logs(f, alloc, "?task=nope");
     assert_eq!(status, 404, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("`nope`") && message.contains("`counter`"), "{body}");
+    assert!(
+        message.contains("`nope`") && message.contains("`counter`"),
+        "{body}"
+    );
     let (status, body) = api_logs(f, "AL999999", "");
     assert_eq!(status, 404, "{body}");
 }
@@ -260,8 +281,10 @@ fn exec_task_logs_cut_follow_and_survive_an_agent_restart() {
     let (status, job) = f.call(
         "POST",
         "/v1/jobs",
-        Some(json!({"name": "counter", "command": COUNTER, "type": "service", "count": 1,
-                    "resources": {"cpu_mhz": 10, "memory_mb": 8}})),
+        Some(
+            json!({"name": "counter", "command": COUNTER, "type": "service", "count": 1,
+                    "resources": {"cpu_mhz": 10, "memory_mb": 8}}),
+        ),
     );
     assert_eq!(status, 201, "{job}");
     let job = job["id"].as_str().unwrap().to_owned();
@@ -273,7 +296,10 @@ fn exec_task_logs_cut_follow_and_survive_an_agent_restart() {
     assert_eq!(status, 200, "{stats}");
     let task = &stats["tasks"][0];
     assert_eq!(task["task"], "counter", "{stats}");
-    assert!(task["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{stats}");
+    assert!(
+        task["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{stats}"
+    );
     assert!(task["cpu_percent"].as_f64().is_some(), "{stats}");
     let out = f.cli(&["alloc", "stats", &alloc]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -344,7 +370,7 @@ fn docker_task_logs_cut_and_follow_from_the_engine() {
     }
     let cleanup = Cleanup::default();
     docker::image();
-    let f = Fleet::start(1, PATIENT);
+    let mut f = Fleet::start(1, PATIENT);
     cleanup.watch_nodes(&f.nodes());
     let (status, job) = f.call(
         "POST",
@@ -363,10 +389,28 @@ fn docker_task_logs_cut_and_follow_from_the_engine() {
     let (status, stats) = f.call("GET", &format!("/v1/allocations/{alloc}/stats"), None);
     assert_eq!(status, 200, "{stats}");
     let task = &stats["tasks"][0];
-    assert!(task["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{stats}");
+    assert!(
+        task["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{stats}"
+    );
     assert!(
         task["memory_limit_bytes"].as_u64().is_some_and(|m| m > 0),
         "{stats}"
     );
     assert!(task["error"].is_null(), "{stats}");
+
+    // The engine keeps the container and its log while the agent is away.
+    let last_before = *numbers(&logs_text(&f, &alloc, ""), "line").last().unwrap();
+    f.agents[0].terminate(Duration::from_secs(20)).unwrap();
+    f.wait("the server to see the agent gone", |f| {
+        (api_logs(f, &alloc, "").0 == 503).then_some(())
+    });
+    f.agents[0].restart().unwrap();
+    let after = f.wait("the logs to be served again", |f| {
+        let (status, body) = api_logs(f, &alloc, "");
+        (status == 200).then(|| numbers(body.as_str().unwrap(), "line"))
+    });
+    assert_eq!(after[0], 1);
+    assert_consecutive(&after, "across the agent restart");
+    assert!(*after.last().unwrap() > last_before, "{after:?}");
 }

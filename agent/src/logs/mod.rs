@@ -100,7 +100,10 @@ impl LogRoot {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut removed = 0;
         for dir in dirs.flatten() {
-            let id = dir.file_name().to_str().and_then(|n| n.parse::<AllocId>().ok());
+            let id = dir
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<AllocId>().ok());
             if id.is_some_and(&held) {
                 continue;
             }
@@ -125,7 +128,11 @@ impl LogRoot {
 fn newest_write(dir: &Path) -> Option<SystemTime> {
     let mut newest = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
     for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for file in std::fs::read_dir(task.path()).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(task.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if let Ok(t) = file.metadata().and_then(|m| m.modified()) {
                 newest = newest.max(Some(t));
             }

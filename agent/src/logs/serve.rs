@@ -11,13 +11,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tracing::Instrument;
 use windflow_certs::wire::{WireError, read_frame, write_frame};
-use windflow_protocol::messages::{
-    AgentReply, AgentRequest, LogsRequest, StatsRequest, TaskStats,
-};
+use windflow_protocol::messages::{AgentReply, AgentRequest, LogsRequest, StatsRequest, TaskStats};
 use windflow_protocol::{AllocId, DriverKind, Timestamp};
 
-use super::reader::{Cut, Follower, render};
 use super::LogRoot;
+use super::reader::{Cut, Follower, render};
 use crate::drivers::docker::{Container, DockerDriver, LABEL_ALLOC, LABEL_TASK, LogQuery};
 
 /// How long a server has to send its request once it opened a stream.
@@ -67,14 +65,13 @@ async fn serve_one(
     mut recv: quinn::RecvStream,
     served: &Served,
 ) -> Result<(), WireError> {
-    let request = match tokio::time::timeout(REQUEST_WITHIN, read_frame::<AgentRequest>(&mut recv))
-        .await
-    {
-        Ok(Ok(Some(r))) => r,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return refuse(&mut send, "no request within 10s".into(), false).await,
-    };
+    let request =
+        match tokio::time::timeout(REQUEST_WITHIN, read_frame::<AgentRequest>(&mut recv)).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return refuse(&mut send, "no request within 10s".into(), false).await,
+        };
     match request {
         AgentRequest::Logs(req) => {
             tracing::info!(alloc = %req.alloc, task = %req.task, stream = ?req.stream, follow = req.follow, "serving logs");
@@ -89,7 +86,11 @@ async fn serve_one(
     Ok(())
 }
 
-async fn refuse(send: &mut quinn::SendStream, reason: String, missing: bool) -> Result<(), WireError> {
+async fn refuse(
+    send: &mut quinn::SendStream,
+    reason: String,
+    missing: bool,
+) -> Result<(), WireError> {
     write_frame(send, &AgentReply::Refused { reason, missing }).await?;
     let _ = send.finish();
     Ok(())
@@ -155,15 +156,19 @@ async fn container_of(
     alloc: AllocId,
     task: &str,
 ) -> Result<Option<Container>, String> {
-    let selector = [(LABEL_ALLOC, alloc.to_string()), (LABEL_TASK, task.to_owned())];
+    let selector = [
+        (LABEL_ALLOC, alloc.to_string()),
+        (LABEL_TASK, task.to_owned()),
+    ];
     let found = docker.find(&selector).await.map_err(|e| e.to_string())?;
     let running = found.iter().find(|f| f.exit.is_none());
     Ok(running.or(found.first()).map(|f| f.container.clone()))
 }
 
 /// A docker task's log from the engine, cut exactly: the engine's `since` is whole seconds,
-/// so lines are cut again by their own timestamps; with both `since` and `tail` the tail is
-/// taken here. Following goes on from the last line the history saw.
+/// so lines are cut again by their own timestamps, and its `tail` counts stdout and stderr
+/// together, so the tail is taken here. Following goes on from the last line the history
+/// saw.
 async fn docker_logs(
     send: &mut quinn::SendStream,
     served: &Served,
@@ -186,7 +191,8 @@ async fn docker_logs(
         stream: req.stream,
         follow: false,
         since_secs: req.since.map(|s| s.0 / 1000),
-        tail: if req.since.is_none() { req.tail } else { None },
+        // The engine's tail counts both streams' lines together: the tail is taken here.
+        tail: None,
     };
     let mut lines = match served.docker.log_lines(&container, history).await {
         Ok(lines) => lines,
@@ -264,11 +270,15 @@ async fn stats(
     for (k, (task, driver)) in req.tasks.iter().enumerate() {
         let stats = match driver {
             DriverKind::Docker => match container_of(&served.docker, req.alloc, task).await {
-                Ok(Some(c)) => served.docker.stats(&c, task).await.unwrap_or_else(|e| TaskStats {
-                    task: task.clone(),
-                    error: Some(e.to_string()),
-                    ..TaskStats::default()
-                }),
+                Ok(Some(c)) => served
+                    .docker
+                    .stats(&c, task)
+                    .await
+                    .unwrap_or_else(|e| TaskStats {
+                        task: task.clone(),
+                        error: Some(e.to_string()),
+                        ..TaskStats::default()
+                    }),
                 Ok(None) => TaskStats {
                     task: task.clone(),
                     error: Some("no container of this task on the node".into()),

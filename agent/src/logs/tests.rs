@@ -27,7 +27,10 @@ fn lines_come_back_as_written_with_partial_lines_joined() {
     let mut w = LogWriter::open(&t, Stdout).unwrap();
     w.write(Timestamp(1000), b"one\ntw").unwrap();
     w.write(Timestamp(2000), b"o\n\nthree").unwrap();
-    assert_eq!(text(history(&t.dir, Stdout, None, None)), "one\ntwo\n\nthree");
+    assert_eq!(
+        text(history(&t.dir, Stdout, None, None)),
+        "one\ntwo\n\nthree"
+    );
     // `two` is one line, read first at 1000: kept whole by a cut at 1000, dropped at 1001.
     assert_eq!(
         text(history(&t.dir, Stdout, Some(Timestamp(1000)), None)),
@@ -49,8 +52,11 @@ fn tail_and_since_cut_exactly() {
     let t = target(dir.path(), 5, 1 << 20);
     let mut w = LogWriter::open(&t, Stdout).unwrap();
     for i in 0..100u64 {
-        w.write(Timestamp(10_000 + i * 100), format!("line {i}\n").as_bytes())
-            .unwrap();
+        w.write(
+            Timestamp(10_000 + i * 100),
+            format!("line {i}\n").as_bytes(),
+        )
+        .unwrap();
     }
     let last5: String = (95..100).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text(history(&t.dir, Stdout, None, Some(5))), last5);
@@ -110,7 +116,8 @@ fn a_follower_goes_on_across_rotations() {
     let mut w = LogWriter::open(&t, Stdout).unwrap();
     let mut seen = String::new();
     for i in 0..50u64 {
-        w.write(Timestamp(i), format!("n{i:02}\n").as_bytes()).unwrap();
+        w.write(Timestamp(i), format!("n{i:02}\n").as_bytes())
+            .unwrap();
         // Reading after every few lines keeps up with files rotated away behind it.
         if i % 3 == 0 {
             let (records, caught_up) = f.poll(1 << 20);

@@ -112,7 +112,9 @@ fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> {
         return Ok(Timestamp(now.0.saturating_sub(ms)));
     }
     Timestamp::parse_rfc3339(s).map_err(|_| {
-        format!("`{s}` is neither a duration like 10m nor an RFC 3339 time like 2026-12-02T17:00:00Z")
+        format!(
+            "`{s}` is neither a duration like 10m nor an RFC 3339 time like 2026-12-02T17:00:00Z"
+        )
     })
 }
 
@@ -391,7 +393,11 @@ mod tests {
         ] {
             let e = LogsQuery::parse(&q(&[(param, value)]), now).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
-            assert!(e.message.starts_with(&format!("`{param}`")), "{}", e.message);
+            assert!(
+                e.message.starts_with(&format!("`{param}`")),
+                "{}",
+                e.message
+            );
         }
     }
 
@@ -416,10 +422,14 @@ mod tests {
         let e = pick_task(&alloc, &two, Some("cache")).unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert!(
-            e.message.contains("task `cache` is not a task of AL3; its tasks: `web`, `db`"),
+            e.message
+                .contains("task `cache` is not a task of AL3; its tasks: `web`, `db`"),
             "{}",
             e.message
         );
-        assert_eq!(pick_task(&alloc, &two, Some("db")).unwrap().1, DriverKind::Docker);
+        assert_eq!(
+            pick_task(&alloc, &two, Some("db")).unwrap().1,
+            DriverKind::Docker
+        );
     }
 }

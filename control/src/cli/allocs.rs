@@ -146,7 +146,11 @@ async fn logs(client: &Client, alloc: &str, args: &LogsArgs) -> anyhow::Result<E
             return Ok(ExitCode::SUCCESS);
         };
         // A closed pipe (`| head`) ends it quietly.
-        if stdout.write_all(&chunk).and_then(|()| stdout.flush()).is_err() {
+        if stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -155,7 +159,15 @@ async fn logs(client: &Client, alloc: &str, args: &LogsArgs) -> anyhow::Result<E
 /// `windflow alloc stats`: a row per task.
 fn stats_table(stats: &Value) -> String {
     let mut t = Table::new(vec![
-        "TASK", "CPU", "MEMORY", "LIMIT", "NET RX", "NET TX", "BLOCK READ", "BLOCK WRITE", "NOTE",
+        "TASK",
+        "CPU",
+        "MEMORY",
+        "LIMIT",
+        "NET RX",
+        "NET TX",
+        "BLOCK READ",
+        "BLOCK WRITE",
+        "NOTE",
     ]);
     let bytes = |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), human_bytes);
     for task in stats["tasks"].as_array().into_iter().flatten() {

@@ -50,7 +50,10 @@ impl Sessions {
         let conn = self.connection(node).ok_or(AskError::NotConnected(node))?;
         let unreachable = |why: String| AskError::Unreachable { node, why };
         let opened = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
             write_frame(&mut send, request)
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;

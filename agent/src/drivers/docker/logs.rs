@@ -115,15 +115,17 @@ impl DockerDriver {
             .since(since)
             .tail(&tail)
             .build();
-        let lines = docker.logs(&c.id, Some(options)).filter_map(|item| async move {
-            let message = match item {
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message })
-                | Ok(LogOutput::StdErr { message }) => message,
-                Ok(LogOutput::StdIn { .. }) => return None,
-                Err(e) => return Some(Err(DockerError::engine("read the logs")(e))),
-            };
-            Some(Ok(split_timestamp(&message)))
-        });
+        let lines = docker
+            .logs(&c.id, Some(options))
+            .filter_map(|item| async move {
+                let message = match item {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message })
+                    | Ok(LogOutput::StdErr { message }) => message,
+                    Ok(LogOutput::StdIn { .. }) => return None,
+                    Err(e) => return Some(Err(DockerError::engine("read the logs")(e))),
+                };
+                Some(Ok(split_timestamp(&message)))
+            });
         Ok(lines.boxed())
     }
 }

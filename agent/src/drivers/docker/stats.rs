@@ -34,7 +34,8 @@ fn task_stats(task: &str, s: &ContainerStatsResponse) -> TaskStats {
     let total = |c: Option<&bollard::models::ContainerCpuStats>| {
         c.and_then(|c| c.cpu_usage.as_ref()?.total_usage)
     };
-    let system = |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.system_cpu_usage);
+    let system =
+        |c: Option<&bollard::models::ContainerCpuStats>| c.and_then(|c| c.system_cpu_usage);
     let cpu_percent = match (total(cpu), total(pre), system(cpu), system(pre)) {
         (Some(t), Some(pt), Some(sy), Some(psy)) if sy > psy => {
             let cpus = cpu.and_then(|c| c.online_cpus).unwrap_or(1).max(1);
@@ -45,7 +46,10 @@ fn task_stats(task: &str, s: &ContainerStatsResponse) -> TaskStats {
     let memory = s.memory_stats.as_ref();
     let cache = memory
         .and_then(|m| m.stats.as_ref())
-        .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")))
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+        })
         .copied()
         .unwrap_or(0);
     let networks = s.networks.as_ref();
@@ -68,7 +72,9 @@ fn task_stats(task: &str, s: &ContainerStatsResponse) -> TaskStats {
     TaskStats {
         task: task.to_owned(),
         cpu_percent,
-        memory_bytes: memory.and_then(|m| m.usage).map(|u| u.saturating_sub(cache)),
+        memory_bytes: memory
+            .and_then(|m| m.usage)
+            .map(|u| u.saturating_sub(cache)),
         memory_limit_bytes: memory.and_then(|m| m.limit),
         network_rx_bytes: net(|n| n.rx_bytes),
         network_tx_bytes: net(|n| n.tx_bytes),
