@@ -79,6 +79,7 @@ async fn serve_one(
                 DriverKind::Docker => docker_logs(&mut send, served, &req).await?,
                 _ => exec_logs(&mut send, served, &req).await?,
             }
+            tracing::info!(alloc = %req.alloc, task = %req.task, "logs served");
         }
         AgentRequest::Stats(req) => stats(&mut send, served, &req).await?,
     }

@@ -207,15 +207,25 @@ fn ask_error(state: &AppState, alloc: &Allocation, e: AskError) -> ApiError {
                 .get(&me)
                 .cloned()
                 .unwrap_or_else(|| me.to_string());
+            let known = state.raft.reader().node(node).ok().flatten();
+            let who = match &known {
+                Some(n) => format!("node {node} ({})", n.name),
+                None => format!("node {node}"),
+            };
+            let why = match known.map(|n| n.status) {
+                Some(windflow_protocol::NodeStatus::Down) => {
+                    "its agent is down (not heard from within the grace period)".to_owned()
+                }
+                _ => format!(
+                    "its agent has no session with this server ({server}): it is connected to \
+                     another server of the cluster, or reconnecting; ask the server it is \
+                     connected to (this one does not forward)"
+                ),
+            };
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "agent_not_connected",
-                format!(
-                    "node {node}, which holds {}, has no agent session with this server ({server}): \
-                     its agent is down or connected to another server of the cluster; ask that \
-                     server (this one does not forward)",
-                    alloc.id
-                ),
+                format!("{who}, which holds {}, cannot be asked: {why}", alloc.id),
             )
         }
         AskError::Refused {
