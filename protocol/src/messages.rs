@@ -20,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const ALPN_AGENT: &[u8] = b"windflow/1";
 /// The ALPN of server-to-server raft traffic.
 pub const ALPN_RAFT: &[u8] = b"windflow-raft/1";
+/// The ALPN on which a server relays an [`AgentRequest`] to an agent connected to it, for
+/// another server (servers' certificates only).
+pub const ALPN_RELAY: &[u8] = b"windflow-relay/1";
 
 /// An inclusive range of protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +227,15 @@ pub enum AgentRequest {
     Stats(StatsRequest),
 }
 
+/// What a server asks a peer server on `windflow-relay/1`: pass `request` to node `node`'s
+/// agent if it is connected there. The answer is the agent's, frame for frame, or
+/// [`AgentReply::NoSession`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    pub node: NodeId,
+    pub request: AgentRequest,
+}
+
 /// One task's output of one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogsRequest {
@@ -259,6 +271,8 @@ pub enum AgentReply {
     Chunk(#[serde(with = "crate::codec::bytes")] Vec<u8>),
     /// The answer of a [`StatsRequest`], one per task in its order.
     Stats(Vec<TaskStats>),
+    /// (A relaying server's answer) the node's agent has no session with it.
+    NoSession,
 }
 
 /// One task's resource use, as its driver measured it; `None` where it cannot tell.

@@ -44,16 +44,21 @@ fn assert_consecutive(ns: &[u64], what: &str) {
 /// `GET /v1/allocations/{alloc}/logs{query}`: the status, and the body as text (an error
 /// as its JSON).
 fn api_logs(f: &Fleet, alloc: &str, query: &str) -> (u16, Value) {
+    api_logs_at(f, 0, alloc, query)
+}
+
+/// [`api_logs`] through server `server` of the fleet's cluster.
+fn api_logs_at(f: &Fleet, server: usize, alloc: &str, query: &str) -> (u16, Value) {
     let path = format!("/v1/allocations/{alloc}/logs{query}");
-    let (status, body) = get_text(f, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let (status, body) = get_text(f, server, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, body)
 }
 
-/// One HTTP/1.1 `GET` read to its end, its chunked body decoded.
-fn get_text(f: &Fleet, path: &str) -> anyhow::Result<(u16, String)> {
+/// One HTTP/1.1 `GET` to server `server`, read to its end, its chunked body decoded.
+fn get_text(f: &Fleet, server: usize, path: &str) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let addr = f.cluster.servers[0].http_addr;
+    let addr = f.cluster.servers[server].http_addr;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
@@ -133,13 +138,18 @@ struct Follow {
 
 impl Follow {
     fn start(f: &Fleet, alloc: &str, extra: &[&str]) -> Follow {
+        Follow::start_at(f, 0, alloc, extra)
+    }
+
+    /// `alloc logs --follow` against server `server` of the fleet's cluster.
+    fn start_at(f: &Fleet, server: usize, alloc: &str, extra: &[&str]) -> Follow {
         let mut child = Command::new(windflow_bin())
             .args(["alloc", "logs", alloc, "--follow"])
             .args(extra)
             .env("HOME", f.cluster.root.path())
             .env(
                 "WINDFLOW_ADDR",
-                format!("http://{}", f.cluster.servers[0].http_addr),
+                format!("http://{}", f.cluster.servers[server].http_addr),
             )
             .env("WINDFLOW_TOKEN", &f.admin)
             .stdin(Stdio::null())
@@ -348,6 +358,58 @@ fn exec_task_logs_cut_follow_and_survive_an_agent_restart() {
     let follow = Follow::start(&f, &alloc, &["--tail", "0"]);
     let present = *after.last().unwrap();
     follow.until_above("line", present + 3, Duration::from_secs(30));
+}
+
+#[test]
+fn logs_are_reached_through_the_server_the_agent_is_connected_to() {
+    // Three servers; the agent knows only the first.
+    let mut f = Fleet::with_servers(3, 1, PATIENT);
+    f.add_agent();
+    let (status, job) = f.call(
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"name": "counter", "command": COUNTER, "type": "service", "count": 1,
+                    "resources": {"cpu_mhz": 10, "memory_mb": 8}}),
+        ),
+    );
+    assert_eq!(status, 201, "{job}");
+    let job = job["id"].as_str().unwrap().to_owned();
+    let alloc = running_alloc(&f, &job, 10);
+    for server in [1, 2] {
+        let (status, body) = api_logs_at(&f, server, &alloc, "?tail=5");
+        assert_eq!(status, 200, "through server {server}: {body}");
+        let lines = numbers(body.as_str().unwrap(), "line");
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_consecutive(&lines, "relayed --tail 5");
+        let (status, stats) = f.cluster_call(server, &format!("/v1/allocations/{alloc}/stats"));
+        assert_eq!(status, 200, "through server {server}: {stats}");
+        assert_eq!(stats["tasks"][0]["task"], "counter", "{stats}");
+    }
+    // Errors come back through the relay as they are.
+    let (status, body) = api_logs_at(&f, 2, &alloc, "?task=nope");
+    assert_eq!(status, 404, "{body}");
+
+    // Followed through a server that relays: lines written after it started.
+    let present = *numbers(&logs_text(&f, &alloc, ""), "line").last().unwrap();
+    let follow = Follow::start_at(&f, 1, &alloc, &["--tail", "0"]);
+    let got = follow.until_above("line", present + 5, Duration::from_secs(30));
+    assert!(got[0] > present, "{got:?}");
+    assert_consecutive(&got, "relayed --follow");
+    drop(follow);
+
+    // No server holds the agent's session: a 503 naming the node and the servers asked.
+    let node = f.alloc(&alloc)["node"].as_str().unwrap().to_owned();
+    f.agents[0].terminate(Duration::from_secs(20)).unwrap();
+    let away = f.wait("the servers to see the agent gone", |f| {
+        let (status, body) = api_logs_at(f, 1, &alloc, "");
+        (status == 503).then_some(body)
+    });
+    let message = away["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&node), "{away}");
+    for s in &f.cluster.servers {
+        assert!(message.contains(&s.name), "{} is not named: {away}", s.name);
+    }
 }
 
 /// Whether a Docker Engine answers here; the docker test is skipped (saying so) if not.

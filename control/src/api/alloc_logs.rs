@@ -3,8 +3,9 @@
 //! chunked `text/plain` body, written as they arrive (`follow=true` keeps it open until
 //! the client goes away, which cancels the agent's side).
 //!
-//! An agent connected to another server of the cluster is not reached from here: the
-//! answer is a 503 naming the node and this server, to ask the server it is connected to.
+//! An agent connected to another server of the cluster is reached through that server
+//! (`gateway::requests`); one no server has a session with is a 503 naming the node and
+//! the servers asked.
 
 use std::collections::HashMap;
 
@@ -200,34 +201,12 @@ fn pick_task(
 /// An agent's refusal or silence as an HTTP answer.
 fn ask_error(state: &AppState, alloc: &Allocation, e: AskError) -> ApiError {
     match e {
-        AskError::NotConnected(node) => {
-            let me = state.raft.id();
-            let server = state
-                .server_names
-                .get(&me)
-                .cloned()
-                .unwrap_or_else(|| me.to_string());
-            let known = state.raft.reader().node(node).ok().flatten();
-            let who = match &known {
-                Some(n) => format!("node {node} ({})", n.name),
-                None => format!("node {node}"),
-            };
-            let why = match known.map(|n| n.status) {
-                Some(windflow_protocol::NodeStatus::Down) => {
-                    "its agent is down (not heard from within the grace period)".to_owned()
-                }
-                _ => format!(
-                    "its agent has no session with this server ({server}): it is connected to \
-                     another server of the cluster, or reconnecting; ask the server it is \
-                     connected to (this one does not forward)"
-                ),
-            };
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "agent_not_connected",
-                format!("{who}, which holds {}, cannot be asked: {why}", alloc.id),
-            )
-        }
+        AskError::NotConnected(node) => not_connected(state, alloc, node, &[state.raft.id()], &[]),
+        AskError::NoServerHasIt {
+            node,
+            asked,
+            unreachable,
+        } => not_connected(state, alloc, node, &asked, &unreachable),
         AskError::Refused {
             reason,
             missing: true,
@@ -246,6 +225,52 @@ fn ask_error(state: &AppState, alloc: &Allocation, e: AskError) -> ApiError {
             e.to_string(),
         ),
     }
+}
+
+/// The 503 for an allocation whose agent no server asked holds a session with: the node,
+/// whether it is down, the servers asked and those that could not be.
+fn not_connected(
+    state: &AppState,
+    alloc: &Allocation,
+    node: windflow_protocol::NodeId,
+    asked: &[windflow_raft::ServerId],
+    unreachable: &[(windflow_raft::ServerId, String)],
+) -> ApiError {
+    let name = |id: &windflow_raft::ServerId| {
+        state
+            .server_names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("server {id}"))
+    };
+    let known = state.raft.reader().node(node).ok().flatten();
+    let who = match &known {
+        Some(n) => format!("node {node} ({})", n.name),
+        None => format!("node {node}"),
+    };
+    let mut why = match known.map(|n| n.status) {
+        Some(windflow_protocol::NodeStatus::Down) => {
+            "its agent is down (not heard from within the grace period); ".to_owned()
+        }
+        _ => String::new(),
+    };
+    let asked: Vec<String> = asked.iter().map(name).collect();
+    why.push_str(&format!(
+        "its agent has no session with {}",
+        if asked.len() == 1 {
+            format!("this server ({})", asked[0])
+        } else {
+            format!("any server asked ({})", asked.join(", "))
+        }
+    ));
+    for (id, e) in unreachable {
+        why.push_str(&format!("; {} could not be asked: {e}", name(id)));
+    }
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "agent_not_connected",
+        format!("{who}, which holds {}, cannot be asked: {why}", alloc.id),
+    )
 }
 
 /// `GET /v1/allocations/{id}/logs?task=&stream=stdout|stderr&follow=&since=&tail=`.

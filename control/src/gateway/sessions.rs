@@ -10,6 +10,9 @@ use windflow_protocol::{DriverKind, NodeId, Timestamp};
 #[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<NodeId, Entry>>>,
+    /// How agents connected to other servers are reached (set once the server has its
+    /// endpoint; unset in unit tests).
+    relay: Arc<std::sync::OnceLock<super::Relay>>,
     /// Bumped whenever an agent joins or leaves, to wake the dispatcher.
     changed: Arc<watch::Sender<u64>>,
 }
@@ -29,6 +32,7 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             inner: Arc::default(),
+            relay: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
         }
     }
@@ -127,6 +131,17 @@ impl Sessions {
             .filter(|(_, e)| e.drivers.contains(&driver))
             .min_by_key(|(node, _)| (load.get(node).copied().unwrap_or(0), **node))
             .map(|(node, _)| *node)
+    }
+
+    /// Reaches agents connected to other servers through them from now on.
+    pub fn set_relay(&self, relay: super::Relay) {
+        if self.relay.set(relay).is_err() {
+            tracing::warn!("the relay to peer servers was set twice; keeping the first");
+        }
+    }
+
+    pub(super) fn relay(&self) -> Option<&super::Relay> {
+        self.relay.get()
     }
 
     /// The connection of the node's agent, when it has a session with this server.
