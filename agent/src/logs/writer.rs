@@ -54,45 +54,64 @@ impl LogWriter {
         })
     }
 
-    /// Writes `data`, read at `at`, as records: one per line or piece of a line.
+    /// Writes `data`, read at `at`, as records: one per line or piece of a line. The
+    /// records of one call go to the file in one write per file they land in.
     pub fn write(&mut self, at: Timestamp, data: &[u8]) -> io::Result<()> {
         let stamp = format!("{} ", at.0);
-        let mut record = Vec::with_capacity(data.len() + 32);
+        let mut batch = Vec::with_capacity(data.len() + 32);
         for line in data.split_inclusive(|b| *b == b'\n') {
             let (body, ends) = match line.strip_suffix(b"\n") {
                 Some(body) => (body, true),
                 None => (line, false),
             };
-            let mut pieces = body.chunks(FRAGMENT_MAX).peekable();
             if body.is_empty() {
                 // An empty line still ends.
-                self.record(&mut record, &stamp, b"", LINE_END)?;
+                self.record(&mut batch, &stamp, b"", LINE_END)?;
                 continue;
             }
+            let mut pieces = body.chunks(FRAGMENT_MAX).peekable();
             while let Some(piece) = pieces.next() {
                 let flag = if ends && pieces.peek().is_none() {
                     LINE_END
                 } else {
                     LINE_GOES_ON
                 };
-                self.record(&mut record, &stamp, piece, flag)?;
+                self.record(&mut batch, &stamp, piece, flag)?;
             }
         }
+        self.flush(&mut batch)
+    }
+
+    /// Adds one record to `batch`, first writing out what would not fit in the current
+    /// file and rotating.
+    fn record(
+        &mut self,
+        batch: &mut Vec<u8>,
+        stamp: &str,
+        body: &[u8],
+        flag: u8,
+    ) -> io::Result<()> {
+        let len = (stamp.len() + 2 + body.len()) as u64;
+        let in_file = self.len + batch.len() as u64;
+        if in_file > 0 && in_file + len > self.policy.max_file_bytes {
+            self.flush(batch)?;
+            self.rotate()?;
+        }
+        batch.extend_from_slice(stamp.as_bytes());
+        batch.push(flag);
+        batch.extend_from_slice(body);
+        batch.push(b'\n');
         Ok(())
     }
 
-    fn record(&mut self, buf: &mut Vec<u8>, stamp: &str, body: &[u8], flag: u8) -> io::Result<()> {
-        buf.clear();
-        buf.extend_from_slice(stamp.as_bytes());
-        buf.push(flag);
-        buf.extend_from_slice(body);
-        buf.push(b'\n');
-        if self.len > 0 && self.len + buf.len() as u64 > self.policy.max_file_bytes {
-            self.rotate()?;
+    /// Writes `batch` to the current file and empties it.
+    fn flush(&mut self, batch: &mut Vec<u8>) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        // One write per record: a reader sees whole records or an unfinished last one.
-        self.file.write_all(buf)?;
-        self.len += buf.len() as u64;
+        self.file.write_all(batch)?;
+        self.len += batch.len() as u64;
+        batch.clear();
         Ok(())
     }
 
