@@ -76,11 +76,13 @@ impl Work {
             },
         )?;
         let held = Arc::downgrade(&allocs);
+        let live = held.clone();
         let served = Arc::new(Served {
             logs,
             allocs_dir: data_dir.join("allocs"),
             docker: docker.clone(),
             holds: Box::new(move |id| held.upgrade().is_some_and(|a| a.holds(id))),
+            running: Box::new(move |id| live.upgrade().is_some_and(|a| a.is_running(id))),
         });
         let work = Arc::new(Work {
             running: Mutex::default(),

@@ -4,7 +4,7 @@
 //! the cut, `--stderr` gives stderr alone, `--follow` prints lines written after it
 //! started; the API checks its parameters by name; an agent that is away is a 503 naming
 //! its node, and once it is back the lines its task wrote meanwhile are there; stats name
-//! the task's memory and CPU. The same for a docker task (busybox from
+//! the task's memory and CPU; `--follow` ends when the allocation is stopped. The same for a docker task (busybox from
 //! `tests/src/docker.rs`, read from the engine), skipped, saying why, when no Docker
 //! Engine answers here.
 
@@ -355,9 +355,33 @@ fn exec_task_logs_cut_follow_and_survive_an_agent_restart() {
         last_before,
         after.last().unwrap()
     );
-    let follow = Follow::start(&f, &alloc, &["--tail", "0"]);
+    let mut follow = Follow::start(&f, &alloc, &["--tail", "0"]);
     let present = *after.last().unwrap();
     follow.until_above("line", present + 3, Duration::from_secs(30));
+
+    // Following ends by itself once the allocation is stopped; its logs stay readable.
+    let (status, body) = f.call("DELETE", &format!("/v1/jobs/{job}"), None);
+    assert!((200..300).contains(&status), "{body}");
+    let exited = windflow_tests::wait_for(
+        "--follow to end with its allocation",
+        Duration::from_secs(60),
+        || follow.child.try_wait().ok().flatten(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", f.logs()));
+    assert!(exited.success(), "{exited}");
+    // The job is gone: the task is named (unnamed, a 400 says to).
+    let (status, body) = api_logs(&f, &alloc, "");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`task`"),
+        "{body}"
+    );
+    let kept = numbers(&logs_text(&f, &alloc, "?task=counter"), "line");
+    assert_eq!(kept[0], 1);
+    assert_consecutive(&kept, "after the allocation stopped");
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub(crate) struct Served {
     pub docker: Arc<DockerDriver>,
     /// Whether this agent holds an allocation now.
     pub holds: Box<dyn Fn(AllocId) -> bool + Send + Sync>,
+    /// Whether an allocation's tasks run here now: following its logs ends when not.
+    pub running: Box<dyn Fn(AllocId) -> bool + Send + Sync>,
 }
 
 /// Accepts the streams the server opens on `conn` and serves each on its own task, until
@@ -106,7 +108,8 @@ async fn send_bytes(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), Wi
 }
 
 /// An exec task's log from its files: the cut, then (with `follow`) new lines as they
-/// come, until the server stops the stream.
+/// come, until the server stops the stream or the allocation no longer runs here (its
+/// last lines sent).
 async fn exec_logs(
     send: &mut quinn::SendStream,
     served: &Served,
@@ -137,16 +140,21 @@ async fn exec_logs(
     let stopped = send.stopped();
     tokio::pin!(stopped);
     loop {
-        tokio::select! {
-            _ = &mut stopped => return Ok(()),
-            _ = tokio::time::sleep(FOLLOW_POLL) => {}
-        }
+        // Looked at before the last read: what it wrote before it ended is sent.
+        let ended = !(served.running)(req.alloc);
         loop {
             let (records, caught_up) = follower.poll(READ_BATCH);
             send_bytes(send, &render(&records)).await?;
             if caught_up {
                 break;
             }
+        }
+        if ended {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut stopped => return Ok(()),
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
         }
     }
 }

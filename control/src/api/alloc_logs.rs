@@ -132,6 +132,19 @@ fn find_alloc(state: &AppState, scope: &NsScope, id: &str) -> Result<Allocation,
         .ok_or_else(|| ApiError::not_found("allocation", id))
 }
 
+/// The allocation's tasks, by name with their driver, from the job version it runs;
+/// `None` once its job is gone.
+fn known_tasks(
+    state: &AppState,
+    alloc: &Allocation,
+) -> Result<Option<Vec<(String, DriverKind)>>, ApiError> {
+    match tasks_of(state, alloc) {
+        Ok(tasks) => Ok(Some(tasks)),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The allocation's tasks, by name with their driver, from the job version it runs.
 fn tasks_of(state: &AppState, alloc: &Allocation) -> Result<Vec<(String, DriverKind)>, ApiError> {
     let reader = state.raft.reader();
@@ -283,8 +296,21 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let query = LogsQuery::parse(&q, Timestamp::now())?;
     let alloc = find_alloc(&state, &scope, &id)?;
-    let tasks = tasks_of(&state, &alloc)?;
-    let (task, driver) = pick_task(&alloc, &tasks, query.task.as_deref())?;
+    let (task, driver) = match (known_tasks(&state, &alloc)?, query.task) {
+        (Some(tasks), asked) => pick_task(&alloc, &tasks, asked.as_deref())?,
+        // A deleted job's allocation: what an exec task left on its node is still there
+        // (a container is removed with its allocation).
+        (None, Some(asked)) => (asked, DriverKind::Exec),
+        (None, None) => {
+            return Err(invalid(
+                "task",
+                format!(
+                    "the job of {} is gone, so its tasks are not known here; name one",
+                    alloc.id
+                ),
+            ));
+        }
+    };
     let request = AgentRequest::Logs(LogsRequest {
         alloc: alloc.id,
         task,
