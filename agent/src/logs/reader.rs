@@ -60,6 +60,8 @@ pub struct Follower {
     at: Option<(u64, File)>,
     /// Bytes read past the last whole record.
     pending: Vec<u8>,
+    /// The first file to read.
+    pub(super) from: u64,
 }
 
 impl Follower {
@@ -69,7 +71,32 @@ impl Follower {
             stream,
             at: None,
             pending: Vec::new(),
+            from: 0,
         }
+    }
+
+    /// A follower for what a request keeps: with `tail` and no `since`, it starts at the
+    /// newest file from which on at least `tail` whole lines are kept (plus one, which a
+    /// line begun in the file before may cut short), instead of reading every file.
+    pub fn for_cut(
+        dir: impl Into<PathBuf>,
+        stream: OutputStream,
+        since: Option<Timestamp>,
+        tail: Option<usize>,
+    ) -> Follower {
+        let mut follower = Follower::new(dir, stream);
+        let (None, Some(tail)) = (since, tail) else {
+            return follower;
+        };
+        let mut lines = 0usize;
+        for (k, path) in stream_files(&follower.dir, stream).into_iter().rev() {
+            follower.from = k;
+            lines += std::fs::read(&path).map_or(0, |bytes| line_ends(&bytes));
+            if lines > tail {
+                break;
+            }
+        }
+        follower
     }
 
     /// The records written since the last call, about `max` bytes of them at most, and
@@ -83,7 +110,10 @@ impl Follower {
                 return (records, false);
             }
             let Some((k, file)) = &mut self.at else {
-                let first = stream_files(&self.dir, self.stream).into_iter().next();
+                let from = self.from;
+                let first = stream_files(&self.dir, self.stream)
+                    .into_iter()
+                    .find(|(k, _)| *k >= from);
                 match first.and_then(|(k, p)| Some((k, File::open(p).ok()?))) {
                     Some(opened) => {
                         self.at = Some(opened);
@@ -132,6 +162,18 @@ impl Follower {
                 .filter_map(Record::parse),
         );
     }
+}
+
+/// How many records of `bytes` end a line (flag `|`).
+fn line_ends(bytes: &[u8]) -> usize {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|r| {
+            r.iter()
+                .position(|b| *b == b' ')
+                .is_some_and(|sp| r.get(sp + 1) == Some(&LINE_END))
+        })
+        .count()
 }
 
 /// What a request keeps of the records: lines from `since` on, the last `tail` of them.
@@ -216,7 +258,7 @@ pub fn history(
     since: Option<Timestamp>,
     tail: Option<usize>,
 ) -> Vec<u8> {
-    let mut follower = Follower::new(dir, stream);
+    let mut follower = Follower::for_cut(dir, stream, since, tail);
     let mut cut = Cut::new(since, tail);
     let mut out = Vec::new();
     loop {

@@ -124,8 +124,9 @@ async fn exec_logs(
         return refuse(send, reason, true).await;
     }
     write_frame(send, &AgentReply::Accepted).await?;
-    let mut follower = Follower::new(&dir, req.stream);
-    let mut cut = Cut::new(req.since, req.tail.map(|t| t as usize));
+    let tail = req.tail.map(|t| t as usize);
+    let mut follower = Follower::for_cut(&dir, req.stream, req.since, tail);
+    let mut cut = Cut::new(req.since, tail);
     loop {
         let (records, caught_up) = follower.poll(READ_BATCH);
         send_bytes(send, &cut.take(&records)).await?;

@@ -175,3 +175,39 @@ fn ended_allocations_logs_go_after_the_retention_only() {
     assert!(root.alloc_dir(AllocId(1)).exists());
     assert!(!root.alloc_dir(AllocId(2)).exists());
 }
+
+#[test]
+fn a_tail_reads_only_the_newest_files_and_cuts_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path(), 10, 300);
+    let mut w = LogWriter::open(&t, Stdout).unwrap();
+    // Lines of 60 bytes, the last few written in pieces across a rotation.
+    for i in 0..60u64 {
+        w.write(
+            Timestamp(i),
+            format!("{i:03} {}\n", "y".repeat(40)).as_bytes(),
+        )
+        .unwrap();
+    }
+    w.write(Timestamp(100), "z".repeat(200).as_bytes()).unwrap();
+    w.write(
+        Timestamp(101),
+        format!("{}\nlast\n", "z".repeat(200)).as_bytes(),
+    )
+    .unwrap();
+    let files = stream_files(&t.dir, Stdout);
+    assert!(files.len() >= 5, "{files:?}");
+    let all = text(history(&t.dir, Stdout, None, None));
+    let lines: Vec<&str> = all.split_inclusive('\n').collect();
+    for n in [0, 1, 2, 3, 5, 8, 13, lines.len(), lines.len() + 5] {
+        let expected: String = lines[lines.len().saturating_sub(n)..].concat();
+        assert_eq!(
+            text(history(&t.dir, Stdout, None, Some(n))),
+            expected,
+            "tail {n}"
+        );
+    }
+    // A short tail starts late: not at the oldest file.
+    let f = Follower::for_cut(&t.dir, Stdout, None, Some(1));
+    assert!(f.from > files[0].0, "{}", f.from);
+}
