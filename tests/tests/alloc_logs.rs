@@ -188,6 +188,21 @@ impl Follow {
     }
 }
 
+impl Follow {
+    /// SIGINT, as Ctrl-C sends: the CLI exits 0 within a few seconds.
+    fn interrupt(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = windflow_tests::wait_for(
+            "alloc logs to end on SIGINT",
+            Duration::from_secs(10),
+            || self.child.try_wait().ok().flatten(),
+        )
+        .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
 impl Drop for Follow {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -256,7 +271,8 @@ fn check_cuts(f: &Fleet, alloc: &str) {
     let got = follow.until_above("line", present + 10, Duration::from_secs(30));
     assert_consecutive(&got, "--follow");
     assert!(got[0] > present, "{got:?}: line {present} was there before");
-    drop(follow);
+    // Ctrl-C ends it, cleanly.
+    follow.interrupt();
     // With `--tail 3`: the last three lines, then on without a gap.
     let follow = Follow::start(f, alloc, &["--tail", "3"]);
     let present = *numbers(&logs_text(f, alloc, ""), "line").last().unwrap();

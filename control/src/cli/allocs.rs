@@ -137,9 +137,12 @@ async fn logs(client: &Client, alloc: &str, args: &LogsArgs) -> anyhow::Result<E
     let path = format!("/v1/allocations/{}/logs{}", seg(alloc), args.query());
     let mut res = client.get_streaming(&path).await?;
     let mut stdout = std::io::stdout();
+    // One listener for the whole copy: a Ctrl-C between two chunks is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let chunk = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
             chunk = res.chunk() => chunk.context("reading the logs")?,
         };
         let Some(chunk) = chunk else {
