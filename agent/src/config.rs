@@ -39,6 +39,8 @@ pub struct AgentConfig {
     /// The protocol versions offered in Hello; [`VersionRange::SUPPORTED`] unless testing
     /// how servers treat agents of other versions.
     pub versions: VersionRange,
+    /// How much of each allocation task's output is kept, and how long after it ended.
+    pub logs: crate::logs::LogPolicy,
 }
 
 /// The default wait between SIGTERM and SIGKILL when a task is stopped.
@@ -82,6 +84,7 @@ impl AgentConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             supervisor: None,
             versions: VersionRange::SUPPORTED,
+            logs: crate::logs::LogPolicy::default(),
         }
     }
 }

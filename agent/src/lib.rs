@@ -12,6 +12,7 @@ pub mod drivers;
 pub mod enroll;
 mod error;
 pub mod fingerprint;
+pub mod logs;
 mod outbox;
 pub mod process;
 pub mod renew;

@@ -39,6 +39,15 @@ struct Args {
     /// How long a stopped allocation's task gets between SIGTERM and SIGKILL
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     kill_grace: windflow_protocol::HumanDuration,
+    /// Log files kept per allocation task stream (stdout, stderr), the current one included
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    log_max_files: u32,
+    /// The size (MB) at which an allocation task's log file is rotated
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    log_max_file_mb: u64,
+    /// How long an ended allocation's logs stay on the node once nothing writes to them
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    log_retention: windflow_protocol::HumanDuration,
     #[arg(long, conflicts_with = "silent")]
     debug: bool,
     #[arg(long)]
@@ -104,6 +113,11 @@ async fn agent() -> anyhow::Result<()> {
         disk_mb: args.disk_mb,
     };
     config.kill_grace = args.kill_grace.0;
+    config.logs = windflow_agent::logs::LogPolicy {
+        max_files: args.log_max_files,
+        max_file_bytes: args.log_max_file_mb * 1024 * 1024,
+        retention: args.log_retention.0,
+    };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -37,6 +37,8 @@ const WRITE_BUFFER: usize = 64;
 const RESEND_AFTER: Duration = Duration::from_secs(30);
 /// Heartbeats are never sent more often than this, whatever a server asks.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+/// How often ended allocations' logs are looked at for removal.
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// On shutdown, how long the last messages get to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -60,7 +62,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         None => SupervisorCommand::current_exe().map_err(AgentError::OwnBinary)?,
     };
     let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
-    let work = Work::open(&data_dir, supervisor, events_tx, config.kill_grace)?;
+    let work = Work::open(
+        &data_dir,
+        supervisor,
+        events_tx,
+        config.kill_grace,
+        config.logs,
+    )?;
     windflow_certs::install_crypto_provider();
     let client = windflow_certs::quinn_client_config(&config.identity, ALPN_AGENT)?;
     let bind =
@@ -72,6 +80,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         endpoint.clone(),
         shutdown.child_token(),
     ));
+
+    let sweeper = tokio::spawn(sweep_logs(work.clone()));
 
     let max_backoff = config.reconnect_max_backoff.max(FIRST_RECONNECT_BACKOFF);
     let mut backoff = FIRST_RECONNECT_BACKOFF;
@@ -131,10 +141,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         let _ = runner.await;
     }
     renewal.abort();
+    sweeper.abort();
     endpoint.close(0u32.into(), b"agent stopping");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     tracing::info!(unacknowledged = work.outbox.len(), "agent stopped");
     result
+}
+
+/// Removes ended allocations' logs past their retention: at start, then every minute.
+async fn sweep_logs(work: Arc<Work>) {
+    let mut every = tokio::time::interval(LOG_SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let allocs = work.allocs.clone();
+        work.served.logs.sweep(|id| allocs.holds(id));
+    }
 }
 
 /// Waits between sessions, dropping live output (there is no one to send it to). False when
@@ -245,6 +266,11 @@ async fn session(
     );
     // Output produced while there was no link is stale; the results are in the outbox.
     while events.try_recv().is_ok() {}
+    // The servers' requests for logs and stats, each on a stream of its own.
+    let requests = AbortOnDrop(tokio::spawn(
+        crate::logs::serve_requests(conn.clone(), work.served.clone())
+            .instrument(tracing::Span::current()),
+    ));
 
     let (out, out_rx) = mpsc::channel(WRITE_BUFFER);
     let mut writer = tokio::spawn(write_loop(send, out_rx));
@@ -260,6 +286,7 @@ async fn session(
     let heartbeat_every = welcome.heartbeat_interval.0.max(MIN_HEARTBEAT);
     let result = session_loop(&mut link, heartbeat_every, work, events, shutdown).await;
     drop(link);
+    drop(requests);
     reader.abort();
     match &result {
         Ok(SessionEnd::Shutdown) => {
@@ -404,4 +431,13 @@ async fn read_loop(
         }
     }
     Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

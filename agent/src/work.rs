@@ -19,6 +19,7 @@ use crate::drivers::docker::{self, DockerDriver, RunOwner};
 use crate::drivers::exec::{
     ExecDir, ExecResult, Progress, Recovered, Supervised, SupervisedHandle, SupervisorCommand,
 };
+use crate::logs::{LogPolicy, LogRoot, Served};
 use crate::outbox::Outbox;
 use crate::store::{RunRecord, Store};
 use crate::{AgentError, drivers};
@@ -47,6 +48,8 @@ pub(crate) struct Work {
     pub(crate) allocs: Arc<Allocs>,
     /// The docker driver, for runs and allocations alike.
     pub(crate) docker: Arc<DockerDriver>,
+    /// What the servers' requests for logs and stats are served from.
+    pub(crate) served: Arc<Served>,
 }
 
 impl Work {
@@ -57,9 +60,11 @@ impl Work {
         supervisor: SupervisorCommand,
         events: mpsc::Sender<AgentMessage>,
         kill_grace: std::time::Duration,
+        log_policy: LogPolicy,
     ) -> Result<Arc<Work>, AgentError> {
         let store = Store::open(data_dir)?;
         let docker = Arc::new(DockerDriver::new(store.agent_id()?));
+        let logs = LogRoot::new(data_dir, log_policy);
         let allocs = Allocs::open(
             &store,
             &data_dir.join("allocs"),
@@ -67,8 +72,18 @@ impl Work {
                 supervisor: supervisor.clone(),
                 grace: kill_grace,
                 docker: docker.clone(),
+                logs: logs.clone(),
             },
         )?;
+        let held = Arc::downgrade(&allocs);
+        let live = held.clone();
+        let served = Arc::new(Served {
+            logs,
+            allocs_dir: data_dir.join("allocs"),
+            docker: docker.clone(),
+            holds: Box::new(move |id| held.upgrade().is_some_and(|a| a.holds(id))),
+            running: Box::new(move |id| live.upgrade().is_some_and(|a| a.is_running(id))),
+        });
         let work = Arc::new(Work {
             running: Mutex::default(),
             outbox: Outbox::open(store.clone())?,
@@ -79,6 +94,7 @@ impl Work {
             runs_dir: data_dir.join("runs"),
             allocs,
             docker,
+            served,
         });
         work.recover()?;
         Ok(work)

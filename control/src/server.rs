@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use windflow_certs::{ClusterCa, IssuedCert, TlsIdentity};
 use windflow_protocol::Timestamp;
 use windflow_protocol::enroll::ALPN_ENROLL;
-use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT, ALPN_RELAY};
 use windflow_protocol::secret::ALPN_KEYS;
 use windflow_raft::{ApplyError, Command, NewToken, QuicNetwork, RaftConfig, RaftNode, WriteError};
 
@@ -230,7 +230,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let revocations = Revocations::default();
     let server_tls = windflow_certs::quinn_gateway_config(
         &identity,
-        &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL, ALPN_KEYS],
+        &[ALPN_AGENT, ALPN_RAFT, ALPN_ENROLL, ALPN_KEYS, ALPN_RELAY],
         revocations.list.clone(),
     )?;
     let peer_tls = windflow_certs::quinn_client_config(&identity, ALPN_RAFT)?;
@@ -311,6 +311,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
 
     let sessions = Sessions::default();
+    // Logs and stats of agents connected to another server are asked through it.
+    sessions.set_relay(crate::gateway::Relay {
+        endpoint: endpoint.clone(),
+        client: windflow_certs::quinn_client_config(&identity, ALPN_RELAY)?,
+        raft: raft.clone(),
+    });
     let outputs = RunOutputs::default();
     let gateway = Gateway {
         raft: raft.clone(),

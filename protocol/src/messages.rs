@@ -20,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const ALPN_AGENT: &[u8] = b"windflow/1";
 /// The ALPN of server-to-server raft traffic.
 pub const ALPN_RAFT: &[u8] = b"windflow-raft/1";
+/// The ALPN on which a server relays an [`AgentRequest`] to an agent connected to it, for
+/// another server (servers' certificates only).
+pub const ALPN_RELAY: &[u8] = b"windflow-relay/1";
 
 /// An inclusive range of protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +211,84 @@ pub struct RunTask {
     pub run: RunId,
     pub job: JobId,
     pub task: TaskSpec,
+}
+
+/// The most lines a logs request may ask for with `tail`.
+pub const LOG_TAIL_MAX: u32 = 100_000;
+
+/// What a server asks of an agent on a bi-directional stream of its own, opened on the
+/// agent's connection beside the control stream (bulk data never rides the control
+/// stream). The server writes one request frame; the agent answers with
+/// [`AgentReply::Accepted`] or [`AgentReply::Refused`], then (logs) [`AgentReply::Chunk`]s,
+/// and finishes the stream when it is done. The server cancels by dropping the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentRequest {
+    Logs(LogsRequest),
+    Stats(StatsRequest),
+}
+
+/// What a server asks a peer server on `windflow-relay/1`: pass `request` to node `node`'s
+/// agent if it is connected there. The answer is the agent's, frame for frame, or
+/// [`AgentReply::NoSession`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    pub node: NodeId,
+    pub request: AgentRequest,
+}
+
+/// One task's output of one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub alloc: AllocId,
+    pub task: String,
+    /// How the task runs (the agent may no longer hold the allocation's tasks).
+    pub driver: DriverKind,
+    pub stream: OutputStream,
+    /// Keep the stream open and send lines as they are written.
+    pub follow: bool,
+    /// Only lines written at this instant or later.
+    pub since: Option<Timestamp>,
+    /// Only the last N lines (of those after `since`) before following.
+    pub tail: Option<u32>,
+}
+
+/// The resource use of an allocation's tasks, one sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRequest {
+    pub alloc: AllocId,
+    /// The tasks, by name, with how each runs.
+    pub tasks: Vec<(String, DriverKind)>,
+}
+
+/// Agent → server on a request's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentReply {
+    /// The request is being served; what it asked for follows.
+    Accepted,
+    /// It cannot be served; `missing` when what it names is not on this node.
+    Refused { reason: String, missing: bool },
+    /// The next bytes of the output, whole lines except perhaps the last.
+    Chunk(#[serde(with = "crate::codec::bytes")] Vec<u8>),
+    /// The answer of a [`StatsRequest`], one per task in its order.
+    Stats(Vec<TaskStats>),
+    /// (A relaying server's answer) the node's agent has no session with it.
+    NoSession,
+}
+
+/// One task's resource use, as its driver measured it; `None` where it cannot tell.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskStats {
+    pub task: String,
+    /// CPU time over the sample's wall time, 100 = one core.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
+    pub network_rx_bytes: Option<u64>,
+    pub network_tx_bytes: Option<u64>,
+    pub block_read_bytes: Option<u64>,
+    pub block_write_bytes: Option<u64>,
+    /// Why nothing (or not everything) was measured: not running, engine error.
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

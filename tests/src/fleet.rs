@@ -34,7 +34,12 @@ impl Fleet {
     /// A server started with `liveness` ([`LIVENESS`] or [`PATIENT`]), and room for
     /// `agents` to enroll (none started yet).
     pub fn new(agents: usize, liveness: &[&str]) -> Fleet {
-        let cluster = Cluster::start_with(1, liveness).unwrap();
+        Fleet::with_servers(1, agents, liveness)
+    }
+
+    /// [`Fleet::new`] with a cluster of `servers`; agents connect to the first one only.
+    pub fn with_servers(servers: usize, agents: usize, liveness: &[&str]) -> Fleet {
+        let cluster = Cluster::start_with(servers, liveness).unwrap();
         let admin = cluster.token();
         let pids = cluster.root.path().join("pids");
         std::fs::create_dir(&pids).unwrap();
@@ -105,6 +110,18 @@ impl Fleet {
             body.as_deref(),
         )
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A `GET` through server `server` of the cluster.
+    pub fn cluster_call(&self, server: usize, path: &str) -> (u16, Value) {
+        http_json(
+            self.cluster.servers[server].http_addr,
+            "GET",
+            path,
+            Some(&self.admin),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("GET {path} on server {server}: {e}"))
     }
 
     pub fn get(&self, path: &str) -> Value {

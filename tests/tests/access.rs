@@ -132,6 +132,18 @@ const ROUTES: &[(&str, &str, Expect, &str)] = &[
         "/v1/webhooks/W999999/deliveries",
     ),
     ("GET", "/v1/allocations/{id}", R, "/v1/allocations/AL999999"),
+    (
+        "GET",
+        "/v1/allocations/{id}/logs",
+        R,
+        "/v1/allocations/AL999999/logs",
+    ),
+    (
+        "GET",
+        "/v1/allocations/{id}/stats",
+        R,
+        "/v1/allocations/AL999999/stats",
+    ),
     ("GET", "/v1/runs/{id}", R, "/v1/runs/R999999"),
     ("GET", "/v1/runs/{id}/output", R, "/v1/runs/R999999/output"),
     ("GET", "/v1/contexts/{id}", R, "/v1/contexts/CJ999999"),

@@ -217,6 +217,19 @@ impl Allocs {
         self.lock().index
     }
 
+    /// Whether this agent holds the allocation (running it, or its end not yet forgotten).
+    pub(crate) fn holds(&self, id: AllocId) -> bool {
+        self.lock().entries.contains_key(&id)
+    }
+
+    /// Whether the allocation's tasks are being run here now (its runner alive).
+    pub(crate) fn is_running(&self, id: AllocId) -> bool {
+        self.lock()
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.runner.is_some())
+    }
+
     /// Allocations running here now (their runners alive).
     #[cfg(test)]
     pub(crate) fn running(&self) -> usize {

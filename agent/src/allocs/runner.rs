@@ -53,6 +53,8 @@ pub(crate) struct Supervision {
     pub grace: Duration,
     /// Docker tasks run as containers of this engine.
     pub docker: Arc<crate::drivers::docker::DockerDriver>,
+    /// Where exec tasks' supervisors keep their output for people.
+    pub logs: crate::logs::LogRoot,
 }
 
 /// What a runner tells the allocation's keeper, as it happens.
@@ -220,6 +222,7 @@ pub(crate) async fn run(
             })
         });
         let t = Task {
+            alloc: alloc_id,
             spec: task,
             dir: exec_dir,
             how: how.clone(),
@@ -282,6 +285,7 @@ impl Drop for AbortOnDrop {
 
 /// One task of the allocation and how to run it.
 struct Task {
+    alloc: windflow_protocol::AllocId,
     spec: TaskSpec,
     dir: ExecDir,
     how: Arc<Supervision>,
@@ -293,7 +297,8 @@ impl Task {
     fn start(&self) -> Result<Supervised, ProcessExit> {
         let name = &self.spec.name;
         let _ = self.dir.remove();
-        let spec = exec::service_spec(self.spec.clone(), self.how.grace);
+        let logs = self.how.logs.target(self.alloc, name);
+        let spec = exec::service_spec(self.spec.clone(), self.how.grace, Some(logs));
         let exec =
             Supervised::spawn(&self.how.supervisor, self.dir.clone(), &spec).map_err(|e| {
                 ProcessExit::Error(format!(

@@ -48,6 +48,7 @@ fn open(dir: tempfile::TempDir, grace: Duration) -> (std::sync::Arc<Allocs>, Dat
         )),
         supervisor: supervisor(),
         grace,
+        logs: crate::logs::LogRoot::new(dir.path(), crate::logs::LogPolicy::default()),
     };
     let a = Allocs::open(&store, &dir.path().join("allocs"), how).unwrap();
     (a, Data { dir, store })

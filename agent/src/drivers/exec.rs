@@ -34,15 +34,18 @@ pub fn spec(task: windflow_protocol::TaskSpec) -> SuperviseSpec {
         stdout_cap: windflow_protocol::CONTEXT_MAX_BYTES,
         output_file_cap: OUTPUT_FILE_CAP,
         stop_grace: None,
+        logs: None,
     }
 }
 
 /// The spec of an allocation's task as the agent runs it: one long-running attempt (no
 /// retries or timeout: the allocation's restart policy decides what follows an exit), its
-/// output in the execution's files, stopped with SIGTERM and `grace` before SIGKILL.
+/// output in the execution's files (and, with `logs`, in the task's rotated logs), stopped
+/// with SIGTERM and `grace` before SIGKILL.
 pub fn service_spec(
     mut task: windflow_protocol::TaskSpec,
     grace: std::time::Duration,
+    logs: Option<crate::logs::LogTarget>,
 ) -> SuperviseSpec {
     task.retry.max_retries = 0;
     task.timeout = None;
@@ -51,6 +54,7 @@ pub fn service_spec(
         stdout_cap: windflow_protocol::CONTEXT_MAX_BYTES,
         output_file_cap: OUTPUT_FILE_CAP,
         stop_grace: Some(windflow_protocol::HumanDuration(grace)),
+        logs,
     }
 }
 

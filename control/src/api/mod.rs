@@ -2,6 +2,7 @@
 //! and the UI. [`app`] builds the whole router, so tests drive it with `oneshot`.
 
 pub mod access;
+mod alloc_logs;
 mod allocations;
 mod audit;
 mod backup;
@@ -239,6 +240,21 @@ fn v1_routes(fault_injection: bool) -> Routes {
             READ,
             "allocations.show",
             allocations::show,
+        )
+        // Logs and stats, asked of the allocation's agent (issue 6).
+        .route(
+            M::GET,
+            "/allocations/{id}/logs",
+            READ,
+            "allocations.logs",
+            alloc_logs::logs,
+        )
+        .route(
+            M::GET,
+            "/allocations/{id}/stats",
+            READ,
+            "allocations.stats",
+            alloc_logs::stats,
         )
         .route(M::GET, "/runs/{id}", READ, "runs.show", runs::show)
         .route(

@@ -1,4 +1,4 @@
-//! `windflow alloc list|show`, and what `job show` says of a service's placement.
+//! `windflow alloc list|show|logs|stats`, and what `job show` says of a service's placement.
 
 use std::process::ExitCode;
 
@@ -27,6 +27,34 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
                 format!("?{}", query.join("&"))
             };
             client.get(&format!("/v1/allocations{q}")).await?
+        }
+        AllocCommand::Logs {
+            alloc,
+            task,
+            follow,
+            since,
+            tail,
+            stderr,
+        } => {
+            let query = LogsArgs {
+                task,
+                follow,
+                since,
+                tail,
+                stderr,
+            };
+            return logs(client, &alloc, &query).await;
+        }
+        AllocCommand::Stats { alloc } => {
+            let stats: Value = client
+                .get(&format!("/v1/allocations/{}/stats", seg(&alloc)))
+                .await?;
+            if out.0 == OutputFormat::Json {
+                out.json(&stats)?;
+            } else {
+                print!("{}", stats_table(&stats));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         AllocCommand::Show { alloc } => {
             let a: Allocation = client
@@ -65,6 +93,118 @@ pub async fn alloc(client: &Client, out: Printer, cmd: AllocCommand) -> anyhow::
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `alloc logs` asks for.
+struct LogsArgs {
+    task: Option<String>,
+    follow: bool,
+    since: Option<String>,
+    tail: Option<u32>,
+    stderr: bool,
+}
+
+impl LogsArgs {
+    /// The query string of `GET /v1/allocations/{id}/logs`.
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(t) = &self.task {
+            q.push(format!("task={}", seg(t)));
+        }
+        if self.stderr {
+            q.push("stream=stderr".to_owned());
+        }
+        if self.follow {
+            q.push("follow=true".to_owned());
+        }
+        if let Some(s) = &self.since {
+            q.push(format!("since={}", seg(s)));
+        }
+        if let Some(n) = self.tail {
+            q.push(format!("tail={n}"));
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
+}
+
+/// `windflow alloc logs`: the body copied to stdout as it arrives; Ctrl-C ends it.
+async fn logs(client: &Client, alloc: &str, args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let path = format!("/v1/allocations/{}/logs{}", seg(alloc), args.query());
+    let mut res = client.get_streaming(&path).await?;
+    let mut stdout = std::io::stdout();
+    // One listener for the whole copy: a Ctrl-C between two chunks is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let chunk = tokio::select! {
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            chunk = res.chunk() => chunk.context("reading the logs")?,
+        };
+        let Some(chunk) = chunk else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        // A closed pipe (`| head`) ends it quietly.
+        if stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// `windflow alloc stats`: a row per task.
+fn stats_table(stats: &Value) -> String {
+    let mut t = Table::new(vec![
+        "TASK",
+        "CPU",
+        "MEMORY",
+        "LIMIT",
+        "NET RX",
+        "NET TX",
+        "BLOCK READ",
+        "BLOCK WRITE",
+        "NOTE",
+    ]);
+    let bytes = |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), human_bytes);
+    for task in stats["tasks"].as_array().into_iter().flatten() {
+        t.row(vec![
+            task["task"].as_str().unwrap_or("?").to_owned(),
+            task["cpu_percent"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+            bytes(&task["memory_bytes"]),
+            bytes(&task["memory_limit_bytes"]),
+            bytes(&task["network_rx_bytes"]),
+            bytes(&task["network_tx_bytes"]),
+            bytes(&task["block_read_bytes"]),
+            bytes(&task["block_write_bytes"]),
+            task["error"].as_str().unwrap_or("").to_owned(),
+        ]);
+    }
+    t.render()
+}
+
+/// `1.5 MiB`, `512 B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// An enum as its JSON word (`run`, `lost`, `rescheduled`).

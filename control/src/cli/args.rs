@@ -533,6 +533,30 @@ pub enum AllocCommand {
     Show {
         alloc: String,
     },
+    /// A task's output (stdout, or stderr with --stderr), written as it arrives.
+    Logs {
+        alloc: String,
+        /// The task (needed when the allocation has several).
+        #[arg(long)]
+        task: Option<String>,
+        /// Keep following: print new lines as they are written, until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines written since then: a duration back from now (10m, 1h30m) or an
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the last N lines (before following).
+        #[arg(long)]
+        tail: Option<u32>,
+        /// Stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// One sample of the allocation's tasks' CPU, memory, network and block I/O.
+    Stats {
+        alloc: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

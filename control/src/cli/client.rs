@@ -188,6 +188,22 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// A `GET` whose body is read as it arrives (`alloc logs --follow`): no overall time
+    /// limit, only the connect timeout. An error answer is read whole and returned.
+    pub async fn get_streaming(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        // Long enough to be never, short enough for the timer to represent.
+        const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        let res = self
+            .send_timed(Method::GET, path, Body::None, Some(FOREVER))
+            .await?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let bytes = res.bytes().await.context("reading the response")?;
+        bail!("{} (HTTP {})", error_message(&bytes), status.as_u16())
+    }
+
     /// A `POST` of a file, answered with JSON.
     pub async fn post_bytes<T: DeserializeOwned>(
         &self,
@@ -214,6 +230,17 @@ impl Client {
         path: &str,
         body: Body<'_>,
     ) -> anyhow::Result<reqwest::Response> {
+        self.send_timed(method, path, body, None).await
+    }
+
+    /// [`Client::send`] with its own overall timeout instead of the client's.
+    async fn send_timed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<reqwest::Response> {
         let path = match &self.namespace {
             Some(ns) => {
                 let sep = if path.contains('?') { '&' } else { '?' };
@@ -226,6 +253,9 @@ impl Client {
             let mut req = self.http.request(method.clone(), format!("{url}{path}"));
             if let Some(token) = &self.token {
                 req = req.bearer_auth(token);
+            }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
             }
             req = match &body {
                 Body::None => req,

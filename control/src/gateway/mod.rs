@@ -1,5 +1,6 @@
 //! The QUIC endpoint every server runs: agents arrive with ALPN `windflow/1`, peer servers
-//! with `windflow-raft/1`, newcomers holding a join token with `windflow-enroll/1`. A
+//! with `windflow-raft/1` (and `windflow-keys/1`, `windflow-relay/1`), newcomers holding a
+//! join token with `windflow-enroll/1`. A
 //! certificate from another CA fails the handshake; a peer with no certificate at all gets
 //! past it only to enroll, and is closed on any other ALPN before a frame is read.
 
@@ -7,6 +8,8 @@ mod alloc_feed;
 mod alloc_sync;
 mod enroll;
 mod output;
+mod relay;
+mod requests;
 mod revocation;
 mod session;
 mod sessions;
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use windflow_certs::ClusterCa;
 use windflow_protocol::enroll::ALPN_ENROLL;
-use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT};
+use windflow_protocol::messages::{ALPN_AGENT, ALPN_RAFT, ALPN_RELAY};
 use windflow_protocol::secret::ALPN_KEYS;
 use windflow_raft::RaftNode;
 
@@ -26,6 +29,7 @@ use crate::secrets::Secrets;
 
 pub use enroll::validate_server_name;
 pub use output::RunOutputs;
+pub use requests::{AgentAnswer, AskError, Relay};
 pub use revocation::Revocations;
 pub use sessions::Sessions;
 
@@ -110,6 +114,12 @@ impl Gateway {
                         tokio::select! {
                             _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
                             _ = windflow_raft::serve_peer_connection_with_faults(gateway.raft.raft().clone(), conn.clone(), gateway.raft.faults().clone()) => {}
+                        }
+                    }
+                    Some(a) if a == ALPN_RELAY => {
+                        tokio::select! {
+                            _ = stop.cancelled() => conn.close(0u32.into(), b"server shutting down"),
+                            _ = gateway.serve_relay(conn.clone()) => {}
                         }
                     }
                     Some(a) if a == ALPN_KEYS => {

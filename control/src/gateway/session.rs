@@ -118,8 +118,13 @@ impl Gateway {
 
         let (tx, mut rx) = mpsc::channel::<ServerMessage>(256);
         let session = SESSION_SEQ.fetch_add(1, Ordering::Relaxed);
-        self.sessions
-            .insert(node, session, tx.clone(), hello.drivers.clone());
+        self.sessions.insert(
+            node,
+            session,
+            tx.clone(),
+            Some(conn.clone()),
+            hello.drivers.clone(),
+        );
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if write_frame(&mut send, &msg).await.is_err() {

@@ -10,6 +10,9 @@ use windflow_protocol::{DriverKind, NodeId, Timestamp};
 #[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<NodeId, Entry>>>,
+    /// How agents connected to other servers are reached (set once the server has its
+    /// endpoint; unset in unit tests).
+    relay: Arc<std::sync::OnceLock<super::Relay>>,
     /// Bumped whenever an agent joins or leaves, to wake the dispatcher.
     changed: Arc<watch::Sender<u64>>,
 }
@@ -17,6 +20,9 @@ pub struct Sessions {
 struct Entry {
     session: u64,
     tx: mpsc::Sender<ServerMessage>,
+    /// The agent's connection, on which requests for logs and stats open streams of their
+    /// own (`None` in unit tests).
+    conn: Option<quinn::Connection>,
     drivers: Vec<DriverKind>,
     /// When its agent was last heard: the session opening, then each heartbeat.
     heard: Timestamp,
@@ -26,6 +32,7 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             inner: Arc::default(),
+            relay: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
         }
     }
@@ -54,6 +61,7 @@ impl Sessions {
         node: NodeId,
         session: u64,
         tx: mpsc::Sender<ServerMessage>,
+        conn: Option<quinn::Connection>,
         drivers: Vec<DriverKind>,
     ) {
         self.lock().insert(
@@ -61,6 +69,7 @@ impl Sessions {
             Entry {
                 session,
                 tx,
+                conn,
                 drivers,
                 heard: Timestamp::now(),
             },
@@ -124,6 +133,22 @@ impl Sessions {
             .map(|(node, _)| *node)
     }
 
+    /// Reaches agents connected to other servers through them from now on.
+    pub fn set_relay(&self, relay: super::Relay) {
+        if self.relay.set(relay).is_err() {
+            tracing::warn!("the relay to peer servers was set twice; keeping the first");
+        }
+    }
+
+    pub(super) fn relay(&self) -> Option<&super::Relay> {
+        self.relay.get()
+    }
+
+    /// The connection of the node's agent, when it has a session with this server.
+    pub fn connection(&self, node: NodeId) -> Option<quinn::Connection> {
+        self.lock().get(&node).and_then(|e| e.conn.clone())
+    }
+
     /// Queues `msg` for the node's agent; false when it has no session.
     pub async fn send(&self, node: NodeId, msg: ServerMessage) -> bool {
         let tx = self.lock().get(&node).map(|e| e.tx.clone());
@@ -142,9 +167,9 @@ mod tests {
     fn picks_the_least_loaded_node_with_the_driver() {
         let s = Sessions::default();
         let (tx, _rx) = mpsc::channel(1);
-        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(2), 2, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(3), 3, tx.clone(), vec![DriverKind::Docker]);
+        s.insert(NodeId(1), 1, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(3), 3, tx.clone(), None, vec![DriverKind::Docker]);
         let load = HashMap::from([(NodeId(1), 2)]);
         assert_eq!(s.pick(DriverKind::Exec, &load), Some(NodeId(2)));
         assert_eq!(s.pick(DriverKind::Libvirt, &load), None);
@@ -159,8 +184,8 @@ mod tests {
     fn only_agents_heard_since_a_time_are_reported() {
         let s = Sessions::default();
         let (tx, _rx) = mpsc::channel(1);
-        s.insert(NodeId(1), 1, tx.clone(), vec![DriverKind::Exec]);
-        s.insert(NodeId(2), 2, tx, vec![DriverKind::Exec]);
+        s.insert(NodeId(1), 1, tx.clone(), None, vec![DriverKind::Exec]);
+        s.insert(NodeId(2), 2, tx, None, vec![DriverKind::Exec]);
         let later = Timestamp(Timestamp::now().0 + 60_000);
         assert_eq!(s.heard_since(later), []);
         s.lock().get_mut(&NodeId(2)).unwrap().heard = later;

@@ -12,7 +12,8 @@
 //! - `container.rs`: create, start, stop (grace, then kill), wait, find by label, ports;
 //! - `network.rs`: the per-agent networks a stack's containers share;
 //! - `logs.rs`: a container's output (stdout head and stderr tail, live chunks);
-//! - `run.rs`: a batch run of a docker task (attempts, retries, timeout).
+//! - `run.rs`: a batch run of a docker task (attempts, retries, timeout);
+//! - `stats.rs`: one sample of a container's resource use.
 
 mod client;
 mod container;
@@ -21,11 +22,13 @@ mod logs;
 mod network;
 mod run;
 mod spec;
+mod stats;
 
 use windflow_protocol::{AllocId, JobId, RunId};
 
 pub use client::DockerDriver;
 pub use container::{Container, ContainerExit, Found};
+pub use logs::{LogLine, LogQuery};
 pub use run::{RunOwner, resume as resume_run, run_to_end};
 
 /// What went wrong talking to the engine, said for people (these end up in events and

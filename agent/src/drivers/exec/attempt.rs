@@ -62,6 +62,8 @@ pub(super) struct AttemptPlan<'a> {
     pub output_file_cap: u64,
     /// SIGTERM first and this long before SIGKILL, when a stop ends the attempt.
     pub stop_grace: Option<Duration>,
+    /// The task's logs for people, which every attempt appends to.
+    pub logs: Option<&'a crate::logs::LogTarget>,
 }
 
 /// SIGKILL to a whole process group.
@@ -141,17 +143,25 @@ pub(super) async fn run_attempt(
     {
         tracing::warn!(error = %e, "cannot record the attempt's process group");
     }
+    let log = |stream| {
+        let target = plan.logs?;
+        crate::logs::LogWriter::open(target, stream)
+            .inspect_err(|e| tracing::warn!(error = %e, dir = %target.dir.display(), "cannot open the task's log"))
+            .ok()
+    };
     let stdout = tokio::spawn(pump(
         child.stdout.take(),
         out_file,
         plan.output_file_cap,
         Keep::Head(plan.stdout_cap),
+        log(OutputStream::Stdout),
     ));
     let stderr = tokio::spawn(pump(
         child.stderr.take(),
         err_file,
         plan.output_file_cap,
         Keep::Tail(STDERR_TAIL_BYTES),
+        log(OutputStream::Stderr),
     ));
 
     enum Ended {
@@ -237,13 +247,15 @@ enum Keep {
     Tail(usize),
 }
 
-/// Reads a pipe to its end, writing it to `file` (up to `file_cap` bytes) and keeping what
-/// `keep` says. Returns the kept bytes and whether anything was dropped from them.
+/// Reads a pipe to its end, writing it to `file` (up to `file_cap` bytes) and to the
+/// task's rotated `log` (stamped with when it was read), and keeping what `keep` says.
+/// Returns the kept bytes and whether anything was dropped from them.
 async fn pump(
     pipe: Option<impl AsyncRead + Unpin>,
     mut file: File,
     file_cap: u64,
     keep: Keep,
+    mut log: Option<crate::logs::LogWriter>,
 ) -> (Vec<u8>, bool) {
     let Some(mut pipe) = pipe else {
         return (Vec::new(), false);
@@ -259,6 +271,13 @@ async fn pump(
             Ok(n) => n,
         };
         let data = &buf[..n];
+        if let Some(writer) = &mut log
+            && let Err(e) = writer.write(windflow_protocol::Timestamp::now(), data)
+        {
+            // A full disk must not end the run either.
+            tracing::warn!(error = %e, "cannot write the task's log");
+            log = None;
+        }
         let room = file_cap.saturating_sub(in_file).min(n as u64) as usize;
         if file_ok && room > 0 {
             // The file is the live view; a full disk must not end the run.

@@ -29,6 +29,9 @@ pub struct SuperviseSpec {
     /// How a stop ends the task: `None` kills its group at once (a run); `Some(grace)`
     /// sends SIGTERM to the group and SIGKILL only after `grace` (an allocation's task).
     pub stop_grace: Option<HumanDuration>,
+    /// Where the task's output is kept for people, rotated and time-stamped (an
+    /// allocation's task); `None` for a run, whose output is its result.
+    pub logs: Option<crate::logs::LogTarget>,
 }
 
 /// How a supervised execution ended, after its last attempt: a run's [`TaskFinished`]

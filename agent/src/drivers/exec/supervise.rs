@@ -209,6 +209,7 @@ pub(crate) async fn run_all(
         stdout_cap: spec.stdout_cap,
         output_file_cap: spec.output_file_cap,
         stop_grace: spec.stop_grace.map(|g| g.0),
+        logs: spec.logs.as_ref(),
     };
     let attempts = task.retry.max_retries.saturating_add(1);
     let mut last = Attempt::failed("no attempt was made".into());

@@ -25,6 +25,7 @@ async fn run_capped(t: &TaskSpec, stdout_cap: usize) -> (ExecResult, tempfile::T
         stdout_cap,
         output_file_cap: super::OUTPUT_FILE_CAP,
         stop_grace: None,
+        logs: None,
     };
     let result = run_all(&exec, &spec, &CancellationToken::new()).await;
     (result, dir)
@@ -177,7 +178,7 @@ async fn a_service_task_is_stopped_with_sigterm_first_and_ran_once() {
     let exec = ExecDir::new(dir.path().join("exec"));
     exec.create().unwrap();
     let stop = CancellationToken::new();
-    let spec = super::service_spec(t, Duration::from_secs(5));
+    let spec = super::service_spec(t, Duration::from_secs(5), None);
     let running = {
         let (exec, stop) = (exec.clone(), stop.clone());
         tokio::spawn(async move { run_all(&exec, &spec, &stop).await })
@@ -261,6 +262,7 @@ async fn an_output_file_stops_at_its_cap_but_the_result_keeps_the_tail() {
         stdout_cap: 10,
         output_file_cap: 5000,
         stop_grace: None,
+        logs: None,
     };
     let f = run_all(&exec, &spec, &CancellationToken::new()).await;
     let in_file = std::fs::metadata(exec.output(1, OutputStream::Stderr))
@@ -347,4 +349,27 @@ async fn a_live_process_on_the_supervisors_reused_pid_is_not_re_attached() {
         f.error.as_deref(),
         Some("the task's supervisor died while the agent was down")
     );
+}
+
+#[tokio::test]
+async fn an_allocation_tasks_output_goes_to_its_logs_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = ExecDir::new(dir.path().join("exec"));
+    exec.create().unwrap();
+    let root = crate::logs::LogRoot::new(dir.path(), crate::logs::LogPolicy::default());
+    let target = root.target(windflow_protocol::AllocId(1), "web");
+    let t = task("echo one; echo two >&2; printf three");
+    let spec = super::service_spec(t, Duration::from_secs(5), Some(target.clone()));
+    let before = windflow_protocol::Timestamp::now();
+    let f = run_all(&exec, &spec, &CancellationToken::new()).await;
+    assert_eq!(f.exit_code, Some(0), "{f:?}");
+    let out = crate::logs::history(&target.dir, OutputStream::Stdout, None, None);
+    assert_eq!(out, b"one\nthree");
+    let err = crate::logs::history(&target.dir, OutputStream::Stderr, None, None);
+    assert_eq!(err, b"two\n");
+    // Stamped when read: a cut before the run keeps everything, one after it nothing.
+    let kept = crate::logs::history(&target.dir, OutputStream::Stdout, Some(before), None);
+    assert_eq!(kept, b"one\nthree");
+    let later = windflow_protocol::Timestamp(windflow_protocol::Timestamp::now().0 + 1);
+    assert!(crate::logs::history(&target.dir, OutputStream::Stdout, Some(later), None).is_empty());
 }
