@@ -56,6 +56,9 @@ struct Entry {
     acked: Option<(ClientStatus, u32)>,
     in_flight: Option<InFlight>,
     runner: Option<Runner>,
+    /// Left running by an agent that is stopping ([`Allocs::detach_all`]): still active
+    /// for the next agent on this data dir, whatever its runner saves on its way out.
+    detached: bool,
     /// Each running task's supervisor, by task name.
     handles: BTreeMap<String, SupervisedHandle>,
     /// Each task's restart window, by task name.
@@ -85,6 +88,7 @@ impl Entry {
             acked: None,
             in_flight: None,
             runner: None,
+            detached: false,
             handles: BTreeMap::new(),
             windows: BTreeMap::new(),
             ports: BTreeMap::new(),
@@ -107,7 +111,7 @@ impl Entry {
             restarts: self.restarts,
             unacked: self.unacked.clone(),
             acked: self.acked,
-            active: self.runner.is_some(),
+            active: self.runner.is_some() || self.detached,
             handles: self.handles.clone(),
             windows: self.windows.clone(),
             health: self.health.clone(),
@@ -124,6 +128,7 @@ impl Entry {
             acked: s.acked,
             in_flight: None,
             runner: None,
+            detached: false,
             handles: s.handles,
             windows: s.windows,
             ports: BTreeMap::new(),
@@ -437,6 +442,7 @@ impl Allocs {
             .iter_mut()
             .filter_map(|(id, e)| {
                 let r = e.runner.take()?;
+                e.detached = true;
                 tracing::info!(alloc = %id, "leaving the allocation's tasks running: the agent is stopping");
                 r.handle.abort();
                 Some(r.handle)

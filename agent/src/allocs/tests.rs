@@ -394,11 +394,18 @@ async fn a_task_that_exited_while_the_agent_was_down_goes_through_its_policy() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::SIGKILL).unwrap();
     until("the task to die", || !alive(first)).await;
     let (a, data) = restart_agent(a, data).await;
-    until("it is restarted", || {
-        pid_in(&pidfile).is_some_and(|p| p != first)
-            && seen(&a, 1).is_some_and(|(_, restarts, _)| restarts == 1)
-    })
-    .await;
+    let deadline = Instant::now() + DEADLINE;
+    while !(pid_in(&pidfile).is_some_and(|p| p != first)
+        && seen(&a, 1).is_some_and(|(c, restarts, _)| restarts == 1 && c == ClientStatus::Running))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not restarted: pid {:?} (first {first}), allocation {:?}",
+            pid_in(&pidfile),
+            seen(&a, 1)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (client, _, kinds) = seen(&a, 1).unwrap();
     assert_eq!(client, ClientStatus::Running);
     assert!(kinds.contains(&AllocEventKind::Restarting), "{kinds:?}");
