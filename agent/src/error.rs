@@ -38,9 +38,12 @@ impl AgentError {
         use windflow_certs::wire::WireError;
         let conn = match self {
             AgentError::Connection(e) => e,
+            // The refusal reaches the first read or the first write (the Hello), whichever
+            // the server's alert overtakes.
             AgentError::Wire(WireError::Read(quinn::ReadExactError::ReadError(
                 quinn::ReadError::ConnectionLost(e),
-            ))) => e,
+            )))
+            | AgentError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))) => e,
             _ => return None,
         };
         let quinn::ConnectionError::ConnectionClosed(close) = conn else {
@@ -58,5 +61,46 @@ impl AgentError {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windflow_certs::wire::WireError;
+
+    fn closed(alert: u8) -> quinn::ConnectionError {
+        quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(alert),
+            frame_type: None,
+            reason: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_told_on_the_first_read_or_write_alike() {
+        let read = AgentError::Wire(WireError::Read(quinn::ReadExactError::ReadError(
+            quinn::ReadError::ConnectionLost(closed(ALERT_CERTIFICATE_REVOKED)),
+        )));
+        let write = AgentError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(closed(
+            ALERT_CERTIFICATE_REVOKED,
+        ))));
+        for e in [read, write] {
+            assert!(
+                e.certificate_refusal()
+                    .is_some_and(|r| r.contains("revoked"))
+            );
+        }
+        let expired = AgentError::Connection(closed(ALERT_CERTIFICATE_EXPIRED));
+        assert!(
+            expired
+                .certificate_refusal()
+                .is_some_and(|r| r.contains("expired"))
+        );
+        // Any other alert may pass: the agent tries again.
+        assert_eq!(
+            AgentError::Connection(closed(40)).certificate_refusal(),
+            None
+        );
     }
 }
