@@ -50,7 +50,17 @@ fn names(cluster: &Cluster, i: usize, token: &str) -> Option<BTreeSet<String>> {
 
 #[test]
 fn an_isolated_leader_commits_nothing_and_the_majority_goes_on() {
-    let cluster = Cluster::start_with(3, &["--fault-injection"]).unwrap();
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--fault-injection",
+            "--rate-limit",
+            "1000000",
+            "--rate-burst",
+            "1000000",
+        ],
+    )
+    .unwrap();
     let token = cluster.token();
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -191,7 +201,17 @@ const OP_DEADLINE: Duration = Duration::from_secs(15);
 
 #[test]
 fn a_register_history_across_a_partition_of_processes_is_linearizable() {
-    let cluster = Cluster::start_with(3, &["--fault-injection"]).unwrap();
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--fault-injection",
+            "--rate-limit",
+            "1000000",
+            "--rate-burst",
+            "1000000",
+        ],
+    )
+    .unwrap();
     let token = cluster.token();
     let old = cluster.wait_for_leader(Duration::from_secs(30)).unwrap();
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
