@@ -119,19 +119,6 @@ fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> {
     })
 }
 
-/// The allocation `id`, as the request's namespaces admit it.
-fn find_alloc(state: &AppState, scope: &NsScope, id: &str) -> Result<Allocation, ApiError> {
-    let alloc_id: AllocId = id
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
-    state
-        .raft
-        .reader()
-        .allocation(alloc_id)?
-        .filter(|a| scope.admits(&a.namespace))
-        .ok_or_else(|| ApiError::not_found("allocation", id))
-}
-
 /// The allocation's tasks, by name with their driver, from the job version it runs;
 /// `None` once its job is gone.
 fn known_tasks(
@@ -295,7 +282,7 @@ pub async fn logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = LogsQuery::parse(&q, Timestamp::now())?;
-    let alloc = find_alloc(&state, &scope, &id)?;
+    let alloc = super::allocations::find(&state, &scope, &id)?;
     let (task, driver) = match (known_tasks(&state, &alloc)?, query.task) {
         (Some(tasks), asked) => pick_task(&alloc, &tasks, asked.as_deref())?,
         // A deleted job's allocation: what an exec task left on its node is still there
@@ -371,7 +358,7 @@ pub async fn stats(
     if let Some(k) = q.keys().find(|k| k.as_str() != "namespace") {
         return Err(invalid(k, "unknown parameter; stats takes none"));
     }
-    let alloc = find_alloc(&state, &scope, &id)?;
+    let alloc = super::allocations::find(&state, &scope, &id)?;
     let tasks = tasks_of(&state, &alloc)?;
     let request = AgentRequest::Stats(StatsRequest {
         alloc: alloc.id,

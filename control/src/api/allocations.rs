@@ -46,6 +46,11 @@ pub async fn show(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Allocation>, ApiError> {
     read_barrier(&state, &q).await?;
+    find(&state, &scope, &id).map(Json)
+}
+
+/// The allocation `id`, as the request's namespaces admit it.
+pub(crate) fn find(state: &AppState, scope: &NsScope, id: &str) -> Result<Allocation, ApiError> {
     let alloc_id: AllocId = id
         .parse()
         .map_err(|e| ApiError::bad_request("invalid_id", format!("{e}")))?;
@@ -54,8 +59,7 @@ pub async fn show(
         .reader()
         .allocation(alloc_id)?
         .filter(|a| scope.admits(&a.namespace))
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("allocation", &id))
+        .ok_or_else(|| ApiError::not_found("allocation", id))
 }
 
 /// `GET /v1/jobs/{id}/evaluations`, newest first.

@@ -358,15 +358,20 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let job = scope.job(state.raft.reader(), &id)?;
+    delete_job(&state, job.id).await.map(Json)
+}
+
+/// Deletes a job through raft and answers what was deleted (jobs and stacks share it).
+pub(crate) async fn delete_job(state: &AppState, job: JobId) -> Result<Job, ApiError> {
     match state
         .raft
         .write(Command::DeleteJob {
-            job: job.id,
+            job,
             at: Timestamp::now(),
         })
         .await?
     {
-        Applied::Job(job) => Ok(Json(job)),
+        Applied::Job(job) => Ok(job),
         other => Err(unexpected(other)),
     }
 }

@@ -422,15 +422,5 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let job = find(state.raft.reader(), &scope, &name)?;
-    match state
-        .raft
-        .write(Command::DeleteJob {
-            job: job.id,
-            at: Timestamp::now(),
-        })
-        .await?
-    {
-        Applied::Job(job) => Ok(Json(job)),
-        other => Err(unexpected(other)),
-    }
+    super::jobs::delete_job(&state, job.id).await.map(Json)
 }
