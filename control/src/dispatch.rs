@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use windflow_protocol::messages::{RunTask, ServerMessage};
-use windflow_protocol::{Node, NodeId, Resources, RunStatus, RunTarget, Timestamp};
+use windflow_protocol::{
+    Job, JobId, Namespace, Node, NodeId, Resources, RunStatus, RunTarget, TaskSpec, Timestamp,
+};
 use windflow_raft::{ApplyError, Command, RaftNode, StoreError, WriteError};
 
 use crate::gateway::Sessions;
@@ -32,6 +34,7 @@ pub enum DispatchError {
     Write(#[from] WriteError),
 }
 
+#[derive(Clone)]
 pub struct Dispatcher {
     raft: RaftNode,
     sessions: Sessions,
@@ -46,6 +49,10 @@ impl Dispatcher {
             sessions,
             secrets,
         }
+    }
+
+    pub(crate) fn raft(&self) -> &RaftNode {
+        &self.raft
     }
 
     /// Dispatches until `stop`: after each change to the store or to the connected agents,
@@ -83,6 +90,38 @@ impl Dispatcher {
         if pending.is_empty() {
             return Ok(());
         }
+        let mut view = self.view()?;
+        let mut placed = Vec::new();
+        for run in pending {
+            let Some(job) = reader.job(run.job)? else {
+                continue;
+            };
+            let (node, task) = match self.choose_for(&mut view, &job, &run.namespace)? {
+                Choice::Place { node, task } => (node, task),
+                Choice::Wait => continue,
+                Choice::Refuse(why) => {
+                    self.refuse(run.id, why).await?;
+                    continue;
+                }
+            };
+            let Some(task) = self.reveal(job.id, &task).await else {
+                continue;
+            };
+            placed.push((
+                node,
+                RunTask {
+                    run: run.id,
+                    job: job.id,
+                    task,
+                },
+            ));
+        }
+        self.place(placed).await
+    }
+
+    /// What the nodes are doing now, for one pass of placements.
+    pub(crate) fn view(&self) -> Result<View, StoreError> {
+        let reader = self.raft.reader();
         let mut view = View::default();
         for run in reader.runs_with_status(RunStatus::Running)? {
             if let Some(node) = run.node {
@@ -96,56 +135,62 @@ impl Dispatcher {
             .filter(|n| crate::scheduler::feasible::unschedulable(n).is_none())
             .map(|n| (n.id, n))
             .collect();
-        let mut placed = Vec::new();
-        for run in pending {
-            let Some(job) = reader.job(run.job)? else {
-                continue;
-            };
-            let Some(task) = job.spec.tasks().next().cloned() else {
-                continue;
-            };
-            let driver = task.driver.kind();
-            let task = match crate::refs::resolve_task(reader, &run.namespace, &task) {
-                Ok(task) => task,
-                Err(crate::refs::RefError::Store(e)) => return Err(e.into()),
-                Err(refused) => {
-                    self.refuse(run.id, refused.to_string()).await?;
-                    continue;
-                }
-            };
-            if job.spec.target == RunTarget::LeastLoaded && view.used.is_none() {
-                view.used = Some(used_by_node(reader)?);
-            }
-            // No agent can take it now; a joining agent wakes us.
-            let Some(node) = choose(&job.spec.target, &self.sessions.offering(driver), &view)
-            else {
-                continue;
-            };
-            // Opened before the run is placed: a run whose secrets cannot be opened here
-            // (this server lacks a key) stays pending rather than running without them.
-            let task = match self.secrets.reveal(&task).await {
-                Ok(task) => task,
-                Err(e) => {
-                    tracing::error!(run = %run.id, job = %job.id, error = %e, "cannot open the task's secret env; the run stays pending");
-                    continue;
-                }
-            };
-            // Counted now: the next runs of this pass are placed knowing of this one.
-            *view.load.entry(node).or_default() += 1;
-            if let Some(used) = view.used.as_mut() {
-                let u = used.entry(node).or_default();
-                *u = u.saturating_add(task.resources);
-            }
-            placed.push((
-                node,
-                RunTask {
-                    run: run.id,
-                    job: job.id,
-                    task,
-                },
-            ));
+        Ok(view)
+    }
+
+    /// Where a run of `job` in namespace `ns` goes now, with its command's references
+    /// resolved. The chosen node is counted in `view` at once, so the next choices of the
+    /// pass know of this run.
+    pub(crate) fn choose_for(
+        &self,
+        view: &mut View,
+        job: &Job,
+        ns: &Namespace,
+    ) -> Result<Choice, DispatchError> {
+        let reader = self.raft.reader();
+        let Some(task) = job.spec.tasks().next() else {
+            return Ok(Choice::Wait);
+        };
+        let driver = task.driver.kind();
+        let task = match crate::refs::resolve_task(reader, ns, task) {
+            Ok(task) => task,
+            Err(crate::refs::RefError::Store(e)) => return Err(e.into()),
+            Err(refused) => return Ok(Choice::Refuse(refused.to_string())),
+        };
+        if job.spec.target == RunTarget::LeastLoaded && view.used.is_none() {
+            view.used = Some(used_by_node(reader)?);
         }
-        self.place(placed).await
+        // No agent can take it now; a joining agent wakes us.
+        let Some(node) = choose(&job.spec.target, &self.sessions.offering(driver), view) else {
+            return Ok(Choice::Wait);
+        };
+        *view.load.entry(node).or_default() += 1;
+        if let Some(used) = view.used.as_mut() {
+            let u = used.entry(node).or_default();
+            *u = u.saturating_add(task.resources);
+        }
+        Ok(Choice::Place { node, task })
+    }
+
+    /// The task with its secret env opened for the agent; `None` (logged) when this
+    /// server cannot open it, and the run stays pending rather than run without them.
+    pub(crate) async fn reveal(&self, job: JobId, task: &TaskSpec) -> Option<TaskSpec> {
+        match self.secrets.reveal(task).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::error!(%job, error = %e, "cannot open the task's secret env; its run stays pending");
+                None
+            }
+        }
+    }
+
+    /// Sends a run whose placement is committed to its node's agent.
+    pub(crate) async fn send(&self, node: NodeId, task: RunTask) {
+        let run = task.run;
+        tracing::debug!(%run, job = %task.job, %node, "dispatched");
+        if !self.sessions.send(node, ServerMessage::RunTask(task)).await {
+            tracing::warn!(%run, %node, "agent left before the run reached it; it gets the run when it reconnects");
+        }
     }
 
     /// Marks the runs dispatched, all proposed at once (raft batches them into shared
@@ -182,11 +227,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            let run = task.run;
-            tracing::info!(%run, job = %task.job, %node, "dispatched");
-            if !self.sessions.send(node, ServerMessage::RunTask(task)).await {
-                tracing::warn!(%run, %node, "agent left before the run reached it; it gets the run when it reconnects");
-            }
+            self.send(node, task).await;
         }
         match failed {
             Some(e) => Err(e.into()),
@@ -221,9 +262,19 @@ impl Dispatcher {
     }
 }
 
+/// Where one run goes, as [`Dispatcher::choose_for`] decides.
+pub(crate) enum Choice {
+    /// To this node, with this task (references resolved, secrets still sealed).
+    Place { node: NodeId, task: TaskSpec },
+    /// Not now: no connected agent can take it.
+    Wait,
+    /// Never as it stands: a `$$(NAME)` reference cannot be resolved.
+    Refuse(String),
+}
+
 /// What the dispatcher knows of the nodes during one pass.
 #[derive(Default)]
-struct View {
+pub(crate) struct View {
     /// Nodes open to new work.
     open: HashMap<NodeId, Node>,
     /// Runs in flight per node.

@@ -43,7 +43,7 @@ pub fn spawn(
                     let token = shutdown.child_token();
                     let dispatcher =
                         Dispatcher::new(raft.clone(), sessions.clone(), secrets.clone());
-                    tokio::spawn(dispatcher.run(token.clone()));
+                    tokio::spawn(dispatcher.clone().run(token.clone()));
                     let retention = AuditRetention::new(raft.clone(), audit_retention);
                     tokio::spawn(retention.run(token.clone()));
                     tokio::spawn(Scheduler::new(raft.clone()).run(token.clone()));
@@ -54,7 +54,8 @@ pub fn spawn(
                     tokio::spawn(DeploymentWatcher::new(raft.clone()).run(token.clone()));
                     // Schedules and webhooks (issue 7).
                     let clock = std::sync::Arc::new(crate::cron::SystemClock);
-                    tokio::spawn(CronLoop::new(raft.clone(), clock).run(token.clone()));
+                    let cron = CronLoop::new(raft.clone(), clock).placing_with(dispatcher);
+                    tokio::spawn(cron.run(token.clone()));
                     match WebhookDelivery::new(raft.clone(), secrets.clone()) {
                         Ok(delivery) => {
                             tokio::spawn(delivery.run(token.clone()));

@@ -311,7 +311,8 @@ pub enum Command {
     DeleteSchedule { schedule: ScheduleId, at: Timestamp },
     /// The leader's fire of `schedule` for due time `due`: refused unless `due` is after
     /// the last recorded fire, so no due time is fired twice whoever leads. Applies the
-    /// overlap policy and creates the runs in the same entry.
+    /// overlap policy and creates the runs in the same entry, pending. The leader proposes
+    /// [`Command::FireSchedulePlaced`]; this one stays for the entries written before it.
     FireSchedule {
         schedule: ScheduleId,
         due: Timestamp,
@@ -345,6 +346,18 @@ pub enum Command {
     /// file's jobs and pipelines are in. Any refused entry refuses the whole command, and
     /// the answer names every refused entry. Answers [`Applied::Imported`].
     Import(Box<crate::import::ImportSet>),
+    /// [`Command::FireSchedule`] with the leader's placement of the job runs it launches:
+    /// a run of a job in `placed` is created running on that node, dispatched at `at`, so
+    /// a fire and its runs' dispatch take one commit rather than two. Its jobs' runs that
+    /// are not in `placed` (no agent could take them) are created pending, as are a
+    /// pipeline's steps. (Appended last: the log's encoding numbers variants in order.)
+    FireSchedulePlaced {
+        schedule: ScheduleId,
+        due: Timestamp,
+        missed: u32,
+        at: Timestamp,
+        placed: Vec<(JobId, NodeId)>,
+    },
 }
 
 /// How [`Command::EndDeployment`] ends a deployment.
@@ -467,6 +480,7 @@ impl Command {
             Command::SetScheduleEnabled { .. } => "set_schedule_enabled",
             Command::DeleteSchedule { .. } => "delete_schedule",
             Command::FireSchedule { .. } => "fire_schedule",
+            Command::FireSchedulePlaced { .. } => "fire_schedule_placed",
             Command::CreateWebhook { .. } => "create_webhook",
             Command::DeleteWebhook { .. } => "delete_webhook",
             Command::WebhookAttempt { .. } => "webhook_attempt",

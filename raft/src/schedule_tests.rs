@@ -328,3 +328,69 @@ fn a_pipeline_target_starts_a_pipeline_run_in_the_fire_entry() {
     );
     assert_eq!(run.steps[1].run, None);
 }
+
+#[test]
+fn a_placed_fire_starts_its_job_runs_on_their_nodes_in_the_same_entry() {
+    let f = Fixture::new();
+    let (a, b) = (job(&f, "a"), job(&f, "b"));
+    let s = schedule(
+        &f,
+        vec![ScheduleTarget::Job(a), ScheduleTarget::Job(b)],
+        OverlapPolicy::Forbid,
+    );
+    // The leader found a node for `a` only: `b` is queued for the dispatcher.
+    let fired = match f.apply(Command::FireSchedulePlaced {
+        schedule: s,
+        due: Timestamp(2_000),
+        missed: 0,
+        at: Timestamp(2_007),
+        placed: vec![(a, NodeId(7))],
+    }) {
+        Ok(Applied::Fire(fire)) => fire,
+        other => panic!("{other:?}"),
+    };
+    let run_of = |job: JobId| {
+        let launch = fired
+            .launches
+            .iter()
+            .find(|l| l.target == ScheduleTarget::Job(job));
+        let run = launch.and_then(|l| l.run).expect("a run");
+        f.reader.run(run).unwrap().unwrap()
+    };
+    let (ra, rb) = (run_of(a), run_of(b));
+    assert_eq!(ra.status, RunStatus::Running);
+    assert_eq!(ra.node, Some(NodeId(7)));
+    assert_eq!(ra.started_at, Some(Timestamp(2_007)));
+    assert_eq!(rb.status, RunStatus::Pending);
+    assert_eq!(rb.node, None);
+    // The status index and counts know each run once, under its status.
+    let ids = |status| {
+        f.reader
+            .runs_with_status(status)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(RunStatus::Running), [ra.id]);
+    assert_eq!(ids(RunStatus::Pending), [rb.id]);
+    let counts = f.reader.run_counts().unwrap();
+    assert!(counts.contains(&(RunStatus::Running, 1)), "{counts:?}");
+    assert!(counts.contains(&(RunStatus::Pending, 1)), "{counts:?}");
+    // The placed run counts as the fire's unfinished run for the overlap policy.
+    let next = match f.apply(Command::FireSchedulePlaced {
+        schedule: s,
+        due: Timestamp(3_000),
+        missed: 0,
+        at: Timestamp(3_001),
+        placed: vec![(a, NodeId(7))],
+    }) {
+        Ok(Applied::Fire(fire)) => fire,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        matches!(next.outcome, FireOutcome::SkippedOverlap { .. }),
+        "{next:?}"
+    );
+    assert_eq!(ids(RunStatus::Running), [ra.id]);
+}

@@ -8,8 +8,8 @@
 
 use windflow_protocol::schedule::FIRE_LOG_MAX;
 use windflow_protocol::{
-    FireOutcome, JobType, OverlapPolicy, Run, RunStatus, Schedule, ScheduleFire, ScheduleId,
-    ScheduleSpec, ScheduleTarget, TargetLaunch, Timestamp,
+    FireOutcome, JobId, JobType, NodeId, OverlapPolicy, Run, RunStatus, Schedule, ScheduleFire,
+    ScheduleId, ScheduleSpec, ScheduleTarget, TargetLaunch, Timestamp,
 };
 
 use crate::StoreError;
@@ -113,6 +113,7 @@ pub(crate) fn fire(
     due: Timestamp,
     missed: u32,
     at: Timestamp,
+    placed: &[(JobId, NodeId)],
 ) -> Result<Response, StoreError> {
     let Some(mut s) = p.get_as::<Schedule>(&schedule_key(id), "schedule")? else {
         return Ok(Err(ApplyError::not_found("schedule", id)));
@@ -168,9 +169,9 @@ pub(crate) fn fire(
                 crate::webhooks::run_ended(p, &r, at)?;
                 record.replaced.push(r.id);
             }
-            record.launches = launch(p, &s, at)?;
+            record.launches = launch(p, &s, at, placed)?;
         }
-        _ => record.launches = launch(p, &s, at)?,
+        _ => record.launches = launch(p, &s, at, placed)?,
     }
     // A skipped fire keeps the runs it overlapped as the ones to look at next time.
     if record.outcome == FireOutcome::Fired {
@@ -190,10 +191,12 @@ pub(crate) fn fire(
 }
 
 /// Starts every target of the schedule; a target that cannot start is recorded with why.
+/// A job's run starts on its node in `placed`, else pending.
 fn launch(
     p: &mut Pending<'_>,
     s: &Schedule,
     at: Timestamp,
+    placed: &[(JobId, NodeId)],
 ) -> Result<Vec<TargetLaunch>, StoreError> {
     let mut launches = Vec::with_capacity(s.spec.targets.len());
     for target in &s.spec.targets {
@@ -215,11 +218,11 @@ fn launch(
                             "job {job} is a service job, kept running by the scheduler"
                         )),
                     ),
-                    Some(_) => match crate::state::create_run(p, job, None, at)? {
-                        Ok(Applied::Run(r)) => (Some(r.id), None),
-                        Ok(other) => (None, Some(format!("unexpected answer {other:?}"))),
-                        Err(e) => (None, Some(e.to_string())),
-                    },
+                    Some(j) => {
+                        let node = placed.iter().find(|(p, _)| *p == job).map(|(_, n)| *n);
+                        let run = crate::state::insert_run(p, &j, None, at, node)?;
+                        (Some(run.id), None)
+                    }
                 }
             }
             ScheduleTarget::Pipeline(pipeline) => {

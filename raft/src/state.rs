@@ -522,7 +522,14 @@ pub(crate) fn apply(p: &mut Pending<'_>, cmd: Command) -> Result<Response, Store
             due,
             missed,
             at,
-        } => crate::schedules::fire(p, schedule, due, missed, at)?,
+        } => crate::schedules::fire(p, schedule, due, missed, at, &[])?,
+        Command::FireSchedulePlaced {
+            schedule,
+            due,
+            missed,
+            at,
+            placed,
+        } => crate::schedules::fire(p, schedule, due, missed, at, &placed)?,
         Command::CreateWebhook { spec, secret, at } => {
             crate::webhooks::create(p, spec, secret, at)?
         }
@@ -707,14 +714,30 @@ pub(crate) fn create_run(
     let Some(j) = p.get_as::<Job>(&key::id(key::JOB, job.0), "job")? else {
         return Ok(Err(ApplyError::not_found("job", job)));
     };
+    Ok(Ok(Applied::Run(insert_run(p, &j, pipeline_run, at, None)?)))
+}
+
+/// Stores a new run of `job`: pending, or already running on `placed` (dispatched at `at`
+/// in the same entry).
+pub(crate) fn insert_run(
+    p: &mut Pending<'_>,
+    job: &Job,
+    pipeline_run: Option<windflow_protocol::PipelineRunId>,
+    at: windflow_protocol::Timestamp,
+    placed: Option<NodeId>,
+) -> Result<Run, StoreError> {
     let run = Run {
         id: RunId(p.next(key::NEXT_RUN)?),
-        job,
-        namespace: j.spec.namespace,
-        status: RunStatus::Pending,
-        node: None,
+        job: job.id,
+        namespace: job.spec.namespace.clone(),
+        status: if placed.is_some() {
+            RunStatus::Running
+        } else {
+            RunStatus::Pending
+        },
+        node: placed,
         requested_at: at,
-        started_at: None,
+        started_at: placed.map(|_| at),
         finished_at: None,
         attempts: 0,
         exit_code: None,
@@ -723,9 +746,9 @@ pub(crate) fn create_run(
         stderr_tail: String::new(),
         pipeline_run,
     };
-    p.put(key::pair(key::RUN_BY_JOB, job.0, run.id.0), Vec::new());
+    p.put(key::pair(key::RUN_BY_JOB, job.id.0, run.id.0), Vec::new());
     p.put_run(&run, None)?;
-    Ok(Ok(Applied::Run(run)))
+    Ok(run)
 }
 
 pub(crate) use key::{LAST_APPLIED, MEMBERSHIP, META};

@@ -124,6 +124,7 @@ fn an_every_second_schedule_launches_both_jobs_at_once() {
                 if f["outcome"] != "fired" {
                     return None;
                 }
+                let fired_at = ts(&f["at"]);
                 let ids: Vec<String> = f["launches"]
                     .as_array()?
                     .iter()
@@ -135,11 +136,17 @@ fn an_every_second_schedule_launches_both_jobs_at_once() {
                     .collect();
                 runs.iter()
                     .all(|r| r["status"] == "succeeded")
-                    .then_some(runs)
+                    .then_some((runs, fired_at))
             })
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+    let (runs, fired_at) = runs;
+    // Placed in the fire's own entry, on the one agent.
+    for r in &runs {
+        assert_eq!(ts(&r["requested_at"]), fired_at, "{r}");
+        assert_eq!(r["node"], "N1", "{r}");
+    }
     assert_eq!(runs.len(), 2);
     assert_ne!(runs[0]["job"], runs[1]["job"]);
     let (a, b) = (&runs[0], &runs[1]);
@@ -166,6 +173,40 @@ fn an_every_second_schedule_launches_both_jobs_at_once() {
         table.contains("both") && table.contains("* * * * * *"),
         "{table}"
     );
+
+    // A run the leader cannot place (its reference fails) is refused before it starts,
+    // saying why, as a run started by hand would be.
+    let out = dev.cli(&["job", "create", "needs", "--cmd", "echo $$(nothing-here)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dev.cli(&[
+        "schedule",
+        "create",
+        "refs",
+        "--cron",
+        "* * * * * *",
+        "--job",
+        "needs",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused = wait_for(
+        "the scheduled run with a missing reference refused",
+        Duration::from_secs(30),
+        || {
+            let runs = json_of(&dev.cli(&["job", "runs", "needs", "--output", "json"]));
+            runs.as_array()?
+                .iter()
+                .find(|r| r["status"] == "failed")
+                .cloned()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.log()));
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothing-here")),
+        "{refused}"
+    );
+    assert!(dev.cli(&["schedule", "rm", "refs"]).status.success());
 
     let off = json_of(&dev.cli(&["schedule", "disable", "both", "--output", "json"]));
     assert_eq!(off["enabled"], false);

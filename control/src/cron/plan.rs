@@ -129,6 +129,11 @@ impl Planner {
         }
     }
 
+    /// The schedule as this planner last read it.
+    pub fn schedule(&self, id: ScheduleId) -> Option<&Schedule> {
+        self.entries.get(&id).map(|e| &e.schedule)
+    }
+
     /// The earliest due time not decided yet, of any schedule.
     pub fn next_wake(&self) -> Option<Timestamp> {
         self.entries.values().filter_map(|e| e.next).min()

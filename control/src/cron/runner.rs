@@ -1,24 +1,40 @@
 //! The leader's cron loop: reads the schedules when their definitions change, asks the
-//! [`Planner`] what is due at the clock's time, proposes one `FireSchedule` per fire
+//! [`Planner`] what is due at the clock's time, proposes one `FireSchedulePlaced` per fire
 //! (each schedule's in order; different schedules concurrently, so they share raft
 //! entries), and sleeps until the next due time or the next change.
+//!
+//! With a [`Dispatcher`], a fire's job runs are placed before the fire is proposed, as the
+//! dispatcher would place them, and are created running on their nodes in the fire's own
+//! entry: a thousand schedules due at once take one round of commits, not a round of
+//! fires and then a round of dispatch marks. Once the fire is committed their tasks go to
+//! the agents. What cannot be placed then (no agent, a failing reference) is created
+//! pending and left to the dispatcher, which places it or refuses it saying why.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use windflow_protocol::{ScheduleId, Timestamp};
+use windflow_protocol::messages::RunTask;
+use windflow_protocol::{
+    JobId, JobType, NodeId, Schedule, ScheduleFire, ScheduleId, ScheduleTarget, TaskSpec, Timestamp,
+};
 use windflow_raft::{Applied, ApplyError, Command, RaftNode, WriteError};
 
 use super::clock::Clock;
 use super::plan::{PlannedFire, Planner};
+use crate::dispatch::{Choice, Dispatcher, View};
 
 /// The longest sleep without a due time or a change.
 const IDLE_WAIT: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long before a due time the loop wakes to prepare its fires, so that at the due
+/// instant only the proposals are left: a thousand schedules due at once are planned and
+/// their runs placed (references resolved, secrets opened) from the state of at most this
+/// long before, and all proposed on the dot.
+const PREPARE_AHEAD: Duration = Duration::from_millis(50);
 
 /// What became of one schedule's fires in a pass.
 enum Outcome {
@@ -35,6 +51,8 @@ pub struct CronLoop<C: Clock> {
     raft: RaftNode,
     clock: Arc<C>,
     planner: Planner,
+    /// Places the fires' job runs; without it they are created pending.
+    dispatcher: Option<Dispatcher>,
 }
 
 impl<C: Clock> CronLoop<C> {
@@ -43,7 +61,14 @@ impl<C: Clock> CronLoop<C> {
             raft,
             clock,
             planner: Planner::default(),
+            dispatcher: None,
         }
+    }
+
+    /// Places each fire's job runs with `dispatcher` (see the module's doc).
+    pub fn placing_with(mut self, dispatcher: Dispatcher) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
     }
 
     pub async fn run(mut self, stop: CancellationToken) {
@@ -73,7 +98,12 @@ impl<C: Clock> CronLoop<C> {
                 }
             }
             if !failed {
-                failed = !self.fire_due().await;
+                let now = self.clock.now();
+                let due_at = match self.planner.next_wake() {
+                    Some(next) if next.saturating_since(now) <= PREPARE_AHEAD => next.max(now),
+                    _ => now,
+                };
+                failed = !self.fire_due(due_at).await;
             }
             let wait = if failed {
                 let wait = backoff;
@@ -84,7 +114,9 @@ impl<C: Clock> CronLoop<C> {
                 let now = self.clock.now();
                 self.planner
                     .next_wake()
-                    .map_or(IDLE_WAIT, |next| next.saturating_since(now))
+                    .map_or(IDLE_WAIT, |next| {
+                        next.saturating_since(now).saturating_sub(PREPARE_AHEAD)
+                    })
                     .min(IDLE_WAIT)
             };
             tokio::select! {
@@ -95,9 +127,11 @@ impl<C: Clock> CronLoop<C> {
         }
     }
 
-    /// Proposes what is due now; false if raft refused to take some of it.
-    async fn fire_due(&mut self) -> bool {
-        let fires = self.planner.due(self.clock.now());
+    /// Proposes what is due at `due_at` (now, or a due time less than [`PREPARE_AHEAD`]
+    /// away: the fires are planned and their runs placed first, and proposed once it
+    /// comes); false if raft refused to take some of it.
+    async fn fire_due(&mut self, due_at: Timestamp) -> bool {
+        let fires = self.planner.due(due_at);
         if fires.is_empty() {
             return true;
         }
@@ -106,11 +140,51 @@ impl<C: Clock> CronLoop<C> {
         for f in fires {
             by_schedule.entry(f.schedule).or_default().push(f);
         }
-        let mut tasks = JoinSet::new();
+        // One view of the nodes for the pass, shared by its placements.
+        let placer = match &self.dispatcher {
+            Some(d) => match d.view() {
+                Ok(view) => Some(Arc::new(Placer {
+                    dispatcher: d.clone(),
+                    view: Mutex::new(view),
+                })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the nodes failed; this pass's runs are left to the dispatcher");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut prepared = Vec::with_capacity(by_schedule.len());
         for (id, fires) in by_schedule {
+            let mut placed = Vec::with_capacity(fires.len());
+            for f in fires {
+                let runs = match (&placer, self.planner.schedule(id)) {
+                    (Some(placer), Some(schedule)) => placer.place(schedule).await,
+                    _ => Vec::new(),
+                };
+                placed.push((f, runs));
+            }
+            prepared.push((id, placed));
+        }
+        // Nothing is proposed before its due time.
+        loop {
+            let early = due_at.saturating_since(self.clock.now());
+            if early.is_zero() {
+                break;
+            }
+            tokio::time::sleep(early.max(Duration::from_millis(1))).await;
+        }
+        let mut tasks = JoinSet::new();
+        for (id, fires) in prepared {
             let raft = self.raft.clone();
             let clock = self.clock.clone();
-            tasks.spawn(async move { (id, propose(&raft, clock.as_ref(), fires).await) });
+            let placer = placer.clone();
+            tasks.spawn(async move {
+                (
+                    id,
+                    propose(&raft, clock.as_ref(), fires, placer.as_deref()).await,
+                )
+            });
         }
         let mut ok = true;
         while let Some(joined) = tasks.join_next().await {
@@ -140,24 +214,115 @@ impl<C: Clock> CronLoop<C> {
     }
 }
 
-/// One schedule's fires, in order, each through raft.
-async fn propose<C: Clock>(raft: &RaftNode, clock: &C, fires: Vec<PlannedFire>) -> Outcome {
+/// The placements of one pass of fires.
+struct Placer {
+    dispatcher: Dispatcher,
+    view: Mutex<View>,
+}
+
+/// A job run of a fire, placed before the fire is proposed.
+struct Placed {
+    job: JobId,
+    node: NodeId,
+    /// Secrets opened: what the agent is sent.
+    task: TaskSpec,
+}
+
+impl Placer {
+    /// A node for each of the schedule's job targets that can start now. Targets apply
+    /// will not start (gone, another namespace, a service) and runs that cannot be placed
+    /// now are left out: they are created pending, for the dispatcher.
+    async fn place(&self, s: &Schedule) -> Vec<Placed> {
+        let reader = self.dispatcher.raft().reader();
+        let mut placed = Vec::new();
+        for target in &s.spec.targets {
+            let ScheduleTarget::Job(id) = *target else {
+                continue;
+            };
+            let job = match reader.job(id) {
+                Ok(Some(job))
+                    if job.spec.namespace == s.spec.namespace
+                        && job.spec.job_type != JobType::Service =>
+                {
+                    job
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "reading the job failed; its run is left to the dispatcher");
+                    continue;
+                }
+            };
+            let choice = {
+                let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+                self.dispatcher
+                    .choose_for(&mut view, &job, &s.spec.namespace)
+            };
+            let task = match choice {
+                Ok(Choice::Place { node, task }) => (node, task),
+                Ok(Choice::Wait | Choice::Refuse(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "placing the run failed; it is left to the dispatcher");
+                    continue;
+                }
+            };
+            if let Some(revealed) = self.dispatcher.reveal(id, &task.1).await {
+                placed.push(Placed {
+                    job: id,
+                    node: task.0,
+                    task: revealed,
+                });
+            }
+        }
+        placed
+    }
+
+    /// Sends the committed fire's placed runs to their agents.
+    async fn send(&self, record: &ScheduleFire, placed: &[Placed]) {
+        for launch in &record.launches {
+            let (ScheduleTarget::Job(job), Some(run)) = (launch.target, launch.run) else {
+                continue;
+            };
+            let Some(p) = placed.iter().find(|p| p.job == job) else {
+                continue;
+            };
+            let task = RunTask {
+                run,
+                job,
+                task: p.task.clone(),
+            };
+            self.dispatcher.send(p.node, task).await;
+        }
+    }
+}
+
+/// One schedule's fires, in order, each through raft with the runs placed for it, which
+/// the placer sends once the fire is committed.
+async fn propose<C: Clock>(
+    raft: &RaftNode,
+    clock: &C,
+    fires: Vec<(PlannedFire, Vec<Placed>)>,
+    placer: Option<&Placer>,
+) -> Outcome {
     let mut done = Vec::with_capacity(fires.len());
-    for f in fires {
+    for (f, placed) in fires {
         let at = clock.now();
         let span = tracing::info_span!("fire", schedule = %f.schedule, due = %f.due);
         match raft
-            .write(Command::FireSchedule {
+            .write(Command::FireSchedulePlaced {
                 schedule: f.schedule,
                 due: f.due,
                 missed: f.missed,
                 at,
+                placed: placed.iter().map(|p| (p.job, p.node)).collect(),
             })
             .instrument(span)
             .await
         {
             Ok(Applied::Fire(record)) => {
-                tracing::info!(
+                if let Some(placer) = placer {
+                    placer.send(&record, &placed).await;
+                }
+                tracing::debug!(
                     schedule = %f.schedule,
                     due = %f.due,
                     delay_ms = at.0.saturating_sub(f.due.0),
