@@ -14,7 +14,7 @@ use windflow_protocol::run::{capped_text, tail_text};
 use windflow_protocol::{
     CONTEXT_MAX_BYTES, Fingerprint, NodeId, RunStatus, STDERR_TAIL_BYTES, Timestamp,
 };
-use windflow_raft::{Command, WriteError};
+use windflow_raft::{Command, RaftNode, WriteError};
 
 use super::Gateway;
 use super::alloc_feed::AllocFeed;
@@ -24,6 +24,8 @@ use windflow_certs::wire::{WireError, read_frame, write_frame};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest failure reason kept from an agent.
 const MAX_ERROR_LEN: usize = 4096;
+/// The most results of one agent being recorded at once; the session reads on meanwhile.
+const MAX_RECORDING: usize = 256;
 
 static SESSION_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -224,7 +226,11 @@ impl Gateway {
         recv: &mut quinn::RecvStream,
         tx: &mpsc::Sender<ServerMessage>,
     ) -> Result<(), SessionError> {
+        // Results are recorded concurrently, so an agent's many results share raft
+        // entries instead of taking a commit round each, one after another.
+        let mut recording = tokio::task::JoinSet::new();
         while let Some(msg) = read_frame::<AgentMessage>(recv).await? {
+            while recording.try_join_next().is_some() {}
             match msg {
                 AgentMessage::Heartbeat(hb) => {
                     // Liveness: what the heartbeat reporter tells raft (crate::heartbeats).
@@ -240,11 +246,19 @@ impl Gateway {
                     }
                 }
                 AgentMessage::Finished(finished) => {
-                    if self.record_finished(node, finished.clone()).await {
-                        let _ = tx
-                            .send(ServerMessage::FinishedAck { run: finished.run })
-                            .await;
+                    if recording.len() >= MAX_RECORDING {
+                        recording.join_next().await;
                     }
+                    let (raft, tx) = (self.raft.clone(), tx.clone());
+                    recording.spawn(
+                        async move {
+                            let run = finished.run;
+                            if record_finished(&raft, node, finished).await {
+                                let _ = tx.send(ServerMessage::FinishedAck { run }).await;
+                            }
+                        }
+                        .in_current_span(),
+                    );
                 }
                 AgentMessage::AllocUpdate(update) => {
                     let (alloc, client) = (update.alloc, update.client);
@@ -259,46 +273,52 @@ impl Gateway {
                 }
             }
         }
+        // The agent keeps what was not acknowledged, and sends it again next session.
+        while recording.join_next().await.is_some() {}
         Ok(())
     }
 
     fn run_is_on(&self, run: windflow_protocol::RunId, node: NodeId) -> bool {
-        matches!(self.raft.reader().run(run), Ok(Some(r)) if r.node == Some(node))
+        run_is_on(&self.raft, run, node)
     }
+}
 
-    /// Writes a result through raft. True when the agent may forget it: recorded, or not
-    /// ours to record (unknown run, or a run placed on another node).
-    async fn record_finished(&self, node: NodeId, f: TaskFinished) -> bool {
-        if !self.run_is_on(f.run, node) {
-            tracing::warn!(%node, run = %f.run, "dropping a result for a run not placed on this node");
-            return true;
+fn run_is_on(raft: &RaftNode, run: windflow_protocol::RunId, node: NodeId) -> bool {
+    matches!(raft.reader().run(run), Ok(Some(r)) if r.node == Some(node))
+}
+
+/// Writes a result through raft. True when the agent may forget it: recorded, or not
+/// ours to record (unknown run, or a run placed on another node).
+async fn record_finished(raft: &RaftNode, node: NodeId, f: TaskFinished) -> bool {
+    if !run_is_on(raft, f.run, node) {
+        tracing::warn!(%node, run = %f.run, "dropping a result for a run not placed on this node");
+        return true;
+    }
+    let (stdout, cut) = capped_text(&f.stdout, CONTEXT_MAX_BYTES);
+    let cmd = Command::RunFinished {
+        run: f.run,
+        node,
+        outcome: f.outcome,
+        exit_code: f.exit_code,
+        attempts: f.attempts,
+        started_at: f.started_at,
+        duration: f.duration,
+        stdout,
+        stdout_truncated: f.stdout_truncated || cut,
+        stderr_tail: tail_text(&f.stderr_tail, STDERR_TAIL_BYTES),
+        error: f.error.map(|e| truncate(&e, MAX_ERROR_LEN)),
+        at: Timestamp::now(),
+    };
+    match raft.write(cmd).await {
+        Ok(_) => true,
+        Err(WriteError::Rejected(e)) => {
+            tracing::warn!(%node, run = %f.run, error = %e, "result rejected by the store");
+            true
         }
-        let (stdout, cut) = capped_text(&f.stdout, CONTEXT_MAX_BYTES);
-        let cmd = Command::RunFinished {
-            run: f.run,
-            node,
-            outcome: f.outcome,
-            exit_code: f.exit_code,
-            attempts: f.attempts,
-            started_at: f.started_at,
-            duration: f.duration,
-            stdout,
-            stdout_truncated: f.stdout_truncated || cut,
-            stderr_tail: tail_text(&f.stderr_tail, STDERR_TAIL_BYTES),
-            error: f.error.map(|e| truncate(&e, MAX_ERROR_LEN)),
-            at: Timestamp::now(),
-        };
-        match self.raft.write(cmd).await {
-            Ok(_) => true,
-            Err(WriteError::Rejected(e)) => {
-                tracing::warn!(%node, run = %f.run, error = %e, "result rejected by the store");
-                true
-            }
-            // Not committed: keep the agent's copy, it sends it again.
-            Err(e) => {
-                tracing::warn!(%node, run = %f.run, error = %e, "cannot record result yet");
-                false
-            }
+        // Not committed: keep the agent's copy, it sends it again.
+        Err(e) => {
+            tracing::warn!(%node, run = %f.run, error = %e, "cannot record result yet");
+            false
         }
     }
 }
