@@ -119,8 +119,15 @@ async fn propose(node: &RaftNode, mut batch: Vec<Queued>) {
     }
     let (cmds, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|q| (q.cmd, q.reply)).unzip();
-    tracing::trace!(commands = cmds.len(), "proposing a batch");
-    match node.propose(Command::Batch(cmds)).await {
+    let (commands, started) = (cmds.len(), std::time::Instant::now());
+    tracing::trace!(commands, "proposing a batch");
+    let answer = node.propose(Command::Batch(cmds)).await;
+    tracing::trace!(
+        commands,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "batch answered"
+    );
+    match answer {
         Ok(Applied::Batch(responses)) if responses.len() == replies.len() => {
             for (reply, response) in replies.into_iter().zip(responses) {
                 let _ = reply.send(response.map_err(WriteError::Rejected));
