@@ -52,6 +52,25 @@ fn fire(f: &Fixture, s: ScheduleId, due: u64) -> Result<ScheduleFire, ApplyError
     })
 }
 
+fn fire_placed(
+    f: &Fixture,
+    s: ScheduleId,
+    due: u64,
+    at: u64,
+    placed: Vec<(JobId, NodeId)>,
+) -> ScheduleFire {
+    match f.apply(Command::FireSchedulePlaced {
+        schedule: s,
+        due: Timestamp(due),
+        missed: 0,
+        at: Timestamp(at),
+        placed,
+    }) {
+        Ok(Applied::Fire(fire)) => fire,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn finish(f: &Fixture, run: windflow_protocol::RunId) {
     f.apply(Command::RunDispatched {
         run,
@@ -339,16 +358,7 @@ fn a_placed_fire_starts_its_job_runs_on_their_nodes_in_the_same_entry() {
         OverlapPolicy::Forbid,
     );
     // The leader found a node for `a` only: `b` is queued for the dispatcher.
-    let fired = match f.apply(Command::FireSchedulePlaced {
-        schedule: s,
-        due: Timestamp(2_000),
-        missed: 0,
-        at: Timestamp(2_007),
-        placed: vec![(a, NodeId(7))],
-    }) {
-        Ok(Applied::Fire(fire)) => fire,
-        other => panic!("{other:?}"),
-    };
+    let fired = fire_placed(&f, s, 2_000, 2_007, vec![(a, NodeId(7))]);
     let run_of = |job: JobId| {
         let launch = fired
             .launches
@@ -378,16 +388,7 @@ fn a_placed_fire_starts_its_job_runs_on_their_nodes_in_the_same_entry() {
     assert!(counts.contains(&(RunStatus::Running, 1)), "{counts:?}");
     assert!(counts.contains(&(RunStatus::Pending, 1)), "{counts:?}");
     // The placed run counts as the fire's unfinished run for the overlap policy.
-    let next = match f.apply(Command::FireSchedulePlaced {
-        schedule: s,
-        due: Timestamp(3_000),
-        missed: 0,
-        at: Timestamp(3_001),
-        placed: vec![(a, NodeId(7))],
-    }) {
-        Ok(Applied::Fire(fire)) => fire,
-        other => panic!("{other:?}"),
-    };
+    let next = fire_placed(&f, s, 3_000, 3_001, vec![(a, NodeId(7))]);
     assert!(
         matches!(next.outcome, FireOutcome::SkippedOverlap { .. }),
         "{next:?}"

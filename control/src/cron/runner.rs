@@ -257,7 +257,7 @@ impl Placer {
                 self.dispatcher
                     .choose_for(&mut view, &job, &s.spec.namespace)
             };
-            let task = match choice {
+            let (node, task) = match choice {
                 Ok(Choice::Place { node, task }) => (node, task),
                 Ok(Choice::Wait | Choice::Refuse(_)) => continue,
                 Err(e) => {
@@ -265,11 +265,11 @@ impl Placer {
                     continue;
                 }
             };
-            if let Some(revealed) = self.dispatcher.reveal(id, &task.1).await {
+            if let Some(task) = self.dispatcher.reveal(id, &task).await {
                 placed.push(Placed {
                     job: id,
-                    node: task.0,
-                    task: revealed,
+                    node,
+                    task,
                 });
             }
         }
